@@ -1,0 +1,32 @@
+/* cli.h: the bangfu command line's commands and shared helpers. */
+#ifndef CLI_H
+#define CLI_H
+
+#include "bf_client.h"
+
+#include <stdbool.h>
+
+typedef struct {
+    const char *name;
+    int (*fn)(int argc, char **argv); /* argv[0] is the command name */
+    const char *usage;
+    const char *doc;
+} cli_command_t;
+
+/* Exit codes. */
+#define CLI_OK 0
+#define CLI_ERR_REPLY 1
+#define CLI_USAGE 2
+#define CLI_UNAVAILABLE 3
+
+/* The RPC endpoint of a service: $BANGFU_<SERVICE>_RPC or its default.
+ * Returns NULL for an unknown service name. */
+const char *cli_endpoint(const char *service);
+
+/* Prints a reply (result or error) as JSON on stdout / stderr. Returns the
+ * exit code it stands for. */
+int cli_print_reply(const bf_reply_t *reply, bool pretty);
+
+int cli_call(int argc, char **argv);
+
+#endif

@@ -1,0 +1,232 @@
+/* bf_cfg: table-driven configuration; see bf_cfg.h. */
+#include "bf_cfg.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const bf_cfg_def_t bf_cfg_common[] = {
+    {"log.level", BF_CFG_STR, "info", 0, 0, "debug | info | warn | error"},
+    {"pg.dsn", BF_CFG_STR, "postgresql://bangfu@127.0.0.1:5432/bangfu", 0, 0,
+     "libpq connection URI of the PostgreSQL database"},
+    {"pg.connect_attempts", BF_CFG_INT, "30", 1, 100000,
+     "connection attempts at start (backoff 100 ms doubling to 2 s)"},
+    {"redis.url", BF_CFG_STR, "redis://127.0.0.1:6379/0", 0, 0,
+     "Redis URL redis://host:port[/db]"},
+    {"bus.xsub", BF_CFG_STR, "tcp://127.0.0.1:7100", 0, 0,
+     "the bus's XSUB address: relays connect here to publish events"},
+    {"bus.pub", BF_CFG_STR, "tcp://127.0.0.1:7099", 0, 0,
+     "the bus's XPUB address: subscribers connect here"},
+    {"rpc.workers", BF_CFG_INT, "4", 1, 256,
+     "worker threads per service, each with its own database connection"},
+    {"rpc.max_msg_bytes", BF_CFG_INT, "8388608", 1024, 1073741824,
+     "largest request frame accepted (ZMQ_MAXMSGSIZE); larger ones are refused"},
+    {"rpc.max_string_bytes", BF_CFG_INT, "65536", 16, 16777216,
+     "longest string accepted in any request parameter"},
+    {"rpc.max_list", BF_CFG_INT, "10000", 1, 10000000,
+     "longest list accepted in a request parameter unless a method says more"},
+    {"rpc.drain_ms", BF_CFG_INT, "10000", 0, 600000,
+     "on SIGTERM, how long to wait for in-flight requests"},
+    {"relay.enabled", BF_CFG_BOOL, "true", 0, 0,
+     "run the outbox relay in this process (one instance relays at a time)"},
+    {"relay.batch", BF_CFG_INT, "500", 1, 100000, "events moved per relay round"},
+    {"relay.stream", BF_CFG_STR, "bangfu:events", 0, 0, "the Redis Stream of events"},
+    {"relay.stream_maxlen", BF_CFG_INT, "10000000", 1000, 1000000000,
+     "approximate cap on the stream's length (XADD MAXLEN ~)"},
+    {"relay.retain_days", BF_CFG_INT, "30", 0, 36500,
+     "relayed outbox rows older than this are pruned (0 = keep forever)"},
+    {NULL, 0, NULL, 0, 0, NULL},
+};
+
+typedef struct {
+    const bf_cfg_def_t *def;
+    char *value;
+    long long ival;
+    bool bval;
+} bf_cfg_entry_t;
+
+struct bf_cfg {
+    bf_cfg_entry_t *entries;
+    size_t n;
+    char err[256];
+    const bf_cfg_def_t *const *tables;
+};
+
+void bf_cfg_env_name(const char *key, char *buf, size_t n)
+{
+    size_t j = 0;
+    const char *prefix = "BANGFU_";
+    for (const char *p = prefix; *p && j + 1 < n; p++) buf[j++] = *p;
+    for (const char *p = key; *p && j + 1 < n; p++)
+        buf[j++] = (*p == '.' || *p == '-') ? '_' : (char)toupper((unsigned char)*p);
+    if (n) buf[j < n ? j : n - 1] = '\0';
+}
+
+static bf_cfg_entry_t *s_find(const bf_cfg_t *cfg, const char *key)
+{
+    for (size_t i = 0; i < cfg->n; i++)
+        if (strcmp(cfg->entries[i].def->key, key) == 0) return &cfg->entries[i];
+    return NULL;
+}
+
+static int s_set(bf_cfg_t *cfg, bf_cfg_entry_t *e, const char *value, const char *origin)
+{
+    char *copy = strdup(value);
+    if (!copy) {
+        snprintf(cfg->err, sizeof cfg->err, "%s: out of memory", e->def->key);
+        return -1;
+    }
+    if (e->def->type == BF_CFG_INT) {
+        char *end;
+        errno = 0;
+        long long v = strtoll(value, &end, 10);
+        if (errno || end == value || *end != '\0' || v < e->def->min || v > e->def->max) {
+            snprintf(cfg->err, sizeof cfg->err,
+                     "%s (from %s): \"%.64s\" is not an integer in [%lld, %lld]",
+                     e->def->key, origin, value, e->def->min, e->def->max);
+            free(copy);
+            return -1;
+        }
+        e->ival = v;
+    } else if (e->def->type == BF_CFG_BOOL) {
+        if (!strcasecmp(value, "true") || !strcmp(value, "1") || !strcasecmp(value, "yes") ||
+            !strcasecmp(value, "on")) {
+            e->bval = true;
+        } else if (!strcasecmp(value, "false") || !strcmp(value, "0") ||
+                   !strcasecmp(value, "no") || !strcasecmp(value, "off")) {
+            e->bval = false;
+        } else {
+            snprintf(cfg->err, sizeof cfg->err, "%s (from %s): \"%.64s\" is not a boolean",
+                     e->def->key, origin, value);
+            free(copy);
+            return -1;
+        }
+    }
+    free(e->value);
+    e->value = copy;
+    return 0;
+}
+
+static bool s_owns_section(const bf_cfg_t *cfg, const char *section)
+{
+    size_t sl = strlen(section);
+    for (size_t i = 0; i < cfg->n; i++) {
+        const char *k = cfg->entries[i].def->key;
+        if (strncmp(k, section, sl) == 0 && k[sl] == '.') return true;
+    }
+    return false;
+}
+
+static int s_ini_handler(void *user, const char *section, const char *name, const char *value)
+{
+    bf_cfg_t *cfg = user;
+    if (!s_owns_section(cfg, section)) return 1; /* another service's section */
+    char key[256];
+    snprintf(key, sizeof key, "%s.%s", section, name);
+    bf_cfg_entry_t *e = s_find(cfg, key);
+    if (!e) {
+        snprintf(cfg->err, sizeof cfg->err, "unknown config key %s", key);
+        return 0;
+    }
+    return s_set(cfg, e, value, "file") == 0;
+}
+
+bf_cfg_t *bf_cfg_load(const bf_cfg_def_t *const *tables, const char *path, char *err,
+                      size_t errlen)
+{
+    bf_cfg_t *cfg = calloc(1, sizeof *cfg);
+    if (!cfg) goto oom;
+    cfg->tables = tables;
+    size_t total = 0;
+    for (size_t t = 0; tables[t]; t++)
+        for (const bf_cfg_def_t *d = tables[t]; d->key; d++) total++;
+    cfg->entries = calloc(total ? total : 1, sizeof *cfg->entries);
+    if (!cfg->entries) goto oom;
+    for (size_t t = 0; tables[t]; t++) {
+        for (const bf_cfg_def_t *d = tables[t]; d->key; d++) {
+            if (s_find(cfg, d->key)) continue; /* the first table wins */
+            bf_cfg_entry_t *e = &cfg->entries[cfg->n++];
+            e->def = d;
+            if (s_set(cfg, e, d->def, "default") != 0) goto fail;
+        }
+    }
+    if (!path) path = getenv("BANGFU_CONFIG");
+    if (path && *path) {
+        int rc = ini_parse(path, s_ini_handler, cfg);
+        if (rc < 0) {
+            snprintf(cfg->err, sizeof cfg->err, "cannot open config file %s", path);
+            goto fail;
+        } else if (rc > 0) {
+            char tmp[300];
+            snprintf(tmp, sizeof tmp, "%s line %d: %s", path, rc,
+                     cfg->err[0] ? cfg->err : "syntax error");
+            snprintf(cfg->err, sizeof cfg->err, "%s", tmp);
+            goto fail;
+        }
+    }
+    for (size_t i = 0; i < cfg->n; i++) {
+        char var[160];
+        bf_cfg_env_name(cfg->entries[i].def->key, var, sizeof var);
+        const char *v = getenv(var);
+        if (v && s_set(cfg, &cfg->entries[i], v, var) != 0) goto fail;
+    }
+    return cfg;
+oom:
+    snprintf(err, errlen, "out of memory loading config");
+    if (cfg) free(cfg->entries);
+    free(cfg);
+    return NULL;
+fail:
+    snprintf(err, errlen, "%s", cfg->err);
+    bf_cfg_destroy(&cfg);
+    return NULL;
+}
+
+void bf_cfg_destroy(bf_cfg_t **self_p)
+{
+    if (!self_p || !*self_p) return;
+    bf_cfg_t *cfg = *self_p;
+    for (size_t i = 0; i < cfg->n; i++) free(cfg->entries[i].value);
+    free(cfg->entries);
+    free(cfg);
+    *self_p = NULL;
+}
+
+static const bf_cfg_entry_t *s_get(const bf_cfg_t *cfg, const char *key, bf_cfg_type_t type)
+{
+    const bf_cfg_entry_t *e = s_find(cfg, key);
+    if (!e || e->def->type != type) {
+        fprintf(stderr, "bf_cfg: key %s not declared with that type\n", key);
+        abort();
+    }
+    return e;
+}
+
+const char *bf_cfg_str(const bf_cfg_t *cfg, const char *key)
+{
+    return s_get(cfg, key, BF_CFG_STR)->value;
+}
+
+long long bf_cfg_int(const bf_cfg_t *cfg, const char *key)
+{
+    return s_get(cfg, key, BF_CFG_INT)->ival;
+}
+
+bool bf_cfg_bool(const bf_cfg_t *cfg, const char *key)
+{
+    return s_get(cfg, key, BF_CFG_BOOL)->bval;
+}
+
+void bf_cfg_print_help(const bf_cfg_def_t *const *tables)
+{
+    for (size_t t = 0; tables[t]; t++) {
+        for (const bf_cfg_def_t *d = tables[t]; d->key; d++) {
+            char var[160];
+            bf_cfg_env_name(d->key, var, sizeof var);
+            printf("  %-26s %-32s default %s\n      %s\n", d->key, var, d->def, d->doc);
+        }
+    }
+}

@@ -1,0 +1,47 @@
+/* bf_client: a synchronous RPC client for bangfu services.
+ *
+ * Used by the CLI and by services that ask another service (tasks asks the
+ * registry whether an id exists). A DEALER socket sends an empty delimiter
+ * frame and the request map, so the server sees what a REQ client would send,
+ * but a timeout does not wedge the socket: a late reply to an abandoned
+ * request is recognised by its id and dropped. Not thread-safe: one client per
+ * thread.
+ */
+#ifndef BF_CLIENT_H
+#define BF_CLIENT_H
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct bf_client bf_client_t;
+
+typedef struct {
+    msgpack_unpacked msg;           /* owns everything below */
+    bool ok;
+    const msgpack_object *result;   /* when ok */
+    const msgpack_object *error;    /* when !ok: {code, message, field} */
+    char code[32];                  /* error code, or "" */
+    char message[512];
+    char field[128];
+} bf_reply_t;
+
+/* Connects (lazily, as ZeroMQ does) to endpoint. NULL if out of memory or the
+ * endpoint is malformed. */
+bf_client_t *bf_client_new(const char *endpoint, int timeout_ms);
+void bf_client_destroy(bf_client_t **self_p);
+
+/* Sends {v:1, id, method, params, actor} where params is one packed msgpack
+ * map (NULL/0 = empty map) and actor may be NULL. Waits up to the timeout.
+ * Returns 0 with *reply filled (free it with bf_reply_destroy), or -1 on
+ * timeout or a malformed reply (reply->code is "unavailable" or "internal"
+ * and reply->message says why; still call bf_reply_destroy). */
+int bf_client_call(bf_client_t *c, const char *method, const char *params, size_t params_len,
+                   const char *actor, bf_reply_t *reply);
+
+/* Sends a raw frame as the request body (for tests of malformed input). */
+int bf_client_call_raw(bf_client_t *c, const char *body, size_t len, bf_reply_t *reply);
+
+void bf_reply_destroy(bf_reply_t *reply);
+
+#endif

@@ -1,0 +1,308 @@
+/* bf_db: PostgreSQL connection, statements, transactions, migrations. */
+#include "bf_db.h"
+#include "bf_log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define BF_DB_MAX_PREPARED 512
+
+struct bf_db {
+    char *dsn;
+    char *schema;
+    PGconn *conn;
+    bool in_tx;
+    char sqlstate[6];
+    char errmsg[512];
+    char *prepared[BF_DB_MAX_PREPARED];
+    int nprepared;
+};
+
+static void s_forget_prepared(bf_db_t *db)
+{
+    for (int i = 0; i < db->nprepared; i++) free(db->prepared[i]);
+    db->nprepared = 0;
+}
+
+bf_db_t *bf_db_new(const char *dsn, const char *schema)
+{
+    bf_db_t *db = calloc(1, sizeof *db);
+    if (!db) return NULL;
+    db->dsn = strdup(dsn ? dsn : "");
+    db->schema = schema ? strdup(schema) : NULL;
+    if (!db->dsn || (schema && !db->schema)) {
+        free(db->dsn);
+        free(db->schema);
+        free(db);
+        return NULL;
+    }
+    return db;
+}
+
+void bf_db_destroy(bf_db_t **self_p)
+{
+    if (!self_p || !*self_p) return;
+    bf_db_t *db = *self_p;
+    if (db->conn) PQfinish(db->conn);
+    s_forget_prepared(db);
+    free(db->dsn);
+    free(db->schema);
+    free(db);
+    *self_p = NULL;
+}
+
+static void s_set_err(bf_db_t *db, const PGresult *res)
+{
+    const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    snprintf(db->sqlstate, sizeof db->sqlstate, "%s", st ? st : "");
+    const char *m = res ? PQresultErrorMessage(res) : NULL;
+    if (!m || !*m) m = db->conn ? PQerrorMessage(db->conn) : "not connected";
+    snprintf(db->errmsg, sizeof db->errmsg, "%s", m);
+    size_t n = strlen(db->errmsg);
+    while (n && (db->errmsg[n - 1] == '\n' || db->errmsg[n - 1] == ' ')) db->errmsg[--n] = 0;
+}
+
+static int s_connect_once(bf_db_t *db)
+{
+    if (db->conn) {
+        PQfinish(db->conn);
+        db->conn = NULL;
+    }
+    s_forget_prepared(db);
+    db->in_tx = false;
+    db->conn = PQconnectdb(db->dsn);
+    if (!db->conn || PQstatus(db->conn) != CONNECTION_OK) {
+        s_set_err(db, NULL);
+        return -1;
+    }
+    if (db->schema) {
+        /* the schema name is ours (a service name), never user input; still
+         * quote it as an identifier */
+        char *ident = PQescapeIdentifier(db->conn, db->schema, strlen(db->schema));
+        if (!ident) {
+            s_set_err(db, NULL);
+            return -1;
+        }
+        char sql[256];
+        snprintf(sql, sizeof sql, "SET search_path TO %s, public", ident);
+        PQfreemem(ident);
+        PGresult *r = PQexec(db->conn, sql);
+        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        if (!ok) s_set_err(db, r);
+        PQclear(r);
+        if (!ok) return -1;
+    }
+    PGresult *r = PQexec(db->conn, "SET TIME ZONE 'UTC'");
+    PQclear(r);
+    db->sqlstate[0] = 0;
+    db->errmsg[0] = 0;
+    return 0;
+}
+
+int bf_db_connect(bf_db_t *db, int attempts)
+{
+    long delay_ms = 100;
+    for (int i = 0; i < attempts; i++) {
+        if (s_connect_once(db) == 0) return 0;
+        if (i + 1 < attempts) {
+            bf_log(BF_WARN, "postgresql not reachable (attempt %d/%d): %s", i + 1, attempts,
+                   db->errmsg);
+            struct timespec ts = {delay_ms / 1000, (delay_ms % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+            delay_ms = delay_ms * 2 > 2000 ? 2000 : delay_ms * 2;
+        }
+    }
+    return -1;
+}
+
+int bf_db_ensure(bf_db_t *db)
+{
+    if (db->conn && PQstatus(db->conn) == CONNECTION_OK) return 0;
+    if (db->in_tx) return -1;
+    return s_connect_once(db);
+}
+
+PGconn *bf_db_conn(bf_db_t *db) { return db->conn; }
+
+bool bf_db_is_down(bf_db_t *db) { return !db->conn || PQstatus(db->conn) != CONNECTION_OK; }
+
+static PGresult *s_check(bf_db_t *db, PGresult *res)
+{
+    ExecStatusType st = PQresultStatus(res);
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return res;
+    s_set_err(db, res);
+    PQclear(res);
+    return NULL;
+}
+
+PGresult *bf_db_exec(bf_db_t *db, const char *sql, int nparams, const char *const *params)
+{
+    if (bf_db_ensure(db) != 0) {
+        s_set_err(db, NULL);
+        return NULL;
+    }
+    PGresult *res = PQexecParams(db->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    return s_check(db, res);
+}
+
+PGresult *bf_db_prep(bf_db_t *db, const char *name, const char *sql, int nparams,
+                     const char *const *params, const int *lengths, const int *formats)
+{
+    if (bf_db_ensure(db) != 0) {
+        s_set_err(db, NULL);
+        return NULL;
+    }
+    int found = 0;
+    for (int i = 0; i < db->nprepared; i++) {
+        if (strcmp(db->prepared[i], name) == 0) {
+            found = 1;
+            break;
+        }
+    }
+    if (!found) {
+        PGresult *p = PQprepare(db->conn, name, sql, nparams, NULL);
+        if (!s_check(db, p)) return NULL;
+        PQclear(p);
+        if (db->nprepared < BF_DB_MAX_PREPARED) {
+            char *copy = strdup(name);
+            if (copy) db->prepared[db->nprepared++] = copy;
+        } else {
+            /* table full: run it unnamed from now on (correct, just slower) */
+            return bf_db_exec(db, sql, nparams, params);
+        }
+    }
+    PGresult *res = PQexecPrepared(db->conn, name, nparams, params, lengths, formats, 0);
+    return s_check(db, res);
+}
+
+int bf_db_cmd(bf_db_t *db, const char *sql)
+{
+    if (bf_db_ensure(db) != 0) {
+        s_set_err(db, NULL);
+        return -1;
+    }
+    PGresult *res = s_check(db, PQexec(db->conn, sql));
+    if (!res) return -1;
+    PQclear(res);
+    return 0;
+}
+
+int bf_db_begin(bf_db_t *db)
+{
+    if (db->in_tx) return 0;
+    if (bf_db_cmd(db, "BEGIN") != 0) return -1;
+    db->in_tx = true;
+    return 0;
+}
+
+int bf_db_commit(bf_db_t *db)
+{
+    if (!db->in_tx) return 0;
+    db->in_tx = false;
+    return bf_db_cmd(db, "COMMIT");
+}
+
+int bf_db_rollback(bf_db_t *db)
+{
+    if (!db->in_tx) return 0;
+    db->in_tx = false;
+    if (!db->conn || PQstatus(db->conn) != CONNECTION_OK) return 0;
+    PGresult *res = PQexec(db->conn, "ROLLBACK");
+    PQclear(res);
+    return 0;
+}
+
+bool bf_db_in_tx(const bf_db_t *db) { return db->in_tx; }
+const char *bf_db_sqlstate(const bf_db_t *db) { return db->sqlstate; }
+const char *bf_db_errmsg(const bf_db_t *db) { return db->errmsg; }
+
+int bf_db_migrate(bf_db_t *db, const char *schema, const bf_migration_t *list)
+{
+    int applied = 0;
+    char sql[512];
+    if (bf_db_ensure(db) != 0) return -1;
+    char *ident = PQescapeIdentifier(db->conn, schema, strlen(schema));
+    if (!ident) return -1;
+    const char *lockp[] = {schema};
+    PGresult *r = bf_db_exec(db, "SELECT pg_advisory_lock(hashtext('bangfu.migrate.' || $1))",
+                             1, lockp);
+    if (!r) {
+        PQfreemem(ident);
+        return -1;
+    }
+    PQclear(r);
+    snprintf(sql, sizeof sql,
+             "CREATE SCHEMA IF NOT EXISTS %s;"
+             "CREATE TABLE IF NOT EXISTS %s.schema_migrations ("
+             " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+             ident, ident);
+    if (bf_db_cmd(db, sql) != 0) goto fail;
+    for (const bf_migration_t *m = list; m && m->name; m++) {
+        snprintf(sql, sizeof sql, "SELECT 1 FROM %s.schema_migrations WHERE name = $1", ident);
+        const char *p[] = {m->name};
+        r = bf_db_exec(db, sql, 1, p);
+        if (!r) goto fail;
+        int done = PQntuples(r) > 0;
+        PQclear(r);
+        if (done) continue;
+        if (bf_db_begin(db) != 0) goto fail;
+        if (bf_db_cmd(db, m->sql) != 0) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s", db->errmsg);
+            bf_db_rollback(db);
+            snprintf(db->errmsg, sizeof db->errmsg, "migration %s: %s", m->name, msg);
+            goto fail;
+        }
+        snprintf(sql, sizeof sql, "INSERT INTO %s.schema_migrations (name) VALUES ($1)", ident);
+        r = bf_db_exec(db, sql, 1, p);
+        if (!r) {
+            bf_db_rollback(db);
+            goto fail;
+        }
+        PQclear(r);
+        if (bf_db_commit(db) != 0) goto fail;
+        bf_log(BF_INFO, "applied migration %s.%s", schema, m->name);
+        applied++;
+    }
+    r = bf_db_exec(db, "SELECT pg_advisory_unlock(hashtext('bangfu.migrate.' || $1))", 1, lockp);
+    if (r) PQclear(r);
+    PQfreemem(ident);
+    return applied;
+fail:
+    {
+        char keep[512];
+        snprintf(keep, sizeof keep, "%s", db->errmsg);
+        r = bf_db_exec(db, "SELECT pg_advisory_unlock(hashtext('bangfu.migrate.' || $1))", 1,
+                       lockp);
+        if (r) PQclear(r);
+        snprintf(db->errmsg, sizeof db->errmsg, "%s", keep);
+    }
+    PQfreemem(ident);
+    return -1;
+}
+
+const char *bf_db_str(const PGresult *res, int row, const char *col)
+{
+    int c = PQfnumber(res, col);
+    if (c < 0 || row >= PQntuples(res) || PQgetisnull(res, row, c)) return NULL;
+    return PQgetvalue(res, row, c);
+}
+
+int64_t bf_db_int(const PGresult *res, int row, const char *col)
+{
+    const char *v = bf_db_str(res, row, col);
+    return v ? strtoll(v, NULL, 10) : 0;
+}
+
+bool bf_db_null(const PGresult *res, int row, const char *col)
+{
+    return bf_db_str(res, row, col) == NULL;
+}
+
+bool bf_db_bool(const PGresult *res, int row, const char *col)
+{
+    const char *v = bf_db_str(res, row, col);
+    return v && v[0] == 't';
+}

@@ -1,0 +1,81 @@
+/* bf_db: PostgreSQL access through libpq.
+ *
+ * One bf_db_t is one connection, owned by one thread. It connects with retry
+ * and backoff, remembers which statements it has prepared (and forgets them
+ * when the connection is re-made), runs statements only with parameters
+ * (never spliced into SQL), keeps the last error's SQLSTATE and message, and
+ * applies a service's numbered migrations once, under an advisory lock, so
+ * several instances starting together never race. Every PGresult returned is
+ * the caller's to PQclear.
+ */
+#ifndef BF_DB_H
+#define BF_DB_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct bf_db bf_db_t;
+
+typedef struct {
+    const char *name; /* "001_init": applied in array order, once */
+    const char *sql;  /* one or more statements */
+} bf_migration_t;
+
+/* Returns a handle for dsn whose sessions use search_path "schema, public"
+ * (schema may be NULL); does not connect yet. NULL if out of memory. */
+bf_db_t *bf_db_new(const char *dsn, const char *schema);
+
+/* Closes and frees; NULLs *self_p; safe on NULL. */
+void bf_db_destroy(bf_db_t **self_p);
+
+/* Connects, trying up to attempts times with backoff (100 ms doubling to 2 s).
+ * Returns 0, or -1 (bf_db_errmsg says why). */
+int bf_db_connect(bf_db_t *db, int attempts);
+
+/* Makes sure the connection is up, reconnecting once if it broke (and never
+ * inside a transaction). Returns 0 or -1. */
+int bf_db_ensure(bf_db_t *db);
+
+/* The raw connection (NULL if never connected). Borrowed. */
+PGconn *bf_db_conn(bf_db_t *db);
+
+/* Runs sql with text parameters (NULL entries are SQL NULL). Returns a result
+ * with status COMMAND_OK or TUPLES_OK (caller PQclears it), or NULL on error. */
+PGresult *bf_db_exec(bf_db_t *db, const char *sql, int nparams, const char *const *params);
+
+/* As bf_db_exec, through a statement prepared once per connection under name.
+ * lengths/formats may be NULL (all text); format 1 means binary (bytea). */
+PGresult *bf_db_prep(bf_db_t *db, const char *name, const char *sql, int nparams,
+                     const char *const *params, const int *lengths, const int *formats);
+
+/* Runs sql with no parameters and no result wanted. Returns 0 or -1. */
+int bf_db_cmd(bf_db_t *db, const char *sql);
+
+/* Transactions. begin/commit/rollback return 0 or -1; rollback is a no-op
+ * outside a transaction. bf_db_begin_serializable uses SERIALIZABLE. */
+int bf_db_begin(bf_db_t *db);
+int bf_db_commit(bf_db_t *db);
+int bf_db_rollback(bf_db_t *db);
+bool bf_db_in_tx(const bf_db_t *db);
+
+/* The last error: SQLSTATE ("" if none or a connection error), message, and
+ * whether the connection itself is down. */
+const char *bf_db_sqlstate(const bf_db_t *db);
+const char *bf_db_errmsg(const bf_db_t *db);
+bool bf_db_is_down(bf_db_t *db);
+
+/* Applies migrations not yet recorded in <schema>.schema_migrations, each in
+ * its own transaction, holding a session advisory lock named after the schema
+ * for the whole run. The list ends with a {NULL, NULL} entry. Returns the
+ * number applied, or -1. */
+int bf_db_migrate(bf_db_t *db, const char *schema, const bf_migration_t *list);
+
+/* Column helpers, by name: the text value (NULL if SQL NULL or no such
+ * column), an int64 (0 if NULL), and whether the value is NULL. */
+const char *bf_db_str(const PGresult *res, int row, const char *col);
+int64_t bf_db_int(const PGresult *res, int row, const char *col);
+bool bf_db_null(const PGresult *res, int row, const char *col);
+bool bf_db_bool(const PGresult *res, int row, const char *col);
+
+#endif

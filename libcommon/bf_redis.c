@@ -1,0 +1,166 @@
+/* bf_redis: hiredis connection with URL parsing and reconnect; see bf_redis.h. */
+#include "bf_redis.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+struct bf_redis {
+    char host[256];
+    int port;
+    int db;
+    redisContext *ctx;
+    char err[256];
+};
+
+bf_redis_t *bf_redis_new(const char *url, char *err, size_t errlen)
+{
+    const char *p = url;
+    if (!p || strncmp(p, "redis://", 8) != 0) {
+        snprintf(err, errlen, "redis.url must start with redis:// (got \"%.64s\")",
+                 url ? url : "");
+        return NULL;
+    }
+    p += 8;
+    const char *at = strchr(p, '@'); /* ignore user:password@ (not supported: say so) */
+    if (at) {
+        snprintf(err, errlen, "redis.url: credentials in the URL are not supported");
+        return NULL;
+    }
+    bf_redis_t *r = calloc(1, sizeof *r);
+    if (!r) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    const char *colon = strchr(p, ':');
+    const char *slash = strchr(p, '/');
+    const char *hend = colon ? colon : (slash ? slash : p + strlen(p));
+    size_t hl = (size_t)(hend - p);
+    if (hl == 0 || hl >= sizeof r->host) {
+        snprintf(err, errlen, "redis.url: bad host");
+        free(r);
+        return NULL;
+    }
+    memcpy(r->host, p, hl);
+    r->port = 6379;
+    if (colon) {
+        char *end;
+        long port = strtol(colon + 1, &end, 10);
+        if (end == colon + 1 || port <= 0 || port > 65535 || (*end && *end != '/')) {
+            snprintf(err, errlen, "redis.url: bad port");
+            free(r);
+            return NULL;
+        }
+        r->port = (int)port;
+    }
+    if (slash) {
+        char *end;
+        long db = strtol(slash + 1, &end, 10);
+        if (slash[1] && (end == slash + 1 || *end || db < 0 || db > 1000)) {
+            snprintf(err, errlen, "redis.url: bad database number");
+            free(r);
+            return NULL;
+        }
+        r->db = (int)db;
+    }
+    return r;
+}
+
+void bf_redis_drop(bf_redis_t *r)
+{
+    if (r->ctx) redisFree(r->ctx);
+    r->ctx = NULL;
+}
+
+void bf_redis_destroy(bf_redis_t **self_p)
+{
+    if (!self_p || !*self_p) return;
+    bf_redis_drop(*self_p);
+    free(*self_p);
+    *self_p = NULL;
+}
+
+int bf_redis_ensure(bf_redis_t *r)
+{
+    if (r->ctx && !r->ctx->err) return 0;
+    bf_redis_drop(r);
+    struct timeval tv = {2, 0};
+    r->ctx = redisConnectWithTimeout(r->host, r->port, tv);
+    if (!r->ctx || r->ctx->err) {
+        snprintf(r->err, sizeof r->err, "redis %s:%d: %s", r->host, r->port,
+                 r->ctx ? r->ctx->errstr : "out of memory");
+        bf_redis_drop(r);
+        return -1;
+    }
+    struct timeval io = {10, 0};
+    redisSetTimeout(r->ctx, io);
+    if (r->db) {
+        redisReply *rep = redisCommand(r->ctx, "SELECT %d", r->db);
+        int ok = rep && rep->type == REDIS_REPLY_STATUS;
+        if (rep) freeReplyObject(rep);
+        if (!ok) {
+            snprintf(r->err, sizeof r->err, "redis: SELECT %d failed", r->db);
+            bf_redis_drop(r);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static redisReply *s_done(bf_redis_t *r, void *rep)
+{
+    if (!rep) {
+        snprintf(r->err, sizeof r->err, "redis %s:%d: %s", r->host, r->port,
+                 r->ctx && r->ctx->errstr[0] ? r->ctx->errstr : "connection lost");
+        bf_redis_drop(r);
+    }
+    return rep;
+}
+
+redisReply *bf_redis_cmd(bf_redis_t *r, int argc, const char **argv, const size_t *lens)
+{
+    if (bf_redis_ensure(r) != 0) return NULL;
+    return s_done(r, redisCommandArgv(r->ctx, argc, argv, lens));
+}
+
+redisReply *bf_redis_cmdf(bf_redis_t *r, const char *fmt, ...)
+{
+    if (bf_redis_ensure(r) != 0) return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    void *rep = redisvCommand(r->ctx, fmt, ap);
+    va_end(ap);
+    return s_done(r, rep);
+}
+
+int bf_redis_append(bf_redis_t *r, int argc, const char **argv, const size_t *lens)
+{
+    if (bf_redis_ensure(r) != 0) return -1;
+    if (redisAppendCommandArgv(r->ctx, argc, argv, lens) != REDIS_OK) {
+        s_done(r, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+redisReply *bf_redis_read(bf_redis_t *r)
+{
+    if (!r->ctx) return NULL;
+    void *rep = NULL;
+    if (redisGetReply(r->ctx, &rep) != REDIS_OK) rep = NULL;
+    return s_done(r, rep);
+}
+
+bool bf_redis_ping(bf_redis_t *r)
+{
+    redisReply *rep = bf_redis_cmdf(r, "PING");
+    bool ok = rep && rep->type == REDIS_REPLY_STATUS && strcmp(rep->str, "PONG") == 0;
+    if (rep) freeReplyObject(rep);
+    return ok;
+}
+
+const char *bf_redis_errmsg(const bf_redis_t *r) { return r->err; }
+const char *bf_redis_host(const bf_redis_t *r) { return r->host; }
+int bf_redis_port(const bf_redis_t *r) { return r->port; }

@@ -1,0 +1,863 @@
+/* bf_rpc: ROUTER front, inproc DEALER back, worker threads, one dispatcher
+ * that checks the envelope and the method table before any handler runs.
+ * See bf_rpc.h for the contract and docs/protocol.md for the wire format. */
+#include "bf_rpc.h"
+#include "bf_log.h"
+#include "bf_mp.h"
+#include "bf_valid.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+/* ---------------------------------------------------------------- context */
+
+static void *s_ctx;
+static pthread_mutex_t s_ctx_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void *bf_zmq_ctx(void)
+{
+    pthread_mutex_lock(&s_ctx_lock);
+    if (!s_ctx) s_ctx = zmq_ctx_new();
+    void *c = s_ctx;
+    pthread_mutex_unlock(&s_ctx_lock);
+    return c;
+}
+
+void bf_zmq_ctx_term(void)
+{
+    pthread_mutex_lock(&s_ctx_lock);
+    if (s_ctx) zmq_ctx_term(s_ctx);
+    s_ctx = NULL;
+    pthread_mutex_unlock(&s_ctx_lock);
+}
+
+/* ---------------------------------------------------------------- errors */
+
+int bf_req_fail(bf_req_t *r, const char *code, const char *field, const char *fmt, ...)
+{
+    r->err.code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->err.message, sizeof r->err.message, fmt, ap);
+    va_end(ap);
+    snprintf(r->err.field, sizeof r->err.field, "%s", field ? field : "");
+    return -1;
+}
+
+int bf_req_db_fail(bf_req_t *r)
+{
+    const char *st = bf_db_sqlstate(r->db);
+    if (bf_db_is_down(r->db) || strncmp(st, "08", 2) == 0 || strcmp(st, "57P01") == 0)
+        return bf_req_fail(r, BF_E_UNAVAILABLE, NULL, "database unavailable, retry later");
+    if (strcmp(st, "23505") == 0)
+        return bf_req_fail(r, BF_E_EXISTS, NULL, "already exists");
+    if (strcmp(st, "40001") == 0 || strcmp(st, "40P01") == 0 || strcmp(st, "55P03") == 0)
+        return bf_req_fail(r, BF_E_CONFLICT, NULL, "concurrent change, retry");
+    if (strcmp(st, "23503") == 0)
+        return bf_req_fail(r, BF_E_NOT_FOUND, NULL, "a referenced entity does not exist");
+    if (strcmp(st, "57014") == 0)
+        return bf_req_fail(r, BF_E_UNAVAILABLE, NULL, "statement timed out, retry later");
+    bf_log(BF_ERROR, "database error in %s: [%s] %s", r->method ? r->method : "?", st,
+           bf_db_errmsg(r->db));
+    return bf_req_fail(r, BF_E_INTERNAL, NULL, "internal error");
+}
+
+/* ---------------------------------------------------------------- params */
+
+const char *bf_req_field(bf_req_t *r, const char *prefix, const char *key)
+{
+    if (!prefix || !*prefix) return key;
+    const char *f = bf_arena_printf(r->arena, "%s.%s", prefix, key);
+    return f ? f : key;
+}
+
+/* Finds key in `in`; NIL counts as absent. */
+static const msgpack_object *s_param(const msgpack_object *in, const char *key)
+{
+    const msgpack_object *o = bf_mp_get(in, key);
+    if (o && o->type == MSGPACK_OBJECT_NIL) return NULL;
+    return o;
+}
+
+static long long s_max_string(const bf_req_t *r)
+{
+    return r->cfg ? bf_cfg_int(r->cfg, "rpc.max_string_bytes") : 65536;
+}
+
+static long long s_max_list(const bf_req_t *r)
+{
+    return r->cfg ? bf_cfg_int(r->cfg, "rpc.max_list") : 10000;
+}
+
+int bf_req_str(bf_req_t *r, const msgpack_object *in, const char *prefix, const char *key,
+               bool required, size_t max, const char **out)
+{
+    const msgpack_object *o = s_param(in, key);
+    const char *field = bf_req_field(r, prefix, key);
+    if (!o) {
+        if (required) return bf_req_fail(r, BF_E_INVALID, field, "%s is required", field);
+        return 1;
+    }
+    if (o->type != MSGPACK_OBJECT_STR)
+        return bf_req_fail(r, BF_E_INVALID, field, "%s must be a string", field);
+    if (max == 0) max = (size_t)s_max_string(r);
+    if (o->via.str.size > max)
+        return bf_req_fail(r, BF_E_INVALID, field, "%s is longer than %zu bytes", field, max);
+    if (!bf_valid_utf8(o->via.str.ptr, o->via.str.size))
+        return bf_req_fail(r, BF_E_INVALID, field, "%s is not valid UTF-8 text", field);
+    char *s = bf_arena_strndup(r->arena, o->via.str.ptr, o->via.str.size);
+    if (!s) return bf_req_fail(r, BF_E_EXHAUSTED, field, "out of memory");
+    *out = s;
+    return 0;
+}
+
+int bf_req_int(bf_req_t *r, const msgpack_object *in, const char *prefix, const char *key,
+               bool required, int64_t min, int64_t max, int64_t *out)
+{
+    const msgpack_object *o = s_param(in, key);
+    const char *field = bf_req_field(r, prefix, key);
+    if (!o) {
+        if (required) return bf_req_fail(r, BF_E_INVALID, field, "%s is required", field);
+        return 1;
+    }
+    int64_t v;
+    if (o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64)
+        return bf_req_fail(r, BF_E_INVALID, field, "%s must be an integer, not a float", field);
+    if (!bf_mp_int(o, &v)) {
+        if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+            return bf_req_fail(r, BF_E_INVALID, field, "%s overflows a 64-bit integer", field);
+        return bf_req_fail(r, BF_E_INVALID, field, "%s must be an integer", field);
+    }
+    if (v < min || v > max)
+        return bf_req_fail(r, BF_E_INVALID, field, "%s must be between %lld and %lld", field,
+                           (long long)min, (long long)max);
+    *out = v;
+    return 0;
+}
+
+int bf_req_bool(bf_req_t *r, const msgpack_object *in, const char *prefix, const char *key,
+                bool required, bool *out)
+{
+    const msgpack_object *o = s_param(in, key);
+    const char *field = bf_req_field(r, prefix, key);
+    if (!o) {
+        if (required) return bf_req_fail(r, BF_E_INVALID, field, "%s is required", field);
+        return 1;
+    }
+    if (o->type != MSGPACK_OBJECT_BOOLEAN)
+        return bf_req_fail(r, BF_E_INVALID, field, "%s must be true or false", field);
+    *out = o->via.boolean;
+    return 0;
+}
+
+int bf_req_list(bf_req_t *r, const msgpack_object *in, const char *prefix, const char *key,
+                bool required, size_t max, const msgpack_object_array **out)
+{
+    const msgpack_object *o = s_param(in, key);
+    const char *field = bf_req_field(r, prefix, key);
+    if (!o) {
+        if (required) return bf_req_fail(r, BF_E_INVALID, field, "%s is required", field);
+        return 1;
+    }
+    if (o->type != MSGPACK_OBJECT_ARRAY)
+        return bf_req_fail(r, BF_E_INVALID, field, "%s must be a list", field);
+    if (max == 0) max = (size_t)s_max_list(r);
+    if (o->via.array.size > max)
+        return bf_req_fail(r, BF_E_INVALID, field, "%s has more than %zu items", field, max);
+    *out = &o->via.array;
+    return 0;
+}
+
+int bf_req_map(bf_req_t *r, const msgpack_object *in, const char *prefix, const char *key,
+               bool required, const msgpack_object **out)
+{
+    const msgpack_object *o = s_param(in, key);
+    const char *field = bf_req_field(r, prefix, key);
+    if (!o) {
+        if (required) return bf_req_fail(r, BF_E_INVALID, field, "%s is required", field);
+        return 1;
+    }
+    if (o->type != MSGPACK_OBJECT_MAP)
+        return bf_req_fail(r, BF_E_INVALID, field, "%s must be a map", field);
+    *out = o;
+    return 0;
+}
+
+int bf_req_enum(bf_req_t *r, const msgpack_object *in, const char *prefix, const char *key,
+                bool required, const char *const *choices, const char **out)
+{
+    const char *s;
+    int rc = bf_req_str(r, in, prefix, key, required, 64, &s);
+    if (rc != 0) return rc;
+    for (const char *const *c = choices; *c; c++) {
+        if (strcmp(*c, s) == 0) {
+            *out = *c;
+            return 0;
+        }
+    }
+    char list[256] = "";
+    size_t n = 0;
+    for (const char *const *c = choices; *c && n < sizeof list - 40; c++)
+        n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", n ? ", " : "", *c);
+    const char *field = bf_req_field(r, prefix, key);
+    return bf_req_fail(r, BF_E_INVALID, field, "%s must be one of: %s", field, list);
+}
+
+/* ---------------------------------------------------------------- server */
+
+typedef struct bf_worker {
+    struct bf_rpc_server *server;
+    int index;
+    pthread_t thread;
+    bool started;
+} bf_worker_t;
+
+struct bf_rpc_server {
+    bf_rpc_config_t cfg;
+    void *front;
+    void *back;
+    char back_ep[64];
+    bf_worker_t *workers;
+    int nworkers;
+    atomic_int workers_stop;
+    atomic_int workers_ready;
+    atomic_int workers_failed;
+    atomic_long inflight;
+    time_t started;
+    size_t nmethods;
+    atomic_ullong *calls;
+    atomic_ullong *failures;
+    atomic_ullong total_calls;
+    atomic_ullong total_failures;
+    atomic_ullong bad_frames;
+};
+
+static const char *s_type_name(bf_type_t t)
+{
+    switch (t) {
+    case BF_T_STR: return "string";
+    case BF_T_INT: return "integer";
+    case BF_T_BOOL: return "boolean";
+    case BF_T_MAP: return "map";
+    case BF_T_LIST: return "list";
+    default: return "any";
+    }
+}
+
+/* Checks one declared parameter's value against its declaration. */
+static int s_check_param(bf_req_t *r, const bf_param_t *p, const msgpack_object *v)
+{
+    switch (p->type) {
+    case BF_T_STR: {
+        if (v->type != MSGPACK_OBJECT_STR)
+            return bf_req_fail(r, BF_E_INVALID, p->name, "%s must be a string", p->name);
+        size_t max = p->max ? (size_t)p->max : (size_t)s_max_string(r);
+        if (v->via.str.size > max)
+            return bf_req_fail(r, BF_E_INVALID, p->name, "%s is longer than %zu bytes",
+                               p->name, max);
+        if (!bf_valid_utf8(v->via.str.ptr, v->via.str.size))
+            return bf_req_fail(r, BF_E_INVALID, p->name, "%s is not valid UTF-8 text", p->name);
+        return 0;
+    }
+    case BF_T_INT: {
+        int64_t x;
+        if (v->type == MSGPACK_OBJECT_FLOAT32 || v->type == MSGPACK_OBJECT_FLOAT64)
+            return bf_req_fail(r, BF_E_INVALID, p->name, "%s must be an integer, not a float",
+                               p->name);
+        if (!bf_mp_int(v, &x)) {
+            if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+                return bf_req_fail(r, BF_E_INVALID, p->name, "%s overflows a 64-bit integer",
+                                   p->name);
+            return bf_req_fail(r, BF_E_INVALID, p->name, "%s must be an integer", p->name);
+        }
+        return 0;
+    }
+    case BF_T_BOOL:
+        if (v->type != MSGPACK_OBJECT_BOOLEAN)
+            return bf_req_fail(r, BF_E_INVALID, p->name, "%s must be true or false", p->name);
+        return 0;
+    case BF_T_MAP:
+        if (v->type != MSGPACK_OBJECT_MAP)
+            return bf_req_fail(r, BF_E_INVALID, p->name, "%s must be a map", p->name);
+        return 0;
+    case BF_T_LIST: {
+        if (v->type != MSGPACK_OBJECT_ARRAY)
+            return bf_req_fail(r, BF_E_INVALID, p->name, "%s must be a list", p->name);
+        size_t max = p->max ? (size_t)p->max : (size_t)s_max_list(r);
+        if (v->via.array.size > max)
+            return bf_req_fail(r, BF_E_INVALID, p->name, "%s has more than %zu items", p->name,
+                               max);
+        return 0;
+    }
+    default: return 0;
+    }
+}
+
+/* Every string anywhere in the params is bounded by rpc.max_string_bytes,
+ * and nested lists (not the top-level ones, which the table bounds) by
+ * rpc.max_list. */
+static int s_check_deep(bf_req_t *r, const msgpack_object *o, const char *top, int depth)
+{
+    switch (o->type) {
+    case MSGPACK_OBJECT_STR:
+        if (o->via.str.size > (size_t)s_max_string(r))
+            return bf_req_fail(r, BF_E_INVALID, top, "a string in %s is too long", top);
+        return 0;
+    case MSGPACK_OBJECT_ARRAY:
+        if (depth > 0 && o->via.array.size > (size_t)s_max_list(r))
+            return bf_req_fail(r, BF_E_INVALID, top, "a list in %s is too long", top);
+        for (uint32_t i = 0; i < o->via.array.size; i++)
+            if (s_check_deep(r, &o->via.array.ptr[i], top, depth + 1)) return -1;
+        return 0;
+    case MSGPACK_OBJECT_MAP:
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+            if (s_check_deep(r, &o->via.map.ptr[i].key, top, depth + 1)) return -1;
+            if (s_check_deep(r, &o->via.map.ptr[i].val, top, depth + 1)) return -1;
+        }
+        return 0;
+    default: return 0;
+    }
+}
+
+static int s_check_params(bf_req_t *r, const bf_method_t *m)
+{
+    const msgpack_object *params = r->params;
+    for (uint32_t i = 0; i < params->via.map.size; i++) {
+        const msgpack_object *k = &params->via.map.ptr[i].key;
+        const msgpack_object *v = &params->via.map.ptr[i].val;
+        if (k->type != MSGPACK_OBJECT_STR || k->via.str.size > 64 ||
+            !bf_valid_utf8(k->via.str.ptr, k->via.str.size))
+            return bf_req_fail(r, BF_E_INVALID, "params", "parameter names must be short strings");
+        const bf_param_t *decl = NULL;
+        for (const bf_param_t *p = m->params; p && p->name; p++) {
+            if (strlen(p->name) == k->via.str.size &&
+                memcmp(p->name, k->via.str.ptr, k->via.str.size) == 0) {
+                decl = p;
+                break;
+            }
+        }
+        char name[80];
+        snprintf(name, sizeof name, "%.*s", (int)k->via.str.size, k->via.str.ptr);
+        if (!decl)
+            return bf_req_fail(r, BF_E_INVALID, name, "unknown parameter %s for %s", name,
+                               m->name);
+        if (v->type == MSGPACK_OBJECT_NIL) continue; /* nil = absent */
+        if (s_check_param(r, decl, v) != 0) return -1;
+        if (s_check_deep(r, v, decl->name, 0) != 0) return -1;
+    }
+    for (const bf_param_t *p = m->params; p && p->name; p++) {
+        if (!(p->flags & BF_REQ)) continue;
+        const msgpack_object *v = bf_mp_get(params, p->name);
+        if (!v || v->type == MSGPACK_OBJECT_NIL)
+            return bf_req_fail(r, BF_E_INVALID, p->name, "%s is required", p->name);
+    }
+    return 0;
+}
+
+/* An actor looks like "admin", "cadre:42", "system:scheduler". */
+static bool s_actor_ok(const char *s, size_t n)
+{
+    if (n == 0 || n > BF_RPC_MAX_ACTOR) return false;
+    size_t i = 0;
+    while (i < n && ((s[i] >= 'a' && s[i] <= 'z') || s[i] == '_' || s[i] == '-')) i++;
+    if (i == 0) return false;
+    if (i == n) return true;
+    if (s[i] != ':' || i + 1 == n) return false;
+    for (i++; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-' || c == '.' || c == '@'))
+            return false;
+    }
+    return true;
+}
+
+/* ------------------------------------------------ built-in sys.* methods */
+
+static int s_sys_health(bf_req_t *r, struct bf_rpc_server *s)
+{
+    bool db_ok = false, redis_ok = false;
+    if (bf_db_ensure(r->db) == 0) {
+        PGresult *res = bf_db_exec(r->db, "SELECT 1", 0, NULL);
+        if (res) {
+            db_ok = true;
+            PQclear(res);
+        }
+    }
+    if (r->redis) redis_ok = bf_redis_ping(r->redis);
+    msgpack_pack_map(r->out, 6);
+    bf_mp_kv_str(r->out, "status", db_ok && redis_ok ? "ok" : "degraded");
+    bf_mp_kv_str(r->out, "service", s->cfg.service);
+    bf_mp_kv_str(r->out, "version", s->cfg.version);
+    bf_mp_kv_int(r->out, "uptime_s", (int64_t)(time(NULL) - s->started));
+    bf_mp_kv_str(r->out, "db", db_ok ? "ok" : "down");
+    bf_mp_kv_str(r->out, "redis", redis_ok ? "ok" : "down");
+    return 0;
+}
+
+static void s_pack_method(msgpack_packer *pk, const char *name, bool writes,
+                          const bf_param_t *params, const char *doc)
+{
+    msgpack_pack_map(pk, 4);
+    bf_mp_kv_str(pk, "name", name);
+    bf_mp_kv_bool(pk, "writes", writes);
+    bf_mp_kv_str(pk, "doc", doc ? doc : "");
+    bf_mp_key(pk, "params");
+    size_t n = 0;
+    for (const bf_param_t *p = params; p && p->name; p++) n++;
+    msgpack_pack_array(pk, n);
+    for (const bf_param_t *p = params; p && p->name; p++) {
+        msgpack_pack_map(pk, 5);
+        bf_mp_kv_str(pk, "name", p->name);
+        bf_mp_kv_str(pk, "type", s_type_name(p->type));
+        bf_mp_kv_bool(pk, "required", p->flags & BF_REQ);
+        bf_mp_kv_int(pk, "max", p->max);
+        bf_mp_kv_str(pk, "doc", p->doc ? p->doc : "");
+    }
+}
+
+static int s_sys_methods(bf_req_t *r, struct bf_rpc_server *s)
+{
+    msgpack_pack_array(r->out, s->nmethods + 3);
+    s_pack_method(r->out, "sys.health", false, NULL,
+                  "status, service, version, uptime_s, db, redis");
+    s_pack_method(r->out, "sys.methods", false, NULL, "this list");
+    s_pack_method(r->out, "sys.stats", false, NULL, "request counters per method");
+    for (size_t i = 0; i < s->nmethods; i++) {
+        const bf_method_t *m = &s->cfg.methods[i];
+        s_pack_method(r->out, m->name, m->writes, m->params, m->doc);
+    }
+    return 0;
+}
+
+static int s_sys_stats(bf_req_t *r, struct bf_rpc_server *s)
+{
+    msgpack_pack_map(r->out, 6);
+    bf_mp_kv_str(r->out, "service", s->cfg.service);
+    bf_mp_kv_int(r->out, "uptime_s", (int64_t)(time(NULL) - s->started));
+    bf_mp_kv_int(r->out, "calls", (int64_t)atomic_load(&s->total_calls));
+    bf_mp_kv_int(r->out, "failures", (int64_t)atomic_load(&s->total_failures));
+    bf_mp_kv_int(r->out, "bad_frames", (int64_t)atomic_load(&s->bad_frames));
+    bf_mp_key(r->out, "methods");
+    size_t used = 0;
+    for (size_t i = 0; i < s->nmethods; i++)
+        if (atomic_load(&s->calls[i])) used++;
+    msgpack_pack_map(r->out, used);
+    for (size_t i = 0; i < s->nmethods; i++) {
+        unsigned long long c = atomic_load(&s->calls[i]);
+        if (!c) continue;
+        bf_mp_key(r->out, s->cfg.methods[i].name);
+        msgpack_pack_map(r->out, 2);
+        bf_mp_kv_int(r->out, "calls", (int64_t)c);
+        bf_mp_kv_int(r->out, "failures", (int64_t)atomic_load(&s->failures[i]));
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ dispatcher */
+
+static void s_pack_reply(msgpack_packer *pk, const char *id, const bf_err_t *err,
+                         const msgpack_sbuffer *result)
+{
+    msgpack_pack_map(pk, 4);
+    bf_mp_kv_int(pk, "v", BF_RPC_VERSION);
+    bf_mp_kv_str(pk, "id", id);
+    bf_mp_kv_bool(pk, "ok", err->code == NULL);
+    if (err->code == NULL) {
+        bf_mp_key(pk, "result");
+        if (result && result->size)
+            msgpack_sbuffer_write(pk->data, result->data, result->size);
+        else
+            msgpack_pack_nil(pk);
+        return;
+    }
+    bf_mp_key(pk, "error");
+    msgpack_pack_map(pk, 3);
+    bf_mp_kv_str(pk, "code", err->code);
+    bf_mp_kv_str(pk, "message", err->message);
+    bf_mp_kv_str(pk, "field", err->field[0] ? err->field : NULL);
+}
+
+static msgpack_object s_empty_map = {.type = MSGPACK_OBJECT_MAP};
+
+/* Decodes and runs one request body; packs the reply into reply_pk. */
+static void s_dispatch(struct bf_rpc_server *s, bf_req_t *r, const char *data, size_t len,
+                       msgpack_packer *reply_pk)
+{
+    msgpack_sbuffer result;
+    msgpack_sbuffer_init(&result);
+    msgpack_packer rpk;
+    msgpack_packer_init(&rpk, &result, msgpack_sbuffer_write);
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    long method_index = -1;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+
+    r->id = NULL;
+    r->method = NULL;
+    r->actor = NULL;
+    r->params = &s_empty_map;
+    r->out = &rpk;
+    memset(&r->err, 0, sizeof r->err);
+
+    if (bf_mp_check(data, len, BF_MP_MAX_DEPTH) != 0) {
+        atomic_fetch_add(&s->bad_frames, 1);
+        bf_req_fail(r, BF_E_INVALID, NULL, "the request is not one well-formed msgpack object");
+        goto reply;
+    }
+    size_t off = 0;
+    if (msgpack_unpack_next(&u, data, len, &off) != MSGPACK_UNPACK_SUCCESS) {
+        atomic_fetch_add(&s->bad_frames, 1);
+        bf_req_fail(r, BF_E_EXHAUSTED, NULL, "the request could not be decoded");
+        goto reply;
+    }
+    const msgpack_object *root = &u.data;
+    if (root->type != MSGPACK_OBJECT_MAP) {
+        atomic_fetch_add(&s->bad_frames, 1);
+        bf_req_fail(r, BF_E_INVALID, NULL, "the request must be a msgpack map");
+        goto reply;
+    }
+    const msgpack_object *id = bf_mp_get(root, "id");
+    if (id && id->type == MSGPACK_OBJECT_STR && id->via.str.size <= BF_RPC_MAX_ID &&
+        bf_valid_utf8(id->via.str.ptr, id->via.str.size)) {
+        r->id = bf_arena_strndup(r->arena, id->via.str.ptr, id->via.str.size);
+        bf_log_set_request(r->id);
+    } else if (id && id->type != MSGPACK_OBJECT_NIL) {
+        bf_req_fail(r, BF_E_INVALID, "id", "id must be a string of at most %d bytes",
+                    BF_RPC_MAX_ID);
+        goto reply;
+    }
+    int64_t v;
+    const msgpack_object *vo = bf_mp_get(root, "v");
+    if (!vo) {
+        bf_req_fail(r, BF_E_INVALID, "v", "v (protocol version) is required");
+        goto reply;
+    }
+    if (!bf_mp_int(vo, &v) || v != BF_RPC_VERSION) {
+        bf_req_fail(r, BF_E_INVALID, "v", "unsupported protocol version; this server speaks v=%d",
+                    BF_RPC_VERSION);
+        goto reply;
+    }
+    const msgpack_object *mo = bf_mp_get(root, "method");
+    if (!mo || mo->type != MSGPACK_OBJECT_STR || mo->via.str.size == 0 ||
+        mo->via.str.size > 64 || !bf_valid_utf8(mo->via.str.ptr, mo->via.str.size)) {
+        bf_req_fail(r, BF_E_INVALID, "method", "method must be a non-empty string");
+        goto reply;
+    }
+    r->method = bf_arena_strndup(r->arena, mo->via.str.ptr, mo->via.str.size);
+    const msgpack_object *po = bf_mp_get(root, "params");
+    if (po && po->type == MSGPACK_OBJECT_MAP) {
+        r->params = po;
+    } else if (po && po->type != MSGPACK_OBJECT_NIL) {
+        bf_req_fail(r, BF_E_INVALID, "params", "params must be a map");
+        goto reply;
+    }
+    const msgpack_object *ao = bf_mp_get(root, "actor");
+    if (ao && ao->type != MSGPACK_OBJECT_NIL) {
+        if (ao->type != MSGPACK_OBJECT_STR || !s_actor_ok(ao->via.str.ptr, ao->via.str.size)) {
+            bf_req_fail(r, BF_E_INVALID, "actor",
+                        "actor must look like \"admin\" or \"cadre:42\" (at most %d bytes)",
+                        BF_RPC_MAX_ACTOR);
+            goto reply;
+        }
+        r->actor = bf_arena_strndup(r->arena, ao->via.str.ptr, ao->via.str.size);
+    }
+    for (uint32_t i = 0; i < root->via.map.size; i++) {
+        const msgpack_object *k = &root->via.map.ptr[i].key;
+        if (!(bf_mp_str_eq(k, "v") || bf_mp_str_eq(k, "id") || bf_mp_str_eq(k, "method") ||
+              bf_mp_str_eq(k, "params") || bf_mp_str_eq(k, "actor") || bf_mp_str_eq(k, "auth"))) {
+            bf_req_fail(r, BF_E_INVALID, NULL,
+                        "unknown envelope key (allowed: v, id, method, params, actor)");
+            goto reply;
+        }
+    }
+
+    if (strcmp(r->method, "sys.health") == 0) {
+        s_sys_health(r, s);
+        goto reply;
+    }
+    if (strcmp(r->method, "sys.methods") == 0) {
+        s_sys_methods(r, s);
+        goto reply;
+    }
+    if (strcmp(r->method, "sys.stats") == 0) {
+        s_sys_stats(r, s);
+        goto reply;
+    }
+    const bf_method_t *m = NULL;
+    for (size_t i = 0; i < s->nmethods; i++) {
+        if (strcmp(s->cfg.methods[i].name, r->method) == 0) {
+            m = &s->cfg.methods[i];
+            method_index = (long)i;
+            break;
+        }
+    }
+    if (!m) {
+        bf_req_fail(r, BF_E_NOT_FOUND, "method", "unknown method %s (see sys.methods)",
+                    r->method);
+        goto reply;
+    }
+    if (m->writes && !r->actor) {
+        bf_req_fail(r, BF_E_UNAUTHENTICATED, "actor",
+                    "%s changes data: the request must name its actor", m->name);
+        goto reply;
+    }
+    if (s_check_params(r, m) != 0) goto reply;
+    if (m->fn(r) != 0 && !r->err.code)
+        bf_req_fail(r, BF_E_INTERNAL, NULL, "handler failed without saying why");
+    if (bf_db_in_tx(r->db)) {
+        if (!r->err.code) bf_log(BF_ERROR, "%s returned with an open transaction", m->name);
+        bf_db_rollback(r->db);
+    }
+
+reply:
+    if (r->err.code) {
+        /* a failed handler may have packed part of a result: drop it */
+        msgpack_sbuffer_clear(&result);
+    }
+    s_pack_reply(reply_pk, r->id, &r->err, &result);
+    atomic_fetch_add(&s->total_calls, 1);
+    if (r->err.code) atomic_fetch_add(&s->total_failures, 1);
+    if (method_index >= 0) {
+        atomic_fetch_add(&s->calls[method_index], 1);
+        if (r->err.code) atomic_fetch_add(&s->failures[method_index], 1);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long us = (t1.tv_sec - t0.tv_sec) * 1000000L + (t1.tv_nsec - t0.tv_nsec) / 1000;
+    if (r->err.code && strcmp(r->err.code, BF_E_INTERNAL) == 0)
+        bf_log(BF_ERROR, "%s failed: %s", r->method ? r->method : "?", r->err.message);
+    else
+        bf_log(BF_DEBUG, "%s %s in %ld us", r->method ? r->method : "?",
+               r->err.code ? r->err.code : "ok", us);
+    bf_log_set_request(NULL);
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&result);
+}
+
+static void *s_worker_main(void *arg)
+{
+    bf_worker_t *w = arg;
+    struct bf_rpc_server *s = w->server;
+    void *sock = zmq_socket(bf_zmq_ctx(), ZMQ_DEALER);
+    int linger = 0;
+    bf_req_t r;
+    memset(&r, 0, sizeof r);
+    r.cfg = s->cfg.cfg;
+    r.svc = s->cfg.svc;
+    r.worker = w->index;
+    r.arena = bf_arena_new();
+    r.db = bf_db_new(bf_cfg_str(s->cfg.cfg, "pg.dsn"), s->cfg.schema);
+    char err[256];
+    r.redis = bf_redis_new(bf_cfg_str(s->cfg.cfg, "redis.url"), err, sizeof err);
+    msgpack_sbuffer reply;
+    msgpack_sbuffer_init(&reply);
+    zmq_msg_t frames[BF_RPC_MAX_FRAMES];
+    int ok = sock && r.arena && r.db && r.redis;
+    if (ok) {
+        zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+        ok = zmq_connect(sock, s->back_ep) == 0;
+    }
+    if (ok) {
+        if (bf_db_connect(r.db, 1) != 0)
+            bf_log(BF_WARN, "worker %d: database not reachable yet: %s", w->index,
+                   bf_db_errmsg(r.db));
+        if (s->cfg.worker_init && s->cfg.worker_init(&r) != 0) ok = 0;
+    }
+    if (!ok) {
+        bf_log(BF_ERROR, "worker %d failed to start", w->index);
+        atomic_fetch_add(&s->workers_failed, 1);
+        goto done;
+    }
+    atomic_fetch_add(&s->workers_ready, 1);
+
+    while (!atomic_load(&s->workers_stop)) {
+        zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
+        int rc = zmq_poll(&item, 1, 200);
+        if (rc < 0) {
+            if (zmq_errno() == EINTR) continue;
+            if (zmq_errno() == ETERM) break;
+            continue;
+        }
+        if (!(item.revents & ZMQ_POLLIN)) continue;
+        int nframes = 0, more = 1, overflow = 0;
+        while (more) {
+            zmq_msg_t tmp;
+            zmq_msg_init(&tmp);
+            if (zmq_msg_recv(&tmp, sock, 0) < 0) {
+                zmq_msg_close(&tmp);
+                break;
+            }
+            more = zmq_msg_more(&tmp);
+            if (nframes < BF_RPC_MAX_FRAMES) {
+                frames[nframes++] = tmp;
+            } else {
+                overflow = 1;
+                zmq_msg_close(&tmp);
+            }
+        }
+        if (overflow || nframes < 2) {
+            /* identity + body at least; too many routing frames: drop it */
+            atomic_fetch_add(&s->bad_frames, 1);
+            bf_log(BF_WARN, "dropped a request with %s frames", overflow ? "too many" : "too few");
+        } else {
+            msgpack_sbuffer_clear(&reply);
+            msgpack_packer pk;
+            msgpack_packer_init(&pk, &reply, msgpack_sbuffer_write);
+            zmq_msg_t *body = &frames[nframes - 1];
+            s_dispatch(s, &r, zmq_msg_data(body), zmq_msg_size(body), &pk);
+            bf_arena_reset(r.arena);
+            for (int i = 0; i < nframes - 1; i++) zmq_msg_send(&frames[i], sock, ZMQ_SNDMORE);
+            zmq_send(sock, reply.data, reply.size, 0);
+        }
+        for (int i = 0; i < nframes; i++) zmq_msg_close(&frames[i]);
+        atomic_fetch_sub(&s->inflight, 1);
+    }
+done:
+    msgpack_sbuffer_destroy(&reply);
+    if (sock) zmq_close(sock);
+    bf_arena_destroy(&r.arena);
+    bf_db_destroy(&r.db);
+    bf_redis_destroy(&r.redis);
+    return NULL;
+}
+
+bf_rpc_server_t *bf_rpc_server_new(const bf_rpc_config_t *cfg)
+{
+    struct bf_rpc_server *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->cfg = *cfg;
+    s->started = time(NULL);
+    for (const bf_method_t *m = cfg->methods; m && m->name; m++) s->nmethods++;
+    s->calls = calloc(s->nmethods + 1, sizeof *s->calls);
+    s->failures = calloc(s->nmethods + 1, sizeof *s->failures);
+    s->nworkers = (int)bf_cfg_int(cfg->cfg, "rpc.workers");
+    s->workers = calloc((size_t)s->nworkers, sizeof *s->workers);
+    if (!s->calls || !s->failures || !s->workers) goto fail;
+    snprintf(s->back_ep, sizeof s->back_ep, "inproc://bf-workers-%p", (void *)s);
+
+    s->front = zmq_socket(bf_zmq_ctx(), ZMQ_ROUTER);
+    s->back = zmq_socket(bf_zmq_ctx(), ZMQ_DEALER);
+    if (!s->front || !s->back) goto fail;
+    int64_t maxmsg = bf_cfg_int(cfg->cfg, "rpc.max_msg_bytes");
+    int linger = 0, one = 1;
+    zmq_setsockopt(s->front, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    zmq_setsockopt(s->front, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(s->front, ZMQ_ROUTER_HANDOVER, &one, sizeof one);
+    zmq_setsockopt(s->back, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_bind(s->front, cfg->bind) != 0) {
+        bf_log(BF_ERROR, "cannot bind %s: %s", cfg->bind, zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    if (zmq_bind(s->back, s->back_ep) != 0) goto fail;
+    for (int i = 0; i < s->nworkers; i++) {
+        s->workers[i].server = s;
+        s->workers[i].index = i;
+        if (pthread_create(&s->workers[i].thread, NULL, s_worker_main, &s->workers[i]) != 0)
+            goto fail;
+        s->workers[i].started = true;
+    }
+    while (atomic_load(&s->workers_ready) + atomic_load(&s->workers_failed) < s->nworkers) {
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    }
+    if (atomic_load(&s->workers_failed)) goto fail;
+    bf_log(BF_INFO, "%s %s serving RPC on %s with %d workers", cfg->service, cfg->version,
+           cfg->bind, s->nworkers);
+    return s;
+fail:
+    bf_rpc_server_destroy(&s);
+    return NULL;
+}
+
+/* Moves one whole multipart message from `from` to `to`. */
+static int s_forward(void *from, void *to)
+{
+    int more = 1, count = 0;
+    while (more) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, from, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&m);
+            return count ? -1 : 0;
+        }
+        more = zmq_msg_more(&m);
+        if (zmq_msg_send(&m, to, more ? ZMQ_SNDMORE : 0) < 0) zmq_msg_close(&m);
+        count++;
+    }
+    return 1;
+}
+
+int bf_rpc_server_run(bf_rpc_server_t *s, volatile int *stop)
+{
+    struct timespec drain_start = {0, 0};
+    long drain_ms = (long)bf_cfg_int(s->cfg.cfg, "rpc.drain_ms");
+    for (;;) {
+        bool stopping = *stop != 0;
+        if (stopping && drain_start.tv_sec == 0) {
+            clock_gettime(CLOCK_MONOTONIC, &drain_start);
+            bf_log(BF_INFO, "stopping: no new requests, %ld in flight",
+                   atomic_load(&s->inflight));
+        }
+        if (stopping) {
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            long el = (now.tv_sec - drain_start.tv_sec) * 1000L +
+                      (now.tv_nsec - drain_start.tv_nsec) / 1000000L;
+            if (atomic_load(&s->inflight) <= 0 || el > drain_ms) break;
+        }
+        zmq_pollitem_t items[2] = {{s->back, 0, ZMQ_POLLIN, 0}, {s->front, 0, ZMQ_POLLIN, 0}};
+        int rc = zmq_poll(items, stopping ? 1 : 2, 100);
+        if (rc < 0) {
+            if (zmq_errno() == ETERM) break;
+            continue; /* EINTR: the signal flag is checked above */
+        }
+        if (items[0].revents & ZMQ_POLLIN) {
+            while (s_forward(s->back, s->front) > 0) {
+            }
+        }
+        if (!stopping && (items[1].revents & ZMQ_POLLIN)) {
+            for (int i = 0; i < 64; i++) {
+                /* count first: a worker may finish before we return */
+                atomic_fetch_add(&s->inflight, 1);
+                if (s_forward(s->front, s->back) <= 0) {
+                    atomic_fetch_sub(&s->inflight, 1);
+                    break;
+                }
+            }
+        }
+    }
+    atomic_store(&s->workers_stop, 1);
+    for (int i = 0; i < s->nworkers; i++) {
+        if (s->workers[i].started) pthread_join(s->workers[i].thread, NULL);
+        s->workers[i].started = false;
+    }
+    /* flush replies the workers sent while we were joining them */
+    while (s_forward(s->back, s->front) > 0) {
+    }
+    bf_log(BF_INFO, "rpc server stopped");
+    return 0;
+}
+
+void bf_rpc_server_destroy(bf_rpc_server_t **self_p)
+{
+    if (!self_p || !*self_p) return;
+    struct bf_rpc_server *s = *self_p;
+    atomic_store(&s->workers_stop, 1);
+    for (int i = 0; s->workers && i < s->nworkers; i++)
+        if (s->workers[i].started) pthread_join(s->workers[i].thread, NULL);
+    if (s->front) zmq_close(s->front);
+    if (s->back) zmq_close(s->back);
+    free(s->workers);
+    free(s->calls);
+    free(s->failures);
+    free(s);
+    *self_p = NULL;
+}

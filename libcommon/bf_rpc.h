@@ -1,0 +1,178 @@
+/* bf_rpc: the RPC server every bangfu service runs (docs/protocol.md).
+ *
+ * Wire contract. A service binds one ZeroMQ ROUTER socket. The last frame of a
+ * request is a msgpack map {v:1, id, method, params, actor}; every frame before
+ * it is routing and is echoed back unchanged in front of the reply, so REQ
+ * clients (empty delimiter) and DEALER clients both work. The reply is
+ * {v:1, id, ok:true, result} or {v:1, id, ok:false, error:{code, message,
+ * field}}. Frames larger than rpc.max_msg_bytes are refused by the socket
+ * (ZMQ_MAXMSGSIZE).
+ *
+ * Methods are data: a service describes each one in a bf_method_t table (name,
+ * handler, whether it writes, its parameters with type / required / bounds),
+ * as Redis keeps its command table. One dispatcher checks the envelope and
+ * every declared parameter before any handler runs: an unknown method, an
+ * unknown parameter, a wrong type, a missing field, an over-long string or
+ * list all get a typed error naming the field, and the handler never sees
+ * them. Handlers therefore only check what the table cannot express (ranges,
+ * formats, nested maps, cross-field rules).
+ *
+ * Concurrency. The main thread owns the ROUTER socket and forwards requests to
+ * rpc.workers worker threads over inproc; each worker has its own PostgreSQL
+ * connection, Redis connection and request arena, so handlers never share
+ * mutable state except through the database. On stop (SIGTERM), the server
+ * stops taking requests, lets in-flight ones finish (rpc.drain_ms), then
+ * returns.
+ */
+#ifndef BF_RPC_H
+#define BF_RPC_H
+
+#include "bf_arena.h"
+#include "bf_cfg.h"
+#include "bf_db.h"
+#include "bf_redis.h"
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Error codes: the only ones a reply ever carries. */
+#define BF_E_INVALID "invalid_argument"
+#define BF_E_NOT_FOUND "not_found"
+#define BF_E_EXISTS "already_exists"
+#define BF_E_CONFLICT "conflict"
+#define BF_E_PRECONDITION "failed_precondition"
+#define BF_E_PERMISSION "permission_denied"
+#define BF_E_UNAUTHENTICATED "unauthenticated"
+#define BF_E_EXHAUSTED "resource_exhausted"
+#define BF_E_UNAVAILABLE "unavailable"
+#define BF_E_INTERNAL "internal"
+
+#define BF_RPC_VERSION 1
+#define BF_RPC_MAX_ID 128    /* bytes of a request id */
+#define BF_RPC_MAX_ACTOR 128 /* bytes of an actor */
+#define BF_RPC_MAX_FRAMES 16 /* routing frames + body */
+
+typedef struct {
+    const char *code; /* one of BF_E_* ; NULL = no error */
+    char message[512];
+    char field[128]; /* "" = none (nil on the wire) */
+} bf_err_t;
+
+/* Parameter types of the method table. */
+typedef enum {
+    BF_T_STR,
+    BF_T_INT, /* integer; a float is refused */
+    BF_T_BOOL,
+    BF_T_MAP,
+    BF_T_LIST,
+    BF_T_ANY,
+} bf_type_t;
+
+#define BF_REQ 1u /* required */
+
+typedef struct {
+    const char *name; /* NULL ends the list */
+    bf_type_t type;
+    unsigned flags; /* BF_REQ */
+    int64_t max;    /* STR: max bytes (0 = rpc.max_string_bytes); LIST: max items
+                       (0 = rpc.max_list); INT: unused */
+    const char *doc;
+} bf_param_t;
+
+typedef struct bf_req bf_req_t;
+typedef int (*bf_handler_fn)(bf_req_t *r);
+
+typedef struct {
+    const char *name; /* "household.create"; NULL ends the table */
+    bf_handler_fn fn;
+    bool writes;      /* a write needs an actor and may emit events */
+    const bf_param_t *params;
+    const char *doc;
+} bf_method_t;
+
+/* What a handler gets. It packs its result with r->out (exactly one object)
+ * and returns 0, or fills r->err (bf_req_fail) and returns -1. Anything
+ * allocated with r->arena dies with the request. If the handler returns with a
+ * transaction still open it is rolled back. */
+struct bf_req {
+    const char *id;     /* request id, or NULL */
+    const char *method;
+    const char *actor;  /* who acts; always set for writes */
+    const msgpack_object *params; /* a map (an empty one if absent) */
+    msgpack_packer *out;
+    bf_err_t err;
+    bf_arena_t *arena;
+    bf_db_t *db;
+    bf_redis_t *redis;
+    const bf_cfg_t *cfg;
+    void *svc; /* the service's shared state (read-only or internally locked) */
+    int worker; /* worker index */
+};
+
+/* Sets r->err and returns -1, so handlers can `return bf_req_fail(...)`.
+ * field may be NULL. */
+int bf_req_fail(bf_req_t *r, const char *code, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Maps the last database error to an RPC error and returns -1: connection
+ * lost -> unavailable; unique violation -> already_exists; serialization
+ * failure / deadlock -> conflict; foreign key -> not_found; anything else ->
+ * internal (details logged, not sent). */
+int bf_req_db_fail(bf_req_t *r);
+
+/* Typed parameter access for handlers, after the dispatcher's schema check.
+ * `in` is the map to read (r->params or a nested map); `prefix` names that map
+ * for error fields ("members[2]" makes field "members[2].id_number"); NULL for
+ * top level. Strings are copied NUL-terminated into the arena, checked for
+ * valid UTF-8 and no NUL bytes and max bytes (0 = rpc.max_string_bytes).
+ * Each returns 0, 1 if absent and not required (out untouched), or -1 with
+ * r->err set. */
+int bf_req_str(bf_req_t *r, const msgpack_object *in, const char *prefix, const char *key,
+               bool required, size_t max, const char **out);
+int bf_req_int(bf_req_t *r, const msgpack_object *in, const char *prefix, const char *key,
+               bool required, int64_t min, int64_t max, int64_t *out);
+int bf_req_bool(bf_req_t *r, const msgpack_object *in, const char *prefix, const char *key,
+                bool required, bool *out);
+int bf_req_list(bf_req_t *r, const msgpack_object *in, const char *prefix, const char *key,
+                bool required, size_t max, const msgpack_object_array **out);
+int bf_req_map(bf_req_t *r, const msgpack_object *in, const char *prefix, const char *key,
+               bool required, const msgpack_object **out);
+/* A string that must be one of a NULL-terminated list of choices. */
+int bf_req_enum(bf_req_t *r, const msgpack_object *in, const char *prefix, const char *key,
+                bool required, const char *const *choices, const char **out);
+/* Builds a field name "prefix.key" or "key" in the arena. */
+const char *bf_req_field(bf_req_t *r, const char *prefix, const char *key);
+
+/* Server. */
+typedef struct bf_rpc_server bf_rpc_server_t;
+
+typedef struct {
+    const char *service;  /* "registry" */
+    const char *version;  /* "0.1.0" */
+    const char *bind;     /* "tcp://127.0.0.1:7101" */
+    const bf_method_t *methods;
+    const bf_cfg_t *cfg;  /* rpc.*, pg.dsn, redis.url */
+    const char *schema;   /* the service's PostgreSQL schema (search_path) */
+    void *svc;            /* handed to handlers as r->svc */
+    /* Optional: called by every worker after its connections exist and before
+     * its first request; return -1 to refuse to start. */
+    int (*worker_init)(bf_req_t *ctx);
+} bf_rpc_config_t;
+
+/* Binds and starts the workers. Returns NULL with a message logged on failure
+ * (e.g. the address is in use). */
+bf_rpc_server_t *bf_rpc_server_new(const bf_rpc_config_t *cfg);
+
+/* Serves until *stop becomes non-zero (set by a signal handler), then drains
+ * in-flight requests and stops the workers. Returns 0. */
+int bf_rpc_server_run(bf_rpc_server_t *s, volatile int *stop);
+
+/* Frees; NULLs *self_p; safe on NULL. */
+void bf_rpc_server_destroy(bf_rpc_server_t **self_p);
+
+/* The one shared ZeroMQ context of the process (created on first use). */
+void *bf_zmq_ctx(void);
+void bf_zmq_ctx_term(void);
+
+#endif

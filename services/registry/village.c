@@ -1,0 +1,289 @@
+/* village.c: villages (困难村 / 贫困村 / 经济薄弱村) under a township or street. */
+#include "registry.h"
+#include "bf_db.h"
+#include "bf_mp.h"
+#include "bf_valid.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const s_categories[] = {"difficult", "poor", "weak", "other", NULL};
+
+/* The code prefix shared by a region and everything under it. */
+static int s_prefix_len(const char *code)
+{
+    const char *level = bf_division_level(code);
+    if (!level) return 12;
+    if (!strcmp(level, "province")) return 2;
+    if (!strcmp(level, "city")) return 4;
+    if (!strcmp(level, "county")) return 6;
+    if (!strcmp(level, "township")) return 9;
+    return 12;
+}
+
+/* Packs a text[] literal from PostgreSQL ({a,b,"c d"}) as a list of strings. */
+static void s_pack_text_array(msgpack_packer *pk, const char *lit)
+{
+    /* parse the simple array output format: elements separated by commas,
+     * quoted with "..." and backslash escapes when needed */
+    size_t n = 0;
+    const char *p = lit ? lit : "{}";
+    char *buf = malloc(strlen(p) + 1);
+    const char *items[256];
+    size_t lens[256];
+    char *w = buf;
+    if (!buf) {
+        msgpack_pack_array(pk, 0);
+        return;
+    }
+    if (*p == '{') p++;
+    while (*p && *p != '}' && n < 256) {
+        const char *start = w;
+        if (*p == '"') {
+            p++;
+            while (*p && *p != '"') {
+                if (*p == '\\' && p[1]) p++;
+                *w++ = *p++;
+            }
+            if (*p == '"') p++;
+        } else {
+            while (*p && *p != ',' && *p != '}') *w++ = *p++;
+        }
+        items[n] = start;
+        lens[n] = (size_t)(w - start);
+        n++;
+        if (*p == ',') p++;
+    }
+    msgpack_pack_array(pk, n);
+    for (size_t i = 0; i < n; i++) bf_mp_strn(pk, items[i], lens[i]);
+    free(buf);
+}
+
+void registry_pack_text_array(msgpack_packer *pk, const char *lit);
+void registry_pack_text_array(msgpack_packer *pk, const char *lit) { s_pack_text_array(pk, lit); }
+
+static const char *s_village_cols =
+    "v.id, v.region_code, v.name, v.category, v.code, v.reasons, v.created_at, "
+    "(SELECT count(*) FROM household h WHERE h.village_id = v.id) AS households";
+
+static void s_pack_village(msgpack_packer *pk, const PGresult *res, int row)
+{
+    msgpack_pack_map(pk, 7);
+    bf_mp_kv_int(pk, "id", bf_db_int(res, row, "id"));
+    bf_mp_kv_str(pk, "region_code", bf_db_str(res, row, "region_code"));
+    bf_mp_kv_str(pk, "name", bf_db_str(res, row, "name"));
+    bf_mp_kv_str(pk, "category", bf_db_str(res, row, "category"));
+    bf_mp_kv_str(pk, "code", bf_db_str(res, row, "code"));
+    bf_mp_key(pk, "reasons");
+    s_pack_text_array(pk, bf_db_str(res, row, "reasons"));
+    bf_mp_kv_int(pk, "households", bf_db_int(res, row, "households"));
+}
+
+/* Builds a PostgreSQL text[] literal from a list of strings (each quoted). */
+const char *registry_text_array(bf_req_t *r, const msgpack_object_array *list,
+                                const char *field, size_t max_item);
+const char *registry_text_array(bf_req_t *r, const msgpack_object_array *list,
+                                const char *field, size_t max_item)
+{
+    size_t cap = 3;
+    for (uint32_t i = 0; list && i < list->size; i++) {
+        const msgpack_object *o = &list->ptr[i];
+        if (o->type != MSGPACK_OBJECT_STR || o->via.str.size == 0 ||
+            o->via.str.size > max_item || !bf_valid_utf8(o->via.str.ptr, o->via.str.size)) {
+            bf_req_fail(r, BF_E_INVALID, bf_arena_printf(r->arena, "%s[%u]", field, i),
+                        "%s[%u] must be a non-empty string of at most %zu bytes", field, i,
+                        max_item);
+            return NULL;
+        }
+        cap += o->via.str.size * 2 + 3;
+    }
+    char *buf = bf_arena_alloc(r->arena, cap);
+    if (!buf) {
+        bf_req_fail(r, BF_E_EXHAUSTED, field, "out of memory");
+        return NULL;
+    }
+    size_t n = 0;
+    buf[n++] = '{';
+    for (uint32_t i = 0; list && i < list->size; i++) {
+        const msgpack_object *o = &list->ptr[i];
+        if (i) buf[n++] = ',';
+        buf[n++] = '"';
+        for (uint32_t k = 0; k < o->via.str.size; k++) {
+            char c = o->via.str.ptr[k];
+            if (c == '"' || c == '\\') buf[n++] = '\\';
+            buf[n++] = c;
+        }
+        buf[n++] = '"';
+    }
+    buf[n++] = '}';
+    buf[n] = '\0';
+    return buf;
+}
+
+int village_create(bf_req_t *r)
+{
+    const char *region, *name, *category, *code = NULL;
+    const msgpack_object_array *reasons = NULL;
+    if (bf_req_str(r, r->params, NULL, "region_code", true, 12, &region) != 0) return -1;
+    if (bf_division_check(region, strlen(region)) != 0)
+        return bf_req_fail(r, BF_E_INVALID, "region_code",
+                           "region_code must be a 12-digit statistical division code");
+    if (bf_req_str(r, r->params, NULL, "name", true, 200, &name) != 0) return -1;
+    if (!*name) return bf_req_fail(r, BF_E_INVALID, "name", "name must not be empty");
+    if (bf_req_enum(r, r->params, NULL, "category", true, s_categories, &category) != 0)
+        return -1;
+    if (bf_req_str(r, r->params, NULL, "code", false, 12, &code) < 0) return -1;
+    if (code && bf_division_check(code, strlen(code)) != 0)
+        return bf_req_fail(r, BF_E_INVALID, "code", "code must be a 12-digit division code");
+    if (bf_req_list(r, r->params, NULL, "reasons", false, 16, &reasons) < 0) return -1;
+    const char *reasons_lit = registry_text_array(r, reasons, "reasons", 200);
+    if (!reasons_lit) return -1;
+
+    if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
+    const char *rp[] = {region};
+    PGresult *res = bf_db_prep(r->db, "region_level", "SELECT level FROM region WHERE code = $1",
+                               1, rp, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    const char *lvl = PQntuples(res) ? bf_db_str(res, 0, "level") : NULL;
+    int ok_level = lvl && (!strcmp(lvl, "township") || !strcmp(lvl, "county"));
+    int found = lvl != NULL;
+    PQclear(res);
+    if (!found) {
+        bf_db_rollback(r->db);
+        return bf_req_fail(r, BF_E_NOT_FOUND, "region_code", "no region with code %s", region);
+    }
+    if (!ok_level) {
+        bf_db_rollback(r->db);
+        return bf_req_fail(r, BF_E_INVALID, "region_code",
+                           "a village belongs to a township or street (or a county)");
+    }
+    const char *p[] = {region, name, category, code, reasons_lit, r->actor};
+    res = bf_db_prep(r->db, "village_create",
+                     "INSERT INTO village (region_code, name, category, code, reasons, created_by) "
+                     "VALUES ($1, $2, $3, $4, $5::text[], $6) RETURNING id",
+                     6, p, NULL, NULL);
+    if (!res) {
+        if (!strcmp(bf_db_sqlstate(r->db), "23505")) {
+            bf_db_rollback(r->db);
+            return bf_req_fail(r, BF_E_EXISTS, "code", "a village with code %s exists", code);
+        }
+        return bf_req_db_fail(r);
+    }
+    int64_t id = bf_db_int(res, 0, "id");
+    PQclear(res);
+    bf_event_t ev;
+    msgpack_packer *pk = bf_event_begin(&ev);
+    msgpack_pack_map(pk, 6);
+    bf_mp_kv_int(pk, "id", id);
+    bf_mp_kv_str(pk, "region_code", region);
+    bf_mp_kv_str(pk, "name", name);
+    bf_mp_kv_str(pk, "category", category);
+    bf_mp_kv_str(pk, "code", code);
+    bf_mp_key(pk, "reasons");
+    s_pack_text_array(pk, reasons_lit);
+    char subject[32];
+    snprintf(subject, sizeof subject, "village/%lld", (long long)id);
+    if (registry_emit(r, &ev, "village.created", subject) != 0) return -1;
+    if (bf_db_commit(r->db) != 0) return bf_req_db_fail(r);
+    msgpack_pack_map(r->out, 1);
+    bf_mp_kv_int(r->out, "id", id);
+    return 0;
+}
+
+int village_get(bf_req_t *r)
+{
+    int64_t id;
+    if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
+    char ids[24];
+    snprintf(ids, sizeof ids, "%lld", (long long)id);
+    const char *p[] = {ids};
+    char *sql = bf_arena_printf(r->arena, "SELECT %s FROM village v WHERE v.id = $1",
+                                s_village_cols);
+    PGresult *res = bf_db_prep(r->db, "village_get", sql, 1, p, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no village with id %lld", (long long)id);
+    }
+    PGresult *helpers = bf_db_prep(
+        r->db, "village_helpers",
+        "SELECT p.id, p.kind, p.helper_id, p.starts_on, "
+        "  COALESCE(u.name, t.name) AS helper_name "
+        "FROM pairing p "
+        "LEFT JOIN unit u ON p.kind = 'unit_village' AND u.id = p.helper_id "
+        "LEFT JOIN team t ON p.kind = 'team_village' AND t.id = p.helper_id "
+        "WHERE p.kind IN ('unit_village','team_village') AND p.target_id = $1 "
+        "  AND p.ended_at IS NULL ORDER BY p.id",
+        1, p, NULL, NULL);
+    if (!helpers) {
+        PQclear(res);
+        return bf_req_db_fail(r);
+    }
+    msgpack_pack_map(r->out, 8);
+    /* the 7 village fields, then helpers */
+    msgpack_sbuffer tmp;
+    msgpack_sbuffer_init(&tmp);
+    msgpack_packer tpk;
+    msgpack_packer_init(&tpk, &tmp, msgpack_sbuffer_write);
+    s_pack_village(&tpk, res, 0);
+    /* copy the inner key/value pairs (skip the fixmap header byte: 7 < 16) */
+    msgpack_sbuffer_write(r->out->data, tmp.data + 1, tmp.size - 1);
+    msgpack_sbuffer_destroy(&tmp);
+    bf_mp_key(r->out, "helpers");
+    int n = PQntuples(helpers);
+    msgpack_pack_array(r->out, (size_t)n);
+    for (int i = 0; i < n; i++) {
+        msgpack_pack_map(r->out, 5);
+        bf_mp_kv_int(r->out, "pairing_id", bf_db_int(helpers, i, "id"));
+        bf_mp_kv_str(r->out, "kind", bf_db_str(helpers, i, "kind"));
+        bf_mp_kv_int(r->out, "helper_id", bf_db_int(helpers, i, "helper_id"));
+        bf_mp_kv_str(r->out, "helper_name", bf_db_str(helpers, i, "helper_name"));
+        bf_mp_kv_str(r->out, "starts_on", bf_db_str(helpers, i, "starts_on"));
+    }
+    PQclear(helpers);
+    PQclear(res);
+    return 0;
+}
+
+int village_list(bf_req_t *r)
+{
+    const char *region = NULL, *category = NULL, *cursor = NULL;
+    int64_t limit = 100, after = 0;
+    if (bf_req_str(r, r->params, NULL, "region_code", false, 12, &region) < 0) return -1;
+    if (region && bf_division_check(region, strlen(region)) != 0)
+        return bf_req_fail(r, BF_E_INVALID, "region_code",
+                           "region_code must be a 12-digit division code");
+    if (bf_req_enum(r, r->params, NULL, "category", false, s_categories, &category) < 0)
+        return -1;
+    if (bf_req_str(r, r->params, NULL, "cursor", false, 20, &cursor) < 0) return -1;
+    if (cursor) {
+        char *end;
+        after = strtoll(cursor, &end, 10);
+        if (*end || after < 0)
+            return bf_req_fail(r, BF_E_INVALID, "cursor", "cursor is not one this method returned");
+    }
+    if (bf_req_int(r, r->params, NULL, "limit", false, 1, 1000, &limit) < 0) return -1;
+    char prefix[16] = "", lim[24], aft[24];
+    if (region) snprintf(prefix, sizeof prefix, "%.*s%%", s_prefix_len(region), region);
+    snprintf(lim, sizeof lim, "%lld", (long long)limit + 1);
+    snprintf(aft, sizeof aft, "%lld", (long long)after);
+    const char *p[] = {region ? prefix : NULL, category, aft, lim};
+    char *sql = bf_arena_printf(r->arena,
+                                "SELECT %s FROM village v "
+                                "WHERE ($1::text IS NULL OR v.region_code::text LIKE $1) "
+                                "  AND ($2::text IS NULL OR v.category = $2) AND v.id > $3::bigint "
+                                "ORDER BY v.id LIMIT $4::int",
+                                s_village_cols);
+    PGresult *res = bf_db_prep(r->db, "village_list", sql, 4, p, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    int n = PQntuples(res);
+    int shown = n > limit ? (int)limit : n;
+    msgpack_pack_map(r->out, 2);
+    bf_mp_key(r->out, "items");
+    msgpack_pack_array(r->out, (size_t)shown);
+    for (int i = 0; i < shown; i++) s_pack_village(r->out, res, i);
+    bf_mp_kv_str(r->out, "next_cursor", n > limit ? bf_db_str(res, shown - 1, "id") : NULL);
+    PQclear(res);
+    return 0;
+}

@@ -1,0 +1,340 @@
+"""bftest: what integration tests need to drive real bangfu processes.
+
+Tests run against the PostgreSQL and Redis that tests/run.sh started (their
+addresses are in BANGFU_PG_DSN / BANGFU_REDIS_URL). A Stack starts the bus and
+the requested services from $BANGFU_BUILD/bin on spare loopback ports, waits
+for sys.health, and stops them with SIGTERM, checking that each exited 0.
+Clients speak the real wire protocol (ZeroMQ DEALER + msgpack), so every test
+exercises exactly what other teams' code will see.
+"""
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+
+import msgpack
+import zmq
+
+BUILD = os.environ.get("BANGFU_BUILD", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
+TMP = os.environ.get("BANGFU_TEST_TMP", "/tmp")
+PG_DSN = os.environ.get("BANGFU_PG_DSN", "")
+REDIS_URL = os.environ.get("BANGFU_REDIS_URL", "")
+CTX = zmq.Context.instance()
+
+
+class TestFailure(AssertionError):
+    pass
+
+
+def check(cond, msg="check failed"):
+    if not cond:
+        raise TestFailure(msg)
+
+
+def eq(a, b, msg=""):
+    if a != b:
+        raise TestFailure("%s: %r != %r" % (msg or "values differ", a, b))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def pg():
+    """A new psycopg2 connection (autocommit) to the test database."""
+    import psycopg2
+    conn = psycopg2.connect(PG_DSN)
+    conn.autocommit = True
+    return conn
+
+
+def redis_client():
+    import redis
+    return redis.Redis.from_url(REDIS_URL)
+
+
+def uid():
+    return uuid.uuid4().hex[:10]
+
+
+class RpcError(Exception):
+    def __init__(self, error):
+        self.error = error
+        self.code = error.get("code")
+        self.field = error.get("field")
+        super().__init__("%s: %s (field %s)" % (self.code, error.get("message"), self.field))
+
+
+class Client:
+    """A DEALER client: sends an empty delimiter and the request map."""
+
+    def __init__(self, endpoint, timeout_ms=30000):
+        self.endpoint = endpoint
+        self.timeout_ms = timeout_ms
+        self.sock = CTX.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+
+    def close(self):
+        self.sock.close(0)
+
+    def raw(self, body, frames=None, timeout_ms=None):
+        """Sends body as the last frame (after `frames`, default one empty
+        delimiter) and returns the decoded reply map (or None on timeout)."""
+        parts = [b""] if frames is None else list(frames)
+        self.sock.send_multipart(parts + [body])
+        if not self.sock.poll(timeout_ms or self.timeout_ms):
+            return None
+        reply = self.sock.recv_multipart()
+        return msgpack.unpackb(reply[-1], raw=False, strict_map_key=False), reply[:-1]
+
+    def request(self, method, params=None, actor=None, rid=None, extra=None):
+        req = {"v": 1, "id": rid or uuid.uuid4().hex, "method": method,
+               "params": params if params is not None else {}}
+        if actor is not None:
+            req["actor"] = actor
+        if extra:
+            req.update(extra)
+        body = msgpack.packb(req, use_bin_type=True)
+        while True:
+            got = self.raw(body)
+            if got is None:
+                raise TestFailure("no reply to %s within %d ms" % (method, self.timeout_ms))
+            reply, _ = got
+            if reply.get("id") == req["id"]:
+                return reply
+
+    def call(self, method, params=None, actor="admin"):
+        """Returns the result, or raises RpcError."""
+        reply = self.request(method, params, actor)
+        if reply.get("ok"):
+            return reply.get("result")
+        raise RpcError(reply.get("error") or {})
+
+    def err(self, method, params=None, actor="admin"):
+        """Expects an error; returns it as a dict."""
+        reply = self.request(method, params, actor)
+        if reply.get("ok"):
+            raise TestFailure("%s unexpectedly succeeded: %r" % (method, reply.get("result")))
+        return reply["error"]
+
+
+def expect_error(client, method, params, code, field=None, actor="admin"):
+    e = client.err(method, params, actor)
+    eq(e.get("code"), code, "%s error code (%s)" % (method, e.get("message")))
+    if field is not None:
+        eq(e.get("field"), field, "%s error field (%s)" % (method, e.get("message")))
+    return e
+
+
+class Process:
+    def __init__(self, name, argv, env, log_path):
+        self.name = name
+        self.log_path = log_path
+        self.log = open(log_path, "ab")
+        self.proc = subprocess.Popen(argv, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        with open(os.path.join(TMP, "pids"), "a") as f:
+            f.write("%d\n" % self.proc.pid)
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        """Stops the process; returns its exit code (None if it had to be killed)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                self.log.close()
+                return None
+        self.log.close()
+        return self.proc.returncode
+
+    def kill(self):
+        return self.stop(signal.SIGKILL)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def output(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+
+class Stack:
+    """The bus plus any services, on spare ports, sharing one database."""
+
+    def __init__(self, services=("registry",), extra_env=None, tag=None):
+        self.tag = tag or uid()
+        self.ports = {"bus_xsub": free_port(), "bus_pub": free_port()}
+        self.env = dict(os.environ)
+        self.env.update({
+            "BANGFU_BUS_XSUB": "tcp://127.0.0.1:%d" % self.ports["bus_xsub"],
+            "BANGFU_BUS_PUB": "tcp://127.0.0.1:%d" % self.ports["bus_pub"],
+            "BANGFU_LOG_LEVEL": os.environ.get("BANGFU_TEST_LOG_LEVEL", "info"),
+        })
+        for s in ("registry", "funds", "tasks", "notify"):
+            port = free_port()
+            self.ports[s] = port
+            self.env["BANGFU_%s_BIND" % s.upper()] = "tcp://127.0.0.1:%d" % port
+            self.env["BANGFU_%s_RPC" % s.upper()] = "tcp://127.0.0.1:%d" % port
+        if extra_env:
+            self.env.update(extra_env)
+        self.procs = {}
+        self.services = list(services)
+        self.clients = []
+
+    def endpoint(self, service):
+        return "tcp://127.0.0.1:%d" % self.ports[service]
+
+    def start_bus(self):
+        self.procs["bus"] = Process("bus", [os.path.join(BUILD, "bin", "bangfu-bus")], self.env,
+                                    os.path.join(TMP, "bus-%s.log" % self.tag))
+        time.sleep(0.1)
+
+    def start(self, service, env=None, name=None):
+        e = dict(self.env)
+        if env:
+            e.update(env)
+        name = name or service
+        p = Process(name, [os.path.join(BUILD, "bin", "bangfu-" + service)], e,
+                    os.path.join(TMP, "%s-%s.log" % (name, self.tag)))
+        self.procs[name] = p
+        endpoint = e.get("BANGFU_%s_BIND" % service.upper(), self.endpoint(service))
+        self.wait_healthy(endpoint, p)
+        return p
+
+    def wait_healthy(self, endpoint, proc, timeout=30):
+        c = Client(endpoint, timeout_ms=500)
+        deadline = time.time() + timeout
+        try:
+            while time.time() < deadline:
+                if not proc.alive():
+                    raise TestFailure("%s exited early:\n%s" % (proc.name, proc.output()[-3000:]))
+                try:
+                    r = c.request("sys.health")
+                    if r.get("ok"):
+                        return
+                except TestFailure:
+                    # a timed-out request leaves a late reply; use a new socket
+                    c.close()
+                    c = Client(endpoint, timeout_ms=500)
+                time.sleep(0.05)
+        finally:
+            c.close()
+        raise TestFailure("%s not healthy in %ds" % (proc.name, timeout))
+
+    def __enter__(self):
+        self.start_bus()
+        for s in self.services:
+            self.start(s)
+        return self
+
+    def client(self, service, timeout_ms=30000):
+        c = Client(self.endpoint(service), timeout_ms)
+        self.clients.append(c)
+        return c
+
+    def stop(self, name, sig=signal.SIGTERM):
+        p = self.procs.pop(name)
+        return p.stop(sig)
+
+    def __exit__(self, *exc):
+        for c in self.clients:
+            c.close()
+        bad = []
+        for name in list(self.procs):
+            p = self.procs[name]
+            rc = p.stop()
+            if rc != 0:
+                bad.append("%s exited %r:\n%s" % (name, rc, p.output()[-2000:]))
+        if bad and exc[0] is None:
+            raise TestFailure("unclean shutdown: " + "\n".join(bad))
+        return False
+
+
+class Subscriber:
+    """A bus subscriber collecting (type, event) pairs."""
+
+    def __init__(self, stack, prefix=""):
+        self.sock = CTX.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect("tcp://127.0.0.1:%d" % stack.ports["bus_pub"])
+        self.sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+        self.events = []
+        time.sleep(0.3)  # let the subscription reach the publishers (slow joiner)
+
+    def collect(self, until, timeout=10):
+        """Receives until until(events) is true or the timeout passes."""
+        deadline = time.time() + timeout
+        while time.time() < deadline and not until(self.events):
+            if self.sock.poll(100):
+                topic, body = self.sock.recv_multipart()
+                self.events.append((topic.decode(), msgpack.unpackb(body, raw=False)))
+        return self.events
+
+    def close(self):
+        self.sock.close(0)
+
+
+def stream_events(r, since="-", stream="bangfu:events"):
+    """All events in the Redis stream after id `since`, decoded."""
+    out = []
+    start = since if since == "-" else "(" + since
+    while True:
+        batch = r.xrange(stream, min=start, max="+", count=10000)
+        if not batch:
+            return out
+        for sid, fields in batch:
+            out.append((sid.decode(), msgpack.unpackb(fields[b"event"], raw=False)))
+        start = "(" + batch[-1][0].decode()
+
+
+def stream_last_id(r, stream="bangfu:events"):
+    last = r.xrevrange(stream, count=1)
+    return last[0][0].decode() if last else "0-0"
+
+
+def wait_for(pred, timeout=10, interval=0.05, msg="condition not met in time"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise TestFailure(msg)
+
+
+# ---- GB 11643 ID numbers for test data
+_W = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
+_C = "10X98765432"
+
+
+def id_check_digit(first17):
+    return _C[sum(int(a) * w for a, w in zip(first17, _W)) % 11]
+
+
+def make_id(n, region="120110", year=1970):
+    """A valid, deterministic ID number for person n (unique for n < 10^7)."""
+    n = int(n)
+    y = year + (n // 1000000) % 40
+    day_index = (n // 1000) % 365
+    month = 1 + day_index // 31 % 12
+    day = 1 + day_index % 28
+    first17 = "%s%04d%02d%02d%03d" % (region, y, month, day, n % 1000)
+    return first17 + id_check_digit(first17)
+
+
+_id_counter = [int(time.time() * 1000) % 5000000]
+
+
+def fresh_id(region="120110"):
+    _id_counter[0] += 1
+    import random
+    return make_id(random.randrange(0, 9999999), region=region)
