@@ -5,16 +5,29 @@
  * per-rank caps on households per cadre, full coverage of poor households by
  * a responsible cadre, pairing changes as recorded and approved events. Each
  * group of methods lives in its own file; this header lists the handlers that
- * main.c puts in the method table, and the state they share.
+ * main.c puts in the method table, the code lists every file checks against,
+ * and the small helpers they share (util.c).
  */
 #ifndef REGISTRY_H
 #define REGISTRY_H
 
+#include "bf_arena.h"
 #include "bf_cfg.h"
 #include "bf_outbox.h"
 #include "bf_rpc.h"
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
 #define REGISTRY_SERVICE "registry"
+
+/* Lists returned inline in a result (coverage.report) are cut at this length;
+ * their totals are always exact. */
+#define REGISTRY_REPORT_ITEMS 100
+/* Members of one household, rows of one household.import call. */
+#define REGISTRY_MAX_MEMBERS 30
+#define REGISTRY_MAX_IMPORT_ROWS 5000
 
 /* Read-only after start; shared by every worker. */
 typedef struct {
@@ -28,6 +41,99 @@ int registry_cap_for_rank(const registry_t *reg, const char *rank);
  * data is the packed event being built. Returns 0 or fails the request. */
 int registry_emit(bf_req_t *r, bf_event_t *ev, const char *what, const char *subject);
 
+/* ---- code lists (NULL-terminated; documented in docs/registry.md) ------- */
+extern const char *const registry_categories[];  /* household categories 低保 ... */
+extern const char *const registry_causes[];      /* causes of poverty 致贫原因 */
+extern const char *const registry_routes[];      /* employment | industry | safety_net */
+extern const char *const registry_relations[];   /* head | spouse | ... */
+extern const char *const registry_genders[];     /* male | female */
+extern const char *const registry_labour[];      /* skilled | ordinary | weak | lost | none */
+extern const char *const registry_hh_status[];   /* active | exited */
+extern const char *const registry_unit_kinds[];  /* department | enterprise | ... */
+extern const char *const registry_ranks[];       /* county | division | ... */
+extern const char *const registry_pairing_kinds[];
+
+/* ---- util.c -------------------------------------------------------------- */
+
+/* A string growing in the request arena (never freed piecewise). On out of
+ * memory it stops growing and oom is set; registry_sb_str then returns NULL. */
+typedef struct {
+    bf_arena_t *arena;
+    char *s;
+    size_t len, cap;
+    bool oom;
+} registry_sb_t;
+
+void registry_sb_init(registry_sb_t *b, bf_arena_t *arena);
+void registry_sb_add(registry_sb_t *b, const char *s, size_t n);
+void registry_sb_adds(registry_sb_t *b, const char *s);
+void registry_sb_addc(registry_sb_t *b, char c);
+void registry_sb_addi(registry_sb_t *b, int64_t v);
+const char *registry_sb_str(registry_sb_t *b);
+
+/* A PostgreSQL array literal ({"a","b",NULL}) being built, for passing many
+ * values as one $n parameter to unnest(). Elements are always quoted, so any
+ * text is safe; NULL pointers become SQL NULL. */
+typedef struct {
+    registry_sb_t sb;
+    size_t n;
+} registry_arr_t;
+
+void registry_arr_begin(registry_arr_t *a, bf_arena_t *arena);
+void registry_arr_str(registry_arr_t *a, const char *s);
+void registry_arr_int(registry_arr_t *a, int64_t v);
+/* Closes the literal; returns it (arena) or NULL on out of memory. */
+const char *registry_arr_end(registry_arr_t *a);
+
+/* Packs a text[] value as PostgreSQL prints it ({a,b,"c d"}) as a list of
+ * strings. */
+void registry_pack_text_array(msgpack_packer *pk, const char *lit);
+
+/* Builds a text[] literal from a msgpack list of non-empty strings of at most
+ * max_item bytes; fails the request naming "field[i]" otherwise. */
+const char *registry_text_array(bf_req_t *r, const msgpack_object_array *list,
+                                const char *field, size_t max_item);
+
+/* The code prefix shared by a region and everything under it (2 for a
+ * province ... 12 for a village). code must be 12 digits. */
+int registry_prefix_len(const char *code);
+
+/* Reads an optional 12-digit division code parameter; 0, 1 (absent) or -1. */
+int registry_code_param(bf_req_t *r, const char *key, bool required, const char **out);
+
+/* Reads the paging parameters "cursor" (an id from a previous page) and
+ * "limit" (1..1000, default 100). Returns 0 or -1 with the request failed. */
+int registry_paging(bf_req_t *r, int64_t *after, int64_t *limit);
+
+/* Fails with invalid_argument naming "prefix.key" if map has a key that is
+ * not in allowed (NULL-terminated). Returns 0 or -1. */
+int registry_check_keys(bf_req_t *r, const msgpack_object *map, const char *prefix,
+                        const char *const *allowed);
+
+/* A list of distinct strings, each one of choices; field names the list.
+ * *out gets the items (arena), *n their count. Returns 0 or -1. */
+int registry_enum_list(bf_req_t *r, const msgpack_object_array *list, const char *field,
+                       const char *const *choices, const char ***out, size_t *n);
+
+/* A list of distinct positive integers; *out (arena) and *n. Returns 0 or -1. */
+int registry_id_list(bf_req_t *r, const msgpack_object_array *list, const char *field,
+                     int64_t **out, size_t *n);
+
+/* An optional date parameter YYYY-MM-DD. 0, 1 (absent) or -1. */
+int registry_date_param(bf_req_t *r, const char *key, bool required, const char **out);
+
+/* "entity/123" in the arena. */
+const char *registry_subject(bf_req_t *r, const char *entity, int64_t id);
+
+/* The decimal text of an int64 in the arena (for $n parameters). */
+const char *registry_itoa(bf_req_t *r, int64_t v);
+
+/* Packs the 18-character ID number masked (110105********002X). */
+void registry_pack_masked_id(msgpack_packer *pk, const char *key, const char *id18);
+
+/* True if the row exists: runs sql (one $1 = id) under stmt. -1 on db error. */
+int registry_exists(bf_req_t *r, const char *stmt, const char *sql, int64_t id);
+
 /* region.c */
 int region_put(bf_req_t *r);
 int region_get(bf_req_t *r);
@@ -37,5 +143,40 @@ int region_list(bf_req_t *r);
 int village_create(bf_req_t *r);
 int village_get(bf_req_t *r);
 int village_list(bf_req_t *r);
+
+/* household.c */
+int household_create(bf_req_t *r);
+int household_get(bf_req_t *r);
+int household_update(bf_req_t *r);
+int household_list(bf_req_t *r);
+int household_import(bf_req_t *r);
+int household_add_member(bf_req_t *r);
+int household_remove_member(bf_req_t *r);
+
+/* org.c: helper units, cadres, work teams */
+int unit_create(bf_req_t *r);
+int unit_get(bf_req_t *r);
+int unit_list(bf_req_t *r);
+int unit_set_contact(bf_req_t *r);
+int cadre_create(bf_req_t *r);
+int cadre_get(bf_req_t *r);
+int cadre_list(bf_req_t *r);
+int team_create(bf_req_t *r);
+int team_get(bf_req_t *r);
+int team_list(bf_req_t *r);
+
+/* pairing.c */
+int pairing_create(bf_req_t *r);
+int pairing_end(bf_req_t *r);
+int pairing_get(bf_req_t *r);
+int pairing_list(bf_req_t *r);
+/* Inserts one pairing in the open transaction after every check passed, and
+ * emits pairing.created; *id gets the new id. Used by team.create too. */
+int pairing_insert(bf_req_t *r, const char *kind, int64_t helper_id, int64_t target_id,
+                   const char *target_code, const char *starts_on, const char *ends_on,
+                   int64_t *id);
+
+/* coverage.c */
+int coverage_report(bf_req_t *r);
 
 #endif

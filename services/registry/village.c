@@ -10,115 +10,23 @@
 
 static const char *const s_categories[] = {"difficult", "poor", "weak", "other", NULL};
 
-/* The code prefix shared by a region and everything under it. */
-static int s_prefix_len(const char *code)
-{
-    const char *level = bf_division_level(code);
-    if (!level) return 12;
-    if (!strcmp(level, "province")) return 2;
-    if (!strcmp(level, "city")) return 4;
-    if (!strcmp(level, "county")) return 6;
-    if (!strcmp(level, "township")) return 9;
-    return 12;
-}
-
-/* Packs a text[] literal from PostgreSQL ({a,b,"c d"}) as a list of strings. */
-static void s_pack_text_array(msgpack_packer *pk, const char *lit)
-{
-    /* parse the simple array output format: elements separated by commas,
-     * quoted with "..." and backslash escapes when needed */
-    size_t n = 0;
-    const char *p = lit ? lit : "{}";
-    char *buf = malloc(strlen(p) + 1);
-    const char *items[256];
-    size_t lens[256];
-    char *w = buf;
-    if (!buf) {
-        msgpack_pack_array(pk, 0);
-        return;
-    }
-    if (*p == '{') p++;
-    while (*p && *p != '}' && n < 256) {
-        const char *start = w;
-        if (*p == '"') {
-            p++;
-            while (*p && *p != '"') {
-                if (*p == '\\' && p[1]) p++;
-                *w++ = *p++;
-            }
-            if (*p == '"') p++;
-        } else {
-            while (*p && *p != ',' && *p != '}') *w++ = *p++;
-        }
-        items[n] = start;
-        lens[n] = (size_t)(w - start);
-        n++;
-        if (*p == ',') p++;
-    }
-    msgpack_pack_array(pk, n);
-    for (size_t i = 0; i < n; i++) bf_mp_strn(pk, items[i], lens[i]);
-    free(buf);
-}
-
-void registry_pack_text_array(msgpack_packer *pk, const char *lit);
-void registry_pack_text_array(msgpack_packer *pk, const char *lit) { s_pack_text_array(pk, lit); }
-
 static const char *s_village_cols =
     "v.id, v.region_code, v.name, v.category, v.code, v.reasons, v.created_at, "
     "(SELECT count(*) FROM household h WHERE h.village_id = v.id) AS households";
 
-static void s_pack_village(msgpack_packer *pk, const PGresult *res, int row)
+/* Packs the village's 7 fields as a map of 7 + extra entries; the caller
+ * packs the extra ones. */
+static void s_pack_village(msgpack_packer *pk, const PGresult *res, int row, size_t extra)
 {
-    msgpack_pack_map(pk, 7);
+    msgpack_pack_map(pk, 7 + extra);
     bf_mp_kv_int(pk, "id", bf_db_int(res, row, "id"));
     bf_mp_kv_str(pk, "region_code", bf_db_str(res, row, "region_code"));
     bf_mp_kv_str(pk, "name", bf_db_str(res, row, "name"));
     bf_mp_kv_str(pk, "category", bf_db_str(res, row, "category"));
     bf_mp_kv_str(pk, "code", bf_db_str(res, row, "code"));
     bf_mp_key(pk, "reasons");
-    s_pack_text_array(pk, bf_db_str(res, row, "reasons"));
+    registry_pack_text_array(pk, bf_db_str(res, row, "reasons"));
     bf_mp_kv_int(pk, "households", bf_db_int(res, row, "households"));
-}
-
-/* Builds a PostgreSQL text[] literal from a list of strings (each quoted). */
-const char *registry_text_array(bf_req_t *r, const msgpack_object_array *list,
-                                const char *field, size_t max_item);
-const char *registry_text_array(bf_req_t *r, const msgpack_object_array *list,
-                                const char *field, size_t max_item)
-{
-    size_t cap = 3;
-    for (uint32_t i = 0; list && i < list->size; i++) {
-        const msgpack_object *o = &list->ptr[i];
-        if (o->type != MSGPACK_OBJECT_STR || o->via.str.size == 0 ||
-            o->via.str.size > max_item || !bf_valid_utf8(o->via.str.ptr, o->via.str.size)) {
-            bf_req_fail(r, BF_E_INVALID, bf_arena_printf(r->arena, "%s[%u]", field, i),
-                        "%s[%u] must be a non-empty string of at most %zu bytes", field, i,
-                        max_item);
-            return NULL;
-        }
-        cap += o->via.str.size * 2 + 3;
-    }
-    char *buf = bf_arena_alloc(r->arena, cap);
-    if (!buf) {
-        bf_req_fail(r, BF_E_EXHAUSTED, field, "out of memory");
-        return NULL;
-    }
-    size_t n = 0;
-    buf[n++] = '{';
-    for (uint32_t i = 0; list && i < list->size; i++) {
-        const msgpack_object *o = &list->ptr[i];
-        if (i) buf[n++] = ',';
-        buf[n++] = '"';
-        for (uint32_t k = 0; k < o->via.str.size; k++) {
-            char c = o->via.str.ptr[k];
-            if (c == '"' || c == '\\') buf[n++] = '\\';
-            buf[n++] = c;
-        }
-        buf[n++] = '"';
-    }
-    buf[n++] = '}';
-    buf[n] = '\0';
-    return buf;
 }
 
 int village_create(bf_req_t *r)
@@ -181,7 +89,7 @@ int village_create(bf_req_t *r)
     bf_mp_kv_str(pk, "category", category);
     bf_mp_kv_str(pk, "code", code);
     bf_mp_key(pk, "reasons");
-    s_pack_text_array(pk, reasons_lit);
+    registry_pack_text_array(pk, reasons_lit);
     char subject[32];
     snprintf(subject, sizeof subject, "village/%lld", (long long)id);
     if (registry_emit(r, &ev, "village.created", subject) != 0) return -1;
@@ -220,16 +128,7 @@ int village_get(bf_req_t *r)
         PQclear(res);
         return bf_req_db_fail(r);
     }
-    msgpack_pack_map(r->out, 8);
-    /* the 7 village fields, then helpers */
-    msgpack_sbuffer tmp;
-    msgpack_sbuffer_init(&tmp);
-    msgpack_packer tpk;
-    msgpack_packer_init(&tpk, &tmp, msgpack_sbuffer_write);
-    s_pack_village(&tpk, res, 0);
-    /* copy the inner key/value pairs (skip the fixmap header byte: 7 < 16) */
-    msgpack_sbuffer_write(r->out->data, tmp.data + 1, tmp.size - 1);
-    msgpack_sbuffer_destroy(&tmp);
+    s_pack_village(r->out, res, 0, 1);
     bf_mp_key(r->out, "helpers");
     int n = PQntuples(helpers);
     msgpack_pack_array(r->out, (size_t)n);
@@ -265,7 +164,7 @@ int village_list(bf_req_t *r)
     }
     if (bf_req_int(r, r->params, NULL, "limit", false, 1, 1000, &limit) < 0) return -1;
     char prefix[16] = "", lim[24], aft[24];
-    if (region) snprintf(prefix, sizeof prefix, "%.*s%%", s_prefix_len(region), region);
+    if (region) snprintf(prefix, sizeof prefix, "%.*s%%", registry_prefix_len(region), region);
     snprintf(lim, sizeof lim, "%lld", (long long)limit + 1);
     snprintf(aft, sizeof aft, "%lld", (long long)after);
     const char *p[] = {region ? prefix : NULL, category, aft, lim};
@@ -282,7 +181,7 @@ int village_list(bf_req_t *r)
     msgpack_pack_map(r->out, 2);
     bf_mp_key(r->out, "items");
     msgpack_pack_array(r->out, (size_t)shown);
-    for (int i = 0; i < shown; i++) s_pack_village(r->out, res, i);
+    for (int i = 0; i < shown; i++) s_pack_village(r->out, res, i, 0);
     bf_mp_kv_str(r->out, "next_cursor", n > limit ? bf_db_str(res, shown - 1, "id") : NULL);
     PQclear(res);
     return 0;

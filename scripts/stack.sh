@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# stack.sh run|up|down|status: the local bangfu stack under ./var, for users
+# without Docker (`make run`, `make up`, `make down`).
+#
+#   up      start PostgreSQL and Redis (own data dirs in var/, spare loopback
+#           ports chosen once and kept in var/ports.env), apply migrations,
+#           start the bus and every service in $BUILD/bin, load the demo data,
+#           write var/endpoints.env and print where everything listens
+#   run     up, then follow the logs until Ctrl-C, which stops everything
+#   down    stop the services (SIGTERM, they drain and exit), Redis, PostgreSQL
+#   status  what is running
+set -u
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+BUILD=${BUILD:-build}
+VAR="$ROOT/var"
+. scripts/lib.sh
+
+SERVICES=(registry funds tasks notify)
+
+svc_present() { [ -x "$BUILD/bin/bangfu-$1" ]; }
+
+pidfile() { echo "$VAR/run/$1.pid"; }
+
+running() { local f; f=$(pidfile "$1"); [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; }
+
+ports() {
+  mkdir -p "$VAR/run" "$VAR/log"
+  if [ ! -f "$VAR/ports.env" ]; then
+    {
+      echo "PG_PORT=$(bf_free_port)"
+      echo "REDIS_PORT=$(bf_free_port)"
+      echo "BUS_XSUB_PORT=$(bf_free_port)"
+      echo "BUS_PUB_PORT=$(bf_free_port)"
+      for s in "${SERVICES[@]}"; do echo "${s^^}_PORT=$(bf_free_port)"; done
+    } >"$VAR/ports.env"
+  fi
+  . "$VAR/ports.env"
+}
+
+write_endpoints() {
+  {
+    echo "# bangfu local stack endpoints (written by scripts/stack.sh; source this file)"
+    echo "BANGFU_PG_DSN=postgresql://bangfu@127.0.0.1:$PG_PORT/bangfu"
+    echo "BANGFU_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
+    echo "BANGFU_BUS_XSUB=tcp://127.0.0.1:$BUS_XSUB_PORT"
+    echo "BANGFU_BUS_PUB=tcp://127.0.0.1:$BUS_PUB_PORT"
+    for s in "${SERVICES[@]}"; do
+      svc_present "$s" || continue
+      local var="${s^^}_PORT"
+      echo "BANGFU_${s^^}_RPC=tcp://127.0.0.1:${!var}"
+    done
+  } >"$VAR/endpoints.env"
+}
+
+export_env() {
+  set -a; . "$VAR/endpoints.env"; set +a
+  export BANGFU_CONFIG="$ROOT/configs/bangfu.conf"
+  for s in "${SERVICES[@]}"; do
+    local var="${s^^}_PORT"
+    export "BANGFU_${s^^}_BIND=tcp://127.0.0.1:${!var}"
+    export "BANGFU_${s^^}_RPC=tcp://127.0.0.1:${!var}"
+  done
+}
+
+start_one() { # name binary
+  local name=$1 bin=$2
+  running "$name" && return 0
+  "$bin" >>"$VAR/log/$name.log" 2>&1 &
+  echo $! >"$(pidfile "$name")"
+}
+
+wait_healthy() { # service
+  local s=$1 i
+  for i in $(seq 1 300); do
+    "$BUILD/bin/bangfu" call "$s" sys.health --timeout 500 >/dev/null 2>&1 && return 0
+    running "$s" || { echo "bangfu-$s exited; last log lines:" >&2; tail -20 "$VAR/log/$s.log" >&2; return 1; }
+    sleep 0.1
+  done
+  echo "bangfu-$s did not become healthy; see var/log/$s.log" >&2
+  return 1
+}
+
+stop_one() {
+  local name=$1 f; f=$(pidfile "$name")
+  [ -f "$f" ] || return 0
+  local pid; pid=$(cat "$f")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null
+    local i; for i in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && { echo "bangfu-$name did not stop in 15 s; killing" >&2; kill -9 "$pid"; }
+  fi
+  rm -f "$f"
+}
+
+up() {
+  ports
+  [ -x "$BUILD/bin/bangfu" ] || { echo "build first: make" >&2; return 1; }
+  if ! bf_as_pg true 2>/dev/null; then :; fi
+  if [ ! -f "$VAR/pg/data/postmaster.pid" ]; then
+    bf_pg_start "$VAR/pg" "$PG_PORT" durable || return 1
+  fi
+  [ -f "$VAR/redis/redis.pid" ] && kill -0 "$(cat "$VAR/redis/redis.pid")" 2>/dev/null \
+    || bf_redis_start "$VAR/redis" "$REDIS_PORT" yes || return 1
+  write_endpoints
+  export_env
+  start_one bus "$BUILD/bin/bangfu-bus"
+  for s in "${SERVICES[@]}"; do
+    svc_present "$s" || continue
+    start_one "$s" "$BUILD/bin/bangfu-$s"
+    wait_healthy "$s" || return 1
+  done
+  for s in "${SERVICES[@]}"; do
+    svc_present "$s" || continue
+    if [ -f "scripts/demo/$s.py" ]; then
+      echo "loading demo data: $s"
+      /usr/bin/python3 "scripts/demo/$s.py" || { echo "demo data for $s failed" >&2; return 1; }
+    fi
+  done
+  echo
+  echo "bangfu is up. Endpoints (var/endpoints.env):"
+  sed -e '/^#/d' -e 's/^/  /' "$VAR/endpoints.env"
+  echo "Logs: var/log/*.log   CLI: set -a; . var/endpoints.env; set +a; $BUILD/bin/bangfu help"
+}
+
+down() {
+  [ -d "$VAR" ] || return 0
+  for s in notify tasks funds registry bus; do stop_one "$s"; done
+  bf_redis_stop "$VAR/redis"
+  bf_pg_stop "$VAR/pg"
+  rm -f "$VAR/endpoints.env"
+  echo "bangfu stopped"
+}
+
+status() {
+  for s in bus "${SERVICES[@]}"; do
+    if running "$s"; then echo "$s: running (pid $(cat "$(pidfile "$s")"))"; else echo "$s: stopped"; fi
+  done
+}
+
+case "${1:-}" in
+  up) up || { down; exit 1; } ;;
+  down) down ;;
+  status) status ;;
+  run)
+    trap 'echo; down; exit 0' INT TERM
+    up || { down; exit 1; }
+    echo "Following the logs; Ctrl-C stops everything."
+    tail -n 0 -F "$VAR"/log/*.log &
+    wait
+    ;;
+  *) echo "usage: stack.sh run|up|down|status" >&2; exit 2 ;;
+esac
