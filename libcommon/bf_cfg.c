@@ -222,11 +222,25 @@ bool bf_cfg_bool(const bf_cfg_t *cfg, const char *key)
 
 void bf_cfg_print_help(const bf_cfg_def_t *const *tables)
 {
+    /* INI-shaped, so the output is also a commented config template:
+     * [section], then per key its doc, variable and default, commented out */
+    char section[64] = "";
     for (size_t t = 0; tables[t]; t++) {
         for (const bf_cfg_def_t *d = tables[t]; d->key; d++) {
+            const char *dot = strchr(d->key, '.');
+            size_t sl = dot ? (size_t)(dot - d->key) : 0;
+            if (sl >= sizeof section) sl = sizeof section - 1;
+            if (strncmp(section, d->key, sl) != 0 || section[sl] != '\0') {
+                memcpy(section, d->key, sl);
+                section[sl] = '\0';
+                printf("\n[%s]\n", section);
+            }
             char var[160];
             bf_cfg_env_name(d->key, var, sizeof var);
-            printf("  %-26s %-32s default %s\n      %s\n", d->key, var, d->def, d->doc);
+            printf("# %s\n#   env %s", d->doc, var);
+            if (d->type == BF_CFG_INT) printf(", integer %lld..%lld", d->min, d->max);
+            if (d->type == BF_CFG_BOOL) printf(", true/false");
+            printf("\n;%s = %s\n", dot ? dot + 1 : d->key, d->def);
         }
     }
 }

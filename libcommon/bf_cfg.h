@@ -52,7 +52,8 @@ bool bf_cfg_bool(const bf_cfg_t *cfg, const char *key);
  * written into buf. */
 void bf_cfg_env_name(const char *key, char *buf, size_t n);
 
-/* Prints every key of the tables with its variable, default and doc. */
+/* Prints every key of the tables as a commented INI template: [section],
+ * then per key its doc, variable, bounds and default (commented out). */
 void bf_cfg_print_help(const bf_cfg_def_t *const *tables);
 
 #endif
