@@ -58,7 +58,7 @@ $(BUILD)/%.o: %.c
 
 $(LIB_A): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
+	@echo "AR $@"; rm -f $@ && ar rcs $@ $^
 
 # Each service: services/<name>/*.c plus its migrations embedded as C strings.
 define SERVICE_RULES
@@ -67,26 +67,26 @@ $(1)_SQL := $$(sort $$(wildcard services/$(1)/migrations/*.sql))
 $(1)_OBJ := $$($(1)_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/$(1)_migrations.o
 $(BUILD)/gen/$(1)_migrations.c: $$($(1)_SQL) scripts/embed_sql.sh
 	@mkdir -p $$(dir $$@)
-	bash scripts/embed_sql.sh $(1) $$($(1)_SQL) > $$@
+	@bash scripts/embed_sql.sh $(1) $$($(1)_SQL) > $$@
 $(BUILD)/gen/$(1)_migrations.o: $(BUILD)/gen/$(1)_migrations.c
-	$(CC) $(ALL_CFLAGS) -c $$< -o $$@
+	@echo "CC $$<"; $(CC) $(ALL_CFLAGS) -c $$< -o $$@
 $(BUILD)/bin/bangfu-$(1): $$($(1)_OBJ) $(LIB_A)
 	@mkdir -p $$(dir $$@)
-	$(CC) $(ALL_LDFLAGS) -o $$@ $$($(1)_OBJ) $(LIB_A) $(LIBS)
+	@echo "LD $$@"; $(CC) $(ALL_LDFLAGS) -o $$@ $$($(1)_OBJ) $(LIB_A) $(LIBS)
 endef
 $(foreach s,$(SERVICES),$(eval $(call SERVICE_RULES,$(s))))
 
 $(CLI_BIN): $(CLI_OBJ) $(LIB_A)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_LDFLAGS) -o $@ $(CLI_OBJ) $(LIB_A) $(LIBS)
+	@echo "LD $@"; $(CC) $(ALL_LDFLAGS) -o $@ $(CLI_OBJ) $(LIB_A) $(LIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB_A)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(LIB_A) $(ALL_LDFLAGS) $(LIBS)
+	@echo "LD $@"; $(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(LIB_A) $(ALL_LDFLAGS) $(LIBS)
 
 $(BUILD)/bench/%: bench/%.c $(LIB_A)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB_A) $(ALL_LDFLAGS) $(LIBS)
+	@echo "LD $@"; $(CC) $(ALL_CFLAGS) -o $@ $< $(LIB_A) $(ALL_LDFLAGS) $(LIBS)
 
 test: deps
 	@$(MAKE) --no-print-directory all

@@ -13,7 +13,7 @@ set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 BUILD=${BUILD:-build}
-VAR="$ROOT/var"
+VAR="${BANGFU_VAR:-$ROOT/var}"  # BANGFU_VAR: another directory (tests)
 . scripts/lib.sh
 
 SERVICES=(registry funds tasks notify)
