@@ -33,6 +33,18 @@ const char *cli_endpoint(const char *service)
     return NULL;
 }
 
+const char *cli_actor(const char *opt)
+{
+    if (opt && *opt) return opt;
+    const char *env = getenv("BANGFU_ACTOR");
+    return env && *env ? env : "admin";
+}
+
+bool cli_is_help(const char *arg)
+{
+    return !strcmp(arg, "--help") || !strcmp(arg, "-h") || !strcmp(arg, "help");
+}
+
 int cli_print_reply(const bf_reply_t *reply, bool pretty)
 {
     int flags = pretty ? BF_JSON_PRETTY : BF_JSON_COMPACT;

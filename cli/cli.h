@@ -27,6 +27,18 @@ const char *cli_endpoint(const char *service);
  * exit code it stands for. */
 int cli_print_reply(const bf_reply_t *reply, bool pretty);
 
-int cli_call(int argc, char **argv);
+/* The acting user for writes: opt if given, else $BANGFU_ACTOR, else "admin". */
+const char *cli_actor(const char *opt);
 
+/* True for "--help", "-h" and "help". */
+bool cli_is_help(const char *arg);
+
+/* The commands (argv[0] is the command name). */
+int cli_call(int argc, char **argv);
+int cli_health(int argc, char **argv);   /* health.c */
+int cli_import(int argc, char **argv);   /* import.c */
+int cli_events(int argc, char **argv);   /* events.c */
+int cli_coverage(int argc, char **argv); /* coverage.c */
+int cli_funds(int argc, char **argv);    /* funds.c */
+int cli_queues(int argc, char **argv);   /* queues.c */
 #endif

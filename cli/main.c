@@ -1,6 +1,9 @@
 /* bangfu: the operators' and admins' command line.
  *
  *   bangfu call <service> <method> ['<json params>'] [--actor A] [--timeout MS]
+ *   bangfu import households FILE.csv [--batch N] [--encoding auto|utf-8|gbk] ...
+ *   bangfu events tail [type-prefix] [--from STREAM_ID] [--json]
+ *   bangfu coverage [--region CODE] [--json]
  *   bangfu help
  *
  * Service endpoints come from BANGFU_<SERVICE>_RPC (var/endpoints.env holds
@@ -17,6 +20,17 @@
 static const cli_command_t s_commands[] = {
     {"call", cli_call, "call <service> <method> ['<json>'] [--actor A] [--timeout MS]",
      "call one RPC method; JSON params in, JSON result out"},
+    {"import", cli_import, "import households FILE.csv [--dry-run] [...]",
+     "households from a CSV file (UTF-8 or GBK)"},
+    {"events", cli_events, "events tail [TYPE_PREFIX] [--from STREAM_ID] [--json]",
+     "events live; --from replays the stream first"},
+    {"coverage", cli_coverage, "coverage [--region CODE] [--json]",
+     "gaps in coverage (registry coverage.report)"},
+    {"health", cli_health, "health [service ...] [--strict] [--timeout MS]",
+     "is each service (and the bus) alive? exit 0 when all answer"},
+    {"funds", cli_funds, "funds verify [--timeout MS]",
+     "re-walk the funds ledger's hash chain; exit 1 naming the first bad entry"},
+    {"queues", cli_queues, "queues [--watch [SEC]] [--json] | dead list|show|retry|drop | pause|resume Q", "notify's queues: depth, pending, age, rates, retries, dead letters"},
     {NULL, NULL, NULL, NULL},
 };
 

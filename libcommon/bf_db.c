@@ -64,6 +64,17 @@ static void s_set_err(bf_db_t *db, const PGresult *res)
     while (n && (db->errmsg[n - 1] == '\n' || db->errmsg[n - 1] == ' ')) db->errmsg[--n] = 0;
 }
 
+/* Server notices (NOTICE, WARNING) go through bf_log: libpq's default prints
+ * them raw on stderr, which would break the one-JSON-object-per-line log. */
+static void s_notice(void *arg, const PGresult *res)
+{
+    (void)arg;
+    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    bf_log_level_t level = sev && strcmp(sev, "WARNING") == 0 ? BF_WARN : BF_DEBUG;
+    bf_log(level, "postgresql %s: %s", sev ? sev : "notice", msg ? msg : "");
+}
+
 static int s_connect_once(bf_db_t *db)
 {
     if (db->conn) {
@@ -77,6 +88,7 @@ static int s_connect_once(bf_db_t *db)
         s_set_err(db, NULL);
         return -1;
     }
+    PQsetNoticeReceiver(db->conn, s_notice, NULL);
     if (db->schema) {
         /* the schema name is ours (a service name), never user input; still
          * quote it as an identifier */
@@ -162,16 +174,21 @@ PGresult *bf_db_prep(bf_db_t *db, const char *name, const char *sql, int nparams
         }
     }
     if (!found) {
-        PGresult *p = PQprepare(db->conn, name, sql, nparams, NULL);
-        if (!s_check(db, p)) return NULL;
-        PQclear(p);
-        if (db->nprepared < BF_DB_MAX_PREPARED) {
-            char *copy = strdup(name);
-            if (copy) db->prepared[db->nprepared++] = copy;
-        } else {
+        /* a statement prepared on the server must be remembered, or the next
+         * call would prepare the name again and fail (42P05) */
+        char *copy = db->nprepared < BF_DB_MAX_PREPARED ? strdup(name) : NULL;
+        if (!copy) {
             /* table full: run it unnamed from now on (correct, just slower) */
-            return bf_db_exec(db, sql, nparams, params);
+            return s_check(db, PQexecParams(db->conn, sql, nparams, NULL, params, lengths,
+                                            formats, 0));
         }
+        PGresult *p = PQprepare(db->conn, name, sql, nparams, NULL);
+        if (!s_check(db, p)) {
+            free(copy);
+            return NULL;
+        }
+        PQclear(p);
+        db->prepared[db->nprepared++] = copy;
     }
     PGresult *res = PQexecPrepared(db->conn, name, nparams, params, lengths, formats, 0);
     return s_check(db, res);
@@ -201,7 +218,25 @@ int bf_db_commit(bf_db_t *db)
 {
     if (!db->in_tx) return 0;
     db->in_tx = false;
-    return bf_db_cmd(db, "COMMIT");
+    /* never reconnect here: a new session has no transaction to commit, and
+     * its COMMIT would "succeed" with a warning */
+    if (bf_db_is_down(db)) {
+        s_set_err(db, NULL);
+        return -1;
+    }
+    PGresult *res = s_check(db, PQexec(db->conn, "COMMIT"));
+    if (!res) return -1;
+    /* a transaction in which a statement failed ends in ROLLBACK, which the
+     * server reports as a successful command */
+    bool committed = strcmp(PQcmdStatus(res), "COMMIT") == 0;
+    PQclear(res);
+    if (!committed) {
+        snprintf(db->errmsg, sizeof db->errmsg,
+                 "transaction rolled back: a statement in it had failed");
+        if (!db->sqlstate[0]) snprintf(db->sqlstate, sizeof db->sqlstate, "25P02");
+        return -1;
+    }
+    return 0;
 }
 
 int bf_db_rollback(bf_db_t *db)

@@ -1,5 +1,6 @@
 /* bf_log: JSON-lines logger; see bf_log.h. */
 #include "bf_log.h"
+#include "bf_valid.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -53,9 +54,23 @@ static size_t s_escape(char *buf, size_t len, size_t cap, const char *src)
         default:
             if (*p < 0x20) {
                 n = (size_t)snprintf(tmp, sizeof tmp, "\\u%04x", *p);
-            } else {
+            } else if (*p < 0x80) {
                 tmp[0] = (char)*p;
                 n = 1;
+            } else {
+                /* a whole valid UTF-8 sequence or U+FFFD: a message cut inside
+                 * a character (vsnprintf or this cap) or holding bad bytes
+                 * must still make a valid JSON line */
+                size_t seq = *p >= 0xF0 ? 4 : *p >= 0xE0 ? 3 : *p >= 0xC0 ? 2 : 1;
+                if (strnlen((const char *)p, seq) == seq &&
+                    bf_valid_utf8((const char *)p, seq)) {
+                    piece = (const char *)p;
+                    n = seq;
+                    p += seq - 1;
+                } else {
+                    piece = "\\ufffd";
+                    n = 6;
+                }
             }
         }
         if (len + n >= cap) break;

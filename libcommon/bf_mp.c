@@ -75,6 +75,9 @@ static int s_walk(const unsigned char *d, size_t len, size_t *pos, int depth, in
         *pos += (size_t)skip;
         return 0;
     }
+    /* max_depth counts containers, the outermost being 1, as msgpack-c's
+     * unpacker does (it refuses a 33rd level even when that one is empty) */
+    if (depth >= max_depth) return -2;
     uint64_t elems = is_map ? count * 2 : count;
     if (elems > rem) return -2; /* each element takes at least one byte */
     for (uint64_t i = 0; i < elems; i++)

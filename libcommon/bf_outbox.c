@@ -4,6 +4,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
@@ -120,4 +121,183 @@ void bf_event_discard(bf_event_t *ev)
 {
     msgpack_sbuffer_destroy(&ev->buf);
     memset(&ev->buf, 0, sizeof ev->buf);
+}
+
+/* ---------------------------------------------------------------- batches */
+
+/* A growing NUL-terminated text buffer (PostgreSQL array literals). */
+typedef struct {
+    char *s;
+    size_t len, cap;
+} s_text_t;
+
+static int s_text_add(s_text_t *t, const char *s, size_t n)
+{
+    if (t->len + n + 1 > t->cap) {
+        size_t cap = t->cap ? t->cap : 1024;
+        while (cap < t->len + n + 1) cap *= 2;
+        char *p = realloc(t->s, cap);
+        if (!p) return -1;
+        t->s = p;
+        t->cap = cap;
+    }
+    memcpy(t->s + t->len, s, n);
+    t->len += n;
+    t->s[t->len] = '\0';
+    return 0;
+}
+
+/* Appends s as one quoted element of an array literal ("a\"b"). */
+static int s_text_elem(s_text_t *t, const char *s, bool first)
+{
+    if (!first && s_text_add(t, ",", 1) != 0) return -1;
+    if (s_text_add(t, "\"", 1) != 0) return -1;
+    for (const char *p = s; *p; p++) {
+        if ((*p == '"' || *p == '\\') && s_text_add(t, "\\", 1) != 0) return -1;
+        if (s_text_add(t, p, 1) != 0) return -1;
+    }
+    return s_text_add(t, "\"", 1);
+}
+
+struct bf_outbox_batch {
+    char *service;
+    char *actor;
+    msgpack_sbuffer payloads; /* the packed events, back to back */
+    s_text_t ids, types, subjects, offsets, lengths; /* array literals, open */
+    size_t count;
+    bool failed;
+};
+
+static void s_batch_clear(bf_outbox_batch_t *b)
+{
+    msgpack_sbuffer_clear(&b->payloads);
+    b->ids.len = b->types.len = b->subjects.len = b->offsets.len = b->lengths.len = 0;
+    b->count = 0;
+}
+
+bf_outbox_batch_t *bf_outbox_batch_new(const char *service, const char *actor)
+{
+    bf_outbox_batch_t *b = calloc(1, sizeof *b);
+    if (!b) return NULL;
+    b->service = strdup(service ? service : "");
+    b->actor = actor ? strdup(actor) : NULL;
+    msgpack_sbuffer_init(&b->payloads);
+    if (!b->service || (actor && !b->actor)) bf_outbox_batch_destroy(&b);
+    return b;
+}
+
+void bf_outbox_batch_destroy(bf_outbox_batch_t **self_p)
+{
+    if (!self_p || !*self_p) return;
+    bf_outbox_batch_t *b = *self_p;
+    free(b->service);
+    free(b->actor);
+    msgpack_sbuffer_destroy(&b->payloads);
+    free(b->ids.s);
+    free(b->types.s);
+    free(b->subjects.s);
+    free(b->offsets.s);
+    free(b->lengths.s);
+    free(b);
+    *self_p = NULL;
+}
+
+size_t bf_outbox_batch_count(const bf_outbox_batch_t *b) { return b ? b->count : 0; }
+
+int bf_outbox_batch_add(bf_outbox_batch_t *b, const char *type, const char *subject,
+                        const char *data, size_t len)
+{
+    if (!b || b->failed) return -1;
+    char id[37], when[32], source[96], num[24];
+    bf_uuid_v7(id);
+    bf_time_rfc3339(when);
+    snprintf(source, sizeof source, "bangfu/%s", b->service);
+    size_t start = b->payloads.size;
+    /* the same envelope as bf_outbox_add */
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &b->payloads, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 9);
+    bf_mp_kv_str(&pk, "specversion", "1.0");
+    bf_mp_kv_str(&pk, "id", id);
+    bf_mp_kv_str(&pk, "source", source);
+    bf_mp_kv_str(&pk, "type", type);
+    bf_mp_kv_str(&pk, "subject", subject);
+    bf_mp_kv_str(&pk, "time", when);
+    bf_mp_kv_str(&pk, "datacontenttype", "application/msgpack");
+    bf_mp_kv_str(&pk, "actor", b->actor);
+    bf_mp_key(&pk, "data");
+    if (data && len)
+        msgpack_sbuffer_write(&b->payloads, data, len);
+    else
+        msgpack_pack_map(&pk, 0);
+    size_t plen = b->payloads.size - start;
+    if (b->payloads.size > (size_t)INT32_MAX) {
+        b->failed = true; /* offsets are int4 in SQL */
+        return -1;
+    }
+    bool first = b->count == 0;
+    int rc = s_text_elem(&b->ids, id, first);
+    rc |= s_text_elem(&b->types, type, first);
+    rc |= s_text_elem(&b->subjects, subject, first);
+    snprintf(num, sizeof num, "%s%zu", first ? "" : ",", start + 1); /* 1-based */
+    rc |= s_text_add(&b->offsets, num, strlen(num));
+    snprintf(num, sizeof num, "%s%zu", first ? "" : ",", plen);
+    rc |= s_text_add(&b->lengths, num, strlen(num));
+    if (rc != 0) {
+        b->failed = true;
+        return -1;
+    }
+    b->count++;
+    return 0;
+}
+
+/* The literal "{...}" of an open element list, in a new malloc'd string. */
+static char *s_close(const s_text_t *t)
+{
+    char *s = malloc(t->len + 3);
+    if (!s) return NULL;
+    s[0] = '{';
+    if (t->len) memcpy(s + 1, t->s, t->len);
+    s[t->len + 1] = '}';
+    s[t->len + 2] = '\0';
+    return s;
+}
+
+int bf_outbox_batch_insert(bf_outbox_batch_t *b, bf_db_t *db)
+{
+    if (!b || b->failed) return -1;
+    if (b->count == 0) return 0;
+    int rc = -1;
+    char *ids = s_close(&b->ids), *types = s_close(&b->types);
+    char *subjects = s_close(&b->subjects), *offsets = s_close(&b->offsets);
+    char *lengths = s_close(&b->lengths);
+    if (!ids || !types || !subjects || !offsets || !lengths) goto cleanup;
+    const char *params[] = {ids, types, subjects, b->payloads.data, offsets, lengths};
+    int plens[] = {0, 0, 0, (int)b->payloads.size, 0, 0};
+    int formats[] = {0, 0, 0, 1, 0, 0};
+    PGresult *res = bf_db_prep(
+        db, "bf_outbox_batch_insert",
+        "INSERT INTO outbox (event_id, type, subject, payload) "
+        "SELECT e.id, e.type, e.subject, substring($4::bytea FROM e.off FOR e.len) "
+        "FROM unnest($1::uuid[], $2::text[], $3::text[], $5::int[], $6::int[]) "
+        "  WITH ORDINALITY AS e(id, type, subject, off, len, n) "
+        "ORDER BY e.n",
+        6, params, plens, formats);
+    if (!res) goto cleanup;
+    PQclear(res);
+    char chan[96];
+    snprintf(chan, sizeof chan, "bangfu_outbox_%s", b->service);
+    const char *np[] = {chan};
+    res = bf_db_prep(db, "bf_outbox_notify", "SELECT pg_notify($1, '')", 1, np, NULL, NULL);
+    if (!res) goto cleanup;
+    PQclear(res);
+    s_batch_clear(b);
+    rc = 0;
+cleanup:
+    free(ids);
+    free(types);
+    free(subjects);
+    free(offsets);
+    free(lengths);
+    return rc;
 }

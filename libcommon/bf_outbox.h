@@ -48,4 +48,37 @@ int bf_event_commit(bf_event_t *ev, bf_db_t *db, const char *service, const char
 /* Frees without adding (on an error path). Safe after commit. */
 void bf_event_discard(bf_event_t *ev);
 
+/* ---- Many events in one statement ----------------------------------------
+ * A bulk write (an import of thousands of households) emits one event per
+ * entity. Inserting them one by one costs a round trip each; a batch collects
+ * the events in memory (each gets its id and time when added, so the envelope
+ * is exactly what bf_outbox_add would write) and bf_outbox_batch_insert puts
+ * them all into the outbox with one INSERT ... SELECT FROM unnest(...), in the
+ * order they were added, plus one NOTIFY. Use it inside the transaction that
+ * makes the changes, like bf_outbox_add. Not thread-safe: one batch per
+ * request. */
+typedef struct bf_outbox_batch bf_outbox_batch_t;
+
+/* A new empty batch for events of service acting as actor (both copied;
+ * actor may be NULL). NULL if out of memory. */
+bf_outbox_batch_t *bf_outbox_batch_new(const char *service, const char *actor);
+
+/* Frees the batch and any events not inserted; NULLs *self_p; safe on NULL. */
+void bf_outbox_batch_destroy(bf_outbox_batch_t **self_p);
+
+/* Adds one event: type, subject and data/len (one packed msgpack map, or
+ * NULL/0 for an empty map) are copied. Returns 0, or -1 if out of memory (the
+ * batch is then unusable: every later add and insert fails). */
+int bf_outbox_batch_add(bf_outbox_batch_t *b, const char *type, const char *subject,
+                        const char *data, size_t len);
+
+/* Events added and not yet inserted. */
+size_t bf_outbox_batch_count(const bf_outbox_batch_t *b);
+
+/* Inserts every added event into the outbox of db's schema in the caller's
+ * open transaction with one statement, signals the relay once, and empties
+ * the batch (so it can be reused). An empty batch does nothing. Returns 0, or
+ * -1 (database error, or the batch ran out of memory earlier). */
+int bf_outbox_batch_insert(bf_outbox_batch_t *b, bf_db_t *db);
+
 #endif

@@ -61,6 +61,138 @@ static const bf_param_t p_village_list[] = {
     {NULL, 0, 0, 0, NULL},
 };
 
+static const bf_param_t p_household_create[] = {
+    {"village_id", BF_T_INT, BF_REQ, 0, "the household's village"},
+    {"categories", BF_T_LIST, BF_REQ, 9, "category codes (dibao, low_income, ...), 1..9 distinct"},
+    {"causes", BF_T_MAP, BF_REQ, 0, "{main: cause code, secondary?: [cause codes]}"},
+    {"route", BF_T_STR, BF_REQ, 16, "employment | industry | safety_net"},
+    {"income_fen", BF_T_INT, BF_REQ, 0, "yearly income in fen, >= 0"},
+    {"address", BF_T_STR, 0, 500, "address"},
+    {"phone", BF_T_STR, 0, 32, "contact mobile number (11 digits)"},
+    {"members", BF_T_LIST, BF_REQ, 30,
+     "1..30 persons {name, id_number, relation, gender?, phone?, disability?, labour?}, "
+     "exactly one relation head"},
+    {NULL, 0, 0, 0, NULL},
+};
+static const bf_param_t p_household_get[] = {
+    {"id", BF_T_INT, BF_REQ, 0, "household id"},
+    {"reveal", BF_T_BOOL, 0, 0, "true: full ID numbers (needs an actor; every reveal is recorded)"},
+    {NULL, 0, 0, 0, NULL},
+};
+static const bf_param_t p_household_update[] = {
+    {"id", BF_T_INT, BF_REQ, 0, "household id"},
+    {"categories", BF_T_LIST, 0, 9, "category codes, replaces the list"},
+    {"causes", BF_T_MAP, 0, 0, "{main, secondary?}, replaces both"},
+    {"route", BF_T_STR, 0, 16, "employment | industry | safety_net"},
+    {"income_fen", BF_T_INT, 0, 0, "yearly income in fen, >= 0"},
+    {"address", BF_T_STR, 0, 500, "address (\"\" clears it)"},
+    {"phone", BF_T_STR, 0, 32, "mobile number (\"\" clears it)"},
+    {"status", BF_T_STR, 0, 16, "active | exited"},
+    {NULL, 0, 0, 0, NULL},
+};
+static const bf_param_t p_household_list[] = {
+    {"village_id", BF_T_INT, 0, 0, "only this village"},
+    {"region_code", BF_T_STR, 0, 12, "only villages in this region or below"},
+    {"route", BF_T_STR, 0, 16, "only this route"},
+    {"category", BF_T_STR, 0, 32, "only households with this category"},
+    {"status", BF_T_STR, 0, 16, "active | exited"},
+    {"uncovered", BF_T_BOOL, 0, 0, "true: only households without an active responsible cadre; "
+                                  "false: only those with one"},
+    {"cursor", BF_T_STR, 0, 20, "from a previous page's next_cursor"},
+    {"limit", BF_T_INT, 0, 0, "page size, 1..1000 (default 100)"},
+    {NULL, 0, 0, 0, NULL},
+};
+static const bf_param_t p_household_import[] = {
+    {"rows", BF_T_LIST, BF_REQ, REGISTRY_MAX_IMPORT_ROWS,
+     "household.create params, one map per household, up to 5000"},
+    {NULL, 0, 0, 0, NULL},
+};
+static const bf_param_t p_household_add_member[] = {
+    {"household_id", BF_T_INT, BF_REQ, 0, "household id"},
+    {"member", BF_T_MAP, BF_REQ, 0, "{name, id_number, relation (not head), gender?, phone?, "
+                                    "disability?, labour?}"},
+    {NULL, 0, 0, 0, NULL},
+};
+static const bf_param_t p_unit_create[] = {
+    {"name", BF_T_STR, BF_REQ, 200, "unique name, e.g. 区建委"},
+    {"kind", BF_T_STR, BF_REQ, 16, "department | enterprise | street | party_office | social"},
+    {"region_code", BF_T_STR, 0, 12, "where the unit sits (must exist)"},
+    {NULL, 0, 0, 0, NULL},
+};
+static const bf_param_t p_unit_list[] = {
+    {"kind", BF_T_STR, 0, 16, "only this kind"},
+    {"region_code", BF_T_STR, 0, 12, "only units in this region or below"},
+    {"cursor", BF_T_STR, 0, 20, "from a previous page's next_cursor"},
+    {"limit", BF_T_INT, 0, 0, "page size, 1..1000 (default 100)"},
+    {NULL, 0, 0, 0, NULL},
+};
+static const bf_param_t p_unit_set_contact[] = {
+    {"id", BF_T_INT, BF_REQ, 0, "unit id"},
+    {"cadre_id", BF_T_INT, 0, 0, "a cadre of this unit; absent or nil clears the contact"},
+    {NULL, 0, 0, 0, NULL},
+};
+static const bf_param_t p_cadre_create[] = {
+    {"name", BF_T_STR, BF_REQ, 200, "name"},
+    {"rank", BF_T_STR, BF_REQ, 16, "county | division | section | general | village"},
+    {"unit_id", BF_T_INT, BF_REQ, 0, "the cadre's unit"},
+    {"party_member", BF_T_BOOL, BF_REQ, 0, "party member (team leaders must be)"},
+    {"phone", BF_T_STR, 0, 32, "mobile number (11 digits)"},
+    {NULL, 0, 0, 0, NULL},
+};
+static const bf_param_t p_cadre_list[] = {
+    {"unit_id", BF_T_INT, 0, 0, "only this unit's cadres"},
+    {"rank", BF_T_STR, 0, 16, "only this rank"},
+    {"cursor", BF_T_STR, 0, 20, "from a previous page's next_cursor"},
+    {"limit", BF_T_INT, 0, 0, "page size, 1..1000 (default 100)"},
+    {NULL, 0, 0, 0, NULL},
+};
+static const bf_param_t p_team_create[] = {
+    {"name", BF_T_STR, BF_REQ, 200, "unique name"},
+    {"unit_id", BF_T_INT, BF_REQ, 0, "the unit the team comes from"},
+    {"leader_id", BF_T_INT, BF_REQ, 0, "the leader (组长), a party member"},
+    {"member_ids", BF_T_LIST, BF_REQ, 50, "the other cadres (not the leader), distinct"},
+    {"village_ids", BF_T_LIST, BF_REQ, 50, "villages the team is paired with (team_village)"},
+    {"starts_on", BF_T_STR, 0, 10, "YYYY-MM-DD the village pairings start (default today)"},
+    {NULL, 0, 0, 0, NULL},
+};
+static const bf_param_t p_team_list[] = {
+    {"unit_id", BF_T_INT, 0, 0, "only this unit's teams"},
+    {"cursor", BF_T_STR, 0, 20, "from a previous page's next_cursor"},
+    {"limit", BF_T_INT, 0, 0, "page size, 1..1000 (default 100)"},
+    {NULL, 0, 0, 0, NULL},
+};
+static const bf_param_t p_pairing_create[] = {
+    {"kind", BF_T_STR, BF_REQ, 32,
+     "unit_village | team_village | cadre_household | district_county | helper_household"},
+    {"helper_id", BF_T_INT, BF_REQ, 0, "the unit, team or cadre that helps"},
+    {"target_id", BF_T_INT, 0, 0, "the village or household helped (required unless "
+                                  "district_county)"},
+    {"target_code", BF_T_STR, 0, 12, "district_county: the county's 12-digit code"},
+    {"starts_on", BF_T_STR, BF_REQ, 10, "YYYY-MM-DD"},
+    {"ends_on", BF_T_STR, 0, 10, "YYYY-MM-DD, the planned end (>= starts_on)"},
+    {NULL, 0, 0, 0, NULL},
+};
+static const bf_param_t p_pairing_end[] = {
+    {"id", BF_T_INT, BF_REQ, 0, "pairing id"},
+    {"reason", BF_T_STR, BF_REQ, 1000, "why (transfer, resignation, health, ...), non-empty"},
+    {"approval_ref", BF_T_STR, BF_REQ, 200, "the approving document's reference, non-empty"},
+    {NULL, 0, 0, 0, NULL},
+};
+static const bf_param_t p_pairing_list[] = {
+    {"helper_id", BF_T_INT, 0, 0, "only this helper"},
+    {"target_id", BF_T_INT, 0, 0, "only this target"},
+    {"target_code", BF_T_STR, 0, 12, "only this county (district_county)"},
+    {"kind", BF_T_STR, 0, 32, "only this kind"},
+    {"active", BF_T_BOOL, 0, 0, "true: only active; false: only ended; absent: both"},
+    {"cursor", BF_T_STR, 0, 20, "from a previous page's next_cursor"},
+    {"limit", BF_T_INT, 0, 0, "page size, 1..1000 (default 100)"},
+    {NULL, 0, 0, 0, NULL},
+};
+static const bf_param_t p_coverage_report[] = {
+    {"region_code", BF_T_STR, 0, 12, "only this region and below"},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static const bf_method_t s_methods[] = {
     {"region.put", region_put, true, p_region_put, "create or update a region (idempotent)"},
     {"region.get", region_get, false, p_region_get, "one region"},
@@ -68,6 +200,36 @@ static const bf_method_t s_methods[] = {
     {"village.create", village_create, true, p_village_create, "register a village"},
     {"village.get", village_get, false, p_id, "one village with its active helpers"},
     {"village.list", village_list, false, p_village_list, "villages, paged"},
+    {"household.create", household_create, true, p_household_create,
+     "register a household and its members"},
+    {"household.get", household_get, false, p_household_get,
+     "one household: members (ID numbers masked unless revealed), responsible cadres, helpers"},
+    {"household.update", household_update, true, p_household_update,
+     "change a household's categories, causes, route, income, address, phone or status"},
+    {"household.list", household_list, false, p_household_list, "households, paged, filtered"},
+    {"household.import", household_import, true, p_household_import,
+     "register many households; good rows land, bad rows are reported"},
+    {"household.add_member", household_add_member, true, p_household_add_member,
+     "add a person to a household"},
+    {"unit.create", unit_create, true, p_unit_create, "register a helper unit"},
+    {"unit.get", unit_get, false, p_id, "one unit with its contact and active pairings"},
+    {"unit.list", unit_list, false, p_unit_list, "units, paged"},
+    {"unit.set_contact", unit_set_contact, true, p_unit_set_contact,
+     "set or clear the unit's contact cadre"},
+    {"cadre.create", cadre_create, true, p_cadre_create, "register a cadre"},
+    {"cadre.get", cadre_get, false, p_id, "one cadre with households, cap and teams"},
+    {"cadre.list", cadre_list, false, p_cadre_list, "cadres, paged"},
+    {"team.create", team_create, true, p_team_create,
+     "form a work team and pair it with its villages"},
+    {"team.get", team_get, false, p_id, "one team with leader, members and villages"},
+    {"team.list", team_list, false, p_team_list, "teams, paged"},
+    {"pairing.create", pairing_create, true, p_pairing_create, "pair a helper with a target"},
+    {"pairing.end", pairing_end, true, p_pairing_end,
+     "end a pairing, with reason and approval (kept as history)"},
+    {"pairing.get", pairing_get, false, p_id, "one pairing"},
+    {"pairing.list", pairing_list, false, p_pairing_list, "pairings with history, paged"},
+    {"coverage.report", coverage_report, false, p_coverage_report,
+     "uncovered households, cadres over their cap, villages without helpers"},
     {NULL, NULL, false, NULL, NULL},
 };
 

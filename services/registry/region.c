@@ -81,7 +81,8 @@ int region_put(bf_req_t *r)
         bf_mp_kv_str(pk, "parent_code", parent);
         char what[32];
         snprintf(what, sizeof what, "region.%s", change);
-        if (registry_emit(r, &ev, what, code) != 0) return -1;
+        if (registry_emit(r, &ev, what, bf_arena_printf(r->arena, "region/%s", code)) != 0)
+            return -1;
     }
     if (bf_db_commit(r->db) != 0) return bf_req_db_fail(r);
     msgpack_pack_map(r->out, 5);

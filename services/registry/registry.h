@@ -29,6 +29,9 @@
 #define REGISTRY_MAX_MEMBERS 30
 #define REGISTRY_MAX_IMPORT_ROWS 5000
 
+/* SQL for a timestamptz column as RFC 3339 UTC ("2024-05-01T08:00:00Z"). */
+#define REGISTRY_TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+
 /* Read-only after start; shared by every worker. */
 typedef struct {
     int cap_county, cap_division, cap_section, cap_general, cap_village; /* 0 = no cap */
@@ -151,7 +154,6 @@ int household_update(bf_req_t *r);
 int household_list(bf_req_t *r);
 int household_import(bf_req_t *r);
 int household_add_member(bf_req_t *r);
-int household_remove_member(bf_req_t *r);
 
 /* org.c: helper units, cadres, work teams */
 int unit_create(bf_req_t *r);

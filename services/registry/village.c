@@ -116,8 +116,10 @@ int village_get(bf_req_t *r)
     }
     PGresult *helpers = bf_db_prep(
         r->db, "village_helpers",
-        "SELECT p.id, p.kind, p.helper_id, p.starts_on, "
-        "  COALESCE(u.name, t.name) AS helper_name "
+        "SELECT p.id, p.kind, p.helper_id, p.starts_on, p.ends_on, "
+        "  COALESCE(u.name, t.name) AS helper_name, "
+        "  CASE WHEN p.kind = 'team_village' THEN t.leader_id ELSE u.contact_cadre_id END "
+        "    AS contact_cadre_id "
         "FROM pairing p "
         "LEFT JOIN unit u ON p.kind = 'unit_village' AND u.id = p.helper_id "
         "LEFT JOIN team t ON p.kind = 'team_village' AND t.id = p.helper_id "
@@ -133,12 +135,18 @@ int village_get(bf_req_t *r)
     int n = PQntuples(helpers);
     msgpack_pack_array(r->out, (size_t)n);
     for (int i = 0; i < n; i++) {
-        msgpack_pack_map(r->out, 5);
+        msgpack_pack_map(r->out, 7);
         bf_mp_kv_int(r->out, "pairing_id", bf_db_int(helpers, i, "id"));
         bf_mp_kv_str(r->out, "kind", bf_db_str(helpers, i, "kind"));
         bf_mp_kv_int(r->out, "helper_id", bf_db_int(helpers, i, "helper_id"));
         bf_mp_kv_str(r->out, "helper_name", bf_db_str(helpers, i, "helper_name"));
+        /* whom to tell: the team's leader or the unit's contact */
+        if (bf_db_null(helpers, i, "contact_cadre_id"))
+            bf_mp_kv_nil(r->out, "contact_cadre_id");
+        else
+            bf_mp_kv_int(r->out, "contact_cadre_id", bf_db_int(helpers, i, "contact_cadre_id"));
         bf_mp_kv_str(r->out, "starts_on", bf_db_str(helpers, i, "starts_on"));
+        bf_mp_kv_str(r->out, "ends_on", bf_db_str(helpers, i, "ends_on"));
     }
     PQclear(helpers);
     PQclear(res);

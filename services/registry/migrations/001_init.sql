@@ -37,6 +37,7 @@ CREATE TABLE household (
   phone           text,
   status          text NOT NULL DEFAULT 'active' CHECK (status IN ('active','exited')),
   created_by      text NOT NULL,
+  updated_by      text,
   created_at      timestamptz NOT NULL DEFAULT now(),
   updated_at      timestamptz NOT NULL DEFAULT now()
 );
@@ -47,11 +48,12 @@ CREATE TABLE person (
   household_id bigint NOT NULL REFERENCES household(id),
   name         text NOT NULL,
   id_number    char(18) NOT NULL UNIQUE,
-  relation     text NOT NULL,
+  relation     text NOT NULL CHECK (relation IN ('head','spouse','child','parent',
+                                                'grandchild','sibling','other')),
   gender       text CHECK (gender IN ('male','female')),
   birth_date   date,
   disability   boolean NOT NULL DEFAULT false,
-  labour       text,
+  labour       text CHECK (labour IN ('skilled','ordinary','weak','lost','none')),
   phone        text,
   created_at   timestamptz NOT NULL DEFAULT now()
 );
@@ -59,6 +61,7 @@ CREATE INDEX person_household ON person (household_id);
 CREATE UNIQUE INDEX person_one_head ON person (household_id) WHERE relation = 'head';
 
 -- Every reveal of a full ID number: who, when, which person, which request.
+-- Rows are only ever inserted.
 CREATE TABLE id_reveal (
   id         bigserial PRIMARY KEY,
   person_id  bigint NOT NULL REFERENCES person(id),
@@ -68,6 +71,7 @@ CREATE TABLE id_reveal (
   at         timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX id_reveal_person ON id_reveal (person_id);
+CREATE INDEX id_reveal_actor ON id_reveal (actor, at);
 
 CREATE TABLE unit (
   id          bigserial PRIMARY KEY,
@@ -113,7 +117,8 @@ CREATE INDEX team_member_cadre ON team_member (cadre_id);
 --   unit_village      unit     -> village
 --   team_village      team     -> village
 --   cadre_household   cadre    -> household   (the household's responsible person)
---   district_county   unit (the carrier unit) -> region (a county)
+--   district_county   unit (the carrier unit) -> region (a county): target_code is
+--                     the county's code and target_id its numeric value
 --   helper_household  a social helper (unit of kind 'social') -> household
 CREATE TABLE pairing (
   id           bigserial PRIMARY KEY,
@@ -138,3 +143,6 @@ CREATE INDEX pairing_target ON pairing (kind, target_id) WHERE ended_at IS NULL;
 -- one active pairing per (kind, helper, target)
 CREATE UNIQUE INDEX pairing_active_unique ON pairing (kind, helper_id, target_id)
   WHERE ended_at IS NULL;
+-- history queries (pairing.list with ended pairings)
+CREATE INDEX pairing_helper_all ON pairing (helper_id, id);
+CREATE INDEX pairing_target_all ON pairing (target_id, id);

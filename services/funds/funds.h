@@ -1,0 +1,208 @@
+/* funds: the service that owns the money (docs/funds.md).
+ *
+ * Fund sources, yearly budgets per recipient, allocation of a budget across
+ * many recipients, projects with staged (tranche) disbursement, batch
+ * disbursement, reversals, reports and traces, all on one double-entry ledger
+ * that nobody can bend:
+ *
+ * - Every movement of money is one row of `transfer` between two accounts, in
+ *   integer fen. Rows are never updated or deleted (a trigger refuses it); a
+ *   correction is a reversing transfer naming the reversed one, once.
+ * - Each account has a floor (0 for sources, budgets, projects, recipients;
+ *   none for the external accounts money enters from). Balances are cached in
+ *   `account.balance_fen`, changed only by funds_ledger_append() in the same
+ *   transaction as the transfers, checked against the floor there, and
+ *   re-derived from the ledger by ledger.verify.
+ * - The ledger is a hash chain: each entry stores the previous entry's hash
+ *   and SHA-256(previous hash || canonical content). Appends are serialised by
+ *   locking the one `ledger_head` row, so the chain order is total and every
+ *   money transaction sees every earlier one committed.
+ * - Every write carries a request_key (funds_idem_*): a retry with the same
+ *   params replays the first result; different params are `conflict`.
+ *
+ * Lock order in a money transaction, always: the request key row, then the
+ * ledger head, then entity rows (tranche, batch), then account rows (in id
+ * order). Transactions that do not move money lock at most one account row.
+ */
+#ifndef FUNDS_H
+#define FUNDS_H
+
+#include "bf_outbox.h"
+#include "bf_rpc.h"
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define FUNDS_SERVICE "funds"
+#define FUNDS_KEY_MAX 128     /* bytes of a request_key / batch_key */
+#define FUNDS_RECIPIENT_MAX 128 /* bytes of a recipient reference */
+#define FUNDS_MAX_RECIPIENTS 200000 /* allocation list */
+#define FUNDS_MAX_LINES 20000 /* disbursement batch lines */
+#define FUNDS_HASH_LEN 32
+#define FUNDS_HASH_FIELDS 15
+
+/* ---- util.c ------------------------------------------------------------- */
+
+/* 0 if s is a recipient reference ("region:120110000000", "village:42",
+ * "household:7", "person:9", "unit:3", "program:公益岗位"), else -1. */
+int funds_recipient_check(const char *s);
+
+/* Reads a required/optional recipient reference parameter; as bf_req_str. */
+int funds_req_recipient(bf_req_t *r, const msgpack_object *in, const char *prefix,
+                        const char *key, bool required, const char **out);
+
+/* Reads an amount in fen: an integer in [min, INT64_MAX]; a float, a
+ * negative or an overflowing value is invalid_argument naming the field. */
+int funds_req_amount(bf_req_t *r, const msgpack_object *in, const char *prefix,
+                     const char *key, bool required, int64_t min, int64_t *out);
+
+/* Reads a positive entity id. */
+int funds_req_id(bf_req_t *r, const char *key, bool required, int64_t *out);
+
+/* Reads a year 2000..2100. */
+int funds_req_year(bf_req_t *r, const char *key, bool required, int *out);
+
+/* Reads the optional string param "cursor" (a positive id a list returned as
+ * next_cursor) into *after. As bf_req_str: 0, 1 (absent) or -1. */
+int funds_req_cursor(bf_req_t *r, int64_t *after);
+
+/* Hex of n bytes into out (2n+1 bytes). */
+void funds_hex(const unsigned char *bytes, size_t n, char *out);
+/* Parses "\\x<hex>" or "<hex>" of exactly n bytes. Returns 0 or -1. */
+int funds_unhex(const char *s, unsigned char *out, size_t n);
+
+/* Formats fen as yuan ("1234.56") into the arena. */
+const char *funds_yuan(bf_req_t *r, int64_t fen);
+
+/* Decimal text of v into the arena (NULL for 0 when zero_is_null). */
+const char *funds_i64(bf_req_t *r, int64_t v, bool zero_is_null);
+
+/* Growing PostgreSQL array literals ("{1,2,NULL}", "{\"a\",\"b\"}") built in
+ * a msgpack_sbuffer (malloc'd: funds_arr_free on every path). */
+typedef struct {
+    msgpack_sbuffer buf;
+    size_t n;
+} funds_arr_t;
+void funds_arr_init(funds_arr_t *a);
+void funds_arr_int(funds_arr_t *a, int64_t v, bool null);
+void funds_arr_text(funds_arr_t *a, const char *s); /* NULL packs NULL */
+/* Closes the literal and returns it NUL-terminated (owned by a). */
+const char *funds_arr_end(funds_arr_t *a);
+void funds_arr_free(funds_arr_t *a);
+
+/* Emits "bangfu.funds.<what>" with subject in the open transaction. */
+int funds_emit(bf_req_t *r, bf_event_t *ev, const char *what, const char *subject);
+
+/* ---- idem.c: request keys ---------------------------------------------- */
+
+typedef struct {
+    const char *key;
+    unsigned char params_hash[FUNDS_HASH_LEN];
+} funds_idem_t;
+
+/* Reads request_key, hashes method + actor + params (canonically: map keys
+ * sorted, request_key left out), opens the transaction and claims the key.
+ * Returns 0: go on (transaction open, key claimed); 1: this key was already
+ * used with the same params, the first result is packed into r->out and the
+ * transaction is closed; -1: error (conflict if the params differ). */
+int funds_idem_begin(bf_req_t *r, funds_idem_t *idem);
+
+/* Stores the result packed so far in r->out with the key, then commits.
+ * Returns 0 or -1. */
+int funds_idem_commit(bf_req_t *r, funds_idem_t *idem);
+
+/* SHA-256 of the canonical msgpack form of o (maps sorted by key; at top
+ * level the key `skip`, if not NULL, left out), prefixed by the strings in
+ * pre (NULL-terminated). */
+void funds_canonical_hash(const msgpack_object *o, const char *skip, const char *const *pre,
+                          unsigned char out[FUNDS_HASH_LEN]);
+
+/* ---- ledger.c ----------------------------------------------------------- */
+
+/* The chain head, locked for the rest of the transaction. */
+typedef struct {
+    int64_t last_id;
+    unsigned char last_hash[FUNDS_HASH_LEN];
+    char now[40]; /* the entries' created_at, "YYYY-MM-DDTHH:MM:SS.ffffffZ" */
+} funds_head_t;
+
+/* One transfer to append. 0 / NULL = none for the optional fields. */
+typedef struct {
+    int64_t from, to, amount;
+    const char *kind; /* receipt funding allocation project_funding disbursement reversal */
+    int year;
+    int64_t budget_id, project_id, source_id, reverses_id;
+    const char *ref, *note;
+    int64_t id; /* out: the id it got */
+} funds_xfer_t;
+
+/* Locks the ledger head (the transaction must be open). Returns 0 or -1. */
+int funds_ledger_lock(bf_req_t *r, funds_head_t *head);
+
+/* Appends n transfers in order (one statement), moves the cached balances of
+ * every account involved, checks each account's floor and int64 overflow, and
+ * advances the head. On a floor violation: failed_precondition naming field;
+ * on overflow: invalid_argument naming field. Returns 0 or -1. */
+int funds_ledger_append(bf_req_t *r, funds_head_t *head, funds_xfer_t *x, size_t n,
+                        const char *request_key, const char *field);
+
+/* The hash of one entry from its fields as text (NULL = SQL NULL), in the
+ * order: id, from_account, to_account, amount_fen, kind, year, budget_id,
+ * project_id, source_id, ref, note, request_key, reverses_id, actor,
+ * created_at. */
+void funds_entry_hash(const unsigned char prev[FUNDS_HASH_LEN],
+                      const char *const fields[FUNDS_HASH_FIELDS],
+                      unsigned char out[FUNDS_HASH_LEN]);
+
+/* Creates an account; returns its id or 0 (request failed). */
+int64_t funds_account_create(bf_req_t *r, const char *kind, const char *ref, const char *name);
+
+/* Balance of an account (cached), -1 on error with r->err set. */
+int funds_account_balance(bf_req_t *r, int64_t account, int64_t *balance);
+
+/* Net money that came into an account: transfers in, less reversals of them. */
+int funds_account_net_in(bf_req_t *r, int64_t account, int64_t *net_in);
+
+int ledger_verify(bf_req_t *r);
+int account_get(bf_req_t *r);
+int transfer_get(bf_req_t *r);
+int transfer_reverse(bf_req_t *r);
+
+/* ---- source.c ----------------------------------------------------------- */
+int source_create(bf_req_t *r);
+int source_receive(bf_req_t *r);
+int source_get(bf_req_t *r);
+int source_list(bf_req_t *r);
+
+/* ---- budget.c ----------------------------------------------------------- */
+int budget_create(bf_req_t *r);
+int budget_fund(bf_req_t *r);
+int budget_get(bf_req_t *r);
+int allocation_preview(bf_req_t *r);
+int allocation_apply(bf_req_t *r);
+
+/* Largest-remainder split of amount by weights (n > 0, sum of weights W > 0
+ * and <= INT64_MAX): parts[i] = floor(amount * w[i] / W), plus one fen each
+ * to the `amount - sum` recipients with the largest remainders, ties broken
+ * by name (bytewise ascending). The parts always sum to amount. names are
+ * the recipients' references. Returns 0, or -1 if out of memory. */
+int funds_split(int64_t amount, const int64_t *weights, const char *const *names, size_t n,
+                int64_t weight_sum, int64_t *parts);
+
+/* ---- project.c ---------------------------------------------------------- */
+int project_create(bf_req_t *r);
+int project_get(bf_req_t *r);
+int tranche_plan(bf_req_t *r);
+int tranche_approve(bf_req_t *r);
+int tranche_disburse(bf_req_t *r);
+
+/* ---- batch.c ------------------------------------------------------------ */
+int disbursement_batch(bf_req_t *r);
+
+/* ---- report.c ----------------------------------------------------------- */
+int report_utilisation(bf_req_t *r);
+int trace_recipient(bf_req_t *r);
+
+#endif

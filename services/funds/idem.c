@@ -1,0 +1,161 @@
+/* idem.c: request keys, so a client may retry any write after a timeout.
+ *
+ * The key is claimed with INSERT ... ON CONFLICT DO NOTHING inside the write's
+ * own transaction. Of many concurrent requests with one key, one inserts; the
+ * others block on its uncommitted row, and when it commits they find the row,
+ * compare the params hash and replay the stored result (or answer conflict).
+ * If the first one fails, its transaction and its claim roll back, and the
+ * next one proceeds as if it were first: errors are never replayed.
+ *
+ * The params hash covers the method, the actor and the params in a canonical
+ * msgpack form (map keys sorted bytewise at every level, request_key left
+ * out), so the order a client happens to write keys in does not matter.
+ */
+#include "funds.h"
+#include "bf_db.h"
+#include "bf_mp.h"
+
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const msgpack_object_kv *kv;
+} s_kv_ref_t;
+
+static int s_key_cmp(const void *a, const void *b)
+{
+    const msgpack_object *ka = &((const s_kv_ref_t *)a)->kv->key;
+    const msgpack_object *kb = &((const s_kv_ref_t *)b)->kv->key;
+    /* params keys are strings (the dispatcher checked); order others by type */
+    if (ka->type != MSGPACK_OBJECT_STR || kb->type != MSGPACK_OBJECT_STR)
+        return (int)ka->type - (int)kb->type;
+    size_t na = ka->via.str.size, nb = kb->via.str.size;
+    int c = memcmp(ka->via.str.ptr, kb->via.str.ptr, na < nb ? na : nb);
+    if (c) return c;
+    return na < nb ? -1 : na > nb;
+}
+
+static void s_pack_canonical(msgpack_packer *pk, const msgpack_object *o, const char *skip)
+{
+    if (o->type == MSGPACK_OBJECT_ARRAY) {
+        msgpack_pack_array(pk, o->via.array.size);
+        for (uint32_t i = 0; i < o->via.array.size; i++)
+            s_pack_canonical(pk, &o->via.array.ptr[i], NULL);
+        return;
+    }
+    if (o->type != MSGPACK_OBJECT_MAP) {
+        if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+            msgpack_pack_int64(pk, o->via.i64);
+        else if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+            msgpack_pack_uint64(pk, o->via.u64);
+        else
+            msgpack_pack_object(pk, *o);
+        return;
+    }
+    uint32_t n = o->via.map.size;
+    s_kv_ref_t small[16];
+    s_kv_ref_t *refs = n <= 16 ? small : malloc(n * sizeof *refs);
+    if (!refs) {
+        msgpack_pack_object(pk, *o); /* out of memory: still deterministic per input */
+        return;
+    }
+    uint32_t m = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const msgpack_object_kv *kv = &o->via.map.ptr[i];
+        if (skip && bf_mp_str_eq(&kv->key, skip)) continue;
+        if (kv->val.type == MSGPACK_OBJECT_NIL) continue; /* nil = absent */
+        refs[m++].kv = kv;
+    }
+    qsort(refs, m, sizeof *refs, s_key_cmp);
+    msgpack_pack_map(pk, m);
+    for (uint32_t i = 0; i < m; i++) {
+        s_pack_canonical(pk, &refs[i].kv->key, NULL);
+        s_pack_canonical(pk, &refs[i].kv->val, NULL);
+    }
+    if (refs != small) free(refs);
+}
+
+void funds_canonical_hash(const msgpack_object *o, const char *skip, const char *const *pre,
+                          unsigned char out[FUNDS_HASH_LEN])
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    for (const char *const *p = pre; p && *p; p++) bf_mp_str(&pk, *p);
+    s_pack_canonical(&pk, o, skip);
+    unsigned int len = 0;
+    EVP_Digest(sb.data, sb.size, out, &len, EVP_sha256(), NULL);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+int funds_idem_begin(bf_req_t *r, funds_idem_t *idem)
+{
+    if (bf_req_str(r, r->params, NULL, "request_key", true, FUNDS_KEY_MAX, &idem->key) != 0)
+        return -1;
+    if (!*idem->key)
+        return bf_req_fail(r, BF_E_INVALID, "request_key", "request_key must not be empty");
+    const char *pre[] = {r->method, r->actor ? r->actor : "", NULL};
+    funds_canonical_hash(r->params, "request_key", pre, idem->params_hash);
+
+    if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
+    const char *p[] = {idem->key, r->method, (const char *)idem->params_hash, r->actor};
+    int lens[] = {0, 0, FUNDS_HASH_LEN, 0};
+    int fmts[] = {0, 0, 1, 0};
+    PGresult *res = bf_db_prep(r->db, "funds_idem_claim",
+                               "INSERT INTO request (key, method, params_hash, actor) "
+                               "VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING RETURNING 1",
+                               4, p, lens, fmts);
+    if (!res) return bf_req_db_fail(r);
+    int claimed = PQntuples(res) == 1;
+    PQclear(res);
+    if (claimed) return 0;
+
+    /* the key was used (and committed) before: same params -> replay */
+    const char *kp[] = {idem->key};
+    res = bf_db_prep(r->db, "funds_idem_read",
+                     "SELECT params_hash, result FROM request WHERE key = $1", 1, kp, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        bf_db_rollback(r->db);
+        return bf_req_fail(r, BF_E_CONFLICT, "request_key",
+                           "request_key %s is being used by another request; retry", idem->key);
+    }
+    unsigned char stored[FUNDS_HASH_LEN];
+    int same = funds_unhex(bf_db_str(res, 0, "params_hash"), stored, FUNDS_HASH_LEN) == 0 &&
+               memcmp(stored, idem->params_hash, FUNDS_HASH_LEN) == 0;
+    const char *result = bf_db_str(res, 0, "result");
+    if (!same || !result) {
+        PQclear(res);
+        bf_db_rollback(r->db);
+        if (!same)
+            return bf_req_fail(r, BF_E_CONFLICT, "request_key",
+                               "request_key %s was already used with different params",
+                               idem->key);
+        return bf_req_fail(r, BF_E_INTERNAL, NULL, "request key without a stored result");
+    }
+    size_t len = 0;
+    unsigned char *bytes = PQunescapeBytea((const unsigned char *)result, &len);
+    PQclear(res);
+    bf_db_rollback(r->db);
+    if (!bytes) return bf_req_fail(r, BF_E_EXHAUSTED, NULL, "out of memory");
+    msgpack_sbuffer_write((msgpack_sbuffer *)r->out->data, (const char *)bytes, len);
+    PQfreemem(bytes);
+    return 1;
+}
+
+int funds_idem_commit(bf_req_t *r, funds_idem_t *idem)
+{
+    const msgpack_sbuffer *out = (const msgpack_sbuffer *)r->out->data;
+    const char *p[] = {idem->key, out->data};
+    int lens[] = {0, (int)out->size};
+    int fmts[] = {0, 1};
+    PGresult *res = bf_db_prep(r->db, "funds_idem_store",
+                               "UPDATE request SET result = $2 WHERE key = $1", 2, p, lens, fmts);
+    if (!res) return bf_req_db_fail(r);
+    PQclear(res);
+    if (bf_db_commit(r->db) != 0) return bf_req_db_fail(r);
+    return 0;
+}

@@ -1,0 +1,189 @@
+/* bangfu-funds: main and the method table (see funds.h, docs/funds.md). */
+#include "funds.h"
+#include "bf_service.h"
+
+#include <stdlib.h>
+
+extern const bf_migration_t funds_migrations[];
+
+static const bf_cfg_def_t s_funds_cfg[] = {
+    {"funds.bind", BF_CFG_STR, "tcp://127.0.0.1:7102", 0, 0,
+     "address the funds service's RPC ROUTER socket binds"},
+    {NULL, 0, NULL, 0, 0, NULL},
+};
+
+#define P_KEY {"request_key", BF_T_STR, BF_REQ, FUNDS_KEY_MAX, \
+               "client-chosen key: a retry with the same params replays the first result"}
+#define P_END {NULL, 0, 0, 0, NULL}
+
+static const bf_param_t p_source_create[] = {
+    {"name", BF_T_STR, BF_REQ, 200, "unique name, e.g. 东丽区对口帮扶专项资金"},
+    {"kind", BF_T_STR, BF_REQ, 16,
+     "central | provincial | prefecture | county | sector | social | unit_raised | donation | "
+     "loan"},
+    {"provider", BF_T_STR, 0, 200, "who provides it, e.g. 东丽区财政局"},
+    P_KEY, P_END,
+};
+static const bf_param_t p_source_receive[] = {
+    {"source_id", BF_T_INT, BF_REQ, 0, "the source"},
+    {"amount_fen", BF_T_INT, BF_REQ, 0, "amount received, fen > 0"},
+    {"year", BF_T_INT, BF_REQ, 0, "the year the money is for, 2000..2100"},
+    {"note", BF_T_STR, 0, 500, "e.g. the appropriation document number"},
+    P_KEY, P_END,
+};
+static const bf_param_t p_id[] = {
+    {"id", BF_T_INT, BF_REQ, 0, "entity id"},
+    P_END,
+};
+static const bf_param_t p_source_list[] = {
+    {"kind", BF_T_STR, 0, 16, "only this kind"},
+    {"cursor", BF_T_STR, 0, 20, "from a previous page's next_cursor"},
+    {"limit", BF_T_INT, 0, 0, "page size, 1..1000 (default 100)"},
+    P_END,
+};
+static const bf_param_t p_budget_create[] = {
+    {"recipient", BF_T_STR, BF_REQ, FUNDS_RECIPIENT_MAX,
+     "region:<code> | village:<id> | household:<id> | person:<id> | unit:<id> | program:<name>"},
+    {"year", BF_T_INT, BF_REQ, 0, "budget year, 2000..2100"},
+    {"name", BF_T_STR, 0, 200, "distinguishes several budgets of one recipient and year"},
+    {"carrier", BF_T_STR, 0, 200, "the carrier unit (帮扶载体单位), e.g. 东丽开发区"},
+    {"funding", BF_T_LIST, BF_REQ, 32, "[{source_id, amount_fen}], at least one"},
+    P_KEY, P_END,
+};
+static const bf_param_t p_budget_fund[] = {
+    {"budget_id", BF_T_INT, BF_REQ, 0, "a root budget"},
+    {"funding", BF_T_LIST, BF_REQ, 32, "[{source_id, amount_fen}], at least one"},
+    {"note", BF_T_STR, 0, 500, "why"},
+    P_KEY, P_END,
+};
+static const bf_param_t p_alloc_preview[] = {
+    {"budget_id", BF_T_INT, BF_REQ, 0, "the budget to split"},
+    {"rule", BF_T_STR, BF_REQ, 16, "fixed | weights"},
+    {"amount_fen", BF_T_INT, 0, 0, "the whole to split (required for weights)"},
+    {"recipients", BF_T_LIST, BF_REQ, FUNDS_MAX_RECIPIENTS,
+     "[{recipient, amount_fen}] (fixed) or [{recipient, weight}] (weights)"},
+    {"include_parts", BF_T_BOOL, 0, 0, "return every part (default true)"},
+    P_END,
+};
+static const bf_param_t p_alloc_apply[] = {
+    {"budget_id", BF_T_INT, BF_REQ, 0, "the budget to split"},
+    {"rule", BF_T_STR, BF_REQ, 16, "fixed | weights"},
+    {"amount_fen", BF_T_INT, 0, 0, "the whole to split (required for weights)"},
+    {"recipients", BF_T_LIST, BF_REQ, FUNDS_MAX_RECIPIENTS,
+     "[{recipient, amount_fen}] (fixed) or [{recipient, weight}] (weights)"},
+    P_KEY, P_END,
+};
+static const bf_param_t p_project_create[] = {
+    {"name", BF_T_STR, BF_REQ, 200, "e.g. 东丽小学"},
+    {"kind", BF_T_STR, BF_REQ, 16,
+     "industry | infrastructure | education | health | training | employment | other"},
+    {"location", BF_T_STR, BF_REQ, 12, "12-digit division code where it is built or run"},
+    {"unit_id", BF_T_INT, BF_REQ, 0, "the responsible unit (registry unit id)"},
+    {"beneficiaries", BF_T_INT, BF_REQ, 0, "people who benefit"},
+    {"target", BF_T_STR, 0, 1000, "performance target (绩效目标); required to be admitted"},
+    {"description", BF_T_STR, 0, 2000, "what it is"},
+    {"budget_id", BF_T_INT, BF_REQ, 0, "the budget that funds it"},
+    {"amount_fen", BF_T_INT, BF_REQ, 0, "its budget, moved from the budget now"},
+    P_KEY, P_END,
+};
+static const bf_param_t p_tranche_plan[] = {
+    {"project_id", BF_T_INT, 0, 0, "the paying project (or budget_id)"},
+    {"budget_id", BF_T_INT, 0, 0, "the paying budget (or project_id)"},
+    {"seq", BF_T_INT, BF_REQ, 0, "the tranche number: the next one (1, 2, ...)"},
+    {"amount_fen", BF_T_INT, BF_REQ, 0, "within what is not yet planned"},
+    {"recipient", BF_T_STR, 0, FUNDS_RECIPIENT_MAX,
+     "who is paid (default for a project: unit:<its unit_id>)"},
+    {"purpose", BF_T_STR, 0, 500, "what the stage pays for"},
+    P_KEY, P_END,
+};
+static const bf_param_t p_tranche_approve[] = {
+    {"tranche_id", BF_T_INT, BF_REQ, 0, "a planned tranche"},
+    {"note", BF_T_STR, 0, 500, "approval reference or remark"},
+    P_KEY, P_END,
+};
+static const bf_param_t p_tranche_disburse[] = {
+    {"tranche_id", BF_T_INT, BF_REQ, 0, "an approved tranche whose predecessors are disbursed"},
+    P_KEY, P_END,
+};
+static const bf_param_t p_batch[] = {
+    {"batch_key", BF_T_STR, BF_REQ, FUNDS_KEY_MAX, "names the batch; lines are unique in it"},
+    {"budget_id", BF_T_INT, 0, 0, "the paying budget (or project_id)"},
+    {"project_id", BF_T_INT, 0, 0, "the paying project (or budget_id)"},
+    {"purpose", BF_T_STR, 0, 500, "e.g. 公益岗位工资 2020-06"},
+    {"lines", BF_T_LIST, BF_REQ, FUNDS_MAX_LINES,
+     "[{line_key, recipient, amount_fen, note?}]"},
+    P_KEY, P_END,
+};
+static const bf_param_t p_reverse[] = {
+    {"transfer_id", BF_T_INT, BF_REQ, 0, "the transfer to reverse (once)"},
+    {"reason", BF_T_STR, BF_REQ, 500, "why (kept in the ledger)"},
+    P_KEY, P_END,
+};
+static const bf_param_t p_account_get[] = {
+    {"id", BF_T_INT, 0, 0, "account id (or recipient)"},
+    {"recipient", BF_T_STR, 0, FUNDS_RECIPIENT_MAX, "a recipient's account (or id)"},
+    {"limit", BF_T_INT, 0, 0, "recent entries, 1..1000 (default 20)"},
+    {"cursor", BF_T_STR, 0, 20, "older entries: a previous page's next_cursor"},
+    P_END,
+};
+static const bf_param_t p_report[] = {
+    {"by", BF_T_STR, BF_REQ, 16,
+     "budget | year | recipient | source | source_kind | project | project_kind"},
+    {"year", BF_T_INT, 0, 0, "only this budget year"},
+    {"budget_id", BF_T_INT, 0, 0, "only this root budget"},
+    P_END,
+};
+static const bf_param_t p_trace[] = {
+    {"recipient", BF_T_STR, BF_REQ, FUNDS_RECIPIENT_MAX, "the recipient reference"},
+    P_END,
+};
+static const bf_param_t p_none[] = {P_END};
+
+static const bf_method_t s_methods[] = {
+    {"source.create", source_create, true, p_source_create, "register a fund source"},
+    {"source.receive", source_receive, true, p_source_receive,
+     "record money received by a source for a year"},
+    {"source.get", source_get, false, p_id, "one source with what it received, by year"},
+    {"source.list", source_list, false, p_source_list, "sources, paged"},
+    {"budget.create", budget_create, true, p_budget_create,
+     "a budget for a recipient and year, funded by sources"},
+    {"budget.fund", budget_fund, true, p_budget_fund, "more funding for a root budget"},
+    {"budget.get", budget_get, false, p_id, "one budget with its figures"},
+    {"allocation.preview", allocation_preview, false, p_alloc_preview,
+     "split an amount across recipients, without effect"},
+    {"allocation.apply", allocation_apply, true, p_alloc_apply,
+     "split an amount into the recipients' child budgets, all or nothing"},
+    {"project.create", project_create, true, p_project_create,
+     "admit a project (target required) and fund it from a budget"},
+    {"project.get", project_get, false, p_id, "one project with its tranches"},
+    {"tranche.plan", tranche_plan, true, p_tranche_plan, "plan the next payment stage"},
+    {"tranche.approve", tranche_approve, true, p_tranche_approve,
+     "approve a planned tranche (not by its requester)"},
+    {"tranche.disburse", tranche_disburse, true, p_tranche_disburse,
+     "pay an approved tranche, in order"},
+    {"disbursement.batch", disbursement_batch, true, p_batch,
+     "pay many recipients; per-line results; idempotent per batch and line"},
+    {"transfer.reverse", transfer_reverse, true, p_reverse,
+     "correct a transfer with a reversing one"},
+    {"transfer.get", transfer_get, false, p_id, "one ledger entry with its hashes"},
+    {"account.get", account_get, false, p_account_get, "balance and recent entries"},
+    {"report.utilisation", report_utilisation, false, p_report,
+     "budgeted, allocated, disbursed, remaining by a dimension"},
+    {"trace.recipient", trace_recipient, false, p_trace,
+     "a recipient's money back to its sources"},
+    {"ledger.verify", ledger_verify, false, p_none,
+     "re-walk the hash chain and re-derive every balance"},
+    {NULL, NULL, false, NULL, NULL},
+};
+
+int main(int argc, char **argv)
+{
+    static const bf_service_def_t def = {
+        .name = FUNDS_SERVICE,
+        .version = "0.1.0",
+        .cfg_defs = s_funds_cfg,
+        .migrations = funds_migrations,
+        .methods = s_methods,
+    };
+    return bf_service_main(&def, argc, argv);
+}

@@ -1,0 +1,217 @@
+/* source.c: fund sources (资金来源): central, provincial, prefecture and county
+ * special funds, sector funds, social funds, unit-raised funds, donations and
+ * loans. A source has two accounts: its pool (id = the source id, floor 0, so
+ * it can never give more than it received) and an external account with no
+ * floor, the counter-side that money enters the system from. */
+#include "funds.h"
+#include "bf_db.h"
+#include "bf_mp.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const char *const s_kinds[] = {"central", "provincial", "prefecture", "county",
+                                      "sector",  "social",     "unit_raised", "donation",
+                                      "loan",    NULL};
+
+int source_create(bf_req_t *r)
+{
+    const char *name, *kind, *provider = NULL;
+    if (bf_req_str(r, r->params, NULL, "name", true, 200, &name) != 0) return -1;
+    if (!*name) return bf_req_fail(r, BF_E_INVALID, "name", "name must not be empty");
+    if (bf_req_enum(r, r->params, NULL, "kind", true, s_kinds, &kind) != 0) return -1;
+    if (bf_req_str(r, r->params, NULL, "provider", false, 200, &provider) < 0) return -1;
+    funds_idem_t idem;
+    int rc = funds_idem_begin(r, &idem);
+    if (rc != 0) return rc > 0 ? 0 : -1;
+
+    const char *np[] = {name};
+    PGresult *res = bf_db_prep(r->db, "funds_source_by_name",
+                               "SELECT id FROM source WHERE name = $1", 1, np, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    int64_t existing = PQntuples(res) ? bf_db_int(res, 0, "id") : 0;
+    PQclear(res);
+    if (existing)
+        return bf_req_fail(r, BF_E_EXISTS, "name", "a source named %s exists (id %lld)", name,
+                           (long long)existing);
+    int64_t id = funds_account_create(r, "source", NULL, name);
+    if (!id) return -1;
+    const char *ext_name = bf_arena_printf(r->arena, "external: %s", name);
+    int64_t ext = funds_account_create(r, "external", funds_i64(r, id, false), ext_name);
+    if (!ext) return -1;
+    const char *p[] = {funds_i64(r, id, false), funds_i64(r, ext, false), name, kind, provider,
+                       r->actor};
+    res = bf_db_prep(r->db, "funds_source_create",
+                     "INSERT INTO source (id, external_id, name, kind, provider, created_by) "
+                     "VALUES ($1, $2, $3, $4, $5, $6)",
+                     6, p, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    PQclear(res);
+    bf_event_t ev;
+    msgpack_packer *pk = bf_event_begin(&ev);
+    msgpack_pack_map(pk, 5);
+    bf_mp_kv_int(pk, "id", id);
+    bf_mp_kv_int(pk, "external_account_id", ext);
+    bf_mp_kv_str(pk, "name", name);
+    bf_mp_kv_str(pk, "kind", kind);
+    bf_mp_kv_str(pk, "provider", provider);
+    if (funds_emit(r, &ev, "source.created",
+                   bf_arena_printf(r->arena, "source/%lld", (long long)id)) != 0)
+        return -1;
+    msgpack_pack_map(r->out, 5);
+    bf_mp_kv_int(r->out, "id", id);
+    bf_mp_kv_int(r->out, "account_id", id);
+    bf_mp_kv_int(r->out, "external_account_id", ext);
+    bf_mp_kv_str(r->out, "name", name);
+    bf_mp_kv_str(r->out, "kind", kind);
+    return funds_idem_commit(r, &idem);
+}
+
+int source_receive(bf_req_t *r)
+{
+    int64_t id, amount;
+    int year;
+    const char *note = NULL;
+    if (funds_req_id(r, "source_id", true, &id) != 0) return -1;
+    if (funds_req_amount(r, r->params, NULL, "amount_fen", true, 1, &amount) != 0) return -1;
+    if (funds_req_year(r, "year", true, &year) != 0) return -1;
+    if (bf_req_str(r, r->params, NULL, "note", false, 500, &note) < 0) return -1;
+    funds_idem_t idem;
+    int rc = funds_idem_begin(r, &idem);
+    if (rc != 0) return rc > 0 ? 0 : -1;
+    funds_head_t head;
+    if (funds_ledger_lock(r, &head) != 0) return -1;
+    const char *p[] = {funds_i64(r, id, false)};
+    PGresult *res = bf_db_prep(r->db, "funds_source_ext",
+                               "SELECT external_id FROM source WHERE id = $1", 1, p, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        return bf_req_fail(r, BF_E_NOT_FOUND, "source_id", "no source %lld", (long long)id);
+    }
+    funds_xfer_t x = {.from = bf_db_int(res, 0, "external_id"),
+                      .to = id,
+                      .amount = amount,
+                      .kind = "receipt",
+                      .year = year,
+                      .source_id = id,
+                      .ref = bf_arena_printf(r->arena, "source/%lld", (long long)id),
+                      .note = note};
+    PQclear(res);
+    if (funds_ledger_append(r, &head, &x, 1, idem.key, "amount_fen") != 0) return -1;
+    int64_t balance;
+    if (funds_account_balance(r, id, &balance) != 0) return -1;
+    bf_event_t ev;
+    msgpack_packer *pk = bf_event_begin(&ev);
+    msgpack_pack_map(pk, 5);
+    bf_mp_kv_int(pk, "source_id", id);
+    bf_mp_kv_int(pk, "transfer_id", x.id);
+    bf_mp_kv_int(pk, "amount_fen", amount);
+    bf_mp_kv_int(pk, "year", year);
+    bf_mp_kv_str(pk, "note", note);
+    if (funds_emit(r, &ev, "source.received",
+                   bf_arena_printf(r->arena, "source/%lld", (long long)id)) != 0)
+        return -1;
+    msgpack_pack_map(r->out, 5);
+    bf_mp_kv_int(r->out, "transfer_id", x.id);
+    bf_mp_kv_int(r->out, "source_id", id);
+    bf_mp_kv_int(r->out, "amount_fen", amount);
+    bf_mp_kv_int(r->out, "year", year);
+    bf_mp_kv_int(r->out, "balance_fen", balance);
+    return funds_idem_commit(r, &idem);
+}
+
+static const char *s_source_cols =
+    "s.id, s.external_id, s.name, s.kind, s.provider, s.created_by, a.balance_fen, "
+    "(SELECT COALESCE(sum(CASE WHEN t.kind = 'reversal' THEN -t.amount_fen "
+    "                         ELSE t.amount_fen END), 0) "
+    "   FROM transfer t WHERE t.source_id = s.id "
+    "    AND ((t.kind = 'receipt' AND t.to_account = s.id) "
+    "      OR (t.kind = 'reversal' AND t.from_account = s.id "
+    "          AND t.to_account = s.external_id))) AS received_fen";
+
+static void s_pack_source(msgpack_packer *pk, const PGresult *res, int i)
+{
+    bf_mp_kv_int(pk, "id", bf_db_int(res, i, "id"));
+    bf_mp_kv_int(pk, "external_account_id", bf_db_int(res, i, "external_id"));
+    bf_mp_kv_str(pk, "name", bf_db_str(res, i, "name"));
+    bf_mp_kv_str(pk, "kind", bf_db_str(res, i, "kind"));
+    bf_mp_kv_str(pk, "provider", bf_db_str(res, i, "provider"));
+    bf_mp_kv_int(pk, "received_fen", bf_db_int(res, i, "received_fen"));
+    bf_mp_kv_int(pk, "balance_fen", bf_db_int(res, i, "balance_fen"));
+}
+
+int source_get(bf_req_t *r)
+{
+    int64_t id;
+    if (funds_req_id(r, "id", true, &id) != 0) return -1;
+    const char *p[] = {funds_i64(r, id, false)};
+    char *sql = bf_arena_printf(r->arena,
+                                "SELECT %s FROM source s JOIN account a ON a.id = s.id "
+                                "WHERE s.id = $1",
+                                s_source_cols);
+    PGresult *res = bf_db_prep(r->db, "funds_source_get", sql, 1, p, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no source %lld", (long long)id);
+    }
+    PGresult *years = bf_db_prep(
+        r->db, "funds_source_years",
+        "SELECT year, sum(CASE WHEN kind = 'reversal' THEN -amount_fen ELSE amount_fen END) "
+        "  AS received_fen "
+        "FROM transfer t WHERE source_id = $1 AND ((kind = 'receipt' AND to_account = $1) "
+        "  OR (kind = 'reversal' AND from_account = $1 AND to_account = "
+        "      (SELECT external_id FROM source WHERE id = $1))) "
+        "GROUP BY year ORDER BY year",
+        1, p, NULL, NULL);
+    if (!years) {
+        PQclear(res);
+        return bf_req_db_fail(r);
+    }
+    msgpack_pack_map(r->out, 8);
+    s_pack_source(r->out, res, 0);
+    bf_mp_key(r->out, "received_by_year");
+    int n = PQntuples(years);
+    msgpack_pack_array(r->out, (size_t)n);
+    for (int i = 0; i < n; i++) {
+        msgpack_pack_map(r->out, 2);
+        bf_mp_kv_int(r->out, "year", bf_db_int(years, i, "year"));
+        bf_mp_kv_int(r->out, "received_fen", bf_db_int(years, i, "received_fen"));
+    }
+    PQclear(years);
+    PQclear(res);
+    return 0;
+}
+
+int source_list(bf_req_t *r)
+{
+    const char *kind = NULL;
+    int64_t limit = 100, after = 0;
+    if (bf_req_enum(r, r->params, NULL, "kind", false, s_kinds, &kind) < 0) return -1;
+    if (bf_req_int(r, r->params, NULL, "limit", false, 1, 1000, &limit) < 0) return -1;
+    if (funds_req_cursor(r, &after) < 0) return -1;
+    char *sql = bf_arena_printf(r->arena,
+                                "SELECT %s FROM source s JOIN account a ON a.id = s.id "
+                                "WHERE ($1::text IS NULL OR s.kind = $1) AND s.id > $2 "
+                                "ORDER BY s.id LIMIT $3",
+                                s_source_cols);
+    const char *p[] = {kind, funds_i64(r, after, false), funds_i64(r, limit + 1, false)};
+    PGresult *res = bf_db_prep(r->db, "funds_source_list", sql, 3, p, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    int n = PQntuples(res);
+    int shown = n > limit ? (int)limit : n;
+    msgpack_pack_map(r->out, 2);
+    bf_mp_key(r->out, "items");
+    msgpack_pack_array(r->out, (size_t)shown);
+    for (int i = 0; i < shown; i++) {
+        msgpack_pack_map(r->out, 7);
+        s_pack_source(r->out, res, i);
+    }
+    if (n > limit)
+        bf_mp_kv_str(r->out, "next_cursor", bf_db_str(res, shown - 1, "id"));
+    else
+        bf_mp_kv_nil(r->out, "next_cursor");
+    PQclear(res);
+    return 0;
+}

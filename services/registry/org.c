@@ -1,0 +1,726 @@
+/* org.c: who helps: helper units (帮扶单位), their cadres (干部) and work
+ * teams (驻村工作组).
+ *
+ * Other services (tasks, notify) call unit.get, cadre.get and team.get to
+ * check ids and find the people to remind, so the result shapes here are a
+ * contract (docs/registry.md): unit.get always carries contact_cadre_id,
+ * team.get leader_id and member_ids, cadre.get the current household count
+ * and the cap of the cadre's rank.
+ *
+ * A team has exactly one leader, who must be a party member (seed 000: 1名党员
+ * 干部担任组长); creating it also pairs it with its villages (team_village) in
+ * the same transaction.
+ */
+#include "registry.h"
+#include "bf_db.h"
+#include "bf_mp.h"
+#include "bf_valid.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int s_name(bf_req_t *r, const char **out)
+{
+    if (bf_req_str(r, r->params, NULL, "name", true, 200, out) != 0) return -1;
+    if (!**out) return bf_req_fail(r, BF_E_INVALID, "name", "name must not be empty");
+    return 0;
+}
+
+static void s_kv_id_or_nil(msgpack_packer *pk, const char *key, const PGresult *res, int row,
+                           const char *col)
+{
+    if (bf_db_null(res, row, col))
+        bf_mp_kv_nil(pk, key);
+    else
+        bf_mp_kv_int(pk, key, bf_db_int(res, row, col));
+}
+
+/* ------------------------------------------------------------ units */
+
+int unit_create(bf_req_t *r)
+{
+    const char *name, *kind, *region = NULL;
+    if (s_name(r, &name) != 0) return -1;
+    if (bf_req_enum(r, r->params, NULL, "kind", true, registry_unit_kinds, &kind) != 0) return -1;
+    if (registry_code_param(r, "region_code", false, &region) < 0) return -1;
+    if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
+    if (region) {
+        const char *rp[] = {region};
+        PGresult *res = bf_db_prep(r->db, "region_exists",
+                                   "SELECT 1 FROM region WHERE code = $1", 1, rp, NULL, NULL);
+        if (!res) return bf_req_db_fail(r);
+        int found = PQntuples(res) > 0;
+        PQclear(res);
+        if (!found) {
+            bf_db_rollback(r->db);
+            return bf_req_fail(r, BF_E_NOT_FOUND, "region_code", "no region with code %s",
+                               region);
+        }
+    }
+    const char *p[] = {name, kind, region, r->actor};
+    PGresult *res = bf_db_prep(r->db, "unit_create",
+                               "INSERT INTO unit (name, kind, region_code, created_by) "
+                               "VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING RETURNING id",
+                               4, p, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        bf_db_rollback(r->db);
+        return bf_req_fail(r, BF_E_EXISTS, "name", "a unit with this name exists");
+    }
+    int64_t id = bf_db_int(res, 0, "id");
+    PQclear(res);
+    bf_event_t ev;
+    msgpack_packer *pk = bf_event_begin(&ev);
+    msgpack_pack_map(pk, 4);
+    bf_mp_kv_int(pk, "id", id);
+    bf_mp_kv_str(pk, "name", name);
+    bf_mp_kv_str(pk, "kind", kind);
+    bf_mp_kv_str(pk, "region_code", region);
+    if (registry_emit(r, &ev, "unit.created", registry_subject(r, "unit", id)) != 0) return -1;
+    if (bf_db_commit(r->db) != 0) return bf_req_db_fail(r);
+    msgpack_pack_map(r->out, 5);
+    bf_mp_kv_int(r->out, "id", id);
+    bf_mp_kv_str(r->out, "name", name);
+    bf_mp_kv_str(r->out, "kind", kind);
+    bf_mp_kv_str(r->out, "region_code", region);
+    bf_mp_kv_nil(r->out, "contact_cadre_id");
+    return 0;
+}
+
+int unit_get(bf_req_t *r)
+{
+    int64_t id;
+    if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
+    const char *p[] = {registry_itoa(r, id)};
+    PGresult *u = bf_db_prep(r->db, "unit_get",
+                             "SELECT u.id, u.name, u.kind, u.region_code, u.contact_cadre_id, "
+                             "  c.name AS contact_name, c.phone AS contact_phone, "
+                             "  (SELECT count(*) FROM cadre WHERE unit_id = u.id) AS cadres "
+                             "FROM unit u LEFT JOIN cadre c ON c.id = u.contact_cadre_id "
+                             "WHERE u.id = $1",
+                             1, p, NULL, NULL);
+    if (!u) return bf_req_db_fail(r);
+    if (PQntuples(u) == 0) {
+        PQclear(u);
+        return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no unit with id %" PRId64, id);
+    }
+    PGresult *pr = bf_db_prep(
+        r->db, "unit_pairings",
+        "SELECT p.id, p.kind, p.target_id, p.target_code, p.starts_on, p.ends_on, "
+        "  COALESCE(v.name, g.name) AS target_name "
+        "FROM pairing p "
+        "LEFT JOIN village v ON p.kind = 'unit_village' AND v.id = p.target_id "
+        "LEFT JOIN region g ON p.kind = 'district_county' AND g.code = p.target_code "
+        "WHERE p.helper_id = $1 AND p.ended_at IS NULL "
+        "  AND p.kind IN ('unit_village', 'district_county', 'helper_household') "
+        "ORDER BY p.id",
+        1, p, NULL, NULL);
+    if (!pr) {
+        PQclear(u);
+        return bf_req_db_fail(r);
+    }
+    msgpack_packer *pk = r->out;
+    msgpack_pack_map(pk, 10);
+    bf_mp_kv_int(pk, "id", id);
+    bf_mp_kv_str(pk, "name", bf_db_str(u, 0, "name"));
+    bf_mp_kv_str(pk, "kind", bf_db_str(u, 0, "kind"));
+    bf_mp_kv_str(pk, "region_code", bf_db_str(u, 0, "region_code"));
+    s_kv_id_or_nil(pk, "contact_cadre_id", u, 0, "contact_cadre_id");
+    bf_mp_key(pk, "contact");
+    if (bf_db_null(u, 0, "contact_cadre_id")) {
+        msgpack_pack_nil(pk);
+    } else {
+        msgpack_pack_map(pk, 3);
+        bf_mp_kv_int(pk, "id", bf_db_int(u, 0, "contact_cadre_id"));
+        bf_mp_kv_str(pk, "name", bf_db_str(u, 0, "contact_name"));
+        bf_mp_kv_str(pk, "phone", bf_db_str(u, 0, "contact_phone"));
+    }
+    bf_mp_kv_int(pk, "cadres", bf_db_int(u, 0, "cadres"));
+    /* the active pairings a unit is the helper of, by kind */
+    static const char *const lists[][2] = {{"villages", "unit_village"},
+                                           {"counties", "district_county"}};
+    for (int l = 0; l < 2; l++) {
+        bf_mp_key(pk, lists[l][0]);
+        size_t n = 0;
+        for (int i = 0; i < PQntuples(pr); i++)
+            if (!strcmp(bf_db_str(pr, i, "kind"), lists[l][1])) n++;
+        msgpack_pack_array(pk, n);
+        for (int i = 0; i < PQntuples(pr); i++) {
+            if (strcmp(bf_db_str(pr, i, "kind"), lists[l][1]) != 0) continue;
+            msgpack_pack_map(pk, 5);
+            bf_mp_kv_int(pk, "pairing_id", bf_db_int(pr, i, "id"));
+            if (l == 0)
+                bf_mp_kv_int(pk, "village_id", bf_db_int(pr, i, "target_id"));
+            else
+                bf_mp_kv_str(pk, "code", bf_db_str(pr, i, "target_code"));
+            bf_mp_kv_str(pk, "name", bf_db_str(pr, i, "target_name"));
+            bf_mp_kv_str(pk, "starts_on", bf_db_str(pr, i, "starts_on"));
+            bf_mp_kv_str(pk, "ends_on", bf_db_str(pr, i, "ends_on"));
+        }
+    }
+    bf_mp_key(pk, "household_ids");
+    size_t nh = 0;
+    for (int i = 0; i < PQntuples(pr); i++)
+        if (!strcmp(bf_db_str(pr, i, "kind"), "helper_household")) nh++;
+    msgpack_pack_array(pk, nh);
+    for (int i = 0; i < PQntuples(pr); i++)
+        if (!strcmp(bf_db_str(pr, i, "kind"), "helper_household"))
+            msgpack_pack_int64(pk, bf_db_int(pr, i, "target_id"));
+    PQclear(pr);
+    PQclear(u);
+    return 0;
+}
+
+int unit_list(bf_req_t *r)
+{
+    const char *kind = NULL, *region = NULL;
+    int64_t after, limit;
+    if (bf_req_enum(r, r->params, NULL, "kind", false, registry_unit_kinds, &kind) < 0) return -1;
+    if (registry_code_param(r, "region_code", false, &region) < 0) return -1;
+    if (registry_paging(r, &after, &limit) != 0) return -1;
+    const char *prefix = region ? bf_arena_printf(r->arena, "%.*s%%", registry_prefix_len(region),
+                                                  region)
+                                : NULL;
+    const char *p[] = {kind, prefix, registry_itoa(r, after), registry_itoa(r, limit + 1)};
+    PGresult *res = bf_db_prep(r->db, "unit_list",
+                               "SELECT id, name, kind, region_code, contact_cadre_id FROM unit "
+                               "WHERE ($1::text IS NULL OR kind = $1) "
+                               "  AND ($2::text IS NULL OR region_code::text LIKE $2) "
+                               "  AND id > $3::bigint ORDER BY id LIMIT $4::int",
+                               4, p, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    int n = PQntuples(res);
+    int shown = n > limit ? (int)limit : n;
+    msgpack_pack_map(r->out, 2);
+    bf_mp_key(r->out, "items");
+    msgpack_pack_array(r->out, (size_t)shown);
+    for (int i = 0; i < shown; i++) {
+        msgpack_pack_map(r->out, 5);
+        bf_mp_kv_int(r->out, "id", bf_db_int(res, i, "id"));
+        bf_mp_kv_str(r->out, "name", bf_db_str(res, i, "name"));
+        bf_mp_kv_str(r->out, "kind", bf_db_str(res, i, "kind"));
+        bf_mp_kv_str(r->out, "region_code", bf_db_str(res, i, "region_code"));
+        s_kv_id_or_nil(r->out, "contact_cadre_id", res, i, "contact_cadre_id");
+    }
+    bf_mp_kv_str(r->out, "next_cursor", n > limit ? bf_db_str(res, shown - 1, "id") : NULL);
+    PQclear(res);
+    return 0;
+}
+
+int unit_set_contact(bf_req_t *r)
+{
+    int64_t id, cadre_id = 0;
+    if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
+    int has = bf_req_int(r, r->params, NULL, "cadre_id", false, 1, INT64_MAX, &cadre_id);
+    if (has < 0) return -1;
+    if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
+    const char *p[] = {registry_itoa(r, id), has == 0 ? registry_itoa(r, cadre_id) : NULL};
+    PGresult *res = bf_db_prep(r->db, "unit_lock",
+                               "SELECT contact_cadre_id FROM unit WHERE id = $1 FOR UPDATE", 1, p,
+                               NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        bf_db_rollback(r->db);
+        return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no unit with id %" PRId64, id);
+    }
+    bool had = !bf_db_null(res, 0, "contact_cadre_id");
+    int64_t old = bf_db_int(res, 0, "contact_cadre_id");
+    PQclear(res);
+    if (has == 0) {
+        const char *cp[] = {p[1]};
+        res = bf_db_prep(r->db, "cadre_unit", "SELECT unit_id FROM cadre WHERE id = $1", 1, cp,
+                         NULL, NULL);
+        if (!res) return bf_req_db_fail(r);
+        int found = PQntuples(res) > 0;
+        int64_t unit = found ? bf_db_int(res, 0, "unit_id") : 0;
+        PQclear(res);
+        if (!found) {
+            bf_db_rollback(r->db);
+            return bf_req_fail(r, BF_E_NOT_FOUND, "cadre_id", "no cadre with id %" PRId64,
+                               cadre_id);
+        }
+        if (unit != id) {
+            bf_db_rollback(r->db);
+            return bf_req_fail(r, BF_E_PRECONDITION, "cadre_id",
+                               "cadre %" PRId64 " belongs to unit %" PRId64 ", not to unit %" PRId64,
+                               cadre_id, unit, id);
+        }
+    }
+    bool changed = had != (has == 0) || (had && old != cadre_id);
+    if (changed) {
+        res = bf_db_prep(r->db, "unit_set_contact",
+                         "UPDATE unit SET contact_cadre_id = $2::bigint WHERE id = $1", 2, p, NULL,
+                         NULL);
+        if (!res) return bf_req_db_fail(r);
+        PQclear(res);
+        bf_event_t ev;
+        msgpack_packer *pk = bf_event_begin(&ev);
+        msgpack_pack_map(pk, 2);
+        bf_mp_kv_int(pk, "id", id);
+        bf_mp_key(pk, "changes");
+        msgpack_pack_map(pk, 1);
+        bf_mp_key(pk, "contact_cadre_id");
+        msgpack_pack_map(pk, 2);
+        if (had)
+            bf_mp_kv_int(pk, "old", old);
+        else
+            bf_mp_kv_nil(pk, "old");
+        if (has == 0)
+            bf_mp_kv_int(pk, "new", cadre_id);
+        else
+            bf_mp_kv_nil(pk, "new");
+        if (registry_emit(r, &ev, "unit.updated", registry_subject(r, "unit", id)) != 0) return -1;
+    }
+    if (bf_db_commit(r->db) != 0) return bf_req_db_fail(r);
+    msgpack_pack_map(r->out, 3);
+    bf_mp_kv_int(r->out, "id", id);
+    if (has == 0)
+        bf_mp_kv_int(r->out, "contact_cadre_id", cadre_id);
+    else
+        bf_mp_kv_nil(r->out, "contact_cadre_id");
+    bf_mp_kv_bool(r->out, "changed", changed);
+    return 0;
+}
+
+/* ------------------------------------------------------------ cadres */
+
+int cadre_create(bf_req_t *r)
+{
+    const char *name, *rank, *phone = NULL;
+    int64_t unit_id;
+    bool party;
+    if (s_name(r, &name) != 0) return -1;
+    if (bf_req_enum(r, r->params, NULL, "rank", true, registry_ranks, &rank) != 0) return -1;
+    if (bf_req_int(r, r->params, NULL, "unit_id", true, 1, INT64_MAX, &unit_id) != 0) return -1;
+    if (bf_req_bool(r, r->params, NULL, "party_member", true, &party) != 0) return -1;
+    if (bf_req_str(r, r->params, NULL, "phone", false, 32, &phone) < 0) return -1;
+    if (phone && !bf_valid_phone(phone, strlen(phone)))
+        return bf_req_fail(r, BF_E_INVALID, "phone", "phone must be an 11-digit mobile number");
+    if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
+    int found = registry_exists(r, "unit_exists", "SELECT 1 FROM unit WHERE id = $1", unit_id);
+    if (found < 0) return bf_req_db_fail(r);
+    if (!found) {
+        bf_db_rollback(r->db);
+        return bf_req_fail(r, BF_E_NOT_FOUND, "unit_id", "no unit with id %" PRId64, unit_id);
+    }
+    const char *p[] = {name, rank, registry_itoa(r, unit_id), party ? "t" : "f", phone, r->actor};
+    PGresult *res = bf_db_prep(r->db, "cadre_create",
+                               "INSERT INTO cadre (name, rank, unit_id, party_member, phone, "
+                               "  created_by) VALUES ($1, $2, $3, $4::boolean, $5, $6) RETURNING id",
+                               6, p, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    int64_t id = bf_db_int(res, 0, "id");
+    PQclear(res);
+    bf_event_t ev;
+    msgpack_packer *pk = bf_event_begin(&ev);
+    msgpack_pack_map(pk, 5);
+    bf_mp_kv_int(pk, "id", id);
+    bf_mp_kv_str(pk, "name", name);
+    bf_mp_kv_str(pk, "rank", rank);
+    bf_mp_kv_int(pk, "unit_id", unit_id);
+    bf_mp_kv_bool(pk, "party_member", party);
+    if (registry_emit(r, &ev, "cadre.created", registry_subject(r, "cadre", id)) != 0) return -1;
+    if (bf_db_commit(r->db) != 0) return bf_req_db_fail(r);
+    msgpack_pack_map(r->out, 7);
+    bf_mp_kv_int(r->out, "id", id);
+    bf_mp_kv_str(r->out, "name", name);
+    bf_mp_kv_str(r->out, "rank", rank);
+    bf_mp_kv_int(r->out, "unit_id", unit_id);
+    bf_mp_kv_bool(r->out, "party_member", party);
+    bf_mp_kv_str(r->out, "phone", phone);
+    bf_mp_kv_int(r->out, "cap", registry_cap_for_rank(r->svc, rank));
+    return 0;
+}
+
+int cadre_get(bf_req_t *r)
+{
+    int64_t id;
+    if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
+    const char *p[] = {registry_itoa(r, id)};
+    PGresult *c = bf_db_prep(r->db, "cadre_get",
+                             "SELECT c.id, c.name, c.rank, c.unit_id, u.name AS unit_name, "
+                             "  c.party_member, c.phone "
+                             "FROM cadre c JOIN unit u ON u.id = c.unit_id WHERE c.id = $1",
+                             1, p, NULL, NULL);
+    if (!c) return bf_req_db_fail(r);
+    if (PQntuples(c) == 0) {
+        PQclear(c);
+        return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no cadre with id %" PRId64, id);
+    }
+    PGresult *h = bf_db_prep(r->db, "cadre_households",
+                             "SELECT target_id FROM pairing WHERE kind = 'cadre_household' "
+                             "  AND helper_id = $1 AND ended_at IS NULL ORDER BY target_id",
+                             1, p, NULL, NULL);
+    PGresult *t = h ? bf_db_prep(r->db, "cadre_teams",
+                                 "SELECT t.id, t.name, m.role FROM team_member m "
+                                 "JOIN team t ON t.id = m.team_id WHERE m.cadre_id = $1 "
+                                 "ORDER BY t.id",
+                                 1, p, NULL, NULL)
+                    : NULL;
+    if (!t) {
+        PQclear(c);
+        PQclear(h);
+        return bf_req_db_fail(r);
+    }
+    const char *rank = bf_db_str(c, 0, "rank");
+    msgpack_packer *pk = r->out;
+    msgpack_pack_map(pk, 11);
+    bf_mp_kv_int(pk, "id", id);
+    bf_mp_kv_str(pk, "name", bf_db_str(c, 0, "name"));
+    bf_mp_kv_str(pk, "rank", rank);
+    bf_mp_kv_int(pk, "unit_id", bf_db_int(c, 0, "unit_id"));
+    bf_mp_kv_str(pk, "unit_name", bf_db_str(c, 0, "unit_name"));
+    bf_mp_kv_bool(pk, "party_member", bf_db_bool(c, 0, "party_member"));
+    bf_mp_kv_str(pk, "phone", bf_db_str(c, 0, "phone"));
+    bf_mp_kv_int(pk, "households", PQntuples(h));
+    bf_mp_kv_int(pk, "cap", registry_cap_for_rank(r->svc, rank));
+    bf_mp_key(pk, "household_ids");
+    msgpack_pack_array(pk, (size_t)PQntuples(h));
+    for (int i = 0; i < PQntuples(h); i++) msgpack_pack_int64(pk, bf_db_int(h, i, "target_id"));
+    bf_mp_key(pk, "teams");
+    msgpack_pack_array(pk, (size_t)PQntuples(t));
+    for (int i = 0; i < PQntuples(t); i++) {
+        msgpack_pack_map(pk, 3);
+        bf_mp_kv_int(pk, "team_id", bf_db_int(t, i, "id"));
+        bf_mp_kv_str(pk, "name", bf_db_str(t, i, "name"));
+        bf_mp_kv_str(pk, "role", bf_db_str(t, i, "role"));
+    }
+    PQclear(t);
+    PQclear(h);
+    PQclear(c);
+    return 0;
+}
+
+int cadre_list(bf_req_t *r)
+{
+    int64_t unit_id = 0, after, limit;
+    const char *rank = NULL;
+    int has_unit = bf_req_int(r, r->params, NULL, "unit_id", false, 1, INT64_MAX, &unit_id);
+    if (has_unit < 0) return -1;
+    if (bf_req_enum(r, r->params, NULL, "rank", false, registry_ranks, &rank) < 0) return -1;
+    if (registry_paging(r, &after, &limit) != 0) return -1;
+    const char *p[] = {has_unit == 0 ? registry_itoa(r, unit_id) : NULL, rank,
+                       registry_itoa(r, after), registry_itoa(r, limit + 1)};
+    PGresult *res = bf_db_prep(
+        r->db, "cadre_list",
+        "SELECT c.id, c.name, c.rank, c.unit_id, c.party_member, c.phone, "
+        "  (SELECT count(*) FROM pairing p WHERE p.kind = 'cadre_household' "
+        "    AND p.helper_id = c.id AND p.ended_at IS NULL) AS households "
+        "FROM cadre c WHERE ($1::bigint IS NULL OR c.unit_id = $1) "
+        "  AND ($2::text IS NULL OR c.rank = $2) AND c.id > $3::bigint "
+        "ORDER BY c.id LIMIT $4::int",
+        4, p, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    int n = PQntuples(res);
+    int shown = n > limit ? (int)limit : n;
+    msgpack_pack_map(r->out, 2);
+    bf_mp_key(r->out, "items");
+    msgpack_pack_array(r->out, (size_t)shown);
+    for (int i = 0; i < shown; i++) {
+        msgpack_pack_map(r->out, 8);
+        bf_mp_kv_int(r->out, "id", bf_db_int(res, i, "id"));
+        bf_mp_kv_str(r->out, "name", bf_db_str(res, i, "name"));
+        bf_mp_kv_str(r->out, "rank", bf_db_str(res, i, "rank"));
+        bf_mp_kv_int(r->out, "unit_id", bf_db_int(res, i, "unit_id"));
+        bf_mp_kv_bool(r->out, "party_member", bf_db_bool(res, i, "party_member"));
+        bf_mp_kv_str(r->out, "phone", bf_db_str(res, i, "phone"));
+        bf_mp_kv_int(r->out, "households", bf_db_int(res, i, "households"));
+        bf_mp_kv_int(r->out, "cap", registry_cap_for_rank(r->svc, bf_db_str(res, i, "rank")));
+    }
+    bf_mp_kv_str(r->out, "next_cursor", n > limit ? bf_db_str(res, shown - 1, "id") : NULL);
+    PQclear(res);
+    return 0;
+}
+
+/* ------------------------------------------------------------ teams */
+
+static bool s_in(const int64_t *ids, size_t n, int64_t id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] == id) return true;
+    return false;
+}
+
+int team_create(bf_req_t *r)
+{
+    const char *name, *starts_on = NULL;
+    int64_t unit_id, leader_id;
+    const msgpack_object_array *ml, *vl;
+    int64_t *members, *villages;
+    size_t nmembers, nvillages;
+    if (s_name(r, &name) != 0) return -1;
+    if (bf_req_int(r, r->params, NULL, "unit_id", true, 1, INT64_MAX, &unit_id) != 0) return -1;
+    if (bf_req_int(r, r->params, NULL, "leader_id", true, 1, INT64_MAX, &leader_id) != 0)
+        return -1;
+    if (bf_req_list(r, r->params, NULL, "member_ids", true, 50, &ml) != 0) return -1;
+    if (registry_id_list(r, ml, "member_ids", &members, &nmembers) != 0) return -1;
+    if (bf_req_list(r, r->params, NULL, "village_ids", true, 50, &vl) != 0) return -1;
+    if (registry_id_list(r, vl, "village_ids", &villages, &nvillages) != 0) return -1;
+    if (registry_date_param(r, "starts_on", false, &starts_on) < 0) return -1;
+    for (size_t i = 0; i < nmembers; i++)
+        if (members[i] == leader_id)
+            return bf_req_fail(r, BF_E_INVALID, bf_arena_printf(r->arena, "member_ids[%zu]", i),
+                               "the leader is named once, as leader_id, not among member_ids");
+
+    if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
+    int found = registry_exists(r, "unit_exists", "SELECT 1 FROM unit WHERE id = $1", unit_id);
+    if (found < 0) return bf_req_db_fail(r);
+    if (!found) {
+        bf_db_rollback(r->db);
+        return bf_req_fail(r, BF_E_NOT_FOUND, "unit_id", "no unit with id %" PRId64, unit_id);
+    }
+    /* every cadre exists; the leader is a party member */
+    registry_arr_t a;
+    registry_arr_begin(&a, r->arena);
+    registry_arr_int(&a, leader_id);
+    for (size_t i = 0; i < nmembers; i++) registry_arr_int(&a, members[i]);
+    const char *cp[] = {registry_arr_end(&a)};
+    if (!cp[0]) return bf_req_fail(r, BF_E_EXHAUSTED, NULL, "out of memory");
+    PGresult *res = bf_db_prep(r->db, "team_cadres",
+                               "SELECT id, party_member FROM cadre WHERE id = ANY($1::bigint[]) "
+                               "FOR SHARE",
+                               1, cp, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    int64_t *have = bf_arena_alloc(r->arena, ((size_t)PQntuples(res) + 1) * sizeof *have);
+    size_t nhave = 0;
+    int leader_party = -1;
+    for (int i = 0; have && i < PQntuples(res); i++) {
+        have[nhave++] = bf_db_int(res, i, "id");
+        if (bf_db_int(res, i, "id") == leader_id) leader_party = bf_db_bool(res, i, "party_member");
+    }
+    PQclear(res);
+    if (!have) return bf_req_fail(r, BF_E_EXHAUSTED, NULL, "out of memory");
+    if (leader_party < 0) {
+        bf_db_rollback(r->db);
+        return bf_req_fail(r, BF_E_NOT_FOUND, "leader_id", "no cadre with id %" PRId64,
+                           leader_id);
+    }
+    for (size_t i = 0; i < nmembers; i++)
+        if (!s_in(have, nhave, members[i])) {
+            bf_db_rollback(r->db);
+            return bf_req_fail(r, BF_E_NOT_FOUND,
+                               bf_arena_printf(r->arena, "member_ids[%zu]", i),
+                               "no cadre with id %" PRId64, members[i]);
+        }
+    if (!leader_party) {
+        bf_db_rollback(r->db);
+        return bf_req_fail(r, BF_E_PRECONDITION, "leader_id",
+                           "a team's leader must be a party member (seed 000: 党员干部担任组长)");
+    }
+    registry_arr_begin(&a, r->arena);
+    for (size_t i = 0; i < nvillages; i++) registry_arr_int(&a, villages[i]);
+    const char *vp[] = {registry_arr_end(&a)};
+    if (!vp[0]) return bf_req_fail(r, BF_E_EXHAUSTED, NULL, "out of memory");
+    res = bf_db_prep(r->db, "team_villages",
+                     "SELECT id FROM village WHERE id = ANY($1::bigint[])", 1, vp, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    int64_t *vhave = bf_arena_alloc(r->arena, ((size_t)PQntuples(res) + 1) * sizeof *vhave);
+    size_t nvhave = 0;
+    for (int i = 0; vhave && i < PQntuples(res); i++) vhave[nvhave++] = bf_db_int(res, i, "id");
+    PQclear(res);
+    if (!vhave) return bf_req_fail(r, BF_E_EXHAUSTED, NULL, "out of memory");
+    for (size_t i = 0; i < nvillages; i++)
+        if (!s_in(vhave, nvhave, villages[i])) {
+            bf_db_rollback(r->db);
+            return bf_req_fail(r, BF_E_NOT_FOUND,
+                               bf_arena_printf(r->arena, "village_ids[%zu]", i),
+                               "no village with id %" PRId64, villages[i]);
+        }
+
+    const char *tp[] = {name, registry_itoa(r, unit_id), registry_itoa(r, leader_id), r->actor};
+    res = bf_db_prep(r->db, "team_create",
+                     "INSERT INTO team (name, unit_id, leader_id, created_by) "
+                     "VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING RETURNING id",
+                     4, tp, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        bf_db_rollback(r->db);
+        return bf_req_fail(r, BF_E_EXISTS, "name", "a team with this name exists");
+    }
+    int64_t id = bf_db_int(res, 0, "id");
+    PQclear(res);
+    const char *mp[] = {registry_itoa(r, id), registry_itoa(r, leader_id), cp[0]};
+    res = bf_db_prep(r->db, "team_members",
+                     "INSERT INTO team_member (team_id, cadre_id, role) "
+                     "SELECT $1::bigint, c, CASE WHEN c = $2::bigint THEN 'leader' ELSE 'member' END "
+                     "FROM unnest($3::bigint[]) AS c",
+                     3, mp, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    PQclear(res);
+    int64_t *pairings = bf_arena_alloc(r->arena, (nvillages + 1) * sizeof *pairings);
+    if (!pairings) return bf_req_fail(r, BF_E_EXHAUSTED, NULL, "out of memory");
+    const char *start = starts_on;
+    if (!start) {
+        res = bf_db_prep(r->db, "today", "SELECT current_date::text AS d", 0, NULL, NULL, NULL);
+        if (!res) return bf_req_db_fail(r);
+        start = bf_arena_strndup(r->arena, bf_db_str(res, 0, "d"), 10);
+        PQclear(res);
+        if (!start) return bf_req_fail(r, BF_E_EXHAUSTED, NULL, "out of memory");
+    }
+    bf_event_t ev;
+    msgpack_packer *pk = bf_event_begin(&ev);
+    msgpack_pack_map(pk, 6);
+    bf_mp_kv_int(pk, "id", id);
+    bf_mp_kv_str(pk, "name", name);
+    bf_mp_kv_int(pk, "unit_id", unit_id);
+    bf_mp_kv_int(pk, "leader_id", leader_id);
+    bf_mp_key(pk, "member_ids");
+    msgpack_pack_array(pk, nmembers);
+    for (size_t i = 0; i < nmembers; i++) msgpack_pack_int64(pk, members[i]);
+    bf_mp_key(pk, "village_ids");
+    msgpack_pack_array(pk, nvillages);
+    for (size_t i = 0; i < nvillages; i++) msgpack_pack_int64(pk, villages[i]);
+    if (registry_emit(r, &ev, "team.created", registry_subject(r, "team", id)) != 0) return -1;
+    for (size_t i = 0; i < nvillages; i++)
+        if (pairing_insert(r, "team_village", id, villages[i], NULL, start, NULL, &pairings[i]) !=
+            0)
+            return -1;
+    if (bf_db_commit(r->db) != 0) return bf_req_db_fail(r);
+    msgpack_pack_map(r->out, 5);
+    bf_mp_kv_int(r->out, "id", id);
+    bf_mp_kv_str(r->out, "name", name);
+    bf_mp_kv_int(r->out, "leader_id", leader_id);
+    bf_mp_key(r->out, "member_ids");
+    msgpack_pack_array(r->out, nmembers);
+    for (size_t i = 0; i < nmembers; i++) msgpack_pack_int64(r->out, members[i]);
+    bf_mp_key(r->out, "pairing_ids");
+    msgpack_pack_array(r->out, nvillages);
+    for (size_t i = 0; i < nvillages; i++) msgpack_pack_int64(r->out, pairings[i]);
+    return 0;
+}
+
+int team_get(bf_req_t *r)
+{
+    int64_t id;
+    if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
+    const char *p[] = {registry_itoa(r, id)};
+    PGresult *t = bf_db_prep(r->db, "team_get",
+                             "SELECT id, name, unit_id, leader_id, "
+                             REGISTRY_TS("created_at") " AS created_at FROM team WHERE id = $1",
+                             1, p, NULL, NULL);
+    if (!t) return bf_req_db_fail(r);
+    if (PQntuples(t) == 0) {
+        PQclear(t);
+        return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no team with id %" PRId64, id);
+    }
+    PGresult *m = bf_db_prep(r->db, "team_get_members",
+                             "SELECT c.id, c.name, c.rank, c.party_member, c.phone, m.role "
+                             "FROM team_member m JOIN cadre c ON c.id = m.cadre_id "
+                             "WHERE m.team_id = $1 ORDER BY (m.role = 'leader') DESC, c.id",
+                             1, p, NULL, NULL);
+    PGresult *v = m ? bf_db_prep(r->db, "team_get_villages",
+                                 "SELECT p.id AS pairing_id, v.id, v.name, v.region_code, "
+                                 "  p.starts_on, p.ends_on "
+                                 "FROM pairing p JOIN village v ON v.id = p.target_id "
+                                 "WHERE p.kind = 'team_village' AND p.helper_id = $1 "
+                                 "  AND p.ended_at IS NULL ORDER BY p.id",
+                                 1, p, NULL, NULL)
+                    : NULL;
+    if (!v) {
+        PQclear(t);
+        PQclear(m);
+        return bf_req_db_fail(r);
+    }
+    msgpack_packer *pk = r->out;
+    int nm = PQntuples(m), nv = PQntuples(v);
+    msgpack_pack_map(pk, 9);
+    bf_mp_kv_int(pk, "id", id);
+    bf_mp_kv_str(pk, "name", bf_db_str(t, 0, "name"));
+    bf_mp_kv_int(pk, "unit_id", bf_db_int(t, 0, "unit_id"));
+    bf_mp_kv_int(pk, "leader_id", bf_db_int(t, 0, "leader_id"));
+    bf_mp_key(pk, "member_ids");
+    msgpack_pack_array(pk, (size_t)(nm > 0 ? nm - 1 : 0));
+    for (int i = 0; i < nm; i++)
+        if (strcmp(bf_db_str(m, i, "role"), "leader") != 0)
+            msgpack_pack_int64(pk, bf_db_int(m, i, "id"));
+    bf_mp_key(pk, "members");
+    msgpack_pack_array(pk, (size_t)nm);
+    for (int i = 0; i < nm; i++) {
+        msgpack_pack_map(pk, 6);
+        bf_mp_kv_int(pk, "id", bf_db_int(m, i, "id"));
+        bf_mp_kv_str(pk, "name", bf_db_str(m, i, "name"));
+        bf_mp_kv_str(pk, "rank", bf_db_str(m, i, "rank"));
+        bf_mp_kv_str(pk, "role", bf_db_str(m, i, "role"));
+        bf_mp_kv_bool(pk, "party_member", bf_db_bool(m, i, "party_member"));
+        bf_mp_kv_str(pk, "phone", bf_db_str(m, i, "phone"));
+    }
+    bf_mp_key(pk, "village_ids");
+    msgpack_pack_array(pk, (size_t)nv);
+    for (int i = 0; i < nv; i++) msgpack_pack_int64(pk, bf_db_int(v, i, "id"));
+    bf_mp_key(pk, "villages");
+    msgpack_pack_array(pk, (size_t)nv);
+    for (int i = 0; i < nv; i++) {
+        msgpack_pack_map(pk, 6);
+        bf_mp_kv_int(pk, "pairing_id", bf_db_int(v, i, "pairing_id"));
+        bf_mp_kv_int(pk, "village_id", bf_db_int(v, i, "id"));
+        bf_mp_kv_str(pk, "name", bf_db_str(v, i, "name"));
+        bf_mp_kv_str(pk, "region_code", bf_db_str(v, i, "region_code"));
+        bf_mp_kv_str(pk, "starts_on", bf_db_str(v, i, "starts_on"));
+        bf_mp_kv_str(pk, "ends_on", bf_db_str(v, i, "ends_on"));
+    }
+    bf_mp_kv_str(pk, "created_at", bf_db_str(t, 0, "created_at"));
+    PQclear(v);
+    PQclear(m);
+    PQclear(t);
+    return 0;
+}
+
+int team_list(bf_req_t *r)
+{
+    int64_t unit_id = 0, after, limit;
+    int has_unit = bf_req_int(r, r->params, NULL, "unit_id", false, 1, INT64_MAX, &unit_id);
+    if (has_unit < 0) return -1;
+    if (registry_paging(r, &after, &limit) != 0) return -1;
+    const char *p[] = {has_unit == 0 ? registry_itoa(r, unit_id) : NULL, registry_itoa(r, after),
+                       registry_itoa(r, limit + 1)};
+    PGresult *res = bf_db_prep(
+        r->db, "team_list",
+        "SELECT t.id, t.name, t.unit_id, t.leader_id, "
+        "  ARRAY(SELECT m.cadre_id FROM team_member m WHERE m.team_id = t.id "
+        "        AND m.role = 'member' ORDER BY m.cadre_id) AS member_ids, "
+        "  ARRAY(SELECT p.target_id FROM pairing p WHERE p.kind = 'team_village' "
+        "        AND p.helper_id = t.id AND p.ended_at IS NULL ORDER BY p.id) AS village_ids "
+        "FROM team t WHERE ($1::bigint IS NULL OR t.unit_id = $1) AND t.id > $2::bigint "
+        "ORDER BY t.id LIMIT $3::int",
+        3, p, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    int n = PQntuples(res);
+    int shown = n > limit ? (int)limit : n;
+    msgpack_pack_map(r->out, 2);
+    bf_mp_key(r->out, "items");
+    msgpack_pack_array(r->out, (size_t)shown);
+    for (int i = 0; i < shown; i++) {
+        msgpack_pack_map(r->out, 6);
+        bf_mp_kv_int(r->out, "id", bf_db_int(res, i, "id"));
+        bf_mp_kv_str(r->out, "name", bf_db_str(res, i, "name"));
+        bf_mp_kv_int(r->out, "unit_id", bf_db_int(res, i, "unit_id"));
+        bf_mp_kv_int(r->out, "leader_id", bf_db_int(res, i, "leader_id"));
+        for (int l = 0; l < 2; l++) {
+            const char *col = l ? "village_ids" : "member_ids";
+            bf_mp_key(r->out, col);
+            /* {1,2,3}: integers, no quoting */
+            const char *lit = bf_db_str(res, i, col);
+            size_t cnt = 0;
+            for (const char *q = lit; q && *q; q++)
+                if (*q >= '0' && *q <= '9' && (q == lit || q[-1] < '0' || q[-1] > '9')) cnt++;
+            msgpack_pack_array(r->out, cnt);
+            for (const char *q = lit; q && *q;) {
+                if (*q >= '0' && *q <= '9') {
+                    char *end;
+                    msgpack_pack_int64(r->out, strtoll(q, &end, 10));
+                    q = end;
+                } else {
+                    q++;
+                }
+            }
+        }
+    }
+    bf_mp_kv_str(r->out, "next_cursor", n > limit ? bf_db_str(res, shown - 1, "id") : NULL);
+    PQclear(res);
+    return 0;
+}

@@ -1,0 +1,656 @@
+"""The bangfu command line against a real registry, bus, PostgreSQL and Redis:
+`bangfu call` (ok, error, exit codes), `bangfu import households` (a generated
+100,000-household CSV with bad rows, a GBK file with Chinese headers and
+values, CSV-level errors, usage errors), `bangfu events tail --from` (stream
+then live, no gap, no duplicate), `bangfu coverage`, and --help everywhere.
+
+Every run uses its own six-digit region prefix for ID numbers and its own
+region codes, so reruns against one database never collide.
+"""
+import json
+import os
+import queue
+import random
+import re
+import signal
+import subprocess
+import threading
+import time
+
+import bftest
+from bftest import Stack, check, eq
+
+S = None
+C = None
+RUN = {}
+BANGFU = os.path.join(bftest.BUILD, "bin", "bangfu")
+
+
+def _env(**extra):
+    e = dict(S.env)
+    e["BANGFU_REDIS_URL"] = bftest.REDIS_URL
+    e.pop("BANGFU_ACTOR", None)
+    e.update(extra)
+    return e
+
+
+def bangfu(*args, env=None, timeout=600, stdin=None):
+    """Runs bangfu; returns (exit code, stdout, stderr) as text."""
+    p = subprocess.run([BANGFU] + list(args), env=env or _env(), capture_output=True,
+                       timeout=timeout, input=stdin)
+    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+
+
+def _province_prefix():
+    # two digits that bf_id_check accepts, four random ones: a fresh ID space per run
+    return random.choice(["51", "52", "53", "61", "62", "63", "64", "65"]) + "%04d" % random.randrange(10000)
+
+
+def setup_module():
+    global S, C
+    S = Stack(["registry"]).__enter__()
+    C = S.client("registry", timeout_ms=120000)
+    RUN["idp"] = _province_prefix()
+    # a county and two townships of our own (12-digit codes, unique per run)
+    prov = RUN["idp"][:2] + "0000000000"
+    county = RUN["idp"][:2] + "%02d%02d000000" % (random.randrange(1, 99), random.randrange(1, 99))
+    RUN["county"] = county
+    C.call("region.put", {"code": prov, "name": "测试省", "level": "province"})
+    C.call("region.put", {"code": county, "name": "测试县" + bftest.uid(), "level": "county",
+                          "parent_code": prov})
+    RUN["town_a"] = county[:6] + "001000"
+    RUN["town_b"] = county[:6] + "002000"
+    C.call("region.put", {"code": RUN["town_a"], "name": "甲镇", "level": "township",
+                          "parent_code": county})
+    C.call("region.put", {"code": RUN["town_b"], "name": "乙镇", "level": "township",
+                          "parent_code": county})
+    RUN["village"] = C.call("village.create", {"region_code": RUN["town_a"], "name": "导入村",
+                                               "category": "poor"})["id"]
+    RUN["village2"] = C.call("village.create", {"region_code": RUN["town_a"], "name": "编码村",
+                                                "category": "difficult"})["id"]
+
+
+def teardown_module():
+    S.__exit__(None, None, None)
+
+
+def _id(n):
+    """A valid ID number for person n of this run, unique for n < 10^7.
+    (bftest.make_id folds its day index onto 28 days, so different n can give
+    the same number; this spreads n over real calendar days instead.)"""
+    import datetime
+    born = datetime.date(1940, 1, 1) + datetime.timedelta(days=int(n) // 1000)
+    first17 = "%s%s%03d" % (RUN["idp"], born.strftime("%Y%m%d"), int(n) % 1000)
+    return first17 + bftest.id_check_digit(first17)
+
+
+def _bad_check_digit(idn):
+    d = idn[-1]
+    return idn[:-1] + ("0" if d != "0" else "1")
+
+
+# ---------------------------------------------------------------- bangfu call
+
+def test_call_ok_prints_json_and_exits_0():
+    rc, out, err = bangfu("call", "registry", "sys.health")
+    eq(rc, 0, err)
+    h = json.loads(out)
+    eq(h["service"], "registry")
+    eq(h["status"], "ok")
+
+
+def test_call_error_reply_exits_1_with_the_error_on_stderr():
+    rc, out, err = bangfu("call", "registry", "village.get", '{"id": 987654321}')
+    eq(rc, 1)
+    eq(out, "")
+    e = json.loads(err)
+    eq(e["code"], "not_found")
+    eq(e["field"], "id")
+
+
+def test_call_write_without_actor_is_unauthenticated_and_with_actor_works():
+    code = RUN["town_b"][:9] + "201"
+    params = json.dumps({"code": code, "name": "测试村", "level": "village",
+                         "parent_code": RUN["town_b"]})
+    rc, _, err = bangfu("call", "registry", "region.put", params)
+    eq(rc, 1)
+    eq(json.loads(err)["code"], "unauthenticated")
+    rc, out, err = bangfu("call", "registry", "region.put", params, "--actor", "admin")
+    eq(rc, 0, err)
+    eq(json.loads(out)["code"], code)
+
+
+def test_call_usage_errors_exit_2():
+    eq(bangfu("call")[0], 2)
+    eq(bangfu("call", "registry")[0], 2)
+    eq(bangfu("call", "nosuch", "sys.health")[0], 2)
+    rc, _, err = bangfu("call", "registry", "sys.health", "{not json")
+    eq(rc, 2)
+    check("not valid JSON" in err, err)
+    eq(bangfu("nosuchcommand")[0], 2)
+
+
+def test_call_unavailable_exits_3():
+    env = _env(BANGFU_REGISTRY_RPC="tcp://127.0.0.1:%d" % bftest.free_port())
+    rc, _, err = bangfu("call", "registry", "sys.health", "--timeout", "300", env=env)
+    eq(rc, 3, err)
+
+
+def test_help_on_every_command():
+    rc, out, _ = bangfu("help")
+    eq(rc, 0)
+    for cmd in ("call", "import", "events", "coverage"):
+        check(cmd in out, "bangfu help lists " + cmd)
+    for args in (["call", "--help"], ["import", "--help"], ["import", "households", "--help"],
+                 ["events", "--help"], ["events", "tail", "--help"], ["coverage", "--help"]):
+        rc, out, err = bangfu(*args)
+        eq(rc, 0, " ".join(args) + ": " + err)
+        check(out.startswith("usage: bangfu"), " ".join(args) + " prints its usage")
+    _, out, _ = bangfu("import", "--help")
+    for col in ("household_ref", "户编号", "身份证号", "income_yuan", "与户主关系"):
+        check(col in out, "import --help documents column " + col)
+
+
+# ---------------------------------------------------------------- import: the big file
+
+HEADER = ["household_ref", "village_id", "categories", "cause_main", "cause_secondary", "route",
+          "income_yuan", "name", "id_number", "relation", "gender", "phone"]
+RELS = ["spouse", "child", "parent", "grandchild", "sibling", "other"]
+
+
+def _csv_line(fields):
+    out = []
+    for f in fields:
+        f = str(f)
+        if any(c in f for c in ',"\n\r'):
+            f = '"' + f.replace('"', '""') + '"'
+        out.append(f)
+    return ",".join(out) + "\r\n"
+
+
+def _write_big_csv(path, n_households):
+    """Writes the CSV; returns (households, bad) where households maps ref to
+    its list of (line, id_number) and bad maps ref to the line and field the
+    rejects report must name."""
+    rnd = random.Random(20170801)
+    households = {}
+    bad = {}
+    person = 0
+    line = 1
+    # which households get which defect (spread over batches, one at a batch edge)
+    defects = {
+        7: "bad_check_digit", 1999: "bad_check_digit", 2000: "unknown_route",
+        45123: "unknown_route", 4242: "missing_head", 88888: "missing_head",
+        3001: "duplicate_id", 99998: "duplicate_id", 17: "bad_income", 60001: "bad_relation",
+    }
+    dup_source = None
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write(_csv_line(HEADER))
+        line = 1
+        for h in range(n_households):
+            ref = "R%s-%06d" % (RUN["idp"], h)
+            size = 1 + rnd.randrange(3)
+            defect = defects.get(h)
+            route = ["employment", "industry", "safety_net", "就业", "产业", "兜底"][h % 6]
+            income = "%d.%02d" % (rnd.randrange(0, 60000), rnd.randrange(100))
+            if defect == "unknown_route":
+                route = "飞天"
+            if defect == "bad_income":
+                income = "12,345"
+            rows = []
+            for k in range(size):
+                person += 1
+                idn = _id(person)
+                rel = "head" if k == 0 else RELS[(h + k) % len(RELS)]
+                if defect == "missing_head":
+                    rel = "child"
+                if defect == "bad_check_digit" and k == size - 1:
+                    idn = _bad_check_digit(idn)
+                if defect == "duplicate_id" and k == size - 1:
+                    idn = dup_source
+                if defect == "bad_relation" and k == size - 1:
+                    rel = "neighbour"
+                first = k == 0
+                fields = [ref,
+                          RUN["village"] if first else "",
+                          "dibao;left_behind_elderly" if h % 3 == 0 else "低保、留守老人" if first else "",
+                          "illness" if h % 2 else "因病",
+                          "lack_of_skills" if h % 5 == 0 else "",
+                          route if first else "",
+                          income if first else "",
+                          "姓名%d" % person, idn, rel, "", ""]
+                if not first:
+                    fields[2] = fields[3] = fields[4] = ""
+                line += 1
+                f.write(_csv_line(fields))
+                rows.append((line, idn))
+            households[ref] = rows
+            if h == 3000:
+                dup_source = rows[0][1]  # a good household's head
+            if defect:
+                first_line = rows[0][0]
+                last_line = rows[-1][0]
+                bad[ref] = {
+                    "bad_check_digit": (last_line, "id_number"),
+                    "unknown_route": (first_line, "route"),
+                    "missing_head": (first_line, "members"),
+                    "duplicate_id": (last_line, "id_number"),
+                    "bad_income": (first_line, "income_yuan"),
+                    "bad_relation": (last_line, "relation"),
+                }[defect]
+    return households, bad
+
+
+def _read_report(text):
+    """The rejects report in text (a file, or stderr with progress lines)."""
+    import csv
+    import io
+    text = text[text.index("line,household_ref"):]
+    text = "".join(l for l in text.splitlines(True)
+                   if not l.startswith("import: ") and not l.startswith("bangfu import: "))
+    rows = list(csv.reader(io.StringIO(text)))
+    eq(rows[0], ["line", "household_ref", "field", "message"], "rejects report header")
+    return rows[1:]
+
+
+def test_import_100k_households_with_bad_rows():
+    n = 100000
+    path = os.path.join(bftest.TMP, "households-%s.csv" % RUN["idp"])
+    rejects = os.path.join(bftest.TMP, "rejects-%s.csv" % RUN["idp"])
+    households, bad = _write_big_csv(path, n)
+    t0 = time.time()
+    rc, out, err = bangfu("import", "households", path, "--rejects", rejects, "--json",
+                          "--actor", "admin")
+    seconds = time.time() - t0
+    summary = json.loads(out)
+    with open(rejects, encoding="utf-8") as f:
+        report = _read_report(f.read())
+    print("    import of %d households (%d rows, %.1f MiB): %.1f s, %.0f households/s" % (
+        n, summary["rows"], os.path.getsize(path) / 1048576.0, seconds, n / seconds))
+    eq(rc, 1, "exit code with rejected rows (stderr: %s)" % err[-2000:])
+    eq(summary["households"], n)
+    if summary["rejected"] != len(bad):
+        import collections
+        kinds = collections.Counter((r[2], re.sub(r"[0-9]+", "N", r[3])[:80]) for r in report)
+        check(False, "rejected %d, expected %d: %r" % (summary["rejected"], len(bad),
+                                                       kinds.most_common(8)))
+    eq(summary["accepted"], n - len(bad))
+    eq(summary["complete"], True)
+    eq(summary["encoding"], "utf-8")
+    # progress went to stderr as plain lines (not a terminal), ending at 100%
+    check(re.search(r"import: 100%% .*%d accepted, %d rejected" % (n - len(bad), len(bad)), err),
+          "final progress line: " + err[-500:])
+
+    by_ref = {}
+    for line, ref, field, msg in report:
+        by_ref.setdefault(ref, []).append((int(line), field, msg))
+    eq(sorted(by_ref), sorted(bad), "households in the rejects report")
+    for ref, (line, field) in bad.items():
+        got = by_ref[ref]
+        eq(len(got), 1, "one report line for " + ref)
+        eq((got[0][0], got[0][1]), (line, field), "line and field for %s (%s)" % (ref, got[0][2]))
+    # no full ID number anywhere in the report or the progress output
+    every_id = {idn for rows in households.values() for _, idn in rows}
+    for text in (open(rejects, encoding="utf-8").read(), err, out):
+        for m in re.findall(r"[0-9]{17}[0-9Xx]", text):
+            check(m not in every_id, "a full ID number leaked: %s..." % m[:6])
+    check(any("********" in msg for _, _, _, msg in report), "ID numbers are shown masked")
+
+    # the database holds exactly the accepted households, with all their members
+    db = bftest.pg()
+    cur = db.cursor()
+    cur.execute("SELECT count(DISTINCT household_id), count(*) FROM registry.person "
+                "WHERE id_number LIKE %s", (RUN["idp"] + "%",))
+    n_hh, n_persons = cur.fetchone()
+    good_persons = sum(len(rows) for ref, rows in households.items() if ref not in bad)
+    eq(n_hh, n - len(bad), "households in the database")
+    eq(n_persons, good_persons, "persons in the database")
+    cur.execute("SELECT count(*) FROM registry.household WHERE village_id = %s", (RUN["village"],))
+    eq(cur.fetchone()[0], n - len(bad), "households in the village")
+    # no member of a rejected household got in (the duplicate's twin belongs to household 3000)
+    bad_ids = [idn for ref in bad for _, idn in households[ref]
+               if idn != households["R%s-%06d" % (RUN["idp"], 3000)][0][1]]
+    cur.execute("SELECT count(*) FROM registry.person WHERE id_number = ANY(%s)",
+                ([i.upper() for i in bad_ids],))
+    eq(cur.fetchone()[0], 0, "persons of rejected households in the database")
+    # values arrived translated: Chinese route and categories became codes
+    cur.execute("SELECT route, count(*) FROM registry.household WHERE village_id = %s "
+                "GROUP BY route ORDER BY route", (RUN["village"],))
+    eq([r[0] for r in cur.fetchall()], ["employment", "industry", "safety_net"])
+    cur.execute("SELECT DISTINCT categories FROM registry.household WHERE village_id = %s",
+                (RUN["village"],))
+    eq(sorted(tuple(r[0]) for r in cur.fetchall()), [("dibao", "left_behind_elderly")])
+    db.close()
+    RUN["big_accepted"] = n - len(bad)
+
+
+def test_import_again_rejects_every_household_as_already_registered():
+    # the same file a second time: nothing new lands, every household is reported
+    path = os.path.join(bftest.TMP, "again-%s.csv" % RUN["idp"])
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(",".join(HEADER) + "\n")
+        for h in range(5):
+            f.write("A%d,%d,dibao,illness,,industry,100,某人,%s,head,,\n" % (h, RUN["village"], _id(1 + h)))
+    rc, out, err = bangfu("import", "households", path, "--json")
+    eq(rc, 1, err)
+    s = json.loads(out)
+    eq((s["accepted"], s["rejected"]), (0, 5))
+    report = _read_report(err)
+    eq([r[0] for r in report], ["2", "3", "4", "5", "6"])
+    check(all(r[2] == "id_number" for r in report), report)
+
+
+# ---------------------------------------------------------------- import: GBK, Chinese
+
+def test_import_gbk_file_with_chinese_headers_and_values():
+    p0 = 9000000
+    rows = [
+        ["户编号", "村ID", "类别", "主要致贫原因", "次要致贫原因", "帮扶路径", "年收入(元)",
+         "姓名", "身份证号", "与户主关系", "性别", "电话"],
+        ["甲-001", RUN["village2"], "低保、留守老人", "因病", "缺技术;缺资金", "就业", "8800.50",
+         "欧阳娜娜", _id(p0 + 1), "户主", "", "13912345678"],
+        ["甲-001", "", "", "", "", "", "", "王 小红, 二", _id(p0 + 2), "配偶", "", ""],
+        ["", "", "", "", "", "", "", "欧阳明", _id(p0 + 3), "子女", "", ""],
+        ["甲-002", RUN["village2"], "特困供养", "因残", "", "兜底", "0", "李四",
+         _id(p0 + 4), "户主", "", ""],
+        ["甲-003", RUN["village2"], "低收入", "缺劳力", "", "产业", "1200", "张三",
+         _id(p0 + 5), "户主", "", ""],
+        ["甲-003", "", "", "", "", "", "", "张小三", _id(p0 + 6), "孙子女", "", ""],
+    ]
+    path = os.path.join(bftest.TMP, "gbk-%s.csv" % RUN["idp"])
+    with open(path, "wb") as f:
+        for r in rows:
+            f.write(_csv_line(r).encode("gbk"))
+    raw = open(path, "rb").read()
+    try:
+        raw.decode("utf-8")
+        check(False, "the test file must not be valid UTF-8")
+    except UnicodeDecodeError:
+        pass
+    rc, out, err = bangfu("import", "households", path, "--json")
+    eq(rc, 0, err)
+    s = json.loads(out)
+    eq((s["households"], s["accepted"], s["rejected"], s["encoding"]), (3, 3, 0, "gbk"))
+    db = bftest.pg()
+    cur = db.cursor()
+    cur.execute("SELECT p.name, p.relation, h.categories, h.cause_main, h.cause_secondary, "
+                "h.route, h.income_fen, p.phone FROM registry.person p "
+                "JOIN registry.household h ON h.id = p.household_id "
+                "WHERE p.id_number = ANY(%s) ORDER BY p.id_number",
+                ([_id(p0 + i) for i in range(1, 7)],))
+    got = cur.fetchall()
+    db.close()
+    eq(len(got), 6)
+    eq(got[0], ("欧阳娜娜", "head", ["dibao", "left_behind_elderly"], "illness",
+                ["lack_of_skills", "lack_of_funds"], "employment", 880050, "13912345678"))
+    eq(got[1][:2], ("王 小红, 二", "spouse"))
+    eq(got[2][:2], ("欧阳明", "child"))
+    eq(got[3][:7], ("李四", "head", ["extreme_poverty"], "disability", [], "safety_net", 0))
+    eq(got[4][:2], ("张三", "head"))
+    eq(got[5][:2], ("张小三", "grandchild"))
+    # forced utf-8 on the same file: every row is rejected as not UTF-8, nothing crashes
+    rc, out, err = bangfu("import", "households", path, "--encoding", "utf-8", "--dry-run")
+    eq(rc, 2, "the Chinese header is unreadable as UTF-8: " + err)
+
+
+def test_import_csv_level_errors_are_rejections_with_line_numbers():
+    p0 = 9100000
+    text = ("household_ref,village_id,categories,cause_main,route,income_fen,name,id_number,relation\n"
+            "B1,{v},dibao,illness,industry,100,甲,{i1},head\n"
+            "B2,{v},dibao,illness,industry,abc,乙,{i2},head\n"
+            "B3,{v},dibao,illness,industry,100,\"丙\n(换行)\",{i3},head\n"
+            "B4,{v},dibao,illness,industry,100,丁,{i4},head\n"
+            "B4,{v2},dibao,illness,industry,100,丁二,{i5},spouse\n"
+            "B5,{v},dibao,illness,industry,100,,{i6},head\n"
+            "B6,{v},dibao,illness,industry,100,\"x\"y,{i7},head\n"
+            "B7,{v},dibao,illness,industry,100,戊,{i8},head,extra\n"
+            "B8,{v},dibao,illness,industry,100,{big},{i9},head\n"
+            "B9,{v},dibao,illness,industry,100,己,{i10},head\n").format(
+        v=RUN["village2"], v2=RUN["village"], big="长" * 30000,
+        **{"i%d" % k: _id(p0 + k) for k in range(1, 11)})
+    path = os.path.join(bftest.TMP, "csverr-%s.csv" % RUN["idp"])
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    rc, out, err = bangfu("import", "households", path, "--json", "--batch", "2")
+    eq(rc, 1, err)
+    s = json.loads(out)
+    eq((s["households"], s["accepted"], s["rejected"]), (9, 3, 6))
+    report = _read_report(err)
+    got = {(r[0], r[1], r[2]) for r in report}
+    eq(got, {("3", "B2", "income_fen"), ("7", "B4", "village_id"), ("8", "B5", "name"),
+             ("9", "B6", ""), ("10", "B7", ""), ("11", "B8", "")}, report)
+    msgs = {r[1]: r[3] for r in report}
+    check("quot" in msgs["B6"], msgs["B6"])
+    check("longer than 65536" in msgs["B8"], msgs["B8"])
+
+
+def test_import_usage_errors():
+    rc, _, err = bangfu("import", "households", "/nonexistent/file.csv")
+    eq(rc, 2)
+    check("cannot open" in err, err)
+    path = os.path.join(bftest.TMP, "noheader-%s.csv" % RUN["idp"])
+    with open(path, "w") as f:
+        f.write("household_ref,name\nH1,x\n")
+    rc, _, err = bangfu("import", "households", path)
+    eq(rc, 2)
+    check("lacks" in err and "id_number" in err and "route" in err, err)
+    eq(bangfu("import", "households", path, "--batch", "0")[0], 2)
+    eq(bangfu("import", "households", path, "--batch", "5001")[0], 2)
+    eq(bangfu("import", "households", path, "--encoding", "latin1")[0], 2)
+    eq(bangfu("import", "villages", path)[0], 2)
+    eq(bangfu("import", "households")[0], 2)
+
+
+def test_import_with_registry_down_exits_3():
+    path = os.path.join(bftest.TMP, "down-%s.csv" % RUN["idp"])
+    with open(path, "w") as f:
+        f.write(",".join(HEADER) + "\n")
+        f.write("D1,%d,dibao,illness,,industry,1,x,%s,head,,\n" % (RUN["village"], _id(9200001)))
+    env = _env(BANGFU_REGISTRY_RPC="tcp://127.0.0.1:%d" % bftest.free_port())
+    rc, out, err = bangfu("import", "households", path, "--timeout", "500", env=env)
+    eq(rc, 3, err)
+    check("did not answer" in err, err)
+
+
+def test_import_reads_stdin_and_village_id_option():
+    p0 = 9300000
+    text = ("户编号,类别,主要致贫原因,帮扶路径,年收入（元）,姓名,身份证号,与户主关系\n"
+            "S1,低保,因病,就业,10,甲,%s,户主\n" % _id(p0 + 1))
+    rc, out, err = bangfu("import", "households", "-", "--village-id", str(RUN["village2"]),
+                          "--json", stdin=text.encode("utf-8"))
+    eq(rc, 0, err)
+    eq(json.loads(out)["accepted"], 1)
+    db = bftest.pg()
+    cur = db.cursor()
+    cur.execute("SELECT h.village_id, h.income_fen FROM registry.person p JOIN registry.household h "
+                "ON h.id = p.household_id WHERE p.id_number = %s", (_id(p0 + 1),))
+    eq(cur.fetchone(), (RUN["village2"], 1000))
+    db.close()
+
+
+# ---------------------------------------------------------------- events tail
+
+class Tail:
+    """bangfu events tail in the background, its stdout lines in a queue."""
+
+    def __init__(self, *args):
+        self.proc = subprocess.Popen([BANGFU, "events", "tail"] + list(args), env=_env(),
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        with open(os.path.join(bftest.TMP, "pids"), "a") as f:
+            f.write("%d\n" % self.proc.pid)
+        self.lines = queue.Queue()
+        self.t = threading.Thread(target=self._read, daemon=True)
+        self.t.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.put(line.decode("utf-8"))
+
+    def take(self, n, timeout=20):
+        out = []
+        deadline = time.time() + timeout
+        while len(out) < n and time.time() < deadline:
+            try:
+                out.append(self.lines.get(timeout=0.1))
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+        return out
+
+    def idle(self, seconds=1.0):
+        """Lines that arrive within seconds (expected: none)."""
+        return self.take(10 ** 6, timeout=seconds)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGINT)
+        rc = self.proc.wait(10)
+        err = self.proc.stderr.read().decode("utf-8", "replace")
+        return rc, err
+
+
+def _region_event_writes(n, tag):
+    """n region.put writes under town_b; returns their codes."""
+    codes = []
+    for i in range(n):
+        code = RUN["town_b"][:9] + "%03d" % (300 + len(RUN.setdefault("ev", [])))
+        RUN["ev"].append(code)
+        C.call("region.put", {"code": code, "name": "%s-%d" % (tag, i), "level": "village",
+                              "parent_code": RUN["town_b"]})
+        codes.append(code)
+    return codes
+
+
+def test_events_tail_from_stream_then_live_without_gap():
+    r = bftest.redis_client()
+    before = bftest.stream_last_id(r)
+    old = _region_event_writes(3, "old")
+    tail = Tail("bangfu.registry.region.", "--from", "(" + before, "--json")
+    first = [json.loads(l) for l in tail.take(3)]
+    eq([e["subject"] for e in first], ["region/" + c for c in old], "replayed from the stream")
+    # written right after the replay: the subscription may still be on its way
+    new = _region_event_writes(3, "new")
+    live = [json.loads(l) for l in tail.take(3)]
+    eq([e["subject"] for e in live], ["region/" + c for c in new], "then live, no gap")
+    check(all(e["type"].startswith("bangfu.registry.region.") for e in first + live))
+    check(all(e["specversion"] == "1.0" and e["id"] for e in first + live))
+    # nothing else, and nothing twice
+    eq(tail.idle(1.5), [], "no duplicates or stray events")
+    rc, err = tail.stop()
+    eq(rc, 0, "exit after SIGINT: " + err)
+    ids = [e["id"] for e in first + live]
+    eq(len(set(ids)), 6)
+    stream = [e for _, e in bftest.stream_events(r, before)
+              if e["type"].startswith("bangfu.registry.region.")]
+    eq([e["id"] for e in stream], ids, "the same events as the stream, in its order")
+
+
+def test_events_tail_during_a_burst_prints_each_event_exactly_once():
+    r = bftest.redis_client()
+    before = bftest.stream_last_id(r)
+    done = threading.Event()
+
+    def burst():
+        _region_event_writes(60, "burst")
+        done.set()
+
+    t = threading.Thread(target=burst)
+    t.start()
+    time.sleep(0.05)
+    tail = Tail("bangfu.registry.", "--from", "(" + before, "--json")
+    t.join()
+
+    def relayed():
+        ids = [e["id"] for _, e in bftest.stream_events(r, before)
+               if e["type"].startswith("bangfu.registry.")]
+        return ids if len(ids) >= 60 else None
+    expected = bftest.wait_for(relayed, msg="the burst's 60 events in the stream")
+    eq(len(expected), 60)
+    got = [json.loads(l)["id"] for l in tail.take(len(expected))]
+    extra = tail.idle(1.0)
+    rc, err = tail.stop()
+    eq(rc, 0, err)
+    eq(extra, [], "no event twice")
+    eq(sorted(got), sorted(expected), "every event of the burst, each once")
+
+
+def test_events_tail_text_format_and_prefix_filter():
+    tail = Tail("bangfu.registry.village.")
+    time.sleep(0.5)  # live only: let the subscription reach the publisher
+    _region_event_writes(1, "filtered-out")
+    vid = C.call("village.create", {"region_code": RUN["town_b"], "name": "尾村",
+                                    "category": "weak"})["id"]
+    lines = tail.take(1)
+    eq(tail.idle(0.5), [])
+    rc, _ = tail.stop()
+    eq(rc, 0)
+    eq(len(lines), 1, "only the village event passes the prefix")
+    parts = lines[0].rstrip("\n").split(" ", 3)
+    check(re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", parts[0]), "time first: " + lines[0])
+    eq(parts[1], "bangfu.registry.village.created")
+    eq(parts[2], "village/%d" % vid)
+    data = json.loads(parts[3])
+    eq(data["id"], vid)
+    check(" " not in parts[3] or "尾村" in parts[3], "compact JSON")
+
+
+def test_events_tail_usage_and_redis_down():
+    eq(bangfu("events")[0], 2)
+    eq(bangfu("events", "follow")[0], 2)
+    eq(bangfu("events", "tail", "--from", "yesterday")[0], 2)
+    env = _env(BANGFU_REDIS_URL="redis://127.0.0.1:%d/0" % bftest.free_port())
+    rc, _, err = bangfu("events", "tail", "--from", "0", env=env, timeout=30)
+    eq(rc, 3, err)
+
+
+# ---------------------------------------------------------------- coverage
+
+def test_coverage_summary_and_json():
+    # town_b: one village without a helper, two households without a cadre
+    vid = C.call("village.create", {"region_code": RUN["town_b"], "name": "覆盖村",
+                                    "category": "poor"})["id"]
+    p0 = 9400000
+    path = os.path.join(bftest.TMP, "cov-%s.csv" % RUN["idp"])
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(",".join(HEADER) + "\n")
+        f.write("C1,%d,dibao,illness,,industry,1,赵一,%s,head,,\n" % (vid, _id(p0 + 1)))
+        f.write("C2,%d,dibao,illness,,industry,1,钱二,%s,head,,\n" % (vid, _id(p0 + 2)))
+    eq(bangfu("import", "households", path)[0], 0)
+    region = RUN["town_b"]
+    # the test village from "tail" may exist in town_b too: count what the registry has
+    rc, out, err = bangfu("coverage", "--region", region, "--json")
+    eq(rc, 0, err)
+    rep = json.loads(out)
+    eq(rep["region_code"], region)
+    eq(rep["households"]["total"], 2)
+    eq(rep["households"]["uncovered"], 2)
+    nvill = rep["villages"]["total"]
+    eq(rep["villages"]["without_helper"], nvill)
+    eq(rep["cadres_over_cap"]["count"], 0)
+
+    rc, out, err = bangfu("coverage", "--region", region)
+    eq(rc, 0, err)
+    check("Coverage of region %s" % region in out, out)
+    check("Households without a responsible cadre: 2 of 2" in out, out)
+    check("赵一" in out and "钱二" in out, out)
+    check("Cadres over their cap: 0" in out, out)
+    check("Villages without a helper unit or team: %d of %d" % (nvill, nvill) in out, out)
+    check("覆盖村" in out, out)
+
+    # a helper unit for the village and a cadre for one household change the numbers
+    unit = C.call("unit.create", {"name": "覆盖单位" + bftest.uid(), "kind": "department"})["id"]
+    C.call("pairing.create", {"kind": "unit_village", "helper_id": unit, "target_id": vid,
+                              "starts_on": "2024-01-01"})
+    cadre = C.call("cadre.create", {"name": "干部甲", "rank": "general", "unit_id": unit,
+                                    "party_member": True})["id"]
+    hh = C.call("household.list", {"village_id": vid})["items"]
+    C.call("pairing.create", {"kind": "cadre_household", "helper_id": cadre,
+                              "target_id": hh[0]["id"], "starts_on": "2024-01-01"})
+    rc, out, err = bangfu("coverage", "--region", region)
+    eq(rc, 0, err)
+    check("Households without a responsible cadre: 1 of 2" in out, out)
+    check("Villages without a helper unit or team: %d of %d" % (nvill - 1, nvill) in out, out)
+
+    eq(bangfu("coverage", "--region", "999999999999")[0], 1)
+    eq(bangfu("coverage", "--bogus")[0], 2)
+    env = _env(BANGFU_REGISTRY_RPC="tcp://127.0.0.1:%d" % bftest.free_port())
+    eq(bangfu("coverage", "--timeout", "300", env=env)[0], 3)
