@@ -338,3 +338,14 @@ def fresh_id(region="120110"):
     _id_counter[0] += 1
     import random
     return make_id(random.randrange(0, 9999999), region=region)
+
+
+# ---- volume
+SANITIZE = os.environ.get("BANGFU_SANITIZE") == "1"
+
+
+def scaled(n, floor=100):
+    """Volume for big tests: the full n normally; a tenth (at least floor)
+    under the sanitizers, which run the same scenarios 5-20x slower. The full
+    volumes run in the plain `make test`."""
+    return max(floor, n // 10) if SANITIZE else n
