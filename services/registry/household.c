@@ -19,6 +19,7 @@
  */
 #include "registry.h"
 #include "bf_db.h"
+#include "bf_log.h"
 #include "bf_mp.h"
 #include "bf_valid.h"
 
@@ -329,6 +330,22 @@ static int64_t *s_new_ids(bf_req_t *r, const char *stmt, const char *sql, size_t
 
 static int s_oom(bf_req_t *r) { return bf_req_fail(r, BF_E_EXHAUSTED, NULL, "out of memory"); }
 
+/* bf_req_db_fail for statements that carry persons' data: PostgreSQL's
+ * message for an unexpected error may quote the failing row (an ID number),
+ * so it is not logged here; the well-known conditions map as usual. */
+static int s_person_db_fail(bf_req_t *r)
+{
+    const char *st = bf_db_sqlstate(r->db);
+    if (bf_db_is_down(r->db) || !strncmp(st, "08", 2) || !strcmp(st, "57P01") ||
+        !strcmp(st, "23505") || !strcmp(st, "40001") || !strcmp(st, "40P01") ||
+        !strcmp(st, "55P03") || !strcmp(st, "57014") || !strcmp(st, "23503"))
+        return bf_req_db_fail(r);
+    bf_log(BF_ERROR, "database error [%s] writing persons in %s (message withheld: it may "
+                     "quote personal data)",
+           st, r->method ? r->method : "?");
+    return bf_req_fail(r, BF_E_INTERNAL, NULL, "internal error");
+}
+
 /* Checks the rows that passed s_parse_household against the database and
  * each other, and inserts the good ones with their events, in the caller's
  * open transaction. Sets each row's id or err_*. Returns 0, or -1 with the
@@ -376,7 +393,7 @@ static int s_store(bf_req_t *r, hh_row_t *rows, size_t n, bool import)
     res = bf_db_prep(r->db, "hh_known_ids",
                      "SELECT id_number FROM person WHERE id_number = ANY($1::char(18)[])", 1, ip,
                      NULL, NULL);
-    if (!res) return bf_req_db_fail(r);
+    if (!res) return s_person_db_fail(r);
     for (int k = 0; k < PQntuples(res); k++) {
         char *key = bf_arena_strndup(r->arena, PQgetvalue(res, k, 0), BF_ID_LEN);
         if (!key) {
@@ -540,7 +557,7 @@ static int s_store(bf_req_t *r, hh_row_t *rows, size_t n, bool import)
         "ORDER BY u.idn "
         "ON CONFLICT (id_number) DO NOTHING RETURNING id",
         10, mp, NULL, NULL);
-    if (!res) return bf_req_db_fail(r);
+    if (!res) return s_person_db_fail(r);
     if ((size_t)PQntuples(res) != persons) {
         /* someone registered some of these persons after step 2: take
          * those households out again and reject them */
@@ -1196,7 +1213,7 @@ int household_add_member(bf_req_t *r)
                      "VALUES ($1, $2, $3, $4, $5, $6::date, $7::boolean, $8, $9) "
                      "ON CONFLICT (id_number) DO NOTHING RETURNING id",
                      9, ip, NULL, NULL);
-    if (!res) return bf_req_db_fail(r);
+    if (!res) return s_person_db_fail(r);
     if (PQntuples(res) == 0) {
         PQclear(res);
         bf_db_rollback(r->db);
@@ -1224,5 +1241,85 @@ int household_add_member(bf_req_t *r)
     msgpack_pack_map(r->out, 2);
     bf_mp_kv_int(r->out, "household_id", hid);
     bf_mp_kv_int(r->out, "person_id", pid);
+    return 0;
+}
+
+/* A member leaves (moved away, married out, died): the person's row moves to
+ * person_removed with who, when and why, so the history stays and the ID
+ * number may be registered in another household. The head stays: change the
+ * head by adding the new member first (a later version may add a method to
+ * hand over the head role). */
+int household_remove_member(bf_req_t *r)
+{
+    int64_t hid, pid;
+    const char *reason;
+    if (bf_req_int(r, r->params, NULL, "household_id", true, 1, INT64_MAX, &hid) != 0) return -1;
+    if (bf_req_int(r, r->params, NULL, "person_id", true, 1, INT64_MAX, &pid) != 0) return -1;
+    if (bf_req_str(r, r->params, NULL, "reason", true, 1000, &reason) != 0) return -1;
+    if (!reason[strspn(reason, " \t\r\n")])
+        return bf_req_fail(r, BF_E_INVALID, "reason", "reason must not be empty");
+    if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
+    const char *p[] = {registry_itoa(r, hid), registry_itoa(r, pid), r->actor, reason};
+    PGresult *res = bf_db_prep(r->db, "hh_lock_only",
+                               "SELECT 1 FROM household WHERE id = $1 FOR UPDATE", 1, p, NULL,
+                               NULL);
+    if (!res) return bf_req_db_fail(r);
+    int found = PQntuples(res) > 0;
+    PQclear(res);
+    if (!found) {
+        bf_db_rollback(r->db);
+        return bf_req_fail(r, BF_E_NOT_FOUND, "household_id", "no household with id %" PRId64,
+                           hid);
+    }
+    res = bf_db_prep(r->db, "person_relation",
+                     "SELECT relation FROM person WHERE id = $2 AND household_id = $1", 2, p,
+                     NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    const char *rel = PQntuples(res) ? bf_db_str(res, 0, "relation") : NULL;
+    rel = rel ? bf_arena_strndup(r->arena, rel, strlen(rel)) : NULL;
+    found = PQntuples(res) > 0;
+    PQclear(res);
+    if (!found) {
+        bf_db_rollback(r->db);
+        return bf_req_fail(r, BF_E_NOT_FOUND, "person_id",
+                           "household %" PRId64 " has no member with id %" PRId64, hid, pid);
+    }
+    if (!rel) return s_oom(r);
+    if (!strcmp(rel, "head")) {
+        bf_db_rollback(r->db);
+        return bf_req_fail(r, BF_E_PRECONDITION, "person_id",
+                           "the head of the household cannot be removed");
+    }
+    res = bf_db_prep(r->db, "person_remove",
+                     "WITH gone AS (DELETE FROM person WHERE id = $2 AND household_id = $1 "
+                     "  RETURNING *) "
+                     "INSERT INTO person_removed (id, household_id, name, id_number, relation, "
+                     "  gender, birth_date, disability, labour, phone, created_at, removed_by, "
+                     "  reason) "
+                     "SELECT id, household_id, name, id_number, relation, gender, birth_date, "
+                     "  disability, labour, phone, created_at, $3, $4 FROM gone",
+                     4, p, NULL, NULL);
+    if (!res) return s_person_db_fail(r);
+    PQclear(res);
+    res = bf_db_prep(r->db, "hh_touch",
+                     "UPDATE household SET updated_at = now(), updated_by = $2 WHERE id = $1", 2,
+                     (const char *[]){p[0], r->actor}, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    PQclear(res);
+    bf_event_t ev;
+    msgpack_packer *pk = bf_event_begin(&ev);
+    msgpack_pack_map(pk, 4);
+    bf_mp_kv_int(pk, "household_id", hid);
+    bf_mp_kv_int(pk, "person_id", pid);
+    bf_mp_kv_str(pk, "relation", rel);
+    bf_mp_kv_str(pk, "reason", reason);
+    if (registry_emit(r, &ev, "household.member_removed",
+                      registry_subject(r, "household", hid)) != 0)
+        return -1;
+    if (bf_db_commit(r->db) != 0) return bf_req_db_fail(r);
+    msgpack_pack_map(r->out, 3);
+    bf_mp_kv_int(r->out, "household_id", hid);
+    bf_mp_kv_int(r->out, "person_id", pid);
+    bf_mp_kv_bool(r->out, "removed", true);
     return 0;
 }

@@ -113,6 +113,12 @@ static const bf_param_t p_household_add_member[] = {
                                     "disability?, labour?}"},
     {NULL, 0, 0, 0, NULL},
 };
+static const bf_param_t p_household_remove_member[] = {
+    {"household_id", BF_T_INT, BF_REQ, 0, "household id"},
+    {"person_id", BF_T_INT, BF_REQ, 0, "the member (not the head)"},
+    {"reason", BF_T_STR, BF_REQ, 1000, "why (moved away, married out, died, ...), non-empty"},
+    {NULL, 0, 0, 0, NULL},
+};
 static const bf_param_t p_unit_create[] = {
     {"name", BF_T_STR, BF_REQ, 200, "unique name, e.g. 区建委"},
     {"kind", BF_T_STR, BF_REQ, 16, "department | enterprise | street | party_office | social"},
@@ -211,6 +217,8 @@ static const bf_method_t s_methods[] = {
      "register many households; good rows land, bad rows are reported"},
     {"household.add_member", household_add_member, true, p_household_add_member,
      "add a person to a household"},
+    {"household.remove_member", household_remove_member, true, p_household_remove_member,
+     "a person leaves a household (kept as history)"},
     {"unit.create", unit_create, true, p_unit_create, "register a helper unit"},
     {"unit.get", unit_get, false, p_id, "one unit with its contact and active pairings"},
     {"unit.list", unit_list, false, p_unit_list, "units, paged"},

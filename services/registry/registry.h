@@ -154,6 +154,7 @@ int household_update(bf_req_t *r);
 int household_list(bf_req_t *r);
 int household_import(bf_req_t *r);
 int household_add_member(bf_req_t *r);
+int household_remove_member(bf_req_t *r);
 
 /* org.c: helper units, cadres, work teams */
 int unit_create(bf_req_t *r);

@@ -50,9 +50,9 @@ def test_event_reaches_bus_and_stream_with_cloudevents_attributes():
         code = "22%04d000000" % (int(uid(), 16) % 10000)
         s.client("registry").call("region.put", {"code": code, "name": "测试省", "level": "county"},
                                   actor="cadre:7")
-        got = sub.collect(lambda ev: any(e[1]["subject"] == code for e in ev))
+        got = sub.collect(lambda ev: any(e[1]["subject"] == "region/" + code for e in ev))
         sub.close()
-        mine = [e for t, e in got if e["subject"] == code]
+        mine = [e for t, e in got if e["subject"] == "region/" + code]
         eq(len(mine), 1, "exactly one live event")
         ev = mine[0]
         eq(ev["specversion"], "1.0")

@@ -182,7 +182,8 @@ def assert_no_id_in(blob, ids=()):
 def test_methods_are_listed():
     ms = {m["name"]: m for m in c().call("sys.methods", actor=None)}
     for name in ("household.create", "household.get", "household.update", "household.list",
-                 "household.import", "household.add_member", "unit.create", "unit.get",
+                 "household.import", "household.add_member", "household.remove_member",
+                 "unit.create", "unit.get",
                  "unit.list", "unit.set_contact", "cadre.create", "cadre.get", "cadre.list",
                  "team.create", "team.get", "team.list", "pairing.create", "pairing.end",
                  "pairing.get", "pairing.list", "coverage.report"):
@@ -457,6 +458,49 @@ def test_add_member():
                  "invalid_argument", "member.id_number")
 
 
+def test_remove_member_keeps_history_and_frees_the_person():
+    cl = c()
+    vid = village(cl)
+    params = household_params(vid, 3)
+    res = cl.call("household.create", params)
+    hid = res["id"]
+    head_id, leaving = res["members"][0]["id"], res["members"][2]["id"]
+    leaving_idn = params["members"][2]["id_number"]
+    cl.call("household.get", {"id": hid, "reveal": True}, actor="cadre:5")  # a reveal record
+    expect_error(cl, "household.remove_member", {"household_id": hid, "person_id": head_id,
+                                                 "reason": "x"}, "failed_precondition",
+                 "person_id")
+    expect_error(cl, "household.remove_member", {"household_id": hid, "person_id": 987654321,
+                                                 "reason": "x"}, "not_found", "person_id")
+    expect_error(cl, "household.remove_member", {"household_id": 987654321,
+                                                 "person_id": leaving, "reason": "x"},
+                 "not_found", "household_id")
+    expect_error(cl, "household.remove_member", {"household_id": hid, "person_id": leaving,
+                                                 "reason": " "}, "invalid_argument", "reason")
+    out = cl.call("household.remove_member", {"household_id": hid, "person_id": leaving,
+                                              "reason": "婚出"})
+    eq(out, {"household_id": hid, "person_id": leaving, "removed": True})
+    ev = wait_event("bangfu.registry.household.member_removed", "household/%d" % hid)
+    eq(ev["data"], {"household_id": hid, "person_id": leaving, "relation": "child",
+                    "reason": "婚出"})
+    eq([m["id"] for m in cl.call("household.get", {"id": hid})["members"]],
+       [m["id"] for m in res["members"][:2]])
+    conn = bftest.pg()
+    cur = conn.cursor()
+    cur.execute("SELECT household_id, id_number, removed_by, reason FROM registry.person_removed "
+                "WHERE id = %s", (leaving,))
+    eq(cur.fetchone(), (hid, leaving_idn, "admin", "婚出"))
+    cur.execute("SELECT count(*) FROM registry.id_reveal WHERE person_id = %s", (leaving,))
+    eq(cur.fetchone()[0], 1, "the reveal record stays")
+    conn.close()
+    # the person may now be registered in another household
+    other = household_params(vid, 2)
+    other["members"][1]["id_number"] = leaving_idn
+    cl.call("household.create", other)
+    expect_error(cl, "household.remove_member", {"household_id": hid, "person_id": leaving,
+                                                 "reason": "again"}, "not_found", "person_id")
+
+
 def test_household_list_pages_filters_and_masks():
     cl = c()
     vid = village(cl)
@@ -547,7 +591,8 @@ def test_unit_cadre_team_contracts():
         eq(ev["data"]["kind"], "team_village")
         eq(ev["data"]["helper_id"], tid)
     v = cl.call("village.get", {"id": v1})
-    eq([(x["kind"], x["helper_id"]) for x in v["helpers"]], [("team_village", tid)])
+    eq([(x["kind"], x["helper_id"], x["contact_cadre_id"]) for x in v["helpers"]],
+       [("team_village", tid, leader["id"])])
     lst = cl.call("team.list", {"unit_id": uid_})["items"]
     eq([(x["id"], x["leader_id"], sorted(x["member_ids"]), x["village_ids"]) for x in lst],
        [(tid, leader["id"], sorted([m1, m2]), [v1, v2])])
