@@ -47,6 +47,12 @@ int indicator_define(bf_req_t *r)
     int64_t target;
     bool vetoing = false;
     if (tasks_text_param(r, r->params, NULL, "code", true, 64, &code) != 0) return -1;
+    for (const char *c = code; *c; c++) {
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+              *c == '_' || *c == '-' || *c == '.' || *c == ':'))
+            return bf_req_fail(r, BF_E_INVALID, "code",
+                               "code may hold only letters, digits and _ - . :");
+    }
     if (tasks_text_param(r, r->params, NULL, "name", true, TASKS_TITLE_MAX, &name) != 0)
         return -1;
     if (tasks_text_param(r, r->params, NULL, "unit", true, 32, &unit) != 0) return -1;

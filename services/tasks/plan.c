@@ -104,7 +104,7 @@ static int s_pack_plan(bf_req_t *r, int64_t id)
     PGresult *sg = ms ? bf_db_prep(r->db, "plan_get_signatures",
                                    "SELECT role, actor, note, rfc3339(signed_at) AS signed_at "
                                    "FROM plan_signature WHERE plan_id = $1::bigint "
-                                   "ORDER BY signed_at, role",
+                                   "ORDER BY seq",
                                    1, p, NULL, NULL)
                       : NULL;
     PGresult *rv = sg ? bf_db_prep(r->db, "plan_get_revisions",

@@ -78,6 +78,7 @@ CREATE TABLE plan_measure (
 
 -- Each sign-off is a recorded act: who, in which role, when.
 CREATE TABLE plan_signature (
+  seq       bigserial,
   plan_id   bigint NOT NULL REFERENCES plan(id),
   role      text NOT NULL,
   actor     text NOT NULL,
