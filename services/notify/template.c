@@ -23,22 +23,22 @@ typedef struct {
 
 static const s_builtin_t s_builtins[] = {
     {"bangfu.tasks.task.due_soon", "zh-CN", "【帮扶提醒】任务即将到期：{{title}}",
-     "您负责的任务“{{title}}”将于 {{due_at|due}} 到期，请按时完成并提交材料。\n"
+     "您负责的任务“{{title}}”将于 {{due_local|due_at|due}} 到期，请按时完成并提交材料。\n"
      "任务编号：{{task_id|id}}\n"},
     {"bangfu.tasks.task.due_soon", "en", "Reminder: task due soon: {{title}}",
-     "The task \"{{title}}\" you are responsible for is due {{due_at|due}}. Please complete it "
+     "The task \"{{title}}\" you are responsible for is due {{due_local|due_at|due}}. Please complete it "
      "and submit the evidence in time.\nTask: {{task_id|id}}\n"},
     {"bangfu.tasks.task.overdue", "zh-CN", "【逾期提醒】任务已逾期：{{title}}",
-     "任务“{{title}}”已于 {{due_at|due}} 逾期，请尽快办理并说明情况。\n"
+     "任务“{{title}}”已于 {{due_local|due_at|due}} 逾期，请尽快办理并说明情况。\n"
      "任务编号：{{task_id|id}}\n"},
     {"bangfu.tasks.task.overdue", "en", "Overdue: {{title}}",
-     "The task \"{{title}}\" was due {{due_at|due}} and is overdue. Please act on it now.\n"
+     "The task \"{{title}}\" was due {{due_local|due_at|due}} and is overdue. Please act on it now.\n"
      "Task: {{task_id|id}}\n"},
     {"bangfu.tasks.task.escalated", "zh-CN", "【督办】逾期任务已升级：{{title}}",
-     "任务“{{title}}”逾期未办结（截止 {{due_at|due}}），已升级至第 {{step|level}} 级督办，"
+     "任务“{{title}}”逾期未办结（截止 {{due_local|due_at|due}}），已升级至第 {{step|level}} 级督办，"
      "请及时督促办理。\n任务编号：{{task_id|id}}\n"},
     {"bangfu.tasks.task.escalated", "en", "Escalated: {{title}}",
-     "The overdue task \"{{title}}\" (due {{due_at|due}}) has been escalated to step "
+     "The overdue task \"{{title}}\" (due {{due_local|due_at|due}}) has been escalated to step "
      "{{step|level}}. Please see that it is done.\nTask: {{task_id|id}}\n"},
     {"*", "zh-CN", "【结对帮扶通知】{{type}}",
      "事件：{{type}}\n对象：{{subject}}\n时间：{{time}}\n编号：{{id}}\n"},

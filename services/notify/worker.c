@@ -184,9 +184,19 @@ static void s_process(s_worker_t *w, const char *channel, const char *msg_id, co
         return; /* left pending: retried or reclaimed */
     }
     if (PQntuples(res) != 1) {
-        /* finished, held, not yet due, or being sent by another worker */
+        /* finished, held, not yet due, or leased by a worker. A lease still
+         * running may belong to a worker that died after its claim: this
+         * message must then stay pending, to be reclaimed once the lease is
+         * over (it is acknowledged then, whatever became of the delivery). */
         PQclear(res);
-        s_ack(w, channel, msg_id);
+        const char *sp[] = {did};
+        res = bf_db_prep(w->db, "notify_claim_why",
+                         "SELECT state = 'sending' AND lease_until >= now() AS leased "
+                         "FROM delivery WHERE id = $1",
+                         1, sp, NULL, NULL);
+        bool leased = !res || (PQntuples(res) == 1 && bf_db_bool(res, 0, "leased"));
+        if (res) PQclear(res);
+        if (!leased) s_ack(w, channel, msg_id);
         return;
     }
     int attempts = (int)bf_db_int(res, 0, "attempts");
@@ -311,6 +321,30 @@ static void s_entries(s_worker_t *w, const char *channel, const redisReply *entr
     }
 }
 
+/* A queue paused while this worker was blocked reading it: the messages go
+ * back to the end of the stream (copy first, then ack+delete the original;
+ * a crash in between leaves a harmless duplicate). */
+static void s_give_back(s_worker_t *w, const char *channel, const redisReply *entries)
+{
+    if (!entries || entries->type != REDIS_REPLY_ARRAY) return;
+    for (size_t i = 0; i < entries->elements; i++) {
+        const redisReply *e = entries->element[i];
+        if (!e || e->type != REDIS_REPLY_ARRAY || e->elements != 2 || !e->element[0] ||
+            e->element[0]->type != REDIS_REPLY_STRING)
+            continue;
+        const redisReply *f = e->element[1];
+        for (size_t k = 0; f && f->type == REDIS_REPLY_ARRAY && k + 1 < f->elements; k += 2) {
+            const redisReply *key = f->element[k], *val = f->element[k + 1];
+            if (key && val && key->type == REDIS_REPLY_STRING && val->type == REDIS_REPLY_STRING &&
+                key->len == 1 && key->str[0] == 'd' && val->len == NOTIFY_ID_LEN) {
+                const char *id = val->str;
+                if (notify_queue_push(w->rd, channel, &id, 1) == 0)
+                    s_ack(w, channel, e->element[0]->str);
+            }
+        }
+    }
+}
+
 static const char *s_channel_of_key(const redisReply *key)
 {
     size_t pl = strlen(NOTIFY_Q_PREFIX);
@@ -415,7 +449,9 @@ void *notify_worker_main(void *arg)
                 const redisReply *st = rep->element[s];
                 if (!st || st->type != REDIS_REPLY_ARRAY || st->elements != 2) continue;
                 const char *ch = s_channel_of_key(st->element[0]);
-                if (ch) s_entries(&w, ch, st->element[1]);
+                if (!ch) continue;
+                if (notify_queue_paused(w.rd, ch)) s_give_back(&w, ch, st->element[1]);
+                else s_entries(&w, ch, st->element[1]);
             }
         }
         freeReplyObject(rep);
