@@ -270,9 +270,13 @@ int budget_get(bf_req_t *r)
     }
     PGresult *src = bf_db_prep(
         r->db, "funds_budget_sources",
-        "SELECT m.source_id, s.name, s.kind, sum(m.amount_fen) AS amount_fen FROM movement m "
-        "JOIN source s ON s.id = m.source_id "
-        "WHERE m.kind = 'funding' AND m.to_account = $1 GROUP BY 1, 2, 3 ORDER BY 1",
+        "SELECT x.source_id, s.name, s.kind, sum(x.amt) AS amount_fen FROM ( "
+        "  SELECT source_id, amount_fen AS amt FROM transfer "
+        "    WHERE to_account = $1 AND kind = 'funding' "
+        "  UNION ALL SELECT source_id, -amount_fen FROM transfer "
+        "    WHERE from_account = $1 AND kind = 'reversal' AND to_account = source_id) x "
+        "JOIN source s ON s.id = x.source_id GROUP BY 1, 2, 3 HAVING sum(x.amt) <> 0 "
+        "ORDER BY 1",
         1, p, NULL, NULL);
     if (!src) {
         PQclear(fig);
@@ -509,99 +513,50 @@ int allocation_preview(bf_req_t *r)
 }
 
 /* Finds or creates the child budgets of parent for names[0..n) (all with a
- * part); ids[i] receives each one's id. */
+ * part); ids[i] receives each one's id. Two statements whatever n is: one
+ * creates the missing accounts and budgets together (a child budget's
+ * account has ref "<parent id>/<recipient>", which maps the generated ids
+ * back to recipients), one reads every id in input order. */
 static int s_children(bf_req_t *r, int64_t parent, int64_t root, int year, const char **names,
                       size_t n, int64_t *ids)
 {
-    int rc = -1;
-    PGresult *res = NULL;
-    funds_arr_t an, mi, mn;
+    funds_arr_t an;
     funds_arr_init(&an);
-    funds_arr_init(&mi);
-    funds_arr_init(&mn);
     for (size_t i = 0; i < n; i++) funds_arr_text(&an, names[i]);
-    const char *pid = funds_i64(r, parent, false);
-    {
-        const char *p[] = {pid, funds_arr_end(&an)};
+    char ys[8];
+    snprintf(ys, sizeof ys, "%d", year);
+    const char *p[] = {funds_i64(r, parent, false), funds_arr_end(&an), funds_i64(r, root, false),
+                       ys, r->actor};
+    PGresult *res = bf_db_prep(
+        r->db, "funds_children_create",
+        "WITH want AS (SELECT u.r FROM unnest($2::text[]) AS u(r) "
+        "  WHERE NOT EXISTS (SELECT 1 FROM budget b WHERE b.parent_id = $1::bigint "
+        "                    AND b.recipient = u.r)), "
+        "acc AS (INSERT INTO account (kind, ref, name, floor_fen) "
+        "  SELECT 'budget', $1::bigint::text || '/' || w.r, 'budget ' || w.r, 0 FROM want w "
+        "  RETURNING id, ref) "
+        "INSERT INTO budget (id, parent_id, root_id, recipient, year, created_by) "
+        "SELECT acc.id, $1::bigint, $3::bigint, "
+        "  substr(acc.ref, length($1::bigint::text) + 2), $4::int, $5 FROM acc",
+        5, p, NULL, NULL);
+    if (res) {
+        PQclear(res);
         res = bf_db_prep(r->db, "funds_children_find",
-                         "SELECT u.ord, b.id FROM unnest($2::text[]) WITH ORDINALITY AS u(r, ord) "
-                         "JOIN budget b ON b.parent_id = $1 AND b.recipient = u.r",
+                         "SELECT b.id FROM unnest($2::text[]) WITH ORDINALITY AS u(r, ord) "
+                         "JOIN budget b ON b.parent_id = $1::bigint AND b.recipient = u.r "
+                         "ORDER BY u.ord",
                          2, p, NULL, NULL);
     }
-    if (!res) {
-        bf_req_db_fail(r);
-        goto cleanup;
-    }
-    memset(ids, 0, n * sizeof *ids);
-    int found = PQntuples(res);
-    for (int i = 0; i < found; i++) {
-        int64_t ord = bf_db_int(res, i, "ord");
-        if (ord >= 1 && (size_t)ord <= n) ids[ord - 1] = bf_db_int(res, i, "id");
-    }
-    PQclear(res);
-    res = NULL;
-    size_t missing = n - (size_t)found;
-    if (missing == 0) {
-        rc = 0;
-        goto cleanup;
-    }
-    {
-        const char *p[] = {funds_i64(r, (int64_t)missing, false)};
-        res = bf_db_prep(r->db, "funds_account_ids",
-                         "SELECT nextval(pg_get_serial_sequence('account', 'id')) AS id "
-                         "FROM generate_series(1, $1::int)",
-                         1, p, NULL, NULL);
-    }
-    if (!res) {
-        bf_req_db_fail(r);
-        goto cleanup;
-    }
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (ids[i]) continue;
-        ids[i] = bf_db_int(res, (int)k++, "id");
-        funds_arr_int(&mi, ids[i], false);
-        funds_arr_text(&mn, names[i]);
-    }
-    PQclear(res);
-    res = NULL;
-    const char *ids_lit = funds_arr_end(&mi), *names_lit = funds_arr_end(&mn);
-    {
-        const char *p[] = {ids_lit, names_lit};
-        res = bf_db_prep(r->db, "funds_children_accounts",
-                         "INSERT INTO account (id, kind, name, floor_fen) "
-                         "SELECT x.id, 'budget', 'budget ' || x.r, 0 "
-                         "FROM unnest($1::bigint[], $2::text[]) AS x(id, r)",
-                         2, p, NULL, NULL);
-    }
-    if (!res) {
-        bf_req_db_fail(r);
-        goto cleanup;
-    }
-    PQclear(res);
-    {
-        char ys[8];
-        snprintf(ys, sizeof ys, "%d", year);
-        const char *p[] = {ids_lit, names_lit, pid, funds_i64(r, root, false), ys, r->actor};
-        res = bf_db_prep(r->db, "funds_children_budgets",
-                         "INSERT INTO budget (id, parent_id, root_id, recipient, year, created_by) "
-                         "SELECT x.id, $3, $4, x.r, $5, $6 "
-                         "FROM unnest($1::bigint[], $2::text[]) AS x(id, r)",
-                         6, p, NULL, NULL);
-    }
-    if (!res) {
-        bf_req_db_fail(r);
-        goto cleanup;
-    }
-    PQclear(res);
-    res = NULL;
-    rc = 0;
-cleanup:
-    if (res) PQclear(res);
     funds_arr_free(&an);
-    funds_arr_free(&mi);
-    funds_arr_free(&mn);
-    return rc;
+    if (!res) return bf_req_db_fail(r);
+    if ((size_t)PQntuples(res) != n) {
+        PQclear(res);
+        return bf_req_fail(r, BF_E_INTERNAL, "recipients", "child budgets went missing");
+    }
+    int col = PQfnumber(res, "id");
+    for (size_t i = 0; i < n; i++) ids[i] = strtoll(PQgetvalue(res, (int)i, col), NULL, 10);
+    PQclear(res);
+    return 0;
 }
 
 int allocation_apply(bf_req_t *r)

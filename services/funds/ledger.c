@@ -209,9 +209,12 @@ int funds_ledger_append(bf_req_t *r, funds_head_t *head, funds_xfer_t *x, size_t
     for (long i = 0; i < m; i++) funds_arr_int(&a_ids, d[i].account, false);
     {
         const char *p[] = {funds_arr_end(&a_ids)};
-        res = bf_db_prep(r->db, "funds_accounts_lock",
+        /* no row locks needed: every balance change happens under the head
+         * lock this transaction holds; the CHECK on account guards the floor
+         * a second time */
+        res = bf_db_prep(r->db, "funds_accounts_read",
                          "SELECT id, name, floor_fen, balance_fen FROM account "
-                         "WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE",
+                         "WHERE id = ANY($1::bigint[]) ORDER BY id",
                          1, p, NULL, NULL);
     }
     if (!res) {
@@ -420,16 +423,21 @@ int account_get(bf_req_t *r)
         return bf_req_fail(r, BF_E_INVALID, "id", "give exactly one of id and recipient");
     if (bf_req_int(r, r->params, NULL, "limit", false, 1, 1000, &limit) < 0) return -1;
     if (funds_req_cursor(r, &before) < 0) return -1;
-    const char *p[] = {id ? funds_i64(r, id, false) : NULL, recipient};
-    PGresult *acc = bf_db_prep(
-        r->db, "funds_account_get",
+    const char *p[] = {id ? funds_i64(r, id, false) : recipient};
+    static const char *const acc_cols =
         "SELECT a.id, a.kind, a.ref, a.name, a.floor_fen, a.balance_fen, "
         "  (SELECT COALESCE(sum(amount_fen), 0) FROM transfer WHERE to_account = a.id) AS in_fen, "
         "  (SELECT COALESCE(sum(amount_fen), 0) FROM transfer WHERE from_account = a.id) "
-        "    AS out_fen "
-        "FROM account a WHERE ($1::bigint IS NOT NULL AND a.id = $1) "
-        "   OR ($2::text IS NOT NULL AND a.kind = 'recipient' AND a.ref = $2)",
-        2, p, NULL, NULL);
+        "    AS out_fen FROM account a ";
+    PGresult *acc =
+        id ? bf_db_prep(r->db, "funds_account_get",
+                        bf_arena_printf(r->arena, "%sWHERE a.id = $1", acc_cols), 1, p, NULL,
+                        NULL)
+           : bf_db_prep(r->db, "funds_account_get_r",
+                        bf_arena_printf(r->arena,
+                                        "%sWHERE a.kind = 'recipient' AND a.ref = $1",
+                                        acc_cols),
+                        1, p, NULL, NULL);
     if (!acc) return bf_req_db_fail(r);
     if (PQntuples(acc) != 1) {
         PQclear(acc);

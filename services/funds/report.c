@@ -137,6 +137,15 @@ int report_utilisation(bf_req_t *r)
 
 /* ------------------------------------------------------------ trace */
 
+/* The inflows of account X as rows (f = the counterparty, amt): transfers
+ * into X, and reversals of them (out of X) as negative amounts. Two index
+ * scans. */
+#define S_INFLOW(X)                                                                   \
+    "SELECT from_account AS f, amount_fen AS amt FROM transfer "                       \
+    "  WHERE to_account = " X " AND kind <> 'reversal' "                               \
+    "UNION ALL SELECT to_account, -amount_fen FROM transfer "                          \
+    "  WHERE from_account = " X " AND kind = 'reversal'"
+
 typedef struct {
     int64_t frac; /* the fraction of a fen, in 1e-9 */
     int64_t source_id;
@@ -161,12 +170,13 @@ int trace_recipient(bf_req_t *r)
         return bf_req_db_fail(r);
     PGresult *acc = bf_db_prep(
         r->db, "funds_trace_accounts",
+        "WITH mine AS (SELECT id FROM account WHERE kind = 'recipient' AND ref = $1 "
+        "              UNION SELECT id FROM budget WHERE recipient = $1) "
         "SELECT a.id, a.kind, a.balance_fen, b.year, b.parent_id, "
-        "  (SELECT COALESCE(sum(m.amount_fen), 0) FROM movement m WHERE m.to_account = a.id "
-        "     AND m.from_account NOT IN (SELECT id FROM budget WHERE recipient = $1)) "
-        "    AS received_fen "
-        "FROM account a LEFT JOIN budget b ON b.id = a.id "
-        "WHERE (a.kind = 'recipient' AND a.ref = $1) OR b.recipient = $1 ORDER BY a.id",
+        "  (SELECT COALESCE(sum(q.amt), 0) FROM (" S_INFLOW("a.id") ") q "
+        "    WHERE q.f NOT IN (SELECT id FROM mine)) AS received_fen "
+        "FROM mine JOIN account a ON a.id = mine.id LEFT JOIN budget b ON b.id = a.id "
+        "ORDER BY a.id",
         1, p, NULL, NULL);
     if (!acc) return bf_req_db_fail(r);
     int na = PQntuples(acc);
@@ -176,21 +186,24 @@ int trace_recipient(bf_req_t *r)
         return bf_req_fail(r, BF_E_NOT_FOUND, "recipient",
                            "%s has no budget and was never paid", recipient);
     }
+    /* upstream, account by account through indexed lookups of each one's
+     * inflows: an inflow is a transfer into it, less the reversals of such
+     * transfers (which leave it) */
     PGresult *src = bf_db_prep(
         r->db, "funds_trace_sources",
         "WITH RECURSIVE "
         "mine AS (SELECT id FROM account WHERE kind = 'recipient' AND ref = $1 "
         "         UNION SELECT id FROM budget WHERE recipient = $1), "
-        "e AS (SELECT from_account AS f, to_account AS t, sum(amount_fen) AS net FROM movement "
-        "      GROUP BY 1, 2 HAVING sum(amount_fen) > 0), "
-        "tin AS (SELECT t, sum(net) AS total FROM e GROUP BY t), "
         "walk(acct, amt, depth) AS ( "
-        "  SELECT e.f, e.net::numeric, 1 FROM e "
-        "   WHERE e.t IN (SELECT id FROM mine) AND e.f NOT IN (SELECT id FROM mine) "
+        "  SELECT e.f, e.net::numeric, 1 FROM mine m, LATERAL (SELECT q.f, sum(q.amt) AS net "
+        "    FROM (" S_INFLOW("m.id") ") q GROUP BY q.f HAVING sum(q.amt) > 0) e "
+        "  WHERE e.f NOT IN (SELECT id FROM mine) "
         "  UNION ALL "
-        "  SELECT e.f, round(w.amt * e.net * 1.0000000000 / tin.total, 10), w.depth + 1 "
-        "  FROM walk w JOIN account a ON a.id = w.acct AND a.kind IN ('budget', 'project') "
-        "  JOIN e ON e.t = w.acct JOIN tin ON tin.t = w.acct "
+        "  SELECT e.f, round(w.amt * e.net * 1.0000000000 / e.total, 10), w.depth + 1 "
+        "  FROM walk w JOIN account a ON a.id = w.acct AND a.kind IN ('budget', 'project'), "
+        "  LATERAL (SELECT g.f, g.net, sum(g.net) OVER () AS total FROM "
+        "    (SELECT q.f, sum(q.amt) AS net FROM (" S_INFLOW("w.acct") ") q "
+        "     GROUP BY q.f HAVING sum(q.amt) > 0) g) e "
         "  WHERE w.depth < 64 AND e.f NOT IN (SELECT id FROM mine)) "
         "SELECT s.id, s.name, s.kind, floor(sum(w.amt))::bigint AS base, "
         "  ((sum(w.amt) - floor(sum(w.amt))) * 1000000000)::bigint AS frac "
@@ -202,12 +215,12 @@ int trace_recipient(bf_req_t *r)
     }
     PGresult *in = bf_db_prep(
         r->db, "funds_trace_inflows",
-        "SELECT m.from_account, a.kind, a.name, sum(m.amount_fen) AS amount_fen "
-        "FROM movement m JOIN account a ON a.id = m.from_account "
-        "WHERE m.to_account IN (SELECT id FROM account WHERE kind = 'recipient' AND ref = $1 "
-        "                       UNION SELECT id FROM budget WHERE recipient = $1) "
-        "  AND m.from_account NOT IN (SELECT id FROM budget WHERE recipient = $1) "
-        "GROUP BY 1, 2, 3 HAVING sum(m.amount_fen) <> 0 ORDER BY 1 LIMIT 1000",
+        "WITH mine AS (SELECT id FROM account WHERE kind = 'recipient' AND ref = $1 "
+        "              UNION SELECT id FROM budget WHERE recipient = $1) "
+        "SELECT q.f AS from_account, a.kind, a.name, sum(q.amt) AS amount_fen "
+        "FROM mine m, LATERAL (" S_INFLOW("m.id") ") q JOIN account a ON a.id = q.f "
+        "WHERE q.f NOT IN (SELECT id FROM mine) "
+        "GROUP BY 1, 2, 3 HAVING sum(q.amt) <> 0 ORDER BY 1 LIMIT 1000",
         1, p, NULL, NULL);
     if (!in) {
         PQclear(src);

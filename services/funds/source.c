@@ -121,14 +121,15 @@ int source_receive(bf_req_t *r)
     return funds_idem_commit(r, &idem);
 }
 
+/* received = receipts into the pool, less reversals of receipts (pool ->
+ * external); both through indexes on the account columns */
 static const char *s_source_cols =
     "s.id, s.external_id, s.name, s.kind, s.provider, s.created_by, a.balance_fen, "
-    "(SELECT COALESCE(sum(CASE WHEN t.kind = 'reversal' THEN -t.amount_fen "
-    "                         ELSE t.amount_fen END), 0) "
-    "   FROM transfer t WHERE t.source_id = s.id "
-    "    AND ((t.kind = 'receipt' AND t.to_account = s.id) "
-    "      OR (t.kind = 'reversal' AND t.from_account = s.id "
-    "          AND t.to_account = s.external_id))) AS received_fen";
+    "(SELECT COALESCE(sum(t.amount_fen), 0) FROM transfer t "
+    "   WHERE t.to_account = s.id AND t.kind = 'receipt') - "
+    "(SELECT COALESCE(sum(t.amount_fen), 0) FROM transfer t "
+    "   WHERE t.from_account = s.id AND t.kind = 'reversal' AND t.to_account = s.external_id) "
+    "  AS received_fen";
 
 static void s_pack_source(msgpack_packer *pk, const PGresult *res, int i)
 {
@@ -158,11 +159,12 @@ int source_get(bf_req_t *r)
     }
     PGresult *years = bf_db_prep(
         r->db, "funds_source_years",
-        "SELECT year, sum(CASE WHEN kind = 'reversal' THEN -amount_fen ELSE amount_fen END) "
-        "  AS received_fen "
-        "FROM transfer t WHERE source_id = $1 AND ((kind = 'receipt' AND to_account = $1) "
-        "  OR (kind = 'reversal' AND from_account = $1 AND to_account = "
-        "      (SELECT external_id FROM source WHERE id = $1))) "
+        "SELECT year, sum(amt) AS received_fen FROM ( "
+        "  SELECT year, amount_fen AS amt FROM transfer WHERE to_account = $1 "
+        "    AND kind = 'receipt' "
+        "  UNION ALL SELECT year, -amount_fen FROM transfer WHERE from_account = $1 "
+        "    AND kind = 'reversal' "
+        "    AND to_account = (SELECT external_id FROM source WHERE id = $1)) q "
         "GROUP BY year ORDER BY year",
         1, p, NULL, NULL);
     if (!years) {

@@ -139,7 +139,7 @@ def test_methods_are_listed_with_writes():
 
 def test_ledger_is_append_only_by_trigger():
     cl = c()
-    new_source(cl, 1000)
+    new_budget(cl, 1000)
     conn = bftest.pg()
     try:
         cur = conn.cursor()
@@ -155,13 +155,26 @@ def test_ledger_is_append_only_by_trigger():
             try:
                 cur.execute(sql, (tid,))
                 raise bftest.TestFailure("the ledger accepted: " + sql)
+            except bftest.TestFailure:
+                raise
             except Exception as e:  # psycopg2 error from the trigger
                 check("append-only" in str(e), "unexpected error: %s" % e)
         try:
             cur.execute("TRUNCATE funds.transfer CASCADE")
             raise bftest.TestFailure("the ledger accepted TRUNCATE")
+        except bftest.TestFailure:
+            raise
         except Exception as e:
             check("append-only" in str(e), "unexpected error: %s" % e)
+        for table in ("account", "budget"):
+            try:
+                cur.execute("DELETE FROM funds.%s WHERE id = (SELECT max(id) FROM funds.%s)"
+                            % (table, table))
+                raise bftest.TestFailure("funds.%s accepted a DELETE" % table)
+            except bftest.TestFailure:
+                raise
+            except Exception as e:
+                check("never removed" in str(e), "unexpected error: %s" % e)
     finally:
         conn.close()
     books_balance()
@@ -334,6 +347,78 @@ def test_bad_references_and_missing_keys_are_invalid():
     e = cl.err("source.receive", {"source_id": src["id"], "amount_fen": 1, "year": 2017,
                                   "request_key": key()}, actor=None)
     eq(e["code"], "unauthenticated")
+    books_balance()
+
+
+def test_more_error_paths_name_their_field():
+    cl = c()
+    bud = new_budget(cl, 10_000)
+    expect_error(cl, "source.receive", {"source_id": 1, "amount_fen": 1, "year": 2017,
+                                        "request_key": ""}, "invalid_argument", "request_key")
+    expect_error(cl, "account.get", {"id": bud["id"], "recipient": "village:1"},
+                 "invalid_argument", "id", actor=None)
+    expect_error(cl, "account.get", {}, "invalid_argument", "id", actor=None)
+    expect_error(cl, "account.get", {"id": bud["id"], "cursor": "abc"}, "invalid_argument",
+                 "cursor", actor=None)
+    expect_error(cl, "disbursement.batch", {"batch_key": key(), "budget_id": bud["id"],
+                                            "project_id": bud["id"], "lines": [
+        {"line_key": "1", "recipient": "person:1", "amount_fen": 1}], "request_key": key()},
+        "invalid_argument", "budget_id")
+    expect_error(cl, "disbursement.batch", {"batch_key": key(), "budget_id": bud["id"],
+                                            "lines": [], "request_key": key()},
+                 "invalid_argument", "lines")
+    expect_error(cl, "disbursement.batch", {"batch_key": key(), "budget_id": bud["id"],
+                                            "lines": [{}] * 20001, "request_key": key()},
+                 "invalid_argument", "lines")
+    expect_error(cl, "transfer.reverse", {"transfer_id": 1, "reason": "", "request_key": key()},
+                 "invalid_argument", "reason")
+    expect_error(cl, "allocation.preview", {"budget_id": bud["id"], "rule": "weights",
+                                            "amount_fen": 5, "recipients": [
+        {"recipient": "village:1", "weigth": 1}]}, "invalid_argument", "recipients[0].weight",
+        actor=None)
+    expect_error(cl, "allocation.preview", {"budget_id": bud["id"], "rule": "weights",
+                                            "amount_fen": 5, "recipients": [
+        {"recipient": "village:1", "weight": 1, "extra": 2}]}, "invalid_argument",
+        "recipients[0]", actor=None)
+    expect_error(cl, "allocation.preview", {"budget_id": bud["id"], "rule": "weights",
+                                            "recipients": [{"recipient": "village:1",
+                                                            "weight": 1}]},
+                 "invalid_argument", "amount_fen", actor=None)
+    expect_error(cl, "allocation.preview", {"budget_id": bud["id"], "rule": "evenly",
+                                            "recipients": []}, "invalid_argument", "rule",
+                 actor=None)
+    # a child budget is funded by allocation, not by sources
+    a = cl.call("allocation.apply", {"budget_id": bud["id"], "rule": "fixed", "request_key": key(),
+                                     "recipients": [{"recipient": "village:42",
+                                                     "amount_fen": 100}]})
+    conn = bftest.pg()
+    cur = conn.cursor()
+    cur.execute("SELECT to_account FROM funds.transfer WHERE id = %s", (a["first_transfer_id"],))
+    child = cur.fetchone()[0]
+    conn.close()
+    got = cl.call("budget.get", {"id": child}, actor=None)
+    eq((got["parent_id"], got["recipient"], got["balance_fen"]), (bud["id"], "village:42", 100))
+    expect_error(cl, "budget.fund", {"budget_id": child, "funding": [
+        {"source_id": 1, "amount_fen": 1}], "request_key": key()}, "failed_precondition",
+        "budget_id")
+    pj = new_project(cl, bud["id"], 100)
+    expect_error(cl, "project.create", {
+        "name": cl.call("project.get", {"id": pj["id"]}, actor=None)["name"], "kind": "health",
+        "location": "130821000000", "unit_id": 1, "beneficiaries": 1, "target": "t",
+        "budget_id": bud["id"], "amount_fen": 1, "request_key": key()},
+        "already_exists", "name")
+    # paging through an account's entries
+    for i in range(3):
+        cl.call("disbursement.batch", {"batch_key": key(), "budget_id": bud["id"],
+                                       "request_key": key(), "lines": [
+            {"line_key": "x", "recipient": "person:%d" % (40 + i), "amount_fen": 10}]})
+    page1 = cl.call("account.get", {"id": bud["id"], "limit": 2}, actor=None)
+    page2 = cl.call("account.get", {"id": bud["id"], "limit": 2, "cursor": page1["next_cursor"]},
+                    actor=None)
+    ids = [e["id"] for e in page1["entries"] + page2["entries"]]
+    eq(ids, sorted(ids, reverse=True))
+    eq(len(set(ids)), 4)
+    eq(page1["entries"][0]["direction"], "out")
     books_balance()
 
 
