@@ -18,7 +18,8 @@
 
 #define BF_MP_MAX_DEPTH 32
 
-/* Returns 0 if data[0..len) is exactly one msgpack object within max_depth,
+/* Returns 0 if data[0..len) is exactly one msgpack object whose containers
+ * nest at most max_depth deep (the outermost container counts as 1),
  * -2 if malformed, truncated, followed by trailing bytes, or too deep. */
 int bf_mp_check(const char *data, size_t len, int max_depth);
 

@@ -614,7 +614,11 @@ static void s_dispatch(struct bf_rpc_server *s, bf_req_t *r, const char *data, s
     if (m->fn(r) != 0 && !r->err.code)
         bf_req_fail(r, BF_E_INTERNAL, NULL, "handler failed without saying why");
     if (bf_db_in_tx(r->db)) {
-        if (!r->err.code) bf_log(BF_ERROR, "%s returned with an open transaction", m->name);
+        if (!r->err.code) {
+            bf_log(BF_ERROR, "%s returned with an open transaction", m->name);
+            /* its changes are rolled back: the reply must not claim success */
+            bf_req_fail(r, BF_E_INTERNAL, NULL, "internal error");
+        }
         bf_db_rollback(r->db);
     }
 

@@ -61,7 +61,7 @@ static void test_alignment_of_every_size(void)
     }
     /* and for strings and printf */
     for (int i = 0; i < 200; i++) {
-        char *s = bf_arena_strndup(a, "abc", (size_t)(i % 7));
+        char *s = bf_arena_strndup(a, "abcdefg", (size_t)(i % 7));
         char *f = bf_arena_printf(a, "%*d", i % 13, i);
         ASSERT(s && s_aligned(s));
         ASSERT(f && s_aligned(f));

@@ -648,6 +648,11 @@ static int s_fuzz_fail;
 static void s_fuzz_one(const char *data, size_t len)
 {
     int rc = bf_mp_check(data, len, BF_MP_MAX_DEPTH);
+    if (rc != 0 && rc != -2 && s_fuzz_fail++ < 5) BF_FAIL_AT("bf_mp_check returned %d", rc);
+    /* Unchecked bytes with an array32/map32 header can make msgpack-c try to
+     * allocate gigabytes (what bf_mp_check exists to prevent; ASan aborts on
+     * it): the reverse property is only checked without those headers. */
+    if (rc != 0 && (memchr(data, 0xdd, len) || memchr(data, 0xdf, len))) return;
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
     size_t off = 0;
@@ -667,7 +672,6 @@ static void s_fuzz_one(const char *data, size_t len)
             fputc('\n', stderr);
         }
     }
-    if (rc != 0 && rc != -2 && s_fuzz_fail++ < 5) BF_FAIL_AT("bf_mp_check returned %d", rc);
     msgpack_unpacked_destroy(&u);
 }
 
