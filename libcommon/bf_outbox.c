@@ -207,7 +207,7 @@ size_t bf_outbox_batch_count(const bf_outbox_batch_t *b) { return b ? b->count :
 int bf_outbox_batch_add(bf_outbox_batch_t *b, const char *type, const char *subject,
                         const char *data, size_t len)
 {
-    if (!b || b->failed) return -1;
+    if (!b || b->failed || !type || !subject) return -1; /* both are NOT NULL columns */
     char id[37], when[32], source[96], num[24];
     bf_uuid_v7(id);
     bf_time_rfc3339(when);

@@ -67,8 +67,9 @@ bf_outbox_batch_t *bf_outbox_batch_new(const char *service, const char *actor);
 void bf_outbox_batch_destroy(bf_outbox_batch_t **self_p);
 
 /* Adds one event: type, subject and data/len (one packed msgpack map, or
- * NULL/0 for an empty map) are copied. Returns 0, or -1 if out of memory (the
- * batch is then unusable: every later add and insert fails). */
+ * NULL/0 for an empty map) are copied. Returns 0, -1 if type or subject is
+ * NULL (nothing added), or -1 if out of memory (the batch is then unusable:
+ * every later add and insert fails). */
 int bf_outbox_batch_add(bf_outbox_batch_t *b, const char *type, const char *subject,
                         const char *data, size_t len);
 
