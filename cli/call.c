@@ -45,23 +45,33 @@ bool cli_is_help(const char *arg)
     return !strcmp(arg, "--help") || !strcmp(arg, "-h") || !strcmp(arg, "help");
 }
 
-int cli_print_reply(const bf_reply_t *reply, bool pretty)
+static int s_print(bool ok, const msgpack_object *result, const msgpack_object *error,
+                   const char *code, const char *message, bool pretty)
 {
     int flags = pretty ? BF_JSON_PRETTY : BF_JSON_COMPACT;
-    if (reply->ok) {
-        char *json = reply->result ? bf_json_from_msgpack(reply->result, flags) : NULL;
+    if (ok) {
+        char *json = result ? bf_json_from_msgpack(result, flags) : NULL;
         printf("%s\n", json ? json : "null");
         free(json);
         return CLI_OK;
     }
-    char *json = reply->error ? bf_json_from_msgpack(reply->error, flags) : NULL;
+    char *json = error ? bf_json_from_msgpack(error, flags) : NULL;
     if (json)
         fprintf(stderr, "%s\n", json);
     else
-        fprintf(stderr, "{\"code\": \"%s\", \"message\": \"%s\"}\n", reply->code, reply->message);
+        fprintf(stderr, "{\"code\": \"%s\", \"message\": \"%s\"}\n", code, message);
     free(json);
-    return strcmp(reply->code, "unavailable") == 0 && !reply->error ? CLI_UNAVAILABLE
-                                                                    : CLI_ERR_REPLY;
+    return strcmp(code, "unavailable") == 0 && !error ? CLI_UNAVAILABLE : CLI_ERR_REPLY;
+}
+
+int cli_print_reply(const bf_reply_t *reply, bool pretty)
+{
+    return s_print(reply->ok, reply->result, reply->error, reply->code, reply->message, pretty);
+}
+
+int cli_print_rpc_reply(const cli_reply_t *reply, bool pretty)
+{
+    return s_print(reply->ok, reply->result, reply->error, reply->code, reply->message, pretty);
 }
 
 int cli_call(int argc, char **argv)
@@ -117,23 +127,23 @@ int cli_call(int argc, char **argv)
             return CLI_USAGE;
         }
     }
-    bf_client_t *c = bf_client_new(ep, (int)timeout);
+    cli_rpc_t *c = cli_rpc_new(ep);
     if (!c) {
         fprintf(stderr, "bangfu call: bad endpoint %s\n", ep);
         msgpack_sbuffer_destroy(&params);
         return CLI_USAGE;
     }
-    bf_reply_t reply;
-    int rc = bf_client_call(c, pos[1], params.data, params.size, actor, &reply);
+    cli_reply_t reply;
+    int rc = cli_rpc_call(c, pos[1], params.data, params.size, actor, timeout, &reply);
     int exit_code;
-    if (rc != 0 && !reply.error) {
+    if (rc != 0) {
         fprintf(stderr, "bangfu call: %s did not answer at %s: %s\n", pos[0], ep, reply.message);
         exit_code = CLI_UNAVAILABLE;
     } else {
-        exit_code = cli_print_reply(&reply, isatty(STDOUT_FILENO));
+        exit_code = cli_print_rpc_reply(&reply, isatty(STDOUT_FILENO));
     }
-    bf_reply_destroy(&reply);
-    bf_client_destroy(&c);
+    cli_reply_destroy(&reply);
+    cli_rpc_destroy(&c);
     msgpack_sbuffer_destroy(&params);
     return exit_code;
 }

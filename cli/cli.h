@@ -3,6 +3,7 @@
 #define CLI_H
 
 #include "bf_client.h"
+#include "rpc.h"
 
 #include <stdbool.h>
 
@@ -26,6 +27,8 @@ const char *cli_endpoint(const char *service);
 /* Prints a reply (result or error) as JSON on stdout / stderr. Returns the
  * exit code it stands for. */
 int cli_print_reply(const bf_reply_t *reply, bool pretty);
+/* The same for a reply of the CLI's own client (rpc.h). */
+int cli_print_rpc_reply(const cli_reply_t *reply, bool pretty);
 
 /* The acting user for writes: opt if given, else $BANGFU_ACTOR, else "admin". */
 const char *cli_actor(const char *opt);

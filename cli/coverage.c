@@ -171,21 +171,21 @@ int cli_coverage(int argc, char **argv)
     if (region) bf_mp_kv_str(&pk, "region_code", region);
 
     const char *ep = cli_endpoint("registry");
-    bf_client_t *c = bf_client_new(ep, (int)timeout);
+    cli_rpc_t *c = cli_rpc_new(ep);
     if (!c) {
         fprintf(stderr, "bangfu coverage: bad registry endpoint %s\n", ep);
         msgpack_sbuffer_destroy(&params);
         return CLI_USAGE;
     }
-    bf_reply_t reply;
-    int rc = bf_client_call(c, "coverage.report", params.data, params.size, NULL, &reply);
+    cli_reply_t reply;
+    int rc = cli_rpc_call(c, "coverage.report", params.data, params.size, NULL, timeout, &reply);
     int exit_code;
-    if (rc != 0 && !reply.error) {
+    if (rc != 0) {
         fprintf(stderr, "bangfu coverage: the registry did not answer at %s: %s\n", ep,
                 reply.message);
         exit_code = CLI_UNAVAILABLE;
     } else if (!reply.ok || json) {
-        exit_code = cli_print_reply(&reply, json && isatty(STDOUT_FILENO));
+        exit_code = cli_print_rpc_reply(&reply, json && isatty(STDOUT_FILENO));
     } else if (!reply.result || reply.result->type != MSGPACK_OBJECT_MAP) {
         fprintf(stderr, "bangfu coverage: coverage.report returned no result map\n");
         exit_code = CLI_ERR_REPLY;
@@ -193,8 +193,8 @@ int cli_coverage(int argc, char **argv)
         s_print(reply.result, show);
         exit_code = CLI_OK;
     }
-    bf_reply_destroy(&reply);
-    bf_client_destroy(&c);
+    cli_reply_destroy(&reply);
+    cli_rpc_destroy(&c);
     msgpack_sbuffer_destroy(&params);
     return exit_code;
 }

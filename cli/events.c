@@ -113,7 +113,8 @@ typedef struct {
     const char *stream;
     void *sub;
     bf_redis_t *redis;
-    char stream_pos[64]; /* last stream entry read, "" before the first */
+    char next[80];    /* where the next XRANGE starts: --from, then "(" + last id read */
+    char last_id[64]; /* the last stream entry read, "" before the first */
     seen_t seen;
     char sources[S_MAX_SOURCES][96]; /* sources whose first live event came */
     int nsources;
@@ -197,17 +198,13 @@ static const redisReply *s_entry_field(const redisReply *fields, const char *nam
     return NULL;
 }
 
-/* Reads the stream from t->from (first time) or after t->stream_pos up to its
- * end, printing what matches. Returns 0, or -1 if Redis failed (message
+/* Reads the stream from t->next up to its end, printing what matches. Returns 0, or -1 if Redis failed (message
  * printed). */
 static int s_stream_read(tail_t *t)
 {
     for (;;) {
         char start[80];
-        if (t->stream_pos[0])
-            snprintf(start, sizeof start, "(%s", t->stream_pos);
-        else
-            snprintf(start, sizeof start, "%s", t->from);
+        snprintf(start, sizeof start, "%s", t->next);
         char count[16];
         snprintf(count, sizeof count, "%d", S_PAGE);
         const char *argv[] = {"XRANGE", t->stream, start, "+", "COUNT", count};
@@ -230,8 +227,9 @@ static int s_stream_read(tail_t *t)
             if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
                 e->element[0]->type != REDIS_REPLY_STRING)
                 continue;
-            snprintf(t->stream_pos, sizeof t->stream_pos, "%.*s", (int)e->element[0]->len,
+            snprintf(t->last_id, sizeof t->last_id, "%.*s", (int)e->element[0]->len,
                      e->element[0]->str);
+            snprintf(t->next, sizeof t->next, "(%s", t->last_id);
             const redisReply *type = s_entry_field(e->element[1], "type");
             if (type && type->type == REDIS_REPLY_STRING &&
                 (type->len < t->prefix_len || memcmp(type->str, t->prefix, t->prefix_len) != 0))
@@ -304,8 +302,9 @@ static void s_help(FILE *f)
             "\n"
             "  --from ID   first replay the Redis Stream bangfu:events ($BANGFU_REDIS_URL)\n"
             "              from stream id ID (inclusive, as XRANGE: 1700000000000-0; \"(ID\"\n"
-            "              starts after ID; \"-\" or 0 from the beginning), then go live\n"
-            "              without a gap; no event is printed twice\n"
+            "              starts after ID; \"-\" or 0 from the beginning; \"$\" after the\n"
+            "              last entry, i.e. only new events but without the gap of a\n"
+            "              fresh subscription), then go live; no event is printed twice\n"
             "  --json      print each whole event (all CloudEvents attributes) as JSON\n"
             "\n"
             "Ctrl-C stops. Exit status: 0 stopped, 2 usage, 3 Redis unavailable for --from.\n");
@@ -313,7 +312,7 @@ static void s_help(FILE *f)
 
 static bool s_valid_stream_id(const char *s)
 {
-    if (!strcmp(s, "-") || !strcmp(s, "0")) return true;
+    if (!strcmp(s, "-") || !strcmp(s, "0") || !strcmp(s, "$")) return true;
     if (*s == '(') s++;
     size_t i = 0;
     while (s[i] >= '0' && s[i] <= '9') i++;
@@ -348,7 +347,7 @@ int cli_events(int argc, char **argv)
             t.from = argv[++i];
             if (!s_valid_stream_id(t.from)) {
                 fprintf(stderr, "bangfu events: --from wants a stream id such as "
-                                "1700000000000-0, (1700000000000-0, - or 0\n");
+                                "1700000000000-0, (1700000000000-0, -, 0 or $\n");
                 return CLI_USAGE;
             }
             if (!strcmp(t.from, "0")) t.from = "-";
@@ -408,14 +407,39 @@ int cli_events(int argc, char **argv)
             exit_code = CLI_UNAVAILABLE;
             goto cleanup;
         }
-        if (s_stream_read(&t) != 0) {
+        snprintf(t.next, sizeof t.next, "%s", t.from);
+        if (!strcmp(t.from, "$")) {
+            /* nothing old: start after the stream's last entry, gap-free from now */
+            snprintf(t.next, sizeof t.next, "-"); /* an empty stream: all that comes is new */
+            redisReply *rep = bf_redis_cmdf(t.redis, "XREVRANGE %s + - COUNT 1", t.stream);
+            bool ok = rep && rep->type == REDIS_REPLY_ARRAY;
+            if (ok && rep->elements == 1 && rep->element[0]->type == REDIS_REPLY_ARRAY &&
+                rep->element[0]->elements == 2 &&
+                rep->element[0]->element[0]->type == REDIS_REPLY_STRING)
+                snprintf(t.next, sizeof t.next, "(%.*s",
+                         (int)rep->element[0]->element[0]->len, rep->element[0]->element[0]->str);
+            if (!ok)
+                fprintf(stderr, "bangfu events: XREVRANGE %s: %s\n", t.stream,
+                        rep && rep->type == REDIS_REPLY_ERROR ? rep->str
+                                                              : bf_redis_errmsg(t.redis));
+            if (rep) freeReplyObject(rep);
+            if (!ok) {
+                exit_code = CLI_UNAVAILABLE;
+                goto cleanup;
+            }
+        } else if (s_stream_read(&t) != 0) {
             exit_code = CLI_UNAVAILABLE;
             goto cleanup;
         }
-        if (!t.stream_pos[0]) /* the stream had nothing from there: carry on after it */
-            snprintf(t.stream_pos, sizeof t.stream_pos, "%s", "0-0");
     }
 
+    if (s_stop) goto cleanup; /* interrupted during the replay */
+    if (t.redis)
+        fprintf(stderr, "bangfu events: %lu events from %s up to %s; live from %s\n", t.printed,
+                t.stream, t.last_id[0] ? t.last_id : "(none)", t.bus);
+    else
+        fprintf(stderr, "bangfu events: live from %s\n", t.bus);
+    fflush(stderr);
     t.t_live = s_now();
     t.last_settle_poll = t.t_live;
     while (!s_stop) {

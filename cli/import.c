@@ -59,6 +59,9 @@ enum {
     C_RELATION,
     C_GENDER,
     C_PHONE,
+    C_ADDRESS,
+    C_LABOUR,
+    C_DISABILITY,
     C_COUNT
 };
 
@@ -81,6 +84,9 @@ static const struct {
     [C_RELATION] = {"relation", {"与户主关系", NULL}, false},
     [C_GENDER] = {"gender", {"性别", NULL}, false},
     [C_PHONE] = {"phone", {"电话", "联系电话", "手机", "手机号", NULL}, false},
+    [C_ADDRESS] = {"address", {"家庭住址", "住址", "地址", NULL}, true},
+    [C_LABOUR] = {"labour", {"劳动技能", "劳动能力", NULL}, false},
+    [C_DISABILITY] = {"disability", {"是否残疾", "残疾人", NULL}, false},
 };
 
 /* ---- value aliases (Chinese as people write it -> registry codes) ------------ */
@@ -107,6 +113,18 @@ static const s_alias_t s_relations[] = {
     {"父亲", "parent"},       {"母亲", "parent"},     {"孙子女", "grandchild"},
     {"孙子", "grandchild"},   {"孙女", "grandchild"}, {"兄弟姐妹", "sibling"},
     {"兄弟", "sibling"},      {"姐妹", "sibling"},    {"其他", "other"},
+    {NULL, NULL},
+};
+static const s_alias_t s_labour[] = {
+    {"skilled", "skilled"},   {"ordinary", "ordinary"}, {"weak", "weak"},
+    {"lost", "lost"},         {"none", "none"},         {"技能劳动力", "skilled"},
+    {"普通劳动力", "ordinary"}, {"弱劳动力", "weak"},     {"弱劳力", "weak"},
+    {"半劳动力", "weak"},     {"丧失劳动力", "lost"},   {"无劳动力", "none"},
+    {NULL, NULL},
+};
+static const s_alias_t s_yesno[] = {
+    {"true", "yes"}, {"false", "no"}, {"yes", "yes"}, {"no", "no"}, {"1", "yes"}, {"0", "no"},
+    {"y", "yes"},    {"n", "no"},     {"是", "yes"},  {"否", "no"}, {"有", "yes"}, {"无", "no"},
     {NULL, NULL},
 };
 static const s_alias_t s_genders[] = {
@@ -339,7 +357,8 @@ typedef struct {
     long line;
     size_t name, id_number, phone; /* pool offsets, S_NONE if empty */
     size_t id_len;
-    const char *relation, *gender; /* registry codes; gender may be NULL */
+    const char *relation, *gender, *labour; /* registry codes; NULL if not given */
+    int disability;                         /* -1 not given, 0 no, 1 yes */
 } member_t;
 
 typedef struct {
@@ -382,6 +401,18 @@ typedef struct {
 } batch_t;
 
 typedef struct {
+    batch_t *b;
+    char id[40];   /* request id of the call in flight */
+    bool answered; /* reply holds its answer */
+    cli_reply_t reply;
+    double sent_at;
+    int attempts;
+} slot_t;
+
+#define IMPORT_MAX_PARALLEL 16
+#define IMPORT_DEFAULT_PARALLEL 3
+
+typedef struct {
     /* options */
     const char *path;
     size_t batch_size;
@@ -396,18 +427,23 @@ typedef struct {
     uint64_t file_size; /* 0 = unknown (a pipe) */
     csvread_t *csv;
     FILE *rejects;
+    bool report_started; /* its header line is out */
     bool rejects_on_tty; /* the report shares the terminal with the bar */
-    bf_client_t *client;
+    cli_rpc_t *rpc; /* to the registry */
     const char *endpoint;
+    size_t parallel;
     /* header */
     int col[C_COUNT]; /* field index of each column, -1 if absent */
     char colname[C_COUNT][96];
     size_t nheader;
     /* state */
     household_t hh;
-    batch_t batch;
+    batch_t *fill; /* the batch being filled */
+    slot_t slots[IMPORT_MAX_PARALLEL];
+    size_t head, inflight; /* oldest slot in flight, how many */
+    bool gave_up;          /* a batch timed out: wait for nothing more */
     refset_t refs;
-    uint64_t households, persons, accepted, rejected, sent;
+    uint64_t households, rows, accepted, rejected, sent; /* rows: data rows read */
     long last_line;
     int fatal; /* exit code when the import had to stop, else 0 */
     /* progress */
@@ -446,6 +482,7 @@ static void s_progress(import_t *im, bool final)
     uint64_t bytes = csvread_bytes(im->csv);
     double mib = (double)bytes / 1048576.0, total = (double)im->file_size / 1048576.0;
     int pct = im->file_size ? (int)(bytes * 100 / im->file_size) : -1;
+    if (pct > 100) pct = 100; /* the file grew while read */
     if (im->tty) {
         char bar[32];
         int width = 24, fill = pct < 0 ? 0 : pct * width / 100;
@@ -490,6 +527,10 @@ static void s_report(import_t *im, long line, const char *ref, size_t ref_len, c
     s_scrub(field, strlen(field), field_s, sizeof field_s);
     s_scrub(msg, strlen(msg), msg_s, sizeof msg_s);
     if (im->rejects_on_tty) s_bar_clear(im);
+    if (!im->report_started) { /* on stderr the header waits for the first problem */
+        fprintf(im->rejects, "line,household_ref,field,message\n");
+        im->report_started = true;
+    }
     fprintf(im->rejects, "%ld,", line);
     csv_fwrite(im->rejects, ref_s, strlen(ref_s));
     fputc(',', im->rejects);
@@ -547,67 +588,54 @@ static const char *s_hv(const household_t *hh, int c)
 
 static int s_batch_flush(import_t *im);
 
-/* Splits a list cell at ';', '；' or '、' and packs its items (aliases
- * translated) as a msgpack array. */
-static void s_pack_list(msgpack_packer *pk, const char *s, const s_alias_t *aliases)
+/* The next item of a list cell (items separated by ';', '；' or '、', each
+ * trimmed, empty ones skipped) from *pos on. Returns false at the end. */
+static bool s_next_item(const char *s, size_t len, size_t *pos, const char **item, size_t *ilen)
 {
-    const char *items[64];
-    size_t lens[64], n = 0;
-    size_t len = s ? strlen(s) : 0, i = 0, start = 0;
-    while (i <= len && n < 64) {
-        size_t sep = 0;
-        if (i == len) sep = 1;
-        else if (s[i] == ';') sep = 1;
-        else if (i + 3 <= len && (!memcmp(s + i, "\xEF\xBC\x9B", 3) || !memcmp(s + i, "\xE3\x80\x81", 3)))
-            sep = 3; /* '；' or '、' */
-        if (!sep) {
+    while (*pos <= len) {
+        size_t start = *pos, i = start, sep = 0;
+        while (i < len) {
+            if (s[i] == ';') {
+                sep = 1;
+                break;
+            }
+            if (i + 3 <= len &&
+                (!memcmp(s + i, "\xEF\xBC\x9B", 3) || !memcmp(s + i, "\xE3\x80\x81", 3))) {
+                sep = 3; /* '；' or '、' */
+                break;
+            }
             i++;
-            continue;
         }
-        const char *item = s + start;
-        size_t ilen = i - start;
-        s_trim(&item, &ilen);
-        if (ilen) {
-            items[n] = item;
-            lens[n] = ilen;
-            n++;
-        }
-        i += sep;
-        start = i;
+        *pos = i + (sep ? sep : 1);
+        *item = s + start;
+        *ilen = i - start;
+        s_trim(item, ilen);
+        if (*ilen) return true;
     }
-    msgpack_pack_array(pk, n);
-    for (size_t k = 0; k < n; k++) {
-        const char *code = s_lookup(aliases, items[k], lens[k]);
-        if (code)
-            bf_mp_str(pk, code);
-        else
-            bf_mp_strn(pk, items[k], lens[k]);
-    }
+    return false;
 }
 
 static size_t s_count_items(const char *s)
 {
-    size_t n = 0;
-    bool in_item = false;
-    size_t len = strlen(s);
-    for (size_t i = 0; i < len;) {
-        size_t sep = s[i] == ';' ? 1
-                     : (i + 3 <= len && (!memcmp(s + i, "\xEF\xBC\x9B", 3) ||
-                                         !memcmp(s + i, "\xE3\x80\x81", 3)))
-                         ? 3
-                         : 0;
-        if (sep) {
-            in_item = false;
-            i += sep;
-        } else {
-            if (s[i] != ' ' && s[i] != '\t' && !in_item) {
-                in_item = true;
-                n++;
-            }
-            i++;
-        }
-    }
+    size_t n = 0, pos = 0, ilen, len = s ? strlen(s) : 0;
+    const char *item;
+    while (s && s_next_item(s, len, &pos, &item, &ilen)) n++;
     return n;
+}
+
+/* Packs the items of a list cell (aliases translated) as a msgpack array. */
+static void s_pack_list(msgpack_packer *pk, const char *s, const s_alias_t *aliases)
+{
+    msgpack_pack_array(pk, s_count_items(s));
+    size_t pos = 0, ilen, len = s ? strlen(s) : 0;
+    const char *item;
+    while (s && s_next_item(s, len, &pos, &item, &ilen)) {
+        const char *code = s_lookup(aliases, item, ilen);
+        if (code)
+            bf_mp_str(pk, code);
+        else
+            bf_mp_strn(pk, item, ilen);
+    }
 }
 
 /* Parses a non-negative integer of at most 18 digits. */
@@ -694,7 +722,7 @@ static void s_household_finish(import_t *im)
     }
 
     /* pack {village_id, categories, causes, route, income_fen, members} */
-    batch_t *b = &im->batch;
+    batch_t *b = im->fill;
     if (b->n == b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 256;
         batch_hh_t *p = realloc(b->hh, cap * sizeof *p);
@@ -720,8 +748,10 @@ static void s_household_finish(import_t *im)
     b->n++;
 
     msgpack_packer *pk = &b->pk;
-    msgpack_pack_map(pk, 6);
+    const char *address = s_hv(hh, C_ADDRESS);
+    msgpack_pack_map(pk, address ? 7 : 6);
     bf_mp_kv_int(pk, "village_id", village_id);
+    if (address) bf_mp_kv_str(pk, "address", address);
     bf_mp_key(pk, "categories");
     s_pack_list(pk, s_hv(hh, C_CATEGORIES), s_categories);
     bf_mp_key(pk, "causes");
@@ -735,7 +765,8 @@ static void s_household_finish(import_t *im)
     msgpack_pack_array(pk, hh->nmembers);
     for (size_t i = 0; i < hh->nmembers; i++) {
         const member_t *m = &hh->members[i];
-        int n = 3 + (m->gender != NULL) + (m->phone != S_NONE);
+        int n = 3 + (m->gender != NULL) + (m->phone != S_NONE) + (m->labour != NULL) +
+                (m->disability >= 0);
         msgpack_pack_map(pk, (size_t)n);
         bf_mp_kv_str(pk, "name", hh->pool.buf + m->name);
         bf_mp_key(pk, "id_number");
@@ -743,6 +774,8 @@ static void s_household_finish(import_t *im)
         bf_mp_kv_str(pk, "relation", m->relation);
         if (m->gender) bf_mp_kv_str(pk, "gender", m->gender);
         if (m->phone != S_NONE) bf_mp_kv_str(pk, "phone", hh->pool.buf + m->phone);
+        if (m->labour) bf_mp_kv_str(pk, "labour", m->labour);
+        if (m->disability >= 0) bf_mp_kv_bool(pk, "disability", m->disability == 1);
         batch_member_t *bm = &b->mem[b->nmem++];
         bm->line = m->line;
         s_id_display(hh->pool.buf + m->id_number, m->id_len, bm->id_shown);
@@ -803,7 +836,7 @@ static void s_row(import_t *im, const csvread_record_t *rec)
         }
         if (empty) return;
     }
-    im->persons++;
+    im->rows++;
 
     const char *ref;
     size_t ref_len;
@@ -870,13 +903,15 @@ static void s_row(import_t *im, const csvread_record_t *rec)
         s_reject(im, line, -1, "more than %d rows in one household", IMPORT_MAX_ROWS_PER_HOUSEHOLD);
         return;
     }
-    const char *name, *id, *rel, *gender, *phone;
-    size_t name_n, id_n, rel_n, gender_n, phone_n;
+    const char *name, *id, *rel, *gender, *phone, *labour, *disab;
+    size_t name_n, id_n, rel_n, gender_n, phone_n, labour_n, disab_n;
     s_field(im, rec, C_NAME, &name, &name_n);
     s_field(im, rec, C_ID_NUMBER, &id, &id_n);
     s_field(im, rec, C_RELATION, &rel, &rel_n);
     s_field(im, rec, C_GENDER, &gender, &gender_n);
     s_field(im, rec, C_PHONE, &phone, &phone_n);
+    s_field(im, rec, C_LABOUR, &labour, &labour_n);
+    s_field(im, rec, C_DISABILITY, &disab, &disab_n);
     if (!name_n) {
         s_reject(im, line, C_NAME, "missing name");
         return;
@@ -902,6 +937,20 @@ static void s_row(import_t *im, const csvread_record_t *rec)
                  (int)(gender_n > 100 ? 100 : gender_n), gender);
         return;
     }
+    const char *labour_code = NULL;
+    if (labour_n && !(labour_code = s_lookup(s_labour, labour, labour_n))) {
+        s_reject(im, line, C_LABOUR,
+                 "unknown labour \"%.*s\" (skilled, ordinary, weak, lost, none or 技能劳动力, "
+                 "普通劳动力, 弱劳动力, 丧失劳动力, 无劳动力)",
+                 (int)(labour_n > 100 ? 100 : labour_n), labour);
+        return;
+    }
+    const char *yn = NULL;
+    if (disab_n && !(yn = s_lookup(s_yesno, disab, disab_n))) {
+        s_reject(im, line, C_DISABILITY, "disability \"%.*s\" is not yes or no (是 / 否)",
+                 (int)(disab_n > 100 ? 100 : disab_n), disab);
+        return;
+    }
     if (hh->nmembers == hh->cap) {
         size_t cap = hh->cap ? hh->cap * 2 : 16;
         member_t *p = realloc(hh->members, cap * sizeof *p);
@@ -916,6 +965,8 @@ static void s_row(import_t *im, const csvread_record_t *rec)
     m->line = line;
     m->relation = rel_code;
     m->gender = gender_code;
+    m->labour = labour_code;
+    m->disability = yn ? !strcmp(yn, "yes") : -1;
     m->name = s_keep(im, line, name, name_n);
     m->id_number = s_keep(im, line, id, id_n);
     m->id_len = id_n;
@@ -948,6 +999,8 @@ static int s_field_to_col(const char *field, const batch_hh_t *bh, long *member)
         if (!strcmp(f, "relation")) return C_RELATION;
         if (!strcmp(f, "gender")) return C_GENDER;
         if (!strcmp(f, "phone")) return C_PHONE;
+        if (!strcmp(f, "labour")) return C_LABOUR;
+        if (!strcmp(f, "disability")) return C_DISABILITY;
         return -1;
     }
     if (!strcmp(f, "village_id")) return C_VILLAGE;
@@ -955,6 +1008,7 @@ static int s_field_to_col(const char *field, const batch_hh_t *bh, long *member)
     if (!strcmp(f, "causes.main")) return C_CAUSE_MAIN;
     if (!strncmp(f, "causes.secondary", 16)) return C_CAUSE_SECONDARY;
     if (!strcmp(f, "route")) return C_ROUTE;
+    if (!strcmp(f, "address")) return C_ADDRESS;
     if (!strcmp(f, "income_fen")) return bh->income_col;
     return -1;
 }
@@ -967,6 +1021,27 @@ static void s_copy_str(const msgpack_object *o, char *out, size_t n)
         out[0] = '\0';
 }
 
+static batch_t *s_batch_new(void)
+{
+    batch_t *b = calloc(1, sizeof *b);
+    if (!b) return NULL;
+    msgpack_sbuffer_init(&b->rows);
+    msgpack_packer_init(&b->pk, &b->rows, msgpack_sbuffer_write);
+    return b;
+}
+
+static void s_batch_destroy(batch_t **self_p)
+{
+    if (!*self_p) return;
+    batch_t *b = *self_p;
+    msgpack_sbuffer_destroy(&b->rows);
+    free(b->hh);
+    free(b->mem);
+    free(b->pool.buf);
+    free(b);
+    *self_p = NULL;
+}
+
 static void s_batch_reset(batch_t *b)
 {
     msgpack_sbuffer_clear(&b->rows);
@@ -975,10 +1050,9 @@ static void s_batch_reset(batch_t *b)
     b->pool.len = 0;
 }
 
-/* Handles a successful household.import reply. */
-static void s_batch_verdict(import_t *im, const msgpack_object *result)
+/* Handles a successful household.import reply for batch b. */
+static void s_batch_verdict(import_t *im, const batch_t *b, const msgpack_object *result)
 {
-    batch_t *b = &im->batch;
     unsigned char *hit = calloc(b->n ? b->n : 1, 1);
     if (!hit) {
         fprintf(stderr, "bangfu import: out of memory\n");
@@ -1022,10 +1096,8 @@ static void s_batch_verdict(import_t *im, const msgpack_object *result)
         }
     }
     int64_t accepted = -1;
-    const msgpack_object *acc = bf_mp_get(result, "accepted");
-    if (!bf_mp_int(acc, &accepted) && acc && acc->type == MSGPACK_OBJECT_ARRAY)
-        accepted = acc->via.array.size; /* a list of ids, if that is what comes */
-    if (accepted < 0) accepted = (int64_t)(b->n - distinct);
+    if (!bf_mp_int(bf_mp_get(result, "accepted"), &accepted) || accepted < 0)
+        accepted = (int64_t)(b->n - distinct);
     if ((uint64_t)accepted + distinct != b->n) {
         if (im->rejects_on_tty) s_bar_clear(im);
         fprintf(stderr, "bangfu import: the registry accepted %" PRId64 " and rejected %" PRIu64
@@ -1037,16 +1109,22 @@ static void s_batch_verdict(import_t *im, const msgpack_object *result)
     free(hit);
 }
 
-static int s_batch_flush(import_t *im)
+/* ---- the pipeline: up to --parallel batches in flight ------------------------------
+ *
+ * One client (rpc.h) carries several household.import calls at once, so the registry's
+ * workers import batches side by side while this process reads on. Replies
+ * may come in any order; they are matched by request id and handled in the
+ * order the batches were sent, so the rejects report follows the file. A
+ * batch answered with `conflict` (a deadlock between two batches that share
+ * a duplicate ID number, resolved by PostgreSQL aborting one transaction,
+ * which therefore changed nothing) is sent again, up to IMPORT_RETRIES times.
+ */
+
+#define IMPORT_RETRIES 3
+
+static int s_send(import_t *im, slot_t *sl)
 {
-    batch_t *b = &im->batch;
-    if (b->n == 0 || im->fatal) return 0;
-    if (im->dry_run) {
-        im->accepted += b->n;
-        s_batch_reset(b);
-        s_progress(im, false);
-        return 0;
-    }
+    batch_t *b = sl->b;
     msgpack_sbuffer params;
     msgpack_sbuffer_init(&params);
     msgpack_packer pk;
@@ -1055,36 +1133,120 @@ static int s_batch_flush(import_t *im)
     bf_mp_key(&pk, "rows");
     msgpack_pack_array(&pk, b->n);
     msgpack_sbuffer_write(&params, b->rows.data, b->rows.size);
-
-    bf_reply_t reply;
-    int rc = bf_client_call(im->client, "household.import", params.data, params.size, im->actor,
-                            &reply);
+    int rc = cli_rpc_send(im->rpc, "household.import", params.data, params.size, im->actor,
+                          sl->id);
     msgpack_sbuffer_destroy(&params);
-    im->sent += b->n;
+    sl->sent_at = s_now();
+    sl->answered = false;
+    sl->attempts++;
+    return rc;
+}
+
+/* Receives one reply (waiting up to wait_ms) and files it with its slot.
+ * Replies nobody waits for (a batch given up on) are dropped. */
+static void s_receive(import_t *im, long wait_ms)
+{
+    cli_reply_t r;
+    if (cli_rpc_recv(im->rpc, wait_ms, &r) != 1) return;
+    for (size_t k = 0; k < im->inflight; k++) {
+        slot_t *sl = &im->slots[(im->head + k) % im->parallel];
+        if (!sl->answered && !strcmp(r.id, sl->id)) {
+            cli_reply_destroy(&sl->reply);
+            sl->reply = r; /* the slot owns it now */
+            sl->answered = true;
+            return;
+        }
+    }
+    cli_reply_destroy(&r);
+}
+
+/* Waits for the oldest batch in flight and handles its reply. */
+static void s_settle_oldest(import_t *im)
+{
+    slot_t *sl = &im->slots[im->head];
+    batch_t *b = sl->b;
     long first = b->hh[0].line, last = b->hh[b->n - 1].line;
-    if (rc != 0 && !reply.error) {
-        s_bar_clear(im);
-        fprintf(stderr, "bangfu import: the registry did not answer at %s (%s); the batch of "
-                        "lines %ld-%ld may or may not have been imported\n",
-                im->endpoint, reply.message, first, last);
-        im->fatal = CLI_UNAVAILABLE;
-    } else if (!reply.ok) {
+    for (;;) {
+        while (!sl->answered) {
+            long left = (long)((sl->sent_at + (double)im->timeout_ms / 1000.0 - s_now()) * 1000.0);
+            if (left <= 0) {
+                s_bar_clear(im);
+                fprintf(stderr, "bangfu import: the registry did not answer at %s within %ld ms; "
+                                "the batch of lines %ld-%ld may or may not have been imported\n",
+                        im->endpoint, im->timeout_ms, first, last);
+                im->fatal = CLI_UNAVAILABLE;
+                im->gave_up = true;
+                goto done;
+            }
+            s_receive(im, left < 200 ? left : 200);
+            s_progress(im, false);
+        }
+        if (sl->reply.ok) {
+            const msgpack_object *result = sl->reply.result;
+            if (result && result->type == MSGPACK_OBJECT_MAP) {
+                s_batch_verdict(im, b, result);
+            } else {
+                s_bar_clear(im);
+                fprintf(stderr, "bangfu import: household.import returned no result map\n");
+                im->fatal = CLI_ERR_REPLY;
+            }
+            goto done;
+        }
+        const char *code = sl->reply.code, *message = sl->reply.message,
+                   *field = sl->reply.field;
+        if (!strcmp(code, "conflict") && sl->attempts <= IMPORT_RETRIES && !im->fatal) {
+            if (s_send(im, sl) == 0) continue; /* rolled back entirely: safe to resend */
+        }
         s_bar_clear(im);
         fprintf(stderr, "bangfu import: the registry refused the batch of lines %ld-%ld: %s: %s%s%s%s\n",
-                first, last, reply.code, reply.message, reply.field[0] ? " (field " : "",
-                reply.field, reply.field[0] ? ")" : "");
-        im->fatal = strcmp(reply.code, "unavailable") == 0 ? CLI_UNAVAILABLE : CLI_ERR_REPLY;
-    } else if (!reply.result || reply.result->type != MSGPACK_OBJECT_MAP) {
-        s_bar_clear(im);
-        fprintf(stderr, "bangfu import: household.import returned no result map\n");
-        im->fatal = CLI_ERR_REPLY;
-    } else {
-        s_batch_verdict(im, reply.result);
+                first, last, code, message, field[0] ? " (field " : "", field, field[0] ? ")" : "");
+        if (!im->fatal) im->fatal = strcmp(code, "unavailable") == 0 ? CLI_UNAVAILABLE : CLI_ERR_REPLY;
+        goto done;
     }
-    bf_reply_destroy(&reply);
+done:
     s_batch_reset(b);
+    sl->answered = false;
+    sl->attempts = 0;
+    cli_reply_destroy(&sl->reply);
+    im->head = (im->head + 1) % im->parallel;
+    im->inflight--;
     s_progress(im, false);
-    return im->fatal ? -1 : 0;
+}
+
+/* Hands the filled batch to the pipeline (or counts it, in a dry run). */
+static int s_batch_flush(import_t *im)
+{
+    batch_t *b = im->fill;
+    if (b->n == 0 || im->fatal) return 0;
+    if (im->dry_run) {
+        im->accepted += b->n;
+        s_batch_reset(b);
+        s_progress(im, false);
+        return 0;
+    }
+    if (im->inflight == im->parallel) s_settle_oldest(im);
+    if (im->fatal) return -1;
+    slot_t *sl = &im->slots[(im->head + im->inflight) % im->parallel];
+    im->fill = sl->b; /* an empty batch to fill next */
+    sl->b = b;
+    sl->attempts = 0;
+    im->inflight++;
+    im->sent += b->n;
+    if (s_send(im, sl) != 0) {
+        s_bar_clear(im);
+        fprintf(stderr, "bangfu import: cannot send to %s: %s\n", im->endpoint,
+                strerror(errno));
+        im->fatal = CLI_UNAVAILABLE;
+        im->gave_up = true;
+        return -1;
+    }
+    return 0;
+}
+
+/* Waits for every batch still in flight (unless the registry stopped answering). */
+static void s_drain(import_t *im)
+{
+    while (im->inflight > 0 && !im->gave_up) s_settle_oldest(im);
 }
 
 /* ---- the header ---------------------------------------------------------------- */
@@ -1156,9 +1318,9 @@ static int s_header(import_t *im, const csvread_record_t *rec)
 static void s_help(FILE *f)
 {
     fprintf(f,
-            "usage: bangfu import households FILE.csv [--batch N] [--encoding auto|utf-8|gbk]\n"
-            "           [--village-id ID] [--dry-run] [--rejects FILE] [--actor A]\n"
-            "           [--timeout MS] [--json]\n"
+            "usage: bangfu import households FILE.csv [--batch N] [--parallel N]\n"
+            "           [--encoding auto|utf-8|gbk] [--village-id ID] [--dry-run]\n"
+            "           [--rejects FILE] [--actor A] [--timeout MS] [--json]\n"
             "\n"
             "Imports households into the registry from a CSV file of any size (read as a\n"
             "stream), in UTF-8 (with or without BOM) or GBK/GB18030 as Chinese spreadsheet\n"
@@ -1185,11 +1347,17 @@ static void s_help(FILE *f)
             "                                 grandchild 孙子女, sibling 兄弟姐妹, other 其他\n"
             "  gender           性别          male 男, female 女 (optional)\n"
             "  phone            电话          11-digit mobile number (optional)\n"
+            "  address          家庭住址      the household's address (optional)\n"
+            "  labour           劳动技能      skilled 技能劳动力, ordinary 普通劳动力, weak 弱劳动力,\n"
+            "                                 lost 丧失劳动力, none 无劳动力 (optional)\n"
+            "  disability       是否残疾      yes 是 / no 否 (optional)\n"
             "\n"
             "Household values may stand on any of its rows; where several rows give one, they\n"
             "must agree. Unknown columns are ignored (with a warning).\n"
             "\n"
             "  --batch N        households per household.import call (1-5000, default 2000)\n"
+            "  --parallel N     batches in flight at once (1-16, default 3); the registry\n"
+            "                   imports them side by side\n"
             "  --encoding E     auto (default: BOM or valid UTF-8 means UTF-8, else GBK),\n"
             "                   utf-8 or gbk\n"
             "  --village-id ID  village for rows whose village_id is empty or missing\n"
@@ -1213,14 +1381,14 @@ static void s_summary(import_t *im, double seconds)
         printf("{\"households\":%" PRIu64 ",\"accepted\":%" PRIu64 ",\"rejected\":%" PRIu64
                ",\"rows\":%" PRIu64 ",\"lines\":%ld,\"encoding\":\"%s\",\"seconds\":%.3f,"
                "\"households_per_second\":%.0f,\"dry_run\":%s,\"complete\":%s}\n",
-               im->households, im->accepted, im->rejected, im->persons, im->last_line,
+               im->households, im->accepted, im->rejected, im->rows, im->last_line,
                csvread_encoding(im->csv), seconds, rate, im->dry_run ? "true" : "false",
                im->fatal || s_interrupted ? "false" : "true");
     } else {
         printf("%s: %" PRIu64 " households read, %" PRIu64 " %s, %" PRIu64 " rejected (%" PRIu64
                " rows, %ld lines, %s) in %.1f s, %.0f households/s%s\n",
                im->path, im->households, im->accepted, im->dry_run ? "valid" : "accepted",
-               im->rejected, im->persons, im->last_line, csvread_encoding(im->csv), seconds, rate,
+               im->rejected, im->rows, im->last_line, csvread_encoding(im->csv), seconds, rate,
                im->dry_run ? " (dry run: nothing sent)"
                : im->fatal || s_interrupted ? " (stopped before the end)" : "");
     }
@@ -1259,6 +1427,15 @@ static int s_parse_args(import_t *im, int argc, char **argv)
                 return CLI_USAGE;
             }
             im->batch_size = (size_t)n;
+            i++;
+        } else if (!strcmp(a, "--parallel") && v) {
+            char *end;
+            long n = strtol(v, &end, 10);
+            if (*end || n < 1 || n > IMPORT_MAX_PARALLEL) {
+                fprintf(stderr, "bangfu import: --parallel must be 1..%d\n", IMPORT_MAX_PARALLEL);
+                return CLI_USAGE;
+            }
+            im->parallel = (size_t)n;
             i++;
         } else if (!strcmp(a, "--encoding") && v) {
             if (csvread_enc_parse(v, &im->enc) != 0) {
@@ -1309,9 +1486,9 @@ int cli_import(int argc, char **argv)
     memset(&im, 0, sizeof im);
     im.batch_size = IMPORT_DEFAULT_BATCH;
     im.timeout_ms = IMPORT_DEFAULT_TIMEOUT_MS;
-    msgpack_sbuffer_init(&im.batch.rows);
-    msgpack_packer_init(&im.batch.pk, &im.batch.rows, msgpack_sbuffer_write);
+    im.parallel = IMPORT_DEFAULT_PARALLEL;
     int exit_code = CLI_USAGE;
+    for (size_t i = 0; i < IMPORT_MAX_PARALLEL; i++) cli_reply_init(&im.slots[i].reply);
 
     int rc = s_parse_args(&im, argc, argv);
     if (rc != 0) {
@@ -1354,11 +1531,17 @@ int cli_import(int argc, char **argv)
     }
     im.tty = isatty(STDERR_FILENO);
     im.rejects_on_tty = im.rejects == stderr && im.tty;
-    fprintf(im.rejects, "line,household_ref,field,message\n");
+    if (im.rejects != stderr) {
+        fprintf(im.rejects, "line,household_ref,field,message\n");
+        im.report_started = true;
+    }
 
+    if (!(im.fill = s_batch_new())) goto oom;
+    for (size_t i = 0; i < im.parallel; i++)
+        if (!(im.slots[i].b = s_batch_new())) goto oom;
     if (!im.dry_run) {
         im.endpoint = cli_endpoint("registry");
-        if (!(im.client = bf_client_new(im.endpoint, (int)im.timeout_ms))) {
+        if (!(im.rpc = cli_rpc_new(im.endpoint))) {
             fprintf(stderr, "bangfu import: bad registry endpoint %s\n", im.endpoint);
             goto cleanup;
         }
@@ -1388,13 +1571,18 @@ int cli_import(int argc, char **argv)
             s_batch_flush(&im);
         }
     }
-    sigaction(SIGINT, &old_int, NULL);
+    if (s_interrupted) {
+        s_bar_clear(&im);
+        fprintf(stderr, "bangfu import: interrupted after line %ld; waiting for the %zu batches "
+                        "in flight (Ctrl-C again quits at once)\n", im.last_line, im.inflight);
+    }
+    sigaction(SIGINT, &old_int, NULL); /* a second Ctrl-C ends the process */
+    s_drain(&im);
     double seconds = s_now() - im.t0;
     s_progress(&im, true);
-    if (s_interrupted) {
-        fprintf(stderr, "bangfu import: interrupted after line %ld; %" PRIu64
-                        " households were sent, the rest were not\n", im.last_line, im.sent);
-    }
+    if (s_interrupted)
+        fprintf(stderr, "bangfu import: %" PRIu64 " households were sent, the rest of the file "
+                        "was not\n", im.sent);
     fflush(im.rejects);
     s_summary(&im, seconds);
     exit_code = s_interrupted ? 130 : im.fatal ? im.fatal : im.rejected ? CLI_ERR_REPLY : CLI_OK;
@@ -1405,16 +1593,21 @@ cleanup:
                 strerror(errno));
         if (exit_code == CLI_OK) exit_code = CLI_ERR_REPLY;
     }
-    bf_client_destroy(&im.client);
+    cli_rpc_destroy(&im.rpc);
     csvread_destroy(&im.csv);
     if (im.in && im.in != stdin) fclose(im.in);
-    msgpack_sbuffer_destroy(&im.batch.rows);
-    free(im.batch.hh);
-    free(im.batch.mem);
-    free(im.batch.pool.buf);
+    s_batch_destroy(&im.fill);
+    for (size_t i = 0; i < IMPORT_MAX_PARALLEL; i++) {
+        s_batch_destroy(&im.slots[i].b);
+        cli_reply_destroy(&im.slots[i].reply);
+    }
     free(im.hh.members);
     free(im.hh.pool.buf);
     free(im.refs.slots);
     s_interrupted = 0;
     return exit_code;
+oom:
+    fprintf(stderr, "bangfu import: out of memory\n");
+    exit_code = CLI_ERR_REPLY;
+    goto cleanup;
 }

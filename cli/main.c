@@ -30,7 +30,8 @@ static const cli_command_t s_commands[] = {
      "is each service (and the bus) alive? exit 0 when all answer"},
     {"funds", cli_funds, "funds verify [--timeout MS]",
      "re-walk the funds ledger's hash chain; exit 1 naming the first bad entry"},
-    {"queues", cli_queues, "queues [--watch [SEC]] [--json] | dead list|show|retry|drop | pause|resume Q", "notify's queues: depth, pending, age, rates, retries, dead letters"},
+    {"queues", cli_queues, "queues [--watch [SEC]] [--json] | dead list|show|retry|drop | pause|resume",
+     "notify's queues: depth, pending, age, rates, retries, dead letters"},
     {NULL, NULL, NULL, NULL},
 };
 

@@ -177,11 +177,14 @@ def _write_big_csv(path, n_households):
     bad = {}
     person = 0
     line = 1
-    # which households get which defect (spread over batches, one at a batch edge)
+    # which households get which defect: some at a batch edge (2000 a batch),
+    # some spread over the file
     defects = {
         7: "bad_check_digit", 1999: "bad_check_digit", 2000: "unknown_route",
-        45123: "unknown_route", 4242: "missing_head", 88888: "missing_head",
-        3001: "duplicate_id", 99998: "duplicate_id", 17: "bad_income", 60001: "bad_relation",
+        n_households * 45 // 100 + 3: "unknown_route", 4242: "missing_head",
+        n_households * 8888 // 10000: "missing_head", 3001: "duplicate_id",
+        n_households - 2: "duplicate_id", 17: "bad_income",
+        n_households * 6 // 10 + 1: "bad_relation",
     }
     dup_source = None
     with open(path, "w", encoding="utf-8", newline="") as f:
@@ -254,10 +257,11 @@ def _read_report(text):
 
 
 def test_import_100k_households_with_bad_rows():
-    n = 100000
+    n = bftest.scaled(100000)  # a tenth under the sanitizers
     path = os.path.join(bftest.TMP, "households-%s.csv" % RUN["idp"])
     rejects = os.path.join(bftest.TMP, "rejects-%s.csv" % RUN["idp"])
     households, bad = _write_big_csv(path, n)
+    RUN["before_big"] = bftest.stream_last_id(bftest.redis_client())
     t0 = time.time()
     rc, out, err = bangfu("import", "households", path, "--rejects", rejects, "--json",
                           "--actor", "admin")
@@ -324,6 +328,20 @@ def test_import_100k_households_with_bad_rows():
     RUN["big_accepted"] = n - len(bad)
 
 
+def test_events_tail_replays_the_whole_import_from_the_stream():
+    # one household.created event per accepted household, read back in pages
+    n = RUN["big_accepted"]
+    tail = Tail("bangfu.registry.household.created", "--from", "(" + RUN["before_big"])
+    lines = tail.take(n, timeout=120)
+    extra = tail.idle(1.0)
+    rc, err = tail.stop()
+    eq(rc, 0, err)
+    eq(len(lines) + len(extra), n, "events printed")
+    subjects = {l.split(" ")[2] for l in lines}
+    eq(len(subjects), n, "distinct households")
+    check(all(" bangfu.registry.household.created household/" in l for l in lines[:100]))
+
+
 def test_import_again_rejects_every_household_as_already_registered():
     # the same file a second time: nothing new lands, every household is reported
     path = os.path.join(bftest.TMP, "again-%s.csv" % RUN["idp"])
@@ -346,16 +364,17 @@ def test_import_gbk_file_with_chinese_headers_and_values():
     p0 = 9000000
     rows = [
         ["户编号", "村ID", "类别", "主要致贫原因", "次要致贫原因", "帮扶路径", "年收入(元)",
-         "姓名", "身份证号", "与户主关系", "性别", "电话"],
+         "姓名", "身份证号", "与户主关系", "性别", "电话", "家庭住址", "劳动技能", "是否残疾"],
         ["甲-001", RUN["village2"], "低保、留守老人", "因病", "缺技术;缺资金", "就业", "8800.50",
-         "欧阳娜娜", _id(p0 + 1), "户主", "", "13912345678"],
-        ["甲-001", "", "", "", "", "", "", "王 小红, 二", _id(p0 + 2), "配偶", "", ""],
-        ["", "", "", "", "", "", "", "欧阳明", _id(p0 + 3), "子女", "", ""],
+         "欧阳娜娜", _id(p0 + 1), "户主", "", "13912345678", "甲镇一组 3 号", "普通劳动力", "否"],
+        ["甲-001", "", "", "", "", "", "", "王 小红, 二", _id(p0 + 2), "配偶", "", "", "",
+         "丧失劳动力", "是"],
+        ["", "", "", "", "", "", "", "欧阳明", _id(p0 + 3), "子女", "", "", "", "", ""],
         ["甲-002", RUN["village2"], "特困供养", "因残", "", "兜底", "0", "李四",
-         _id(p0 + 4), "户主", "", ""],
+         _id(p0 + 4), "户主", "", "", "", "", ""],
         ["甲-003", RUN["village2"], "低收入", "缺劳力", "", "产业", "1200", "张三",
-         _id(p0 + 5), "户主", "", ""],
-        ["甲-003", "", "", "", "", "", "", "张小三", _id(p0 + 6), "孙子女", "", ""],
+         _id(p0 + 5), "户主", "", "", "", "", ""],
+        ["甲-003", "", "", "", "", "", "", "张小三", _id(p0 + 6), "孙子女", "", "", "", "", ""],
     ]
     path = os.path.join(bftest.TMP, "gbk-%s.csv" % RUN["idp"])
     with open(path, "wb") as f:
@@ -374,7 +393,8 @@ def test_import_gbk_file_with_chinese_headers_and_values():
     db = bftest.pg()
     cur = db.cursor()
     cur.execute("SELECT p.name, p.relation, h.categories, h.cause_main, h.cause_secondary, "
-                "h.route, h.income_fen, p.phone FROM registry.person p "
+                "h.route, h.income_fen, p.phone, h.address, p.labour, p.disability "
+                "FROM registry.person p "
                 "JOIN registry.household h ON h.id = p.household_id "
                 "WHERE p.id_number = ANY(%s) ORDER BY p.id_number",
                 ([_id(p0 + i) for i in range(1, 7)],))
@@ -382,9 +402,12 @@ def test_import_gbk_file_with_chinese_headers_and_values():
     db.close()
     eq(len(got), 6)
     eq(got[0], ("欧阳娜娜", "head", ["dibao", "left_behind_elderly"], "illness",
-                ["lack_of_skills", "lack_of_funds"], "employment", 880050, "13912345678"))
+                ["lack_of_skills", "lack_of_funds"], "employment", 880050, "13912345678",
+                "甲镇一组 3 号", "ordinary", False))
     eq(got[1][:2], ("王 小红, 二", "spouse"))
+    eq(got[1][9:], ("lost", True))
     eq(got[2][:2], ("欧阳明", "child"))
+    eq(got[2][9:], (None, False))
     eq(got[3][:7], ("李四", "head", ["extreme_poverty"], "disability", [], "safety_net", 0))
     eq(got[4][:2], ("张三", "head"))
     eq(got[5][:2], ("张小三", "grandchild"))
@@ -479,12 +502,27 @@ class Tail:
         with open(os.path.join(bftest.TMP, "pids"), "a") as f:
             f.write("%d\n" % self.proc.pid)
         self.lines = queue.Queue()
+        self.ready = threading.Event()
+        self.err = []
         self.t = threading.Thread(target=self._read, daemon=True)
         self.t.start()
+        self.te = threading.Thread(target=self._read_err, daemon=True)
+        self.te.start()
 
     def _read(self):
         for line in self.proc.stdout:
             self.lines.put(line.decode("utf-8"))
+
+    def _read_err(self):
+        for line in self.proc.stderr:
+            line = line.decode("utf-8", "replace")
+            self.err.append(line)
+            if " live from " in line:
+                self.ready.set()
+
+    def wait_ready(self, timeout=20):
+        """Until the catch-up is done and the tail says it is live."""
+        check(self.ready.wait(timeout), "events tail never went live: %r" % self.err)
 
     def take(self, n, timeout=20):
         out = []
@@ -504,8 +542,8 @@ class Tail:
     def stop(self):
         self.proc.send_signal(signal.SIGINT)
         rc = self.proc.wait(10)
-        err = self.proc.stderr.read().decode("utf-8", "replace")
-        return rc, err
+        self.te.join(5)
+        return rc, "".join(self.err)
 
 
 def _region_event_writes(n, tag):
@@ -573,9 +611,57 @@ def test_events_tail_during_a_burst_prints_each_event_exactly_once():
     eq(sorted(got), sorted(expected), "every event of the burst, each once")
 
 
-def test_events_tail_text_format_and_prefix_filter():
+def _wait_in_stream(codes, since):
+    """Until the relay has put the events of these region codes into the stream."""
+    r = bftest.redis_client()
+    want = {"region/" + c for c in codes}
+    bftest.wait_for(lambda: want <= {e["subject"] for _, e in bftest.stream_events(r, since)},
+                    msg="events relayed to the stream")
+
+
+def test_events_tail_from_dollar_prints_only_new_events_without_gap():
+    since = bftest.stream_last_id(bftest.redis_client())
+    _wait_in_stream(_region_event_writes(2, "before-dollar"), since)
+    tail = Tail("bangfu.registry.region.", "--from", "$", "--json")
+    tail.wait_ready()
+    # written at once: without the stream the first ones could miss a fresh subscription
+    new = _region_event_writes(3, "after-dollar")
+    got = [json.loads(l) for l in tail.take(3)]
+    eq(tail.idle(1.0), [])
+    rc, err = tail.stop()
+    eq(rc, 0, err)
+    eq(sorted(e["subject"] for e in got), sorted("region/" + c for c in new))
+
+
+def test_events_tail_from_the_end_of_the_stream_prints_nothing_old():
+    r = bftest.redis_client()
+    since = bftest.stream_last_id(r)
+    _wait_in_stream(_region_event_writes(1, "last-before"), since)
+    last = bftest.stream_last_id(r)
+    tail = Tail("--from", "(" + last, "--json")  # after the last entry: nothing to replay
+    tail.wait_ready()
+    new = _region_event_writes(2, "after-last")
+    got = [json.loads(l) for l in tail.take(2)]
+    eq(tail.idle(1.0), [], "nothing older than --from, nothing twice")
+    rc, err = tail.stop()
+    eq(rc, 0, err)
+    eq(sorted(e["subject"] for e in got), sorted("region/" + c for c in new))
+    check("0 events from bangfu:events up to (none)" in err, err)
+
+
+def test_events_tail_live_text_format_and_prefix_filter():
     tail = Tail("bangfu.registry.village.")
-    time.sleep(0.5)  # live only: let the subscription reach the publisher
+    # live only: create probe villages until one is printed, i.e. until the
+    # subscription has travelled through the bus to the registry's publisher
+    seen = []
+    for i in range(100):
+        C.call("village.create", {"region_code": RUN["town_b"], "name": "探针%d" % i,
+                                  "category": "other"})
+        seen = tail.take(1, timeout=0.2)
+        if seen:
+            break
+    check(seen, "a live event reached bangfu events tail")
+    tail.idle(0.5)  # probes still on their way
     _region_event_writes(1, "filtered-out")
     vid = C.call("village.create", {"region_code": RUN["town_b"], "name": "尾村",
                                     "category": "weak"})["id"]
@@ -590,7 +676,7 @@ def test_events_tail_text_format_and_prefix_filter():
     eq(parts[2], "village/%d" % vid)
     data = json.loads(parts[3])
     eq(data["id"], vid)
-    check(" " not in parts[3] or "尾村" in parts[3], "compact JSON")
+    check(": " not in parts[3] and ", " not in parts[3], "compact JSON: " + parts[3])
 
 
 def test_events_tail_usage_and_redis_down():
