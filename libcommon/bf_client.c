@@ -82,11 +82,22 @@ static int s_wait(bf_client_t *c, const char *want, bf_reply_t *reply)
         }
         msgpack_unpacked_destroy(&reply->msg);
         msgpack_unpacked_init(&reply->msg);
-        size_t off = 0;
-        int ok = bf_mp_check(zmq_msg_data(&last), zmq_msg_size(&last), BF_MP_MAX_DEPTH) == 0 &&
-                 msgpack_unpack_next(&reply->msg, zmq_msg_data(&last), zmq_msg_size(&last),
-                                     &off) == MSGPACK_UNPACK_SUCCESS;
+        /* msgpack-c decodes strings in place: the bytes must outlive the
+         * reply, so keep a copy the reply owns (the frame is closed here) */
+        free(reply->buf);
+        size_t len = zmq_msg_size(&last);
+        reply->buf = malloc(len ? len : 1);
+        if (!reply->buf) {
+            zmq_msg_close(&last);
+            s_fail(reply, BF_E_EXHAUSTED, "out of memory for the reply");
+            return -1;
+        }
+        memcpy(reply->buf, zmq_msg_data(&last), len);
         zmq_msg_close(&last);
+        size_t off = 0;
+        int ok = bf_mp_check(reply->buf, len, BF_MP_MAX_DEPTH) == 0 &&
+                 msgpack_unpack_next(&reply->msg, reply->buf, len, &off) ==
+                     MSGPACK_UNPACK_SUCCESS;
         if (!ok || reply->msg.data.type != MSGPACK_OBJECT_MAP) {
             s_fail(reply, BF_E_INTERNAL, "malformed reply");
             return -1;
@@ -161,5 +172,6 @@ int bf_client_call_raw(bf_client_t *c, const char *body, size_t len, bf_reply_t 
 void bf_reply_destroy(bf_reply_t *reply)
 {
     msgpack_unpacked_destroy(&reply->msg);
+    free(reply->buf);
     memset(reply, 0, sizeof *reply);
 }

@@ -17,7 +17,8 @@
 typedef struct bf_client bf_client_t;
 
 typedef struct {
-    msgpack_unpacked msg;           /* owns everything below */
+    msgpack_unpacked msg;           /* with buf, owns everything below */
+    char *buf;                      /* the reply frame: decoded strings point into it */
     bool ok;
     const msgpack_object *result;   /* when ok */
     const msgpack_object *error;    /* when !ok: {code, message, field} */
