@@ -120,6 +120,31 @@ static bool s_owns_section(const bf_cfg_t *cfg, const char *section)
     return false;
 }
 
+/* libinih reads lines into a fixed buffer (INI_MAX_LINE, 200 bytes in
+ * Debian's build). Feed it through a reader that notices a line cut short, so
+ * an over-long line is reported as such, not as a puzzling syntax error. */
+typedef struct {
+    FILE *f;
+    int line;
+    int too_long_line; /* first over-long line, or 0 */
+} bf_cfg_reader_t;
+
+static char *s_reader(char *str, int num, void *stream)
+{
+    bf_cfg_reader_t *rd = stream;
+    if (!fgets(str, num, rd->f)) return NULL;
+    rd->line++;
+    size_t n = strlen(str);
+    if (n == (size_t)num - 1 && str[n - 1] != '\n' && !feof(rd->f)) {
+        if (!rd->too_long_line) rd->too_long_line = rd->line;
+        int c;
+        while ((c = fgetc(rd->f)) != EOF && c != '\n') {
+        }
+        str[0] = '\0'; /* skip the line; the load fails below */
+    }
+    return str;
+}
+
 static int s_ini_handler(void *user, const char *section, const char *name, const char *value)
 {
     bf_cfg_t *cfg = user;
@@ -155,9 +180,17 @@ bf_cfg_t *bf_cfg_load(const bf_cfg_def_t *const *tables, const char *path, char 
     }
     if (!path) path = getenv("BANGFU_CONFIG");
     if (path && *path) {
-        int rc = ini_parse(path, s_ini_handler, cfg);
-        if (rc < 0) {
+        bf_cfg_reader_t rd = {fopen(path, "r"), 0, 0};
+        if (!rd.f) {
             snprintf(cfg->err, sizeof cfg->err, "cannot open config file %s", path);
+            goto fail;
+        }
+        int rc = ini_parse_stream(s_reader, &rd, s_ini_handler, cfg);
+        fclose(rd.f);
+        if (rd.too_long_line && (rc == 0 || rc > rd.too_long_line)) {
+            snprintf(cfg->err, sizeof cfg->err,
+                     "%s line %d: longer than %d bytes (the INI parser's limit)", path,
+                     rd.too_long_line, INI_MAX_LINE - 1);
             goto fail;
         } else if (rc > 0) {
             char tmp[300];

@@ -40,10 +40,8 @@ static const bf_cfg_def_t s_tasks_cfg[] = {
     {"tasks.evidence_max_files", BF_CFG_INT, "20", 0, 1000, "attachments per submission"},
     {"tasks.evidence_types", BF_CFG_STR,
      "image/jpeg,image/png,application/pdf,text/plain,application/msword,"
-     "application/vnd.openxmlformats-officedocument.wordprocessingml.document,"
-     "application/vnd.ms-excel,"
-     "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-     0, 0, "allowed attachment content types, comma-separated"},
+     "application/vnd.ms-excel,application/vnd.openxmlformats-officedocument.*",
+     0, 0, "allowed attachment content types, comma-separated; a trailing * matches a prefix"},
     {"tasks.plan_signers", BF_CFG_STR, "township_secretary,township_head,county_leader", 0, 0,
      "roles whose sign-off a plan needs (seed 001), comma-separated"},
     {"tasks.weight_indicators", BF_CFG_INT, "50", 0, 1000, "assessment weight of indicators"},

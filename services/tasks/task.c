@@ -426,10 +426,18 @@ static int s_pack_full(bf_req_t *r, int64_t id)
 
 /* ---------------------------------------------------------------- evidence */
 
+/* An entry ending in '*' allows every type with that prefix
+ * ("application/vnd.openxmlformats-officedocument.*": .docx, .xlsx, .pptx). */
 static bool s_type_allowed(const tasks_t *t, const char *ct)
 {
-    for (int i = 0; i < t->ntypes; i++)
-        if (!strcasecmp(t->types[i], ct)) return true;
+    for (int i = 0; i < t->ntypes; i++) {
+        size_t n = strlen(t->types[i]);
+        if (n && t->types[i][n - 1] == '*') {
+            if (!strncasecmp(t->types[i], ct, n - 1)) return true;
+        } else if (!strcasecmp(t->types[i], ct)) {
+            return true;
+        }
+    }
     return false;
 }
 

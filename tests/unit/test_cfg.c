@@ -362,6 +362,15 @@ static void test_other_sections_ignored(void)
     bf_cfg_destroy(&cfg);
 }
 
+static void test_over_long_line_is_named(void)
+{
+    char text[600];
+    snprintf(text, sizeof text, "[tcfg]\nport = 80\n# %0300d\nname = x\n", 0);
+    const char *err = s_load_fails(text);
+    ASSERT(err && strstr(err, "line 3") && strstr(err, "longer than"));
+    if (err && !strstr(err, "longer than")) fprintf(stderr, "  got: %s\n", err);
+}
+
 static void test_missing_file_and_syntax_error(void)
 {
     s_clear_env();
@@ -596,6 +605,7 @@ int main(void)
     RUN(unknown_key_in_owned_section);
     RUN(other_sections_ignored);
     RUN(missing_file_and_syntax_error);
+    RUN(over_long_line_is_named);
     RUN(first_table_wins);
     RUN(shipped_config_loads);
     RUN(env_name);
