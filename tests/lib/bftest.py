@@ -321,13 +321,12 @@ def id_check_digit(first17):
 
 
 def make_id(n, region="120110", year=1970):
-    """A valid, deterministic ID number for person n (unique for n < 10^7)."""
+    """A valid, deterministic ID number for person n: distinct for distinct
+    n < 13,440,000 (the 3-digit sequence, then 12 x 28 dates a year, 40 years)."""
     n = int(n)
-    y = year + (n // 1000000) % 40
-    day_index = (n // 1000) % 365
-    month = 1 + day_index // 31 % 12
-    day = 1 + day_index % 28
-    first17 = "%s%04d%02d%02d%03d" % (region, y, month, day, n % 1000)
+    seq, rest = n % 1000, n // 1000
+    day_index, y = rest % 336, year + (rest // 336) % 40
+    first17 = "%s%04d%02d%02d%03d" % (region, y, 1 + day_index // 28, 1 + day_index % 28, seq)
     return first17 + id_check_digit(first17)
 
 
