@@ -115,16 +115,19 @@ static redisContext *s_redis(void)
     return c;
 }
 
-/* Reads bangfu:events after `from` to its current end, page by page. */
+/* Reads the event stream ($BANGFU_RELAY_STREAM, default bangfu:events) after
+ * `from` to its current end, page by page. */
 static int s_catch_up(const char *from, const char *prefix)
 {
     redisContext *c = s_redis();
     if (!c) return -1;
     char start[80];
     snprintf(start, sizeof start, "(%s", from);
+    const char *stream = getenv("BANGFU_RELAY_STREAM");
+    if (!stream || !*stream) stream = "bangfu:events";
     int rc = 0;
     for (;;) {
-        redisReply *r = redisCommand(c, "XRANGE bangfu:events %s + COUNT 1000", start);
+        redisReply *r = redisCommand(c, "XRANGE %s %s + COUNT 1000", stream, start);
         if (!r || r->type != REDIS_REPLY_ARRAY) {
             fprintf(stderr, "subscriber: XRANGE failed\n");
             if (r) freeReplyObject(r);

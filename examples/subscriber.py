@@ -37,7 +37,8 @@ def catch_up(since, prefix, seen):
     r = redis.Redis.from_url(os.environ.get("BANGFU_REDIS_URL", "redis://127.0.0.1:6379/0"))
     start = "(" + since
     while True:
-        batch = r.xrange("bangfu:events", min=start, max="+", count=1000)
+        batch = r.xrange(os.environ.get("BANGFU_RELAY_STREAM", "bangfu:events"), min=start,
+                         max="+", count=1000)
         for sid, fields in batch:
             if b"event" in fields:
                 handle(fields[b"event"], prefix, seen, True)

@@ -154,6 +154,9 @@ class SmtpSink:
 
 # ------------------------------------------------------------------ setup
 
+STREAM = "bangfu:events:test-notify-" + uuid.uuid4().hex[:8]
+
+
 def setup_module():
     global S, R, RECV, SMTP, NOTIFY_ENV
     RECV = Receiver()
@@ -175,7 +178,10 @@ def setup_module():
     services = ["registry"]
     if os.path.exists(os.path.join(BUILD, "bin", "bangfu-tasks")):
         services.append("tasks")
-    S = Stack(services, extra_env={"BANGFU_TASKS_CLOCK": "manual"}).__enter__()
+    # a stream of its own: the shared bangfu:events holds every other test
+    # file's events, which the group (starting at 0) would have to wade through
+    S = Stack(services, extra_env={"BANGFU_TASKS_CLOCK": "manual",
+                                   "BANGFU_RELAY_STREAM": STREAM}).__enter__()
     S.start("notify", env=NOTIFY_ENV)
     R = redis_client()
 
@@ -217,7 +223,7 @@ def make_event(etype, data, subject="test/1", eid=None):
 
 def publish(ev):
     """What the relay does: XADD to bangfu:events with id, type, event."""
-    return R.xadd("bangfu:events", {"id": ev["id"], "type": ev["type"],
+    return R.xadd(STREAM, {"id": ev["id"], "type": ev["type"],
                                     "event": msgpack.packb(ev, use_bin_type=True)}).decode()
 
 
@@ -372,7 +378,7 @@ def test_failing_endpoint_retried_on_schedule_dead_lettered_then_admin_retry_del
 
 def stream_tail(n):
     out = []
-    for sid, f in R.xrevrange("bangfu:events", count=n):
+    for sid, f in R.xrevrange(STREAM, count=n):
         out.append((sid.decode(), msgpack.unpackb(f[b"event"], raw=False)))
     return out
 
@@ -646,7 +652,7 @@ def _queues_paused_part(u, ok_path, bad_path):
     check(st["retry"]["size"] >= 2, "the 2 failures wait in the retry set")
     eq(st["dead"]["size"], R.xlen("bangfu:notify:dead"))
     ev_q = queue(st, "events")
-    groups = {g["name"].decode(): g for g in R.xinfo_groups("bangfu:events")}
+    groups = {g["name"].decode(): g for g in R.xinfo_groups(STREAM)}
     eq(ev_q["consumers"], groups["notify"]["consumers"])
     check(ev_q["delivered_1m"] >= 5, "the 5 events counted as processed")
     # the human table names every queue
@@ -673,7 +679,7 @@ def test_sigkill_in_the_middle_of_1000_deliveries_loses_none_duplicates_none():
     evs = [make_event("bangfu.test.%s.bulk" % u, {"i": i}) for i in range(1000)]
     pipe = R.pipeline(transaction=False)
     for ev in evs:
-        pipe.xadd("bangfu:events", {"id": ev["id"], "type": ev["type"],
+        pipe.xadd(STREAM, {"id": ev["id"], "type": ev["type"],
                                     "event": msgpack.packb(ev, use_bin_type=True)})
     pipe.execute()
     wait_for(lambda: len(RECV.ok_ids(path)) >= 150, timeout=60, msg="deliveries did not start")
@@ -833,7 +839,7 @@ def test_example_subscribers_in_c_and_python_receive_events():
     eq(cc.returncode, 0, cc.stderr.decode())
     env = dict(S.env)
     u = uid()
-    since = stream_last_id(R)
+    since = stream_last_id(R, STREAM)
     procs = []
     outs = []
     for argv in ([exe, "bangfu.notify.endpoint."],
