@@ -4,6 +4,10 @@
     compose_scenario.py run    STATE   first pass: writes, events, webhook
     compose_scenario.py verify STATE   after `docker-compose restart postgres redis`:
                                        the data is still there and writes work again
+    compose_scenario.py pg-down STATE      PostgreSQL stopped: `unavailable`, no hang
+    compose_scenario.py pg-back STATE      PostgreSQL started again: served again
+    compose_scenario.py redis-down STATE   Redis stopped: a write still commits
+    compose_scenario.py redis-back STATE   Redis started again: its event is relayed
 
 Everything goes through the host's `bangfu` CLI ($BANGFU_CLI) at the
 BANGFU_<SERVICE>_RPC addresses, as an operator would; the Redis stream and the
@@ -245,8 +249,12 @@ def run(state_path):
 
     county, township = "120110000000", "120110005000"
 
-    @step("registry: regions, a village and a household")
-    def registry_writes():
+    if not need("registry", ["region.put", "village.create"], have,
+                "registry: regions and a village"):
+        return st
+
+    @step("registry: regions and a village")
+    def registry_village():
         call("registry", "region.put", {"code": "120000000000", "name": "天津市",
                                         "level": "province"})
         call("registry", "region.put", {"code": county, "name": "东丽区", "level": "county",
@@ -256,6 +264,14 @@ def run(state_path):
         v = call("registry", "village.create", {"region_code": township,
                                                 "name": "稻地村-" + tag, "category": "difficult"})
         st["village_id"] = v["id"]
+        return "region 120110005000, village %d" % v["id"]
+
+    if not registry_village():
+        return st
+
+    @step("registry: a household (ID number masked on read)")
+    def registry_household():
+        v = {"id": st["village_id"]}
         st["id_number"] = id_number("120110", rng)
         h = call("registry", "household.create", {
             "village_id": v["id"], "categories": ["low_income"],
@@ -267,18 +283,24 @@ def run(state_path):
         check(got["village_id"] == v["id"], "household.get: wrong village %s" % got)
         check(st["id_number"] not in json.dumps(got), "household.get shows the full ID number")
         check(got["income_fen"] == 1234500, "income_fen %s" % got.get("income_fen"))
-        return "village %d, household %d (ID number masked on read)" % (v["id"], h["id"])
+        return "household %d in village %d" % (h["id"], v["id"])
 
-    if not registry_writes():
-        return st
+    if need("registry", ["household.create", "household.get"], have,
+            "registry: a household (ID number masked on read)"):
+        registry_household()
 
-    @step("events: the household's event in the Redis stream and live on the bus")
+    @step("events: a registry event in the Redis stream and live on the bus")
     def events():
-        subject = "household/%d" % st["household_id"]
-        etype = "bangfu.registry.household.created"
+        if "household_id" in st:
+            subject = "household/%d" % st["household_id"]
+            etype = "bangfu.registry.household.created"
+        else:
+            subject = "village/%d" % st["village_id"]
+            etype = "bangfu.registry.village.created"
         found = wait_for(lambda: find_event(r, etype, subject), 20)
         check(found, "no %s for %s in %s within 20 s" % (etype, subject, STREAM))
-        check(st["id_number"] not in json.dumps(found[1], ensure_ascii=False, default=str),
+        check(st.get("id_number", "-") not in json.dumps(found[1], ensure_ascii=False,
+                                                         default=str),
               "the event carries the full ID number")
         seen = None
         end = time.time() + 10
@@ -291,7 +313,8 @@ def run(state_path):
         check(seen, "the bus did not carry %s for %s" % (etype, subject))
         check(seen["id"] == found[1]["id"], "bus and stream disagree on the event id")
         st["stream_len"] = r.xlen(STREAM)
-        return "stream id %s, event id %s" % (found[0], seen["id"])
+        st["event"] = [etype, subject]
+        return "%s %s: stream id %s, event id %s" % (etype, subject, found[0], seen["id"])
 
     events()
     sub.close(0)
@@ -434,20 +457,24 @@ def verify(st):
     """After PostgreSQL and Redis restarted: old data intact, new writes work."""
     r = redis_client()
 
-    @step("after restart: the household is still there")
-    def household():
+    @step("after restart: the registry's data is still there")
+    def registry_data():
+        v = call_retry("registry", "village.get", {"id": st["village_id"]})
+        check(v["id"] == st["village_id"], "village.get: %s" % v)
+        if "household_id" not in st:
+            return "village %d" % st["village_id"]
         h = call_retry("registry", "household.get", {"id": st["household_id"]})
         check(h["income_fen"] == 1234500 and h["village_id"] == st["village_id"],
               "household changed: %s" % h)
-        return "household %d" % st["household_id"]
+        return "village %d, household %d" % (st["village_id"], st["household_id"])
 
     @step("after restart: the event stream kept its events (AOF)")
     def stream():
         n = wait_for(lambda: r.xlen(STREAM), 30)
         check(n and n >= st.get("stream_len", 1), "stream has %s events, had %s"
               % (n, st.get("stream_len")))
-        check(find_event(r, "bangfu.registry.household.created",
-                         "household/%d" % st["household_id"]), "the household's event is gone")
+        if "event" in st:
+            check(find_event(r, *st["event"]), "%s %s is gone" % tuple(st["event"]))
         return "%d events" % n
 
     @step("after restart: a new write is stored and relayed")
@@ -460,7 +487,7 @@ def verify(st):
         check(found, "village/%d never reached the stream (relay not reconnected?)" % v["id"])
         return "village %d, stream id %s" % (v["id"], found[0])
 
-    household()
+    registry_data()
     stream()
     new_write()
     if "household_balance" in st:
@@ -483,22 +510,86 @@ def verify(st):
         task()
 
 
+def health_of(service):
+    return call(service, "sys.health", actor=None, timeout_ms=5000)
+
+
+def pg_down(st):
+    @step("PostgreSQL down: the registry answers unavailable, quickly")
+    def unavailable():
+        t0 = time.time()
+        try:
+            call("registry", "village.get", {"id": st["village_id"]}, timeout_ms=20000)
+            raise AssertionError("village.get succeeded with PostgreSQL stopped")
+        except CallError as e:
+            check(e.code == "unavailable", "answered %s, not unavailable: %s" % (e.code, e))
+        took = time.time() - t0
+        h = health_of("registry")
+        check(h.get("db") == "down", "sys.health says db %s" % h.get("db"))
+        return "unavailable after %.1f s; sys.health: status %s, db %s" % (
+            took, h.get("status"), h.get("db"))
+    unavailable()
+
+
+def pg_back(st):
+    @step("PostgreSQL back: the registry reconnected by itself")
+    def back():
+        t0 = time.time()
+        v = call_retry("registry", "village.get", {"id": st["village_id"]}, deadline_s=60)
+        check(v["id"] == st["village_id"], "village.get: %s" % v)
+        return "served again %.1f s after PostgreSQL was healthy" % (time.time() - t0)
+    back()
+
+
+def redis_down(st):
+    @step("Redis down: a write still commits (its event waits in the outbox)")
+    def write():
+        h = health_of("registry")
+        check(h.get("redis") == "down", "sys.health says redis %s" % h.get("redis"))
+        v = call_retry("registry", "village.create", {
+            "region_code": "120110005000", "name": "窑上村-" + st["tag"], "category": "other"},
+            deadline_s=30)
+        st["outbox_village"] = v["id"]
+        return "village %d stored while Redis was down" % v["id"]
+    write()
+
+
+def redis_back(st):
+    if "outbox_village" not in st:
+        report("SKIP", "Redis back: the waiting event is relayed", "no write while Redis was down")
+        return
+
+    @step("Redis back: the waiting event is relayed from the outbox")
+    def relayed():
+        r = redis_client()
+        subject = "village/%d" % st["outbox_village"]
+        found = wait_for(lambda: find_event(r, "bangfu.registry.village.created", subject),
+                         60, 0.5)
+        check(found, "%s never reached the stream after Redis came back" % subject)
+        return "%s at stream id %s" % (subject, found[0])
+    relayed()
+
+
+PHASES = {"verify": verify, "pg-down": pg_down, "pg-back": pg_back, "redis-down": redis_down,
+          "redis-back": redis_back}
+
+
 def main():
-    if len(sys.argv) != 3 or sys.argv[1] not in ("run", "verify"):
+    if len(sys.argv) != 3 or sys.argv[1] not in ["run"] + list(PHASES):
         print(__doc__)
         return 2
-    path = sys.argv[2]
-    if sys.argv[1] == "run":
+    mode, path = sys.argv[1], sys.argv[2]
+    if mode == "run":
         st = run(path)
-        with open(path, "w") as f:
-            json.dump(st, f)
     else:
         with open(path) as f:
             st = json.load(f)
-        if "household_id" not in st:
-            report("FAIL", "after restart", "the first pass stored no household to look for")
+        if "village_id" not in st:
+            report("FAIL", mode, "the first pass stored nothing to look for")
         else:
-            verify(st)
+            PHASES[mode](st)
+    with open(path, "w") as f:
+        json.dump(st, f)
     return 1 if FAILED else 0
 
 

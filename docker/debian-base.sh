@@ -135,8 +135,8 @@ EOF
     : | $SUDO tee "$root/etc/machine-id" "$root/etc/resolv.conf" >/dev/null
     echo localhost | $SUDO tee "$root/etc/hostname" >/dev/null
     say "packing $tarball"
-    $SUDO tar --numeric-owner --xattrs -C "$root" -czf "$tarball.part" .
-    $SUDO mv "$tarball.part" "$tarball"
+    $SUDO tar --numeric-owner --xattrs -C "$root" -czf "$tarball.part.$$" .
+    $SUDO mv "$tarball.part.$$" "$tarball"
     # One week's tarball is enough: drop older ones.
     $SUDO find "$CACHE" -maxdepth 1 -name 'debian-bookworm-slim-*.tar.gz' ! -name "${tarball##*/}" -delete
 else

@@ -38,6 +38,11 @@ entrypoint)
     echo "bangfu-entrypoint: 'entrypoint' is not a service" >&2
     exit 2
     ;;
+-*)
+    echo "bangfu-entrypoint: name the service first (or set BANGFU_SERVICE)" >&2
+    usage >&2
+    exit 2
+    ;;
 bus | registry | funds | tasks | notify | [a-z]*)
     if [ -x "/usr/local/bin/bangfu-$1" ]; then
         svc=$1

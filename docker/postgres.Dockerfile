@@ -9,7 +9,7 @@
 # creates the database $POSTGRES_DB (bangfu) and accepts password (SCRAM)
 # connections from any address. The password is never baked into the image.
 FROM debian:bookworm-slim
-ENV DEBIAN_FRONTEND=noninteractive
+ARG DEBIAN_FRONTEND=noninteractive
 # No "main" cluster from the package: the entrypoint makes the one we use.
 RUN mkdir -p /etc/postgresql-common/createcluster.d \
  && echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/bangfu.conf \

@@ -5,7 +5,7 @@
 #
 #   docker build -f docker/redis.Dockerfile -t bangfu-redis:7 .
 FROM debian:bookworm-slim
-ENV DEBIAN_FRONTEND=noninteractive
+ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update -q \
  && apt-get install -y -q --no-install-recommends redis-server \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt /var/log/dpkg.log \
