@@ -50,6 +50,9 @@ summary() {
     else
         echo "compose test: FAIL ($FAILS failed)"
     fi
+    local passes=0
+    for r in "${RESULTS[@]}"; do case "$r" in PASS*) passes=$((passes + 1)) ;; esac; done
+    echo "compose: $passes passed, $FAILS failed"
 }
 
 # ---------------------------------------------------------------- 1. packages
