@@ -18,13 +18,30 @@ struct bf_client {
 
 bf_client_t *bf_client_new(const char *endpoint, int timeout_ms)
 {
+    if (!endpoint) return NULL;
     bf_client_t *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     c->sock = zmq_socket(bf_zmq_ctx(), ZMQ_DEALER);
     int linger = 0;
     if (!c->sock) goto fail;
     zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof linger);
-    if (zmq_connect(c->sock, endpoint) != 0) goto fail;
+    /* "tcp://a:7101,tcp://b:7101": one connect each; the DEALER socket then
+     * spreads requests over every instance that is up */
+    const char *p = endpoint;
+    int connected = 0;
+    while (*p) {
+        const char *comma = strchr(p, ',');
+        size_t n = comma ? (size_t)(comma - p) : strlen(p);
+        char one[256];
+        if (n == 0 || n >= sizeof one) goto fail;
+        memcpy(one, p, n);
+        one[n] = '\0';
+        if (zmq_connect(c->sock, one) != 0) goto fail;
+        connected++;
+        p += n;
+        if (*p == ',') p++;
+    }
+    if (!connected) goto fail;
     c->timeout_ms = timeout_ms;
     return c;
 fail:

@@ -27,8 +27,11 @@ typedef struct {
     char field[128];
 } bf_reply_t;
 
-/* Connects (lazily, as ZeroMQ does) to endpoint. NULL if out of memory or the
- * endpoint is malformed. */
+/* Connects (lazily, as ZeroMQ does) to endpoint, or to each of a
+ * comma-separated list of endpoints ("tcp://a:7101,tcp://b:7101"): requests
+ * are then spread over the instances that are connected (a DEALER socket
+ * round-robins), which is how a client reaches several instances of a
+ * service. NULL if out of memory or an endpoint is malformed or empty. */
 bf_client_t *bf_client_new(const char *endpoint, int timeout_ms);
 void bf_client_destroy(bf_client_t **self_p);
 

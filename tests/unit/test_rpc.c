@@ -37,6 +37,7 @@
 static const char *s_dsn, *s_redis_url;
 static char s_schema[64];
 static char s_endpoint[64];
+static volatile int s_stop2;
 static bf_cfg_t *s_cfg;
 static bf_rpc_server_t *s_server;
 static volatile int s_stop;
@@ -1640,6 +1641,63 @@ static void test_client_timeout_and_late_reply(void)
     ASSERT(bf_client_new("not-an-endpoint", 100) == NULL);
 }
 
+static void *s_serve_second(void *arg)
+{
+    bf_rpc_server_run((bf_rpc_server_t *)arg, &s_stop2);
+    return NULL;
+}
+
+static unsigned long long s_calls_of(const char *ep)
+{
+    bf_client_t *c = bf_client_new(ep, 5000);
+    unsigned long long calls = 0;
+    bf_reply_t rep;
+    if (c && bf_client_call(c, "sys.stats", NULL, 0, NULL, &rep) == 0 && rep.ok) {
+        int64_t v = 0;
+        if (bf_mp_int(bf_mp_get(rep.result, "calls"), &v)) calls = (unsigned long long)v;
+    }
+    if (c) bf_reply_destroy(&rep);
+    bf_client_destroy(&c);
+    return calls;
+}
+
+/* A client given two endpoints spreads its requests over both instances. */
+static void test_client_reaches_several_instances(void)
+{
+    char ep2[64], both[160];
+    snprintf(ep2, sizeof ep2, "tcp://127.0.0.1:%d", s_free_port());
+    bf_rpc_config_t c2 = s_rpc_config(ep2);
+    bf_rpc_server_t *second = bf_rpc_server_new(&c2);
+    ASSERT(second != NULL);
+    if (!second) return;
+    s_stop2 = 0;
+    pthread_t th;
+    pthread_create(&th, NULL, s_serve_second, second);
+    unsigned long long before1 = s_calls_of(s_endpoint), before2 = s_calls_of(ep2);
+    snprintf(both, sizeof both, "%s,%s", s_endpoint, ep2);
+    bf_client_t *c = bf_client_new(both, 5000);
+    ASSERT(c != NULL);
+    int ok = 0;
+    for (int i = 0; c && i < 40; i++) {
+        bf_reply_t rep;
+        if (bf_client_call(c, "sys.health", NULL, 0, NULL, &rep) == 0 && rep.ok) ok++;
+        bf_reply_destroy(&rep);
+    }
+    bf_client_destroy(&c);
+    ASSERT_EQ(ok, 40);
+    /* each saw some (minus the one sys.stats call each before) */
+    unsigned long long d1 = s_calls_of(s_endpoint) - before1 - 1;
+    unsigned long long d2 = s_calls_of(ep2) - before2 - 1;
+    ASSERT_EQ(d1 + d2, 40);
+    ASSERT(d1 >= 5 && d2 >= 5);
+    /* malformed lists are refused */
+    ASSERT(bf_client_new("tcp://127.0.0.1:1,,tcp://127.0.0.1:2", 100) == NULL);
+    ASSERT(bf_client_new("", 100) == NULL);
+    s_stop2 = 1;
+    pthread_join(th, NULL);
+    bf_rpc_server_destroy(&second);
+}
+
 static void *s_slow_caller(void *arg)
 {
     int *ok = arg;
@@ -1765,6 +1823,7 @@ int main(void)
         RUN(sys_stats);
         RUN(concurrent_clients);
         RUN(client_timeout_and_late_reply);
+        RUN(client_reaches_several_instances);
         RUN(stop_drains);
     }
     if (s_server_running) {
