@@ -110,7 +110,9 @@ up() {
     start_one "$s" "$BUILD/bin/bangfu-$s"
     wait_healthy "$s" || return 1
   done
-  for s in "${SERVICES[@]}"; do
+  # notify's subscriptions go in before the funds and tasks demos, so their
+  # events already reach the inboxes
+  for s in registry notify funds tasks; do
     svc_present "$s" || continue
     if [ -f "scripts/demo/$s.py" ]; then
       echo "loading demo data: $s"
