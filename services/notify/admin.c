@@ -793,14 +793,14 @@ int inbox_ack(bf_req_t *r)
 
 #define DELIVERY_COLS                                                                          \
     "id, event_id, event_type, subscription_id, endpoint_id, channel, recipient, address, "    \
-    "subject, body, state, attempts, due_ms, last_error, last_status, "                        \
+    "subject, body, state, attempts, due_ms, last_error, last_status, worker, "                \
     TS("created_at") " AS created_at, " TS("updated_at") " AS updated_at, "                    \
     TS("sent_at") " AS sent_at, " TS("dead_at") " AS dead_at"
 
 void notify_pack_delivery(msgpack_packer *pk, const PGresult *res, int i);
 void notify_pack_delivery(msgpack_packer *pk, const PGresult *res, int i)
 {
-    msgpack_pack_map(pk, 19);
+    msgpack_pack_map(pk, 20);
     bf_mp_kv_str(pk, "id", bf_db_str(res, i, "id"));
     bf_mp_kv_str(pk, "event_id", bf_db_str(res, i, "event_id"));
     bf_mp_kv_str(pk, "event_type", bf_db_str(res, i, "event_type"));
@@ -819,6 +819,7 @@ void notify_pack_delivery(msgpack_packer *pk, const PGresult *res, int i)
     bf_mp_kv_str(pk, "last_error", bf_db_str(res, i, "last_error"));
     if (bf_db_null(res, i, "last_status")) bf_mp_kv_nil(pk, "last_status");
     else bf_mp_kv_int(pk, "last_status", bf_db_int(res, i, "last_status"));
+    bf_mp_kv_str(pk, "worker", bf_db_str(res, i, "worker"));
     bf_mp_kv_str(pk, "created_at", bf_db_str(res, i, "created_at"));
     bf_mp_kv_str(pk, "updated_at", bf_db_str(res, i, "updated_at"));
     bf_mp_kv_str(pk, "sent_at", bf_db_str(res, i, "sent_at"));

@@ -1,7 +1,7 @@
 /* ingest.c: from the event stream to deliveries.
  *
  * One thread reads bangfu:events through the consumer group (consumer name
- * host:pid:ingest), and for each event: finds the live subscriptions whose
+ * <instance>:ingest, see notify.h), and for each event: finds the live subscriptions whose
  * type prefix and scope match, works out the recipients (the registry names
  * the responsible cadres of a household, a team's leader, a unit's contact;
  * tasks' escalation events name theirs in data.recipient), renders the
@@ -731,7 +731,7 @@ void *notify_ingest_main(void *arg)
     notify_t *n = arg;
     s_ingest_t in = {.n = n};
     char err[256];
-    snprintf(in.consumer, sizeof in.consumer, "%s:%d:ingest", n->host, (int)getpid());
+    snprintf(in.consumer, sizeof in.consumer, "%s:ingest", n->instance);
     in.db = bf_db_new(bf_cfg_str(n->cfg, "pg.dsn"), NOTIFY_SERVICE);
     in.rd = bf_redis_new(bf_cfg_str(n->cfg, "redis.url"), err, sizeof err);
     in.registry = bf_client_new(n->registry_rpc, n->rpc_timeout_ms);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <curl/curl.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -270,6 +271,55 @@ static void s_resolve_rpc(const bf_cfg_t *cfg, const char *key, const char *env,
 
 static void s_stop(void *svc);
 
+/* "<hostname>:<pid>:<8 hex>": the prefix of every consumer name of this
+ * process. The random part is drawn once per start, so instances that share
+ * a hostname and a pid (containers on the host network, each pid 1) or a
+ * restarted one never share a consumer name. */
+static void s_instance_id(char *buf, size_t len)
+{
+    char host[128];
+    if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "host");
+    host[sizeof host - 1] = '\0';
+    uint32_t rnd = 0;
+    if (getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd) {
+        /* no entropy yet (early boot): time and pid still differ per start */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t x = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^
+                     ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)&ts;
+        x ^= x >> 33;
+        x *= 0xff51afd7ed558ccdULL;
+        x ^= x >> 33;
+        rnd = (uint32_t)x;
+    }
+    snprintf(buf, len, "%s:%d:%08x", host, (int)getpid(), (unsigned)rnd);
+}
+
+/* At a clean stop, after every thread has ended: removes this instance's
+ * consumers that hold nothing from every group, so they do not linger in
+ * `consumers` until the scheduler of another instance forgets them. One still
+ * holding messages is kept: another instance reclaims those (XAUTOCLAIM). */
+static void s_forget_own_consumers(notify_t *n)
+{
+    char err[256];
+    bf_redis_t *rd = bf_redis_new(bf_cfg_str(n->cfg, "redis.url"), err, sizeof err);
+    if (!rd) {
+        bf_log(BF_WARN, "notify: consumers not removed at stop: %s", err);
+        return;
+    }
+    long total = 0;
+    long r = notify_queue_forget_consumers(n, rd, n->events_stream, true, 0);
+    if (r > 0) total += r;
+    for (int c = 0; notify_channels[c]; c++) {
+        char key[96];
+        notify_queue_key(notify_channels[c], key, sizeof key);
+        r = notify_queue_forget_consumers(n, rd, key, true, 0);
+        if (r > 0) total += r;
+    }
+    bf_redis_destroy(&rd);
+    bf_log(BF_INFO, "notify: instance %s stopped, %ld consumers removed", n->instance, total);
+}
+
 static int s_start(const bf_cfg_t *cfg, bf_db_t *db, void **svc)
 {
     (void)db;
@@ -324,8 +374,7 @@ static int s_start(const bf_cfg_t *cfg, bf_db_t *db, void **svc)
         free(n);
         return -1;
     }
-    if (gethostname(n->host, sizeof n->host) != 0) snprintf(n->host, sizeof n->host, "host");
-    n->host[sizeof n->host - 1] = '\0';
+    s_instance_id(n->instance, sizeof n->instance);
 
     /* the groups exist before any thread reads */
     char err[256];
@@ -349,8 +398,8 @@ static int s_start(const bf_cfg_t *cfg, bf_db_t *db, void **svc)
         if (pthread_create(&n->worker_threads[i], NULL, notify_worker_main, n) != 0) goto fail;
         n->nthreads_started++;
     }
-    bf_log(BF_INFO, "notify: %d delivery workers, clock %s, registry %s", n->workers,
-           n->manual_clock ? "manual" : "system", n->registry_rpc);
+    bf_log(BF_INFO, "notify: instance %s, %d delivery workers, clock %s, registry %s",
+           n->instance, n->workers, n->manual_clock ? "manual" : "system", n->registry_rpc);
     *svc = n;
     return 0;
 fail:
@@ -367,6 +416,7 @@ static void s_stop(void *svc)
     if (n->ingest_started) pthread_join(n->ingest_thread, NULL);
     for (int i = 0; i < n->nthreads_started; i++) pthread_join(n->worker_threads[i], NULL);
     if (n->sched_started) pthread_join(n->sched_thread, NULL);
+    if (n->ingest_started || n->nthreads_started > 0) s_forget_own_consumers(n);
     free(n);
 }
 

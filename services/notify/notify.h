@@ -65,7 +65,10 @@ struct notify {
     long long rotation_overlap_s;
     long long redrive_interval_s;
     int max_fanout;
-    char host[128];
+    /* "<hostname>:<pid>:<8 hex>", the random part drawn once at start: every
+     * consumer name of this process begins with it and ":" (containers on
+     * the host network share the hostname and all run as pid 1) */
+    char instance[176];
     /* the clock: wall time, or a manual value set by clock.set */
     atomic_llong manual_ms;
     /* threads */
@@ -98,6 +101,14 @@ int notify_queue_init(notify_t *n, bf_redis_t *rd);
 
 /* The stream key of a channel's deliveries, into buf. */
 void notify_queue_key(const char *channel, char *buf, size_t len);
+
+/* Removes consumers of the group on stream that hold nothing (no pending
+ * message) and have been idle at least min_idle_ms, atomically (Lua). own:
+ * only this instance's consumers (at a clean stop); else only those of other
+ * instances (dead ones; a live instance's own consumers are never touched
+ * while it runs). Returns the number removed or -1. */
+long notify_queue_forget_consumers(notify_t *n, bf_redis_t *rd, const char *stream, bool own,
+                                   long long min_idle_ms);
 
 /* Queues delivery ids on their channel stream (pipelined). Returns 0 or -1. */
 int notify_queue_push(bf_redis_t *rd, const char *channel, const char *const *ids, int n);

@@ -49,6 +49,45 @@ int notify_queue_init(notify_t *n, bf_redis_t *rd)
     return 0;
 }
 
+/* XINFO CONSUMERS and XGROUP DELCONSUMER in one script, so a consumer that
+ * reads between the look and the removal cannot lose its pending list. */
+static const char *s_forget_lua =
+    "local info = redis.pcall('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])\n"
+    "if type(info) ~= 'table' or info.err then return 0 end\n"
+    "local prefix, own, min_idle = ARGV[2], ARGV[3] == '1', tonumber(ARGV[4])\n"
+    "local n = 0\n"
+    "for _, c in ipairs(info) do\n"
+    "  local f = {}\n"
+    "  for i = 1, #c - 1, 2 do f[c[i]] = c[i + 1] end\n"
+    "  local name = f['name']\n"
+    "  if type(name) == 'string' then\n"
+    "    local mine = string.sub(name, 1, #prefix) == prefix\n"
+    "    if mine == own and tonumber(f['pending']) == 0 and tonumber(f['idle']) >= min_idle "
+    "then\n"
+    "      redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)\n"
+    "      n = n + 1\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "return n\n";
+
+long notify_queue_forget_consumers(notify_t *n, bf_redis_t *rd, const char *stream, bool own,
+                                   long long min_idle_ms)
+{
+    char prefix[sizeof n->instance + 1], idle[24];
+    snprintf(prefix, sizeof prefix, "%s:", n->instance);
+    snprintf(idle, sizeof idle, "%lld", min_idle_ms);
+    const char *argv[] = {"EVAL", s_forget_lua, "1", stream, n->group, prefix, own ? "1" : "0",
+                          idle};
+    redisReply *rep = bf_redis_cmd(rd, 8, argv, NULL);
+    long removed = -1;
+    if (rep && rep->type == REDIS_REPLY_INTEGER) removed = (long)rep->integer;
+    else if (rep && rep->type == REDIS_REPLY_ERROR)
+        bf_log(BF_WARN, "forgetting consumers of %s: %s", stream, rep->str);
+    if (rep) freeReplyObject(rep);
+    return removed;
+}
+
 int notify_queue_push(bf_redis_t *rd, const char *channel, const char *const *ids, int n)
 {
     char key[96];

@@ -199,7 +199,8 @@ int queues_stats(bf_req_t *r)
     bf_mp_kv_str(pk, "stream", NOTIFY_DEAD_KEY);
     bf_mp_kv_int(pk, "size", dead);
     bf_mp_key(pk, "process");
-    msgpack_pack_map(pk, 4);
+    msgpack_pack_map(pk, 5);
+    bf_mp_kv_str(pk, "instance", n->instance);
     bf_mp_kv_int(pk, "events_seen", atomic_load(&n->events_seen));
     bf_mp_kv_int(pk, "deliveries_sent", atomic_load(&n->deliveries_sent));
     bf_mp_kv_int(pk, "deliveries_failed", atomic_load(&n->deliveries_failed));

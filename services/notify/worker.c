@@ -1,19 +1,21 @@
 /* worker.c: delivery workers, the retry scheduler and the re-drive.
  *
  * A worker reads the channel streams through the consumer group (consumer
- * host:pid:w<i>), and for each message claims its delivery in PostgreSQL
- * (state pending, or retry that is due, or sending whose lease ran out ->
- * sending, attempts + 1, lease = the visibility timeout). A delivery that
- * cannot be claimed is finished or held by someone else, so the message is a
- * duplicate and is dropped. After the attempt the state is written first
- * (sent / retry at a due time / dead) and only then is the message
+ * <instance>:w<i>, the instance being host:pid:random, see notify.h), and
+ * for each message claims its delivery in PostgreSQL (state pending, or
+ * retry that is due, or sending whose lease ran out -> sending, attempts + 1,
+ * lease = the visibility timeout, worker = the consumer name). A delivery
+ * that cannot be claimed is finished or held by someone else, so the message
+ * is a duplicate and is dropped. After the attempt the state is written
+ * first (sent / retry at a due time / dead) and only then is the message
  * acknowledged and deleted, so a crash repeats an attempt but never loses
  * one. Messages a dead worker held are reclaimed with XAUTOCLAIM after the
  * visibility timeout.
  *
  * The scheduler thread moves due retries from the sorted set back to their
  * streams, re-drives from PostgreSQL what Redis does not hold (at start and
- * every notify.redrive_interval_s) and forgets consumers that died long ago.
+ * every notify.redrive_interval_s) and forgets consumers of other instances
+ * that died long ago (its own go when it stops, main.c).
  */
 #include "notify.h"
 #include "bf_log.h"
@@ -167,18 +169,19 @@ static void s_process(s_worker_t *w, const char *channel, const char *msg_id, co
     char nows[24], vis[24];
     snprintf(nows, sizeof nows, "%lld", (long long)now);
     snprintf(vis, sizeof vis, "%lld", n->visibility_ms);
-    const char *p[] = {did, nows, vis};
+    const char *p[] = {did, nows, vis, w->consumer};
     PGresult *res = bf_db_prep(
         w->db, "notify_claim",
         "WITH c AS (UPDATE delivery SET state = 'sending', attempts = attempts + 1, "
-        "lease_until = now() + make_interval(secs => $3::bigint / 1000.0), updated_at = now() "
+        "lease_until = now() + make_interval(secs => $3::bigint / 1000.0), updated_at = now(), "
+        "worker = $4 "
         "WHERE id = $1 AND (state = 'pending' OR (state = 'retry' AND due_ms <= $2::bigint) OR "
         "(state = 'sending' AND lease_until < now())) RETURNING *) "
         "SELECT c.id, c.event_id, c.event_type, c.channel, c.recipient, c.address, c.subject, "
         "c.body, c.attempts, c.endpoint_id, e.url, e.secret, e.previous_secret, "
         "e.previous_until_ms, e.rate_per_sec, e.rate_burst, e.status AS ep_status, ev.payload "
         "FROM c JOIN event ev ON ev.id = c.event_id LEFT JOIN endpoint e ON e.id = c.endpoint_id",
-        3, p, NULL, NULL);
+        4, p, NULL, NULL);
     if (!res) {
         bf_log(BF_WARN, "worker: claiming %s failed: %s", did, bf_db_errmsg(w->db));
         return; /* left pending: retried or reclaimed */
@@ -389,7 +392,7 @@ void *notify_worker_main(void *arg)
     static atomic_int next_index;
     s_worker_t w = {.n = n, .index = atomic_fetch_add(&next_index, 1)};
     char err[256];
-    snprintf(w.consumer, sizeof w.consumer, "%s:%d:w%d", n->host, (int)getpid(), w.index);
+    snprintf(w.consumer, sizeof w.consumer, "%s:w%d", n->instance, w.index);
     w.db = bf_db_new(bf_cfg_str(n->cfg, "pg.dsn"), NOTIFY_SERVICE);
     w.rd = bf_redis_new(bf_cfg_str(n->cfg, "redis.url"), err, sizeof err);
     w.curl = curl_easy_init();
@@ -656,40 +659,6 @@ long notify_release_held(notify_t *n, bf_db_t *db, bf_redis_t *rd, int64_t endpo
     return count;
 }
 
-/* Forgets consumers of a stream that hold nothing and have been idle for
- * ten visibility timeouts (dead processes), so `consumers` stays truthful. */
-static void s_forget_dead_consumers(notify_t *n, bf_redis_t *rd, const char *stream)
-{
-    const char *argv[] = {"XINFO", "CONSUMERS", stream, n->group};
-    redisReply *rep = bf_redis_cmd(rd, 4, argv, NULL);
-    if (!rep) return;
-    if (rep->type == REDIS_REPLY_ARRAY) {
-        for (size_t i = 0; i < rep->elements; i++) {
-            const redisReply *c = rep->element[i];
-            if (!c || c->type != REDIS_REPLY_ARRAY) continue;
-            char name[256] = "";
-            long long pending = -1, idle = -1;
-            for (size_t k = 0; k + 1 < c->elements; k += 2) {
-                const redisReply *key = c->element[k], *v = c->element[k + 1];
-                if (!key || !v || key->type != REDIS_REPLY_STRING) continue;
-                if (!strcmp(key->str, "name") && v->type == REDIS_REPLY_STRING &&
-                    v->len < sizeof name)
-                    snprintf(name, sizeof name, "%s", v->str);
-                else if (!strcmp(key->str, "pending") && v->type == REDIS_REPLY_INTEGER)
-                    pending = v->integer;
-                else if (!strcmp(key->str, "idle") && v->type == REDIS_REPLY_INTEGER)
-                    idle = v->integer;
-            }
-            if (name[0] && pending == 0 && idle > 10 * n->visibility_ms) {
-                const char *del[] = {"XGROUP", "DELCONSUMER", stream, n->group, name};
-                redisReply *d = bf_redis_cmd(rd, 5, del, NULL);
-                if (d) freeReplyObject(d);
-            }
-        }
-    }
-    freeReplyObject(rep);
-}
-
 void *notify_sched_main(void *arg)
 {
     notify_t *n = arg;
@@ -721,11 +690,14 @@ void *notify_sched_main(void *arg)
         while ((moved = notify_queue_move_due(rd, notify_now_ms(n), 1000)) >= 1000 && rounds++ < 100)
             ;
         if (notify_wall_ms() - last_forget > 60000) {
-            s_forget_dead_consumers(n, rd, n->events_stream);
+            /* consumers of dead instances that hold nothing, idle for ten
+             * visibility timeouts, so `consumers` stays truthful */
+            long long idle = 10 * n->visibility_ms;
+            notify_queue_forget_consumers(n, rd, n->events_stream, false, idle);
             for (int c = 0; notify_channels[c]; c++) {
                 char key[96];
                 notify_queue_key(notify_channels[c], key, sizeof key);
-                s_forget_dead_consumers(n, rd, key);
+                notify_queue_forget_consumers(n, rd, key, false, idle);
             }
             last_forget = notify_wall_ms();
         }

@@ -875,3 +875,86 @@ def test_example_subscribers_in_c_and_python_receive_events():
             p.wait()
         for out in outs:
             out.close()
+
+
+# ------------------------------------------------------ two instances
+
+def test_two_instances_side_by_side_share_the_work_and_send_each_webhook_once():
+    """Two notify processes on one group (issue 6): every event's webhook
+    arrives, each webhook-id exactly once, both instances send part of them,
+    and the second one leaves cleanly (exit 0, its idle consumers removed)."""
+    from bftest import Client
+    u = uid()
+    path = "/two-" + u
+    ep = webhook(path)
+    subscribe(ep["id"], "bangfu.test.%s." % u)
+    bind = "tcp://127.0.0.1:%d" % free_port()
+    S.start("notify", env=dict(NOTIFY_ENV, BANGFU_NOTIFY_BIND=bind), name="notify2")
+    n2 = Client(bind)
+    try:
+        _two_instances(u, path, ep, n2)
+    finally:
+        n2.close()
+        if "notify2" in S.procs:
+            S.stop("notify2")
+
+
+def _consumers(stream):
+    return [c["name"].decode() for c in R.xinfo_consumers(stream, "notify")]
+
+
+def _two_instances(u, path, ep, n2):
+    n2.call("clock.set", {"ms": clock_now()})   # one notify clock for both
+    inst1 = nc().call("queues.stats")["process"]["instance"]
+    inst2 = n2.call("queues.stats")["process"]["instance"]
+    for inst in (inst1, inst2):
+        host, pid, rnd = inst.rsplit(":", 2)
+        check(host and pid.isdigit() and len(rnd) == 8 and int(rnd, 16) >= 0,
+              "instance is <hostname>:<pid>:<8 hex>: %r" % inst)
+    check(inst1 != inst2, "two instances, two names (%s, %s)" % (inst1, inst2))
+    n = 300
+    evs = [make_event("bangfu.test.%s.pair" % u, {"i": i}) for i in range(n)]
+    pipe = R.pipeline(transaction=False)
+    for ev in evs:
+        pipe.xadd(STREAM, {"id": ev["id"], "type": ev["type"],
+                           "event": msgpack.packb(ev, use_bin_type=True)})
+    pipe.execute()
+    wait_for(lambda: len(RECV.ok_ids(path)) >= n, timeout=120, interval=0.2,
+             msg="not all %d webhooks arrived" % n)
+    items = wait_for(lambda: (lambda it: it if len(it) == n and
+                              all(d["state"] == "sent" for d in it) else None)(
+        nc().call("delivery.list", {"endpoint_id": ep["id"], "limit": 1000})["items"]),
+        timeout=20, msg="not all %d deliveries recorded as sent" % n)
+    # every event once, each webhook-id exactly once, nothing posted twice
+    ids = RECV.ok_ids(path)
+    eq(len(ids), n, "%d distinct webhook-ids" % n)
+    eq(sorted(c for c in ids.values() if c != 1), [], "no webhook-id posted twice")
+    eq(len(RECV.got(path)), n, "exactly %d posts" % n)
+    per_event = {}
+    for r in RECV.got(path):
+        per_event.setdefault(json.loads(r["body"])["id"], set()).add(r["id"])
+    eq(sorted(per_event), sorted(ev["id"] for ev in evs), "every event arrived")
+    eq(max(len(v) for v in per_event.values()), 1, "one webhook-id per event")
+    eq(sorted(ids), sorted(d["id"] for d in items), "the webhook-ids are the deliveries")
+    eq(sorted(set(d["attempts"] for d in items)), [1], "each delivery claimed once")
+    # both instances did part of the work, and nobody else did
+    by = {inst1: 0, inst2: 0}
+    for d in items:
+        w = d["worker"] or ""
+        inst, _, thread = w.rpartition(":")
+        check(inst in by and thread.startswith("w"),
+              "delivery %s sent by %r, not a worker of the two instances" % (d["id"], w))
+        by[inst] += 1
+    check(by[inst1] > 0 and by[inst2] > 0, "both instances sent some: %r" % by)
+    eq(nc().call("delivery.get", {"id": items[0]["id"]})["worker"], items[0]["worker"])
+    # the second instance stops cleanly and takes its idle consumers with it
+    # (Redis makes a consumer when it first gets a message: both have some)
+    webhook_q = "bangfu:notify:q:webhook"
+    check(any(c.startswith(inst2 + ":w") for c in _consumers(webhook_q)),
+          "notify2's workers are consumers of %s" % webhook_q)
+    eq(S.stop("notify2"), 0, "notify2 exit code")
+    for stream in [STREAM] + ["bangfu:notify:q:" + c for c in ("webhook", "email", "sms", "inbox")]:
+        eq([c for c in _consumers(stream) if c.startswith(inst2 + ":")], [],
+           "notify2's consumers removed from %s" % stream)
+    check(any(c.startswith(inst1 + ":w") for c in _consumers(webhook_q)),
+          "the running instance keeps its consumers: %r" % _consumers(webhook_q))
