@@ -7,6 +7,7 @@
 #include "bf_valid.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -76,6 +77,11 @@ const char *bf_req_field(bf_req_t *r, const char *prefix, const char *key)
     if (!prefix || !*prefix) return key;
     const char *f = bf_arena_printf(r->arena, "%s.%s", prefix, key);
     return f ? f : key;
+}
+
+const char *bf_req_itoa(bf_req_t *r, int64_t v)
+{
+    return bf_arena_printf(r->arena, "%" PRId64, v);
 }
 
 /* Finds key in `in`; NIL counts as absent. */

@@ -143,6 +143,9 @@ int bf_req_enum(bf_req_t *r, const msgpack_object *in, const char *prefix, const
                 bool required, const char *const *choices, const char **out);
 /* Builds a field name "prefix.key" or "key" in the arena. */
 const char *bf_req_field(bf_req_t *r, const char *prefix, const char *key);
+/* The decimal text of v in the arena ("-12", "42"), for $n parameters of a
+ * statement; NULL if out of memory (which binds as SQL NULL). */
+const char *bf_req_itoa(bf_req_t *r, int64_t v);
 
 /* Server. */
 typedef struct bf_rpc_server bf_rpc_server_t;

@@ -136,7 +136,7 @@ int disbursement_batch(bf_req_t *r)
     funds_head_t head;
     if (funds_ledger_lock(r, &head) != 0) return -1;
     int64_t payer = project_id ? project_id : budget_id;
-    const char *pp[] = {funds_i64(r, payer, false)};
+    const char *pp[] = {bf_req_itoa(r, payer)};
     PGresult *res = project_id
                         ? bf_db_prep(r->db, "funds_batch_payer_p",
                                      "SELECT b.root_id, b.year FROM project j "
@@ -158,8 +158,12 @@ int disbursement_batch(bf_req_t *r)
     PQclear(res);
 
     /* the batch: found by its key (same payer) or created */
-    const char *bp[] = {batch_key, pp[0], funds_i64(r, budget_id, true),
-                        funds_i64(r, project_id, true), purpose, r->actor};
+    const char *bp[] = {batch_key,
+                        pp[0],
+                        budget_id ? bf_req_itoa(r, budget_id) : NULL,
+                        project_id ? bf_req_itoa(r, project_id) : NULL,
+                        purpose,
+                        r->actor};
     res = bf_db_prep(r->db, "funds_batch_upsert",
                      "WITH ins AS (INSERT INTO batch (batch_key, payer_id, budget_id, project_id, "
                      "  purpose, created_by) VALUES ($1, $2, $3, $4, $5, $6) "
@@ -180,7 +184,7 @@ int disbursement_batch(bf_req_t *r)
     funds_arr_init(&ak);
     for (size_t i = 0; i < n; i++)
         if (!lines[i].err_code) funds_arr_text(&ak, lines[i].key);
-    const char *lp[] = {funds_i64(r, batch_id, false), funds_arr_end(&ak)};
+    const char *lp[] = {bf_req_itoa(r, batch_id), funds_arr_end(&ak)};
     res = bf_db_prep(r->db, "funds_batch_paid",
                      "SELECT line_key, recipient, amount_fen, transfer_id FROM batch_line "
                      "WHERE batch_id = $1 AND line_key = ANY($2::text[])",
@@ -295,7 +299,7 @@ int disbursement_batch(bf_req_t *r)
             funds_arr_int(&la, l->amount, false);
             funds_arr_int(&lt, l->transfer_id, false);
         }
-        const char *ip[] = {funds_i64(r, batch_id, false), funds_arr_end(&lk),
+        const char *ip[] = {bf_req_itoa(r, batch_id), funds_arr_end(&lk),
                             funds_arr_end(&lr), funds_arr_end(&la), funds_arr_end(&lt)};
         res = bf_db_prep(r->db, "funds_batch_lines",
                          "INSERT INTO batch_line (batch_id, line_key, recipient, amount_fen, "

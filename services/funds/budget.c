@@ -64,7 +64,7 @@ static int s_fund(bf_req_t *r, funds_head_t *head, int64_t budget_id, int year,
     funds_xfer_t *x = bf_arena_alloc(r->arena, n * sizeof *x);
     if (!x) return bf_req_fail(r, BF_E_EXHAUSTED, "funding", "out of memory");
     for (size_t i = 0; i < n; i++) {
-        const char *p[] = {funds_i64(r, f[i].source_id, false)};
+        const char *p[] = {bf_req_itoa(r, f[i].source_id)};
         PGresult *res = bf_db_prep(r->db, "funds_source_exists",
                                    "SELECT 1 FROM source WHERE id = $1", 1, p, NULL, NULL);
         if (!res) return bf_req_db_fail(r);
@@ -136,7 +136,7 @@ int budget_create(bf_req_t *r)
         bf_arena_printf(r->arena, "budget %s %d%s%s", recipient, year, *name ? " " : "", name);
     int64_t id = funds_account_create(r, "budget", NULL, acct_name);
     if (!id) return -1;
-    const char *ids = funds_i64(r, id, false);
+    const char *ids = bf_req_itoa(r, id);
     const char *p[] = {ids, recipient, ys, name, carrier, r->actor};
     res = bf_db_prep(r->db, "funds_budget_create",
                      "INSERT INTO budget (id, parent_id, root_id, recipient, year, name, carrier, "
@@ -189,7 +189,7 @@ int budget_fund(bf_req_t *r)
     if (rc != 0) return rc > 0 ? 0 : -1;
     funds_head_t head;
     if (funds_ledger_lock(r, &head) != 0) return -1;
-    const char *p[] = {funds_i64(r, id, false)};
+    const char *p[] = {bf_req_itoa(r, id)};
     PGresult *res = bf_db_prep(r->db, "funds_budget_kind",
                                "SELECT parent_id, year FROM budget WHERE id = $1", 1, p, NULL,
                                NULL);
@@ -234,7 +234,7 @@ int budget_get(bf_req_t *r)
 {
     int64_t id;
     if (funds_req_id(r, "id", true, &id) != 0) return -1;
-    const char *p[] = {funds_i64(r, id, false)};
+    const char *p[] = {bf_req_itoa(r, id)};
     PGresult *b = bf_db_prep(
         r->db, "funds_budget_get",
         "SELECT b.id, b.parent_id, b.root_id, b.recipient, b.year, b.name, b.carrier, "
@@ -478,7 +478,7 @@ int allocation_preview(bf_req_t *r)
     if (s_read_alloc(r, &a) != 0) return -1;
     if (bf_req_bool(r, r->params, NULL, "include_parts", false, &include_parts) < 0) return -1;
     int64_t balance;
-    const char *p[] = {funds_i64(r, a.budget_id, false)};
+    const char *p[] = {bf_req_itoa(r, a.budget_id)};
     PGresult *res = bf_db_prep(r->db, "funds_budget_balance",
                                "SELECT a.balance_fen FROM budget b JOIN account a ON a.id = b.id "
                                "WHERE b.id = $1",
@@ -525,7 +525,7 @@ static int s_children(bf_req_t *r, int64_t parent, int64_t root, int year, const
     for (size_t i = 0; i < n; i++) funds_arr_text(&an, names[i]);
     char ys[8];
     snprintf(ys, sizeof ys, "%d", year);
-    const char *p[] = {funds_i64(r, parent, false), funds_arr_end(&an), funds_i64(r, root, false),
+    const char *p[] = {bf_req_itoa(r, parent), funds_arr_end(&an), bf_req_itoa(r, root),
                        ys, r->actor};
     PGresult *res = bf_db_prep(
         r->db, "funds_children_create",
@@ -568,7 +568,7 @@ int allocation_apply(bf_req_t *r)
     if (rc != 0) return rc > 0 ? 0 : -1;
     funds_head_t head;
     if (funds_ledger_lock(r, &head) != 0) return -1;
-    const char *bp[] = {funds_i64(r, a.budget_id, false)};
+    const char *bp[] = {bf_req_itoa(r, a.budget_id)};
     PGresult *res = bf_db_prep(r->db, "funds_budget_row",
                                "SELECT root_id, year FROM budget WHERE id = $1", 1, bp, NULL,
                                NULL);
@@ -581,8 +581,8 @@ int allocation_apply(bf_req_t *r)
     int64_t root = bf_db_int(res, 0, "root_id");
     int year = (int)bf_db_int(res, 0, "year");
     PQclear(res);
-    const char *ap[] = {bp[0], a.rule, funds_i64(r, a.total, false),
-                        funds_i64(r, (int64_t)a.n, false), idem.key, r->actor};
+    const char *ap[] = {bp[0], a.rule, bf_req_itoa(r, a.total),
+                        bf_req_itoa(r, (int64_t)a.n), idem.key, r->actor};
     res = bf_db_prep(r->db, "funds_allocation_create",
                      "INSERT INTO allocation (budget_id, rule, total_fen, recipients, request_key, "
                      "  created_by) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
@@ -616,8 +616,8 @@ int allocation_apply(bf_req_t *r)
     }
     if (funds_ledger_append(r, &head, x, nz, idem.key, "amount_fen") != 0) return -1;
     int64_t first = nz ? x[0].id : 0, last = nz ? x[nz - 1].id : 0;
-    const char *up[] = {funds_i64(r, alloc_id, false), funds_i64(r, first, true),
-                        funds_i64(r, last, true)};
+    const char *up[] = {bf_req_itoa(r, alloc_id), first ? bf_req_itoa(r, first) : NULL,
+                        last ? bf_req_itoa(r, last) : NULL};
     res = bf_db_prep(r->db, "funds_allocation_done",
                      "UPDATE allocation SET first_transfer_id = $2, last_transfer_id = $3 "
                      "WHERE id = $1",

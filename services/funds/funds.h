@@ -64,10 +64,6 @@ int funds_req_id(bf_req_t *r, const char *key, bool required, int64_t *out);
 /* Reads a year 2000..2100. */
 int funds_req_year(bf_req_t *r, const char *key, bool required, int *out);
 
-/* Reads the optional string param "cursor" (a positive id a list returned as
- * next_cursor) into *after. As bf_req_str: 0, 1 (absent) or -1. */
-int funds_req_cursor(bf_req_t *r, int64_t *after);
-
 /* Hex of n bytes into out (2n+1 bytes). */
 void funds_hex(const unsigned char *bytes, size_t n, char *out);
 /* Parses "\\x<hex>" or "<hex>" of exactly n bytes. Returns 0 or -1. */
@@ -76,8 +72,6 @@ int funds_unhex(const char *s, unsigned char *out, size_t n);
 /* Formats fen as yuan ("1234.56") into the arena. */
 const char *funds_yuan(bf_req_t *r, int64_t fen);
 
-/* Decimal text of v into the arena (NULL for 0 when zero_is_null). */
-const char *funds_i64(bf_req_t *r, int64_t v, bool zero_is_null);
 
 /* Growing PostgreSQL array literals ("{1,2,NULL}", "{\"a\",\"b\"}") built in
  * a msgpack_sbuffer (malloc'd: funds_arr_free on every path). */

@@ -22,6 +22,7 @@
 #include "funds.h"
 #include "bf_db.h"
 #include "bf_mp.h"
+#include "bf_page.h"
 #include "bf_valid.h"
 
 #include <openssl/evp.h>
@@ -95,7 +96,7 @@ int64_t funds_account_create(bf_req_t *r, const char *kind, const char *ref, con
 
 int funds_account_balance(bf_req_t *r, int64_t account, int64_t *balance)
 {
-    const char *p[] = {funds_i64(r, account, false)};
+    const char *p[] = {bf_req_itoa(r, account)};
     PGresult *res = bf_db_prep(r->db, "funds_account_balance",
                                "SELECT balance_fen FROM account WHERE id = $1", 1, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
@@ -110,7 +111,7 @@ int funds_account_balance(bf_req_t *r, int64_t account, int64_t *balance)
 
 int funds_account_net_in(bf_req_t *r, int64_t account, int64_t *net_in)
 {
-    const char *p[] = {funds_i64(r, account, false)};
+    const char *p[] = {bf_req_itoa(r, account)};
     PGresult *res = bf_db_prep(
         r->db, "funds_account_net_in",
         "SELECT (SELECT COALESCE(sum(amount_fen), 0) FROM transfer "
@@ -299,7 +300,7 @@ int funds_ledger_append(bf_req_t *r, funds_head_t *head, funds_xfer_t *x, size_t
         funds_arr_text(&a_hash, hx);
     }
     {
-        const char *p[] = {funds_i64(r, head->last_id, false),
+        const char *p[] = {bf_req_itoa(r, head->last_id),
                            request_key,
                            r->actor,
                            head->now,
@@ -352,7 +353,7 @@ int funds_ledger_append(bf_req_t *r, funds_head_t *head, funds_xfer_t *x, size_t
         funds_hex(prev, FUNDS_HASH_LEN, hx);
         head->last_id += (int64_t)n;
         memcpy(head->last_hash, prev, FUNDS_HASH_LEN);
-        const char *p[] = {funds_i64(r, head->last_id, false), hx};
+        const char *p[] = {bf_req_itoa(r, head->last_id), hx};
         res = bf_db_prep(r->db, "funds_head_move",
                          "UPDATE ledger_head SET last_id = $1, last_hash = decode($2, 'hex')", 2,
                          p, NULL, NULL);
@@ -421,9 +422,10 @@ int account_get(bf_req_t *r)
     if (funds_req_recipient(r, r->params, NULL, "recipient", false, &recipient) < 0) return -1;
     if ((id != 0) == (recipient != NULL))
         return bf_req_fail(r, BF_E_INVALID, "id", "give exactly one of id and recipient");
-    if (bf_req_int(r, r->params, NULL, "limit", false, 1, 1000, &limit) < 0) return -1;
-    if (funds_req_cursor(r, &before) < 0) return -1;
-    const char *p[] = {id ? funds_i64(r, id, false) : recipient};
+    if (bf_req_int(r, r->params, NULL, "limit", false, BF_PAGE_MIN, BF_PAGE_MAX, &limit) < 0)
+        return -1;
+    if (bf_page_cursor(r, &before) < 0) return -1;
+    const char *p[] = {id ? bf_req_itoa(r, id) : recipient};
     static const char *const acc_cols =
         "SELECT a.id, a.kind, a.ref, a.name, a.floor_fen, a.balance_fen, "
         "  (SELECT COALESCE(sum(amount_fen), 0) FROM transfer WHERE to_account = a.id) AS in_fen, "
@@ -454,15 +456,13 @@ int account_get(bf_req_t *r)
         "  SELECT * FROM (SELECT * FROM transfer WHERE to_account = $1 AND id < $2 "
         "  ORDER BY id DESC LIMIT $3) i) t ORDER BY t.id DESC LIMIT $3",
         s_entry_cols);
-    const char *ep[] = {funds_i64(r, id, false), funds_i64(r, before, false),
-                        funds_i64(r, limit + 1, false)};
+    const char *ep[] = {bf_req_itoa(r, id), bf_req_itoa(r, before), bf_req_itoa(r, limit + 1)};
     PGresult *ent = bf_db_prep(r->db, "funds_account_entries", sql, 3, ep, NULL, NULL);
     if (!ent) {
         PQclear(acc);
         return bf_req_db_fail(r);
     }
-    int n = PQntuples(ent);
-    int shown = n > limit ? (int)limit : n;
+    int shown = bf_page_shown(ent, limit);
     msgpack_pack_map(r->out, 10);
     bf_mp_kv_int(r->out, "id", id);
     bf_mp_kv_str(r->out, "kind", bf_db_str(acc, 0, "kind"));
@@ -475,10 +475,7 @@ int account_get(bf_req_t *r)
     bf_mp_key(r->out, "entries");
     msgpack_pack_array(r->out, (size_t)shown);
     for (int i = 0; i < shown; i++) s_pack_entry(r->out, ent, i, id);
-    if (n > limit)
-        bf_mp_kv_str(r->out, "next_cursor", bf_db_str(ent, shown - 1, "id"));
-    else
-        bf_mp_kv_nil(r->out, "next_cursor");
+    bf_page_end(r, ent, limit, "id");
     PQclear(ent);
     PQclear(acc);
     return 0;
@@ -492,7 +489,7 @@ int transfer_get(bf_req_t *r)
                                 "SELECT %s, encode(t.prev_hash, 'hex') AS prev_hash, "
                                 "encode(t.hash, 'hex') AS hash FROM transfer t WHERE t.id = $1",
                                 s_entry_cols);
-    const char *p[] = {funds_i64(r, id, false)};
+    const char *p[] = {bf_req_itoa(r, id)};
     PGresult *res = bf_db_prep(r->db, "funds_transfer_get", sql, 1, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
     if (PQntuples(res) != 1) {
@@ -529,7 +526,7 @@ int transfer_reverse(bf_req_t *r)
     if (rc != 0) return rc > 0 ? 0 : -1;
     funds_head_t head;
     if (funds_ledger_lock(r, &head) != 0) return -1;
-    const char *p[] = {funds_i64(r, id, false)};
+    const char *p[] = {bf_req_itoa(r, id)};
     PGresult *res = bf_db_prep(
         r->db, "funds_reverse_read",
         "SELECT t.from_account, t.to_account, t.amount_fen, t.kind, t.year, t.budget_id, "
@@ -658,7 +655,7 @@ int ledger_verify(bf_req_t *r)
         "project_id", "source_id", "ref", "note", "request_key", "reverses_id", "actor",
         "created_at"};
     while (!problem) {
-        const char *p[] = {funds_i64(r, last, false)};
+        const char *p[] = {bf_req_itoa(r, last)};
         res = bf_db_prep(r->db, "funds_verify_page", sql, 1, p, NULL, NULL);
         if (!res) {
             EVP_MD_CTX_free(ctx);

@@ -46,7 +46,7 @@ int project_create(bf_req_t *r)
     if (rc != 0) return rc > 0 ? 0 : -1;
     funds_head_t head;
     if (funds_ledger_lock(r, &head) != 0) return -1;
-    const char *bid = funds_i64(r, budget_id, false);
+    const char *bid = bf_req_itoa(r, budget_id);
     const char *bp[] = {bid, name};
     PGresult *res = bf_db_prep(r->db, "funds_project_budget",
                                "SELECT b.root_id, b.year, "
@@ -71,8 +71,8 @@ int project_create(bf_req_t *r)
     if (!id) return -1;
     char ben[24];
     snprintf(ben, sizeof ben, "%lld", (long long)beneficiaries);
-    const char *p[] = {funds_i64(r, id, false), bid, name, kind, location,
-                       funds_i64(r, unit_id, false), ben, target, funds_i64(r, amount, false),
+    const char *p[] = {bf_req_itoa(r, id), bid, name, kind, location,
+                       bf_req_itoa(r, unit_id), ben, target, bf_req_itoa(r, amount),
                        description, r->actor};
     res = bf_db_prep(r->db, "funds_project_create",
                      "INSERT INTO project (id, budget_id, name, kind, location, unit_id, "
@@ -153,7 +153,7 @@ int project_get(bf_req_t *r)
 {
     int64_t id;
     if (funds_req_id(r, "id", true, &id) != 0) return -1;
-    const char *p[] = {funds_i64(r, id, false)};
+    const char *p[] = {bf_req_itoa(r, id)};
     PGresult *res = bf_db_prep(
         r->db, "funds_project_get",
         "SELECT j.id, j.budget_id, j.name, j.kind, j.location, j.unit_id, j.beneficiaries, "
@@ -221,7 +221,7 @@ int tranche_plan(bf_req_t *r)
     int rc = funds_idem_begin(r, &idem);
     if (rc != 0) return rc > 0 ? 0 : -1;
     int64_t payer = project_id ? project_id : budget_id;
-    const char *pp[] = {funds_i64(r, payer, false)};
+    const char *pp[] = {bf_req_itoa(r, payer)};
     /* the payer's row serialises planning on it */
     PGresult *res;
     if (project_id)
@@ -269,8 +269,14 @@ int tranche_plan(bf_req_t *r)
                            funds_yuan(r, amount), funds_yuan(r, remaining), funds_yuan(r, cap));
     char seqs[16];
     snprintf(seqs, sizeof seqs, "%lld", (long long)seq);
-    const char *p[] = {pp[0], funds_i64(r, project_id, true), funds_i64(r, budget_id, true),
-                       seqs, funds_i64(r, amount, false), recipient, purpose, r->actor};
+    const char *p[] = {pp[0],
+                       project_id ? bf_req_itoa(r, project_id) : NULL,
+                       budget_id ? bf_req_itoa(r, budget_id) : NULL,
+                       seqs,
+                       bf_req_itoa(r, amount),
+                       recipient,
+                       purpose,
+                       r->actor};
     res = bf_db_prep(r->db, "funds_tranche_plan",
                      "INSERT INTO tranche (payer_id, project_id, budget_id, seq, amount_fen, "
                      "  recipient, purpose, requested_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
@@ -311,7 +317,7 @@ int tranche_plan(bf_req_t *r)
 /* Reads and locks a tranche row; fills the subject string. */
 static PGresult *s_tranche_lock(bf_req_t *r, int64_t id)
 {
-    const char *p[] = {funds_i64(r, id, false)};
+    const char *p[] = {bf_req_itoa(r, id)};
     char *sql = bf_arena_printf(r->arena, "SELECT %s FROM tranche t WHERE t.id = $1 FOR UPDATE",
                                 s_tranche_cols);
     PGresult *res = bf_db_prep(r->db, "funds_tranche_lock", sql, 1, p, NULL, NULL);
@@ -354,7 +360,7 @@ int tranche_approve(bf_req_t *r)
     }
     int64_t seq = bf_db_int(t, 0, "seq"), amount = bf_db_int(t, 0, "amount_fen");
     PQclear(t);
-    const char *p[] = {funds_i64(r, id, false), r->actor, note};
+    const char *p[] = {bf_req_itoa(r, id), r->actor, note};
     PGresult *res = bf_db_prep(r->db, "funds_tranche_approve",
                                "UPDATE tranche SET state = 'approved', approved_by = $2, "
                                "  approved_at = now(), approval_note = $3 WHERE id = $1",
@@ -404,7 +410,7 @@ int tranche_disburse(bf_req_t *r)
                            (long long)id, state);
     char seqs[16];
     snprintf(seqs, sizeof seqs, "%lld", (long long)seq);
-    const char *op[] = {funds_i64(r, payer, false), seqs};
+    const char *op[] = {bf_req_itoa(r, payer), seqs};
     PGresult *res = bf_db_prep(r->db, "funds_tranche_earlier",
                                "SELECT min(seq) AS pending FROM tranche WHERE payer_id = $1 "
                                "AND seq < $2 AND state IN ('planned', 'approved')",
@@ -418,7 +424,7 @@ int tranche_disburse(bf_req_t *r)
                            "disbursed yet",
                            (long long)pending, project_id ? "project" : "budget");
     /* the root budget and year the money belongs to */
-    const char *bp[] = {funds_i64(r, project_id ? project_id : budget_id, false)};
+    const char *bp[] = {bf_req_itoa(r, project_id ? project_id : budget_id)};
     res = project_id ? bf_db_prep(r->db, "funds_tranche_dims_p",
                                   "SELECT b.root_id, b.year FROM project j "
                                   "JOIN budget b ON b.id = j.budget_id WHERE j.id = $1",
@@ -451,7 +457,7 @@ int tranche_disburse(bf_req_t *r)
                       .project_id = project_id,
                       .ref = bf_arena_printf(r->arena, "tranche/%lld", (long long)id)};
     if (funds_ledger_append(r, &head, &x, 1, idem.key, "tranche_id") != 0) return -1;
-    const char *up[] = {funds_i64(r, id, false), r->actor, funds_i64(r, x.id, false)};
+    const char *up[] = {bf_req_itoa(r, id), r->actor, bf_req_itoa(r, x.id)};
     res = bf_db_prep(r->db, "funds_tranche_disbursed",
                      "UPDATE tranche SET state = 'disbursed', disbursed_by = $2, "
                      "  disbursed_at = now(), transfer_id = $3 WHERE id = $1",

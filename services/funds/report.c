@@ -97,7 +97,7 @@ int report_utilisation(bf_req_t *r)
             s_base, g->key, g->label);
     char ys[8];
     snprintf(ys, sizeof ys, "%d", year);
-    const char *p[] = {year ? ys : NULL, funds_i64(r, budget_id, true)};
+    const char *p[] = {year ? ys : NULL, budget_id ? bf_req_itoa(r, budget_id) : NULL};
     char stmt[64];
     snprintf(stmt, sizeof stmt, "funds_report_%s", by);
     PGresult *res = bf_db_prep(r->db, stmt, sql, 2, p, NULL, NULL);

@@ -6,6 +6,7 @@
 #include "funds.h"
 #include "bf_db.h"
 #include "bf_mp.h"
+#include "bf_page.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -37,9 +38,9 @@ int source_create(bf_req_t *r)
     int64_t id = funds_account_create(r, "source", NULL, name);
     if (!id) return -1;
     const char *ext_name = bf_arena_printf(r->arena, "external: %s", name);
-    int64_t ext = funds_account_create(r, "external", funds_i64(r, id, false), ext_name);
+    int64_t ext = funds_account_create(r, "external", bf_req_itoa(r, id), ext_name);
     if (!ext) return -1;
-    const char *p[] = {funds_i64(r, id, false), funds_i64(r, ext, false), name, kind, provider,
+    const char *p[] = {bf_req_itoa(r, id), bf_req_itoa(r, ext), name, kind, provider,
                        r->actor};
     res = bf_db_prep(r->db, "funds_source_create",
                      "INSERT INTO source (id, external_id, name, kind, provider, created_by) "
@@ -81,7 +82,7 @@ int source_receive(bf_req_t *r)
     if (rc != 0) return rc > 0 ? 0 : -1;
     funds_head_t head;
     if (funds_ledger_lock(r, &head) != 0) return -1;
-    const char *p[] = {funds_i64(r, id, false)};
+    const char *p[] = {bf_req_itoa(r, id)};
     PGresult *res = bf_db_prep(r->db, "funds_source_ext",
                                "SELECT external_id FROM source WHERE id = $1", 1, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
@@ -146,7 +147,7 @@ int source_get(bf_req_t *r)
 {
     int64_t id;
     if (funds_req_id(r, "id", true, &id) != 0) return -1;
-    const char *p[] = {funds_i64(r, id, false)};
+    const char *p[] = {bf_req_itoa(r, id)};
     char *sql = bf_arena_printf(r->arena,
                                 "SELECT %s FROM source s JOIN account a ON a.id = s.id "
                                 "WHERE s.id = $1",
@@ -189,31 +190,23 @@ int source_get(bf_req_t *r)
 int source_list(bf_req_t *r)
 {
     const char *kind = NULL;
-    int64_t limit = 100, after = 0;
+    int64_t limit, after;
     if (bf_req_enum(r, r->params, NULL, "kind", false, s_kinds, &kind) < 0) return -1;
-    if (bf_req_int(r, r->params, NULL, "limit", false, 1, 1000, &limit) < 0) return -1;
-    if (funds_req_cursor(r, &after) < 0) return -1;
+    if (bf_page_params(r, &after, &limit) != 0) return -1;
     char *sql = bf_arena_printf(r->arena,
                                 "SELECT %s FROM source s JOIN account a ON a.id = s.id "
                                 "WHERE ($1::text IS NULL OR s.kind = $1) AND s.id > $2 "
                                 "ORDER BY s.id LIMIT $3",
                                 s_source_cols);
-    const char *p[] = {kind, funds_i64(r, after, false), funds_i64(r, limit + 1, false)};
+    const char *p[] = {kind, bf_req_itoa(r, after), bf_req_itoa(r, limit + 1)};
     PGresult *res = bf_db_prep(r->db, "funds_source_list", sql, 3, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
-    int n = PQntuples(res);
-    int shown = n > limit ? (int)limit : n;
-    msgpack_pack_map(r->out, 2);
-    bf_mp_key(r->out, "items");
-    msgpack_pack_array(r->out, (size_t)shown);
+    int shown = bf_page_begin(r, res, limit);
     for (int i = 0; i < shown; i++) {
         msgpack_pack_map(r->out, 7);
         s_pack_source(r->out, res, i);
     }
-    if (n > limit)
-        bf_mp_kv_str(r->out, "next_cursor", bf_db_str(res, shown - 1, "id"));
-    else
-        bf_mp_kv_nil(r->out, "next_cursor");
+    bf_page_end(r, res, limit, "id");
     PQclear(res);
     return 0;
 }

@@ -90,17 +90,6 @@ int funds_req_year(bf_req_t *r, const char *key, bool required, int *out)
     return rc;
 }
 
-int funds_req_cursor(bf_req_t *r, int64_t *after)
-{
-    const char *c;
-    int rc = bf_req_str(r, r->params, NULL, "cursor", false, 20, &c);
-    if (rc != 0) return rc;
-    if (s_id_text(c) != 0)
-        return bf_req_fail(r, BF_E_INVALID, "cursor", "cursor is not one this method returned");
-    *after = strtoll(c, NULL, 10);
-    return 0;
-}
-
 void funds_hex(const unsigned char *bytes, size_t n, char *out)
 {
     static const char d[] = "0123456789abcdef";
@@ -138,12 +127,6 @@ const char *funds_yuan(bf_req_t *r, int64_t fen)
     bf_money_format(fen, buf, sizeof buf);
     const char *s = bf_arena_strndup(r->arena, buf, strlen(buf));
     return s ? s : "?";
-}
-
-const char *funds_i64(bf_req_t *r, int64_t v, bool zero_is_null)
-{
-    if (zero_is_null && v == 0) return NULL;
-    return bf_arena_printf(r->arena, "%lld", (long long)v);
 }
 
 void funds_arr_init(funds_arr_t *a)

@@ -21,6 +21,7 @@
 #include "bf_db.h"
 #include "bf_log.h"
 #include "bf_mp.h"
+#include "bf_page.h"
 #include "bf_valid.h"
 
 #include <inttypes.h>
@@ -316,7 +317,7 @@ static const char *s_join(bf_req_t *r, const char **items, size_t n)
 /* Fetches n new ids from a sequence. */
 static int64_t *s_new_ids(bf_req_t *r, const char *stmt, const char *sql, size_t n)
 {
-    const char *p[] = {registry_itoa(r, (int64_t)n)};
+    const char *p[] = {bf_req_itoa(r, (int64_t)n)};
     PGresult *res = bf_db_prep(r->db, stmt, sql, 1, p, NULL, NULL);
     if (!res) return NULL;
     int64_t *ids = NULL;
@@ -726,7 +727,7 @@ int household_get(bf_req_t *r)
     PGresult *h = NULL, *m = NULL, *c = NULL, *s = NULL, *rv = NULL;
     bf_outbox_batch_t *batch = NULL;
     int rc = -1;
-    const char *p[] = {registry_itoa(r, id)};
+    const char *p[] = {bf_req_itoa(r, id)};
     if (reveal && bf_db_begin(r->db) != 0) {
         bf_req_db_fail(r);
         goto cleanup;
@@ -893,7 +894,7 @@ int household_list(bf_req_t *r)
     int u = bf_req_bool(r, r->params, NULL, "uncovered", false, &uncovered);
     if (u < 0) return -1;
     has_uncovered = u == 0;
-    if (registry_paging(r, &after, &limit) != 0) return -1;
+    if (bf_page_params(r, &after, &limit) != 0) return -1;
 
     const char *params[10];
     int np = 0;
@@ -907,7 +908,7 @@ int household_list(bf_req_t *r)
                      "    AND p.target_id = h.id AND p.ended_at IS NULL) AS covered "
                      "FROM household h ");
     if (region) registry_sb_adds(&sql, "JOIN village v ON v.id = h.village_id ");
-    params[np++] = registry_itoa(r, after);
+    params[np++] = bf_req_itoa(r, after);
     registry_sb_adds(&sql, "WHERE h.id > $1::bigint ");
 #define S_FILTER(bit, cond, value)                                       \
     do {                                                                 \
@@ -918,7 +919,7 @@ int household_list(bf_req_t *r)
         registry_sb_addi(&sql, np);                                      \
         registry_sb_adds(&sql, " ");                                     \
     } while (0)
-    if (village_id) S_FILTER(1u, "h.village_id = $", registry_itoa(r, village_id));
+    if (village_id) S_FILTER(1u, "h.village_id = $", bf_req_itoa(r, village_id));
     if (region)
         S_FILTER(2u, "v.region_code::text LIKE $",
                  bf_arena_printf(r->arena, "%.*s%%", registry_prefix_len(region), region));
@@ -933,7 +934,7 @@ int household_list(bf_req_t *r)
         registry_sb_adds(&sql, "EXISTS (SELECT 1 FROM pairing p WHERE p.kind = 'cadre_household' "
                                "AND p.target_id = h.id AND p.ended_at IS NULL) ");
     }
-    params[np++] = registry_itoa(r, limit + 1);
+    params[np++] = bf_req_itoa(r, limit + 1);
     registry_sb_adds(&sql, "ORDER BY h.id LIMIT $");
     registry_sb_addi(&sql, np);
     registry_sb_adds(&sql, "::int");
@@ -942,8 +943,7 @@ int household_list(bf_req_t *r)
     if (!text || !stmt) return s_oom(r);
     PGresult *res = bf_db_prep(r->db, stmt, text, np, params, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
-    int n = PQntuples(res);
-    int shown = n > limit ? (int)limit : n;
+    int shown = bf_page_shown(res, limit);
     registry_arr_t ids;
     registry_arr_begin(&ids, r->arena);
     for (int i = 0; i < shown; i++) registry_arr_int(&ids, bf_db_int(res, i, "id"));
@@ -959,9 +959,7 @@ int household_list(bf_req_t *r)
         return mp[0] ? bf_req_db_fail(r) : s_oom(r);
     }
     msgpack_packer *pk = r->out;
-    msgpack_pack_map(pk, 2);
-    bf_mp_key(pk, "items");
-    msgpack_pack_array(pk, (size_t)shown);
+    bf_page_begin(r, res, limit);
     int mrow = 0, nmem = PQntuples(mem);
     for (int i = 0; i < shown; i++) {
         int64_t hid = bf_db_int(res, i, "id");
@@ -982,7 +980,7 @@ int household_list(bf_req_t *r)
         msgpack_pack_array(pk, (size_t)(mrow - first));
         for (int k = first; k < mrow; k++) s_pack_member(pk, mem, k, false);
     }
-    bf_mp_kv_str(pk, "next_cursor", n > limit ? bf_db_str(res, shown - 1, "id") : NULL);
+    bf_page_end(r, res, limit, "id");
     PQclear(mem);
     PQclear(res);
     return 0;
@@ -1068,7 +1066,7 @@ int household_update(bf_req_t *r)
                            "income_fen, address, phone, status");
 
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
-    const char *p[] = {registry_itoa(r, id)};
+    const char *p[] = {bf_req_itoa(r, id)};
     PGresult *old = bf_db_prep(r->db, "hh_lock",
                                "SELECT categories, cause_main, cause_secondary, route, income_fen, "
                                "  address, phone, status FROM household WHERE id = $1 FOR UPDATE",
@@ -1089,7 +1087,7 @@ int household_update(bf_req_t *r)
     const char *n_cm = has_causes ? nw.cause_main : o_cm;
     const char *n_cs = has_causes ? s_codes_lit(r, nw.secondary, nw.nsecondary) : o_cs;
     const char *n_route = route ? route : o_route;
-    const char *n_inc = has_income == 0 ? registry_itoa(r, income) : o_inc;
+    const char *n_inc = has_income == 0 ? bf_req_itoa(r, income) : o_inc;
     const char *n_addr = address ? (*address ? address : NULL) : o_addr;
     const char *n_phone = phone ? (*phone ? phone : NULL) : o_phone;
     const char *n_status = status ? status : o_status;
@@ -1186,7 +1184,7 @@ int household_add_member(bf_req_t *r)
         return bf_req_fail(r, BF_E_PRECONDITION, "member.relation",
                            "the household already has its head");
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
-    const char *p[] = {registry_itoa(r, hid)};
+    const char *p[] = {bf_req_itoa(r, hid)};
     PGresult *res = bf_db_prep(r->db, "hh_lock_count",
                                "SELECT (SELECT count(*) FROM person WHERE household_id = h.id) AS n "
                                "FROM household h WHERE h.id = $1 FOR UPDATE",
@@ -1259,7 +1257,7 @@ int household_remove_member(bf_req_t *r)
     if (!reason[strspn(reason, " \t\r\n")])
         return bf_req_fail(r, BF_E_INVALID, "reason", "reason must not be empty");
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
-    const char *p[] = {registry_itoa(r, hid), registry_itoa(r, pid), r->actor, reason};
+    const char *p[] = {bf_req_itoa(r, hid), bf_req_itoa(r, pid), r->actor, reason};
     PGresult *res = bf_db_prep(r->db, "hh_lock_only",
                                "SELECT 1 FROM household WHERE id = $1 FOR UPDATE", 1, p, NULL,
                                NULL);

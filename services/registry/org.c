@@ -14,6 +14,7 @@
 #include "registry.h"
 #include "bf_db.h"
 #include "bf_mp.h"
+#include "bf_page.h"
 #include "bf_valid.h"
 
 #include <inttypes.h>
@@ -94,7 +95,7 @@ int unit_get(bf_req_t *r)
 {
     int64_t id;
     if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
-    const char *p[] = {registry_itoa(r, id)};
+    const char *p[] = {bf_req_itoa(r, id)};
     PGresult *u = bf_db_prep(r->db, "unit_get",
                              "SELECT u.id, u.name, u.kind, u.region_code, u.contact_cadre_id, "
                              "  c.name AS contact_name, c.phone AS contact_phone, "
@@ -180,11 +181,11 @@ int unit_list(bf_req_t *r)
     int64_t after, limit;
     if (bf_req_enum(r, r->params, NULL, "kind", false, registry_unit_kinds, &kind) < 0) return -1;
     if (registry_code_param(r, "region_code", false, &region) < 0) return -1;
-    if (registry_paging(r, &after, &limit) != 0) return -1;
+    if (bf_page_params(r, &after, &limit) != 0) return -1;
     const char *prefix = region ? bf_arena_printf(r->arena, "%.*s%%", registry_prefix_len(region),
                                                   region)
                                 : NULL;
-    const char *p[] = {kind, prefix, registry_itoa(r, after), registry_itoa(r, limit + 1)};
+    const char *p[] = {kind, prefix, bf_req_itoa(r, after), bf_req_itoa(r, limit + 1)};
     PGresult *res = bf_db_prep(r->db, "unit_list",
                                "SELECT id, name, kind, region_code, contact_cadre_id FROM unit "
                                "WHERE ($1::text IS NULL OR kind = $1) "
@@ -192,11 +193,7 @@ int unit_list(bf_req_t *r)
                                "  AND id > $3::bigint ORDER BY id LIMIT $4::int",
                                4, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
-    int n = PQntuples(res);
-    int shown = n > limit ? (int)limit : n;
-    msgpack_pack_map(r->out, 2);
-    bf_mp_key(r->out, "items");
-    msgpack_pack_array(r->out, (size_t)shown);
+    int shown = bf_page_begin(r, res, limit);
     for (int i = 0; i < shown; i++) {
         msgpack_pack_map(r->out, 5);
         bf_mp_kv_int(r->out, "id", bf_db_int(res, i, "id"));
@@ -205,7 +202,7 @@ int unit_list(bf_req_t *r)
         bf_mp_kv_str(r->out, "region_code", bf_db_str(res, i, "region_code"));
         s_kv_id_or_nil(r->out, "contact_cadre_id", res, i, "contact_cadre_id");
     }
-    bf_mp_kv_str(r->out, "next_cursor", n > limit ? bf_db_str(res, shown - 1, "id") : NULL);
+    bf_page_end(r, res, limit, "id");
     PQclear(res);
     return 0;
 }
@@ -217,7 +214,7 @@ int unit_set_contact(bf_req_t *r)
     int has = bf_req_int(r, r->params, NULL, "cadre_id", false, 1, INT64_MAX, &cadre_id);
     if (has < 0) return -1;
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
-    const char *p[] = {registry_itoa(r, id), has == 0 ? registry_itoa(r, cadre_id) : NULL};
+    const char *p[] = {bf_req_itoa(r, id), has == 0 ? bf_req_itoa(r, cadre_id) : NULL};
     PGresult *res = bf_db_prep(r->db, "unit_lock",
                                "SELECT contact_cadre_id FROM unit WHERE id = $1 FOR UPDATE", 1, p,
                                NULL, NULL);
@@ -307,7 +304,7 @@ int cadre_create(bf_req_t *r)
         bf_db_rollback(r->db);
         return bf_req_fail(r, BF_E_NOT_FOUND, "unit_id", "no unit with id %" PRId64, unit_id);
     }
-    const char *p[] = {name, rank, registry_itoa(r, unit_id), party ? "t" : "f", phone, r->actor};
+    const char *p[] = {name, rank, bf_req_itoa(r, unit_id), party ? "t" : "f", phone, r->actor};
     PGresult *res = bf_db_prep(r->db, "cadre_create",
                                "INSERT INTO cadre (name, rank, unit_id, party_member, phone, "
                                "  created_by) VALUES ($1, $2, $3, $4::boolean, $5, $6) RETURNING id",
@@ -340,7 +337,7 @@ int cadre_get(bf_req_t *r)
 {
     int64_t id;
     if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
-    const char *p[] = {registry_itoa(r, id)};
+    const char *p[] = {bf_req_itoa(r, id)};
     PGresult *c = bf_db_prep(r->db, "cadre_get",
                              "SELECT c.id, c.name, c.rank, c.unit_id, u.name AS unit_name, "
                              "  c.party_member, c.phone "
@@ -402,9 +399,9 @@ int cadre_list(bf_req_t *r)
     int has_unit = bf_req_int(r, r->params, NULL, "unit_id", false, 1, INT64_MAX, &unit_id);
     if (has_unit < 0) return -1;
     if (bf_req_enum(r, r->params, NULL, "rank", false, registry_ranks, &rank) < 0) return -1;
-    if (registry_paging(r, &after, &limit) != 0) return -1;
-    const char *p[] = {has_unit == 0 ? registry_itoa(r, unit_id) : NULL, rank,
-                       registry_itoa(r, after), registry_itoa(r, limit + 1)};
+    if (bf_page_params(r, &after, &limit) != 0) return -1;
+    const char *p[] = {has_unit == 0 ? bf_req_itoa(r, unit_id) : NULL, rank,
+                       bf_req_itoa(r, after), bf_req_itoa(r, limit + 1)};
     PGresult *res = bf_db_prep(
         r->db, "cadre_list",
         "SELECT c.id, c.name, c.rank, c.unit_id, c.party_member, c.phone, "
@@ -415,11 +412,7 @@ int cadre_list(bf_req_t *r)
         "ORDER BY c.id LIMIT $4::int",
         4, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
-    int n = PQntuples(res);
-    int shown = n > limit ? (int)limit : n;
-    msgpack_pack_map(r->out, 2);
-    bf_mp_key(r->out, "items");
-    msgpack_pack_array(r->out, (size_t)shown);
+    int shown = bf_page_begin(r, res, limit);
     for (int i = 0; i < shown; i++) {
         msgpack_pack_map(r->out, 8);
         bf_mp_kv_int(r->out, "id", bf_db_int(res, i, "id"));
@@ -431,7 +424,7 @@ int cadre_list(bf_req_t *r)
         bf_mp_kv_int(r->out, "households", bf_db_int(res, i, "households"));
         bf_mp_kv_int(r->out, "cap", registry_cap_for_rank(r->svc, bf_db_str(res, i, "rank")));
     }
-    bf_mp_kv_str(r->out, "next_cursor", n > limit ? bf_db_str(res, shown - 1, "id") : NULL);
+    bf_page_end(r, res, limit, "id");
     PQclear(res);
     return 0;
 }
@@ -531,7 +524,7 @@ int team_create(bf_req_t *r)
                                "no village with id %" PRId64, villages[i]);
         }
 
-    const char *tp[] = {name, registry_itoa(r, unit_id), registry_itoa(r, leader_id), r->actor};
+    const char *tp[] = {name, bf_req_itoa(r, unit_id), bf_req_itoa(r, leader_id), r->actor};
     res = bf_db_prep(r->db, "team_create",
                      "INSERT INTO team (name, unit_id, leader_id, created_by) "
                      "VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING RETURNING id",
@@ -544,7 +537,7 @@ int team_create(bf_req_t *r)
     }
     int64_t id = bf_db_int(res, 0, "id");
     PQclear(res);
-    const char *mp[] = {registry_itoa(r, id), registry_itoa(r, leader_id), cp[0]};
+    const char *mp[] = {bf_req_itoa(r, id), bf_req_itoa(r, leader_id), cp[0]};
     res = bf_db_prep(r->db, "team_members",
                      "INSERT INTO team_member (team_id, cadre_id, role) "
                      "SELECT $1::bigint, c, CASE WHEN c = $2::bigint THEN 'leader' ELSE 'member' END "
@@ -598,7 +591,7 @@ int team_get(bf_req_t *r)
 {
     int64_t id;
     if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
-    const char *p[] = {registry_itoa(r, id)};
+    const char *p[] = {bf_req_itoa(r, id)};
     PGresult *t = bf_db_prep(r->db, "team_get",
                              "SELECT id, name, unit_id, leader_id, "
                              REGISTRY_TS("created_at") " AS created_at FROM team WHERE id = $1",
@@ -675,9 +668,9 @@ int team_list(bf_req_t *r)
     int64_t unit_id = 0, after, limit;
     int has_unit = bf_req_int(r, r->params, NULL, "unit_id", false, 1, INT64_MAX, &unit_id);
     if (has_unit < 0) return -1;
-    if (registry_paging(r, &after, &limit) != 0) return -1;
-    const char *p[] = {has_unit == 0 ? registry_itoa(r, unit_id) : NULL, registry_itoa(r, after),
-                       registry_itoa(r, limit + 1)};
+    if (bf_page_params(r, &after, &limit) != 0) return -1;
+    const char *p[] = {has_unit == 0 ? bf_req_itoa(r, unit_id) : NULL, bf_req_itoa(r, after),
+                       bf_req_itoa(r, limit + 1)};
     PGresult *res = bf_db_prep(
         r->db, "team_list",
         "SELECT t.id, t.name, t.unit_id, t.leader_id, "
@@ -689,11 +682,7 @@ int team_list(bf_req_t *r)
         "ORDER BY t.id LIMIT $3::int",
         3, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
-    int n = PQntuples(res);
-    int shown = n > limit ? (int)limit : n;
-    msgpack_pack_map(r->out, 2);
-    bf_mp_key(r->out, "items");
-    msgpack_pack_array(r->out, (size_t)shown);
+    int shown = bf_page_begin(r, res, limit);
     for (int i = 0; i < shown; i++) {
         msgpack_pack_map(r->out, 6);
         bf_mp_kv_int(r->out, "id", bf_db_int(res, i, "id"));
@@ -720,7 +709,7 @@ int team_list(bf_req_t *r)
             }
         }
     }
-    bf_mp_kv_str(r->out, "next_cursor", n > limit ? bf_db_str(res, shown - 1, "id") : NULL);
+    bf_page_end(r, res, limit, "id");
     PQclear(res);
     return 0;
 }

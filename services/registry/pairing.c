@@ -18,6 +18,7 @@
 #include "registry.h"
 #include "bf_db.h"
 #include "bf_mp.h"
+#include "bf_page.h"
 #include "bf_valid.h"
 
 #include <inttypes.h>
@@ -53,7 +54,7 @@ int pairing_insert(bf_req_t *r, const char *kind, int64_t helper_id, int64_t tar
                    const char *target_code, const char *starts_on, const char *ends_on,
                    int64_t *id)
 {
-    const char *p[] = {kind,      registry_itoa(r, helper_id), registry_itoa(r, target_id),
+    const char *p[] = {kind,      bf_req_itoa(r, helper_id), bf_req_itoa(r, target_id),
                        target_code, starts_on, ends_on, r->actor};
     PGresult *res = bf_db_prep(r->db, "pairing_insert",
                                "INSERT INTO pairing (kind, helper_id, target_id, target_code, "
@@ -87,7 +88,7 @@ int pairing_insert(bf_req_t *r, const char *kind, int64_t helper_id, int64_t tar
  * with the request failed. */
 static PGresult *s_lookup(bf_req_t *r, const char *stmt, const char *sql, int64_t id)
 {
-    const char *p[] = {registry_itoa(r, id)};
+    const char *p[] = {bf_req_itoa(r, id)};
     PGresult *res = bf_db_prep(r->db, stmt, sql, 1, p, NULL, NULL);
     if (!res) bf_req_db_fail(r);
     return res;
@@ -209,7 +210,7 @@ int pairing_create(bf_req_t *r)
         }
     }
     /* the same pairing, still active */
-    const char *dp[] = {kind, registry_itoa(r, helper_id), registry_itoa(r, target_id)};
+    const char *dp[] = {kind, bf_req_itoa(r, helper_id), bf_req_itoa(r, target_id)};
     res = bf_db_prep(r->db, "pairing_dup",
                      "SELECT id FROM pairing WHERE kind = $1 AND helper_id = $2 AND target_id = $3 "
                      "  AND ended_at IS NULL",
@@ -285,7 +286,7 @@ int pairing_end(bf_req_t *r)
         return bf_req_fail(r, BF_E_PRECONDITION, "id", "pairing %" PRId64 " already ended at %s",
                            id, when ? when : "?");
     }
-    const char *up[] = {registry_itoa(r, id), r->actor, reason, approval};
+    const char *up[] = {bf_req_itoa(r, id), r->actor, reason, approval};
     PGresult *upd = bf_db_prep(r->db, "pairing_end",
                                "UPDATE pairing SET ended_at = now(), ended_by = $2, "
                                "  end_reason = $3, approval_ref = $4 WHERE id = $1 "
@@ -350,17 +351,17 @@ int pairing_list(bf_req_t *r)
         return -1;
     int has_active = bf_req_bool(r, r->params, NULL, "active", false, &active);
     if (has_active < 0) return -1;
-    if (registry_paging(r, &after, &limit) != 0) return -1;
+    if (bf_page_params(r, &after, &limit) != 0) return -1;
     if (code && has_target != 0) {
         target_id = strtoll(code, NULL, 10);
         has_target = 0;
     }
-    const char *p[] = {has_helper == 0 ? registry_itoa(r, helper_id) : NULL,
-                       has_target == 0 ? registry_itoa(r, target_id) : NULL,
+    const char *p[] = {has_helper == 0 ? bf_req_itoa(r, helper_id) : NULL,
+                       has_target == 0 ? bf_req_itoa(r, target_id) : NULL,
                        kind,
                        has_active == 0 ? (active ? "t" : "f") : NULL,
-                       registry_itoa(r, after),
-                       registry_itoa(r, limit + 1)};
+                       bf_req_itoa(r, after),
+                       bf_req_itoa(r, limit + 1)};
     PGresult *res = bf_db_prep(r->db, "pairing_list",
                                "SELECT " S_PAIRING_COLS " FROM pairing "
                                "WHERE ($1::bigint IS NULL OR helper_id = $1) "
@@ -370,13 +371,9 @@ int pairing_list(bf_req_t *r)
                                "  AND id > $5::bigint ORDER BY id LIMIT $6::int",
                                6, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
-    int n = PQntuples(res);
-    int shown = n > limit ? (int)limit : n;
-    msgpack_pack_map(r->out, 2);
-    bf_mp_key(r->out, "items");
-    msgpack_pack_array(r->out, (size_t)shown);
+    int shown = bf_page_begin(r, res, limit);
     for (int i = 0; i < shown; i++) s_pack_pairing(r->out, res, i);
-    bf_mp_kv_str(r->out, "next_cursor", n > limit ? bf_db_str(res, shown - 1, "id") : NULL);
+    bf_page_end(r, res, limit, "id");
     PQclear(res);
     return 0;
 }

@@ -3,6 +3,7 @@
 #include "registry.h"
 #include "bf_db.h"
 #include "bf_mp.h"
+#include "bf_page.h"
 #include "bf_valid.h"
 
 #include <stdio.h>
@@ -115,16 +116,15 @@ int region_get(bf_req_t *r)
 int region_list(bf_req_t *r)
 {
     const char *parent = NULL, *level = NULL, *cursor = NULL;
-    int64_t limit = 100;
+    int64_t limit = BF_PAGE_DEFAULT;
     if (s_code(r, "parent_code", false, &parent) < 0) return -1;
     if (bf_req_enum(r, r->params, NULL, "level", false, s_levels, &level) < 0) return -1;
     if (bf_req_str(r, r->params, NULL, "cursor", false, 12, &cursor) < 0) return -1;
     if (cursor && bf_division_check(cursor, strlen(cursor)) != 0)
         return bf_req_fail(r, BF_E_INVALID, "cursor", "cursor is not one this method returned");
-    if (bf_req_int(r, r->params, NULL, "limit", false, 1, 1000, &limit) < 0) return -1;
-    char lim[24];
-    snprintf(lim, sizeof lim, "%lld", (long long)limit + 1);
-    const char *p[] = {parent, level, cursor, lim};
+    if (bf_req_int(r, r->params, NULL, "limit", false, BF_PAGE_MIN, BF_PAGE_MAX, &limit) < 0)
+        return -1;
+    const char *p[] = {parent, level, cursor, bf_req_itoa(r, limit + 1)};
     PGresult *res = bf_db_prep(r->db, "region_list",
                                "SELECT code, name, level, parent_code FROM region "
                                "WHERE ($1::char(12) IS NULL OR parent_code = $1) "
@@ -133,13 +133,9 @@ int region_list(bf_req_t *r)
                                "ORDER BY code LIMIT $4::int",
                                4, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
-    int n = PQntuples(res);
-    int shown = n > limit ? (int)limit : n;
-    msgpack_pack_map(r->out, 2);
-    bf_mp_key(r->out, "items");
-    msgpack_pack_array(r->out, (size_t)shown);
+    int shown = bf_page_begin(r, res, limit);
     for (int i = 0; i < shown; i++) s_pack_region(r->out, res, i);
-    bf_mp_kv_str(r->out, "next_cursor", n > limit ? bf_db_str(res, shown - 1, "code") : NULL);
+    bf_page_end(r, res, limit, "code");
     PQclear(res);
     return 0;
 }

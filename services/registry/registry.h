@@ -104,10 +104,6 @@ int registry_prefix_len(const char *code);
 /* Reads an optional 12-digit division code parameter; 0, 1 (absent) or -1. */
 int registry_code_param(bf_req_t *r, const char *key, bool required, const char **out);
 
-/* Reads the paging parameters "cursor" (an id from a previous page) and
- * "limit" (1..1000, default 100). Returns 0 or -1 with the request failed. */
-int registry_paging(bf_req_t *r, int64_t *after, int64_t *limit);
-
 /* Fails with invalid_argument naming "prefix.key" if map has a key that is
  * not in allowed (NULL-terminated). Returns 0 or -1. */
 int registry_check_keys(bf_req_t *r, const msgpack_object *map, const char *prefix,
@@ -127,9 +123,6 @@ int registry_date_param(bf_req_t *r, const char *key, bool required, const char 
 
 /* "entity/123" in the arena. */
 const char *registry_subject(bf_req_t *r, const char *entity, int64_t id);
-
-/* The decimal text of an int64 in the arena (for $n parameters). */
-const char *registry_itoa(bf_req_t *r, int64_t v);
 
 /* Packs the 18-character ID number masked (110105********002X). */
 void registry_pack_masked_id(msgpack_packer *pk, const char *key, const char *id18);

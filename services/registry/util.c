@@ -1,8 +1,8 @@
 /* util.c: what the registry's handlers share: the code lists, parameter
- * helpers the method table cannot express (nested lists of codes, dates,
- * paging), PostgreSQL array literals for multi-row statements, and packing
- * helpers. Everything allocates from the request arena, so no error path in a
- * handler has anything to free here. */
+ * helpers the method table cannot express (nested lists of codes, dates),
+ * PostgreSQL array literals for multi-row statements, and packing helpers
+ * (paging is libcommon's bf_page). Everything allocates from the request
+ * arena, so no error path in a handler has anything to free here. */
 #include "registry.h"
 #include "bf_db.h"
 #include "bf_mp.h"
@@ -10,7 +10,6 @@
 
 #include <inttypes.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 const char *const registry_categories[] = {
@@ -221,23 +220,6 @@ int registry_code_param(bf_req_t *r, const char *key, bool required, const char 
     return 0;
 }
 
-int registry_paging(bf_req_t *r, int64_t *after, int64_t *limit)
-{
-    const char *cursor = NULL;
-    *after = 0;
-    *limit = 100;
-    if (bf_req_str(r, r->params, NULL, "cursor", false, 20, &cursor) < 0) return -1;
-    if (cursor) {
-        char *end;
-        long long v = strtoll(cursor, &end, 10);
-        if (!*cursor || *end || v < 0)
-            return bf_req_fail(r, BF_E_INVALID, "cursor", "cursor is not one this method returned");
-        *after = v;
-    }
-    if (bf_req_int(r, r->params, NULL, "limit", false, 1, 1000, limit) < 0) return -1;
-    return 0;
-}
-
 int registry_check_keys(bf_req_t *r, const msgpack_object *map, const char *prefix,
                         const char *const *allowed)
 {
@@ -335,14 +317,9 @@ const char *registry_subject(bf_req_t *r, const char *entity, int64_t id)
     return s ? s : entity;
 }
 
-const char *registry_itoa(bf_req_t *r, int64_t v)
-{
-    return bf_arena_printf(r->arena, "%" PRId64, v);
-}
-
 int registry_exists(bf_req_t *r, const char *stmt, const char *sql, int64_t id)
 {
-    const char *p[] = {registry_itoa(r, id)};
+    const char *p[] = {bf_req_itoa(r, id)};
     PGresult *res = bf_db_prep(r->db, stmt, sql, 1, p, NULL, NULL);
     if (!res) return -1;
     int found = PQntuples(res) > 0;

@@ -2,10 +2,10 @@
 #include "registry.h"
 #include "bf_db.h"
 #include "bf_mp.h"
+#include "bf_page.h"
 #include "bf_valid.h"
 
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 static const char *const s_categories[] = {"difficult", "poor", "weak", "other", NULL};
@@ -155,27 +155,19 @@ int village_get(bf_req_t *r)
 
 int village_list(bf_req_t *r)
 {
-    const char *region = NULL, *category = NULL, *cursor = NULL;
-    int64_t limit = 100, after = 0;
+    const char *region = NULL, *category = NULL;
+    int64_t limit, after;
     if (bf_req_str(r, r->params, NULL, "region_code", false, 12, &region) < 0) return -1;
     if (region && bf_division_check(region, strlen(region)) != 0)
         return bf_req_fail(r, BF_E_INVALID, "region_code",
                            "region_code must be a 12-digit division code");
     if (bf_req_enum(r, r->params, NULL, "category", false, s_categories, &category) < 0)
         return -1;
-    if (bf_req_str(r, r->params, NULL, "cursor", false, 20, &cursor) < 0) return -1;
-    if (cursor) {
-        char *end;
-        after = strtoll(cursor, &end, 10);
-        if (*end || after < 0)
-            return bf_req_fail(r, BF_E_INVALID, "cursor", "cursor is not one this method returned");
-    }
-    if (bf_req_int(r, r->params, NULL, "limit", false, 1, 1000, &limit) < 0) return -1;
-    char prefix[16] = "", lim[24], aft[24];
+    if (bf_page_params(r, &after, &limit) != 0) return -1;
+    char prefix[16] = "";
     if (region) snprintf(prefix, sizeof prefix, "%.*s%%", registry_prefix_len(region), region);
-    snprintf(lim, sizeof lim, "%lld", (long long)limit + 1);
-    snprintf(aft, sizeof aft, "%lld", (long long)after);
-    const char *p[] = {region ? prefix : NULL, category, aft, lim};
+    const char *p[] = {region ? prefix : NULL, category, bf_req_itoa(r, after),
+                       bf_req_itoa(r, limit + 1)};
     char *sql = bf_arena_printf(r->arena,
                                 "SELECT %s FROM village v "
                                 "WHERE ($1::text IS NULL OR v.region_code::text LIKE $1) "
@@ -184,13 +176,9 @@ int village_list(bf_req_t *r)
                                 s_village_cols);
     PGresult *res = bf_db_prep(r->db, "village_list", sql, 4, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
-    int n = PQntuples(res);
-    int shown = n > limit ? (int)limit : n;
-    msgpack_pack_map(r->out, 2);
-    bf_mp_key(r->out, "items");
-    msgpack_pack_array(r->out, (size_t)shown);
+    int shown = bf_page_begin(r, res, limit);
     for (int i = 0; i < shown; i++) s_pack_village(r->out, res, i, 0);
-    bf_mp_kv_str(r->out, "next_cursor", n > limit ? bf_db_str(res, shown - 1, "id") : NULL);
+    bf_page_end(r, res, limit, "id");
     PQclear(res);
     return 0;
 }

@@ -42,8 +42,13 @@ int survey_record(bf_req_t *r)
     int64_t sid = unit ? unit : village;
     if (tasks_registry_check(r, kind, sid, unit ? "unit_id" : "village_id", NULL) != 0) return -1;
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
-    const char *p[] = {kind,         tasks_itoa(r, sid), tasks_itoa(r, year), tasks_itoa(r, score),
-                       respondents ? tasks_itoa(r, respondents) : NULL, ref, r->actor};
+    const char *p[] = {kind,
+                       bf_req_itoa(r, sid),
+                       bf_req_itoa(r, year),
+                       bf_req_itoa(r, score),
+                       respondents ? bf_req_itoa(r, respondents) : NULL,
+                       ref,
+                       r->actor};
     PGresult *res = bf_db_prep(r->db, "survey_insert",
                                "INSERT INTO survey (subject_kind, subject_id, year, score, "
                                " respondents, ref, recorded_by) VALUES ($1, $2::bigint, $3::int, "
@@ -149,7 +154,7 @@ int assessment_run(bf_req_t *r)
     const char *now = tasks_now(r);
     if (!now) return -1;
     /* which units help the villages that have indicators: the registry says */
-    const char *yp[] = {tasks_itoa(r, year)};
+    const char *yp[] = {bf_req_itoa(r, year)};
     PGresult *res = bf_db_prep(r->db, "assess_villages",
                                "SELECT DISTINCT village_id FROM indicator_assignment "
                                "WHERE year = $1::int ORDER BY 1",
@@ -191,8 +196,8 @@ int assessment_run(bf_req_t *r)
     if (!ua || !va) return bf_req_fail(r, BF_E_EXHAUSTED, NULL, "out of memory");
 
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
-    const char *rp[] = {tasks_itoa(r, year), tasks_itoa(r, ts->w_ind), tasks_itoa(r, ts->w_time),
-                        tasks_itoa(r, ts->w_sat), tasks_itoa(r, ts->pass_bp), r->actor, now};
+    const char *rp[] = {bf_req_itoa(r, year), bf_req_itoa(r, ts->w_ind), bf_req_itoa(r, ts->w_time),
+                        bf_req_itoa(r, ts->w_sat), bf_req_itoa(r, ts->pass_bp), r->actor, now};
     res = bf_db_prep(r->db, "assess_run_insert",
                      "INSERT INTO assessment_run (year, w_ind, w_time, w_sat, pass_bp, run_by, "
                      " run_at) VALUES ($1::int, $2::int, $3::int, $4::int, $5::int, $6, "
@@ -201,14 +206,20 @@ int assessment_run(bf_req_t *r)
     if (!res) return bf_req_db_fail(r);
     int64_t run = bf_db_int(res, 0, "id");
     PQclear(res);
-    const char *p[] = {tasks_itoa(r, run),      tasks_itoa(r, year),      ts->timezone,
-                       now,                     ua,                       va,
-                       tasks_itoa(r, ts->w_ind), tasks_itoa(r, ts->w_time), tasks_itoa(r, ts->w_sat),
-                       tasks_itoa(r, ts->pass_bp)};
+    const char *p[] = {bf_req_itoa(r, run),
+                       bf_req_itoa(r, year),
+                       ts->timezone,
+                       now,
+                       ua,
+                       va,
+                       bf_req_itoa(r, ts->w_ind),
+                       bf_req_itoa(r, ts->w_time),
+                       bf_req_itoa(r, ts->w_sat),
+                       bf_req_itoa(r, ts->pass_bp)};
     res = bf_db_prep(r->db, "assess_compute", s_run_sql, 10, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
     PQclear(res);
-    const char *sp[] = {tasks_itoa(r, run)};
+    const char *sp[] = {bf_req_itoa(r, run)};
     res = bf_db_prep(r->db, "assess_summary",
                      "SELECT subject_kind, subject_id, rank, vetoed, "
                      " count(*) OVER (PARTITION BY subject_kind) AS n "
@@ -298,7 +309,7 @@ int assessment_get(bf_req_t *r)
     int64_t year, run = 0;
     if (bf_req_int(r, r->params, NULL, "year", true, 2000, 2100, &year) != 0) return -1;
     if (bf_req_int(r, r->params, NULL, "run_id", false, 1, INT64_MAX, &run) < 0) return -1;
-    const char *p[] = {tasks_itoa(r, year), run ? tasks_itoa(r, run) : NULL};
+    const char *p[] = {bf_req_itoa(r, year), run ? bf_req_itoa(r, run) : NULL};
     PGresult *hd = bf_db_prep(r->db, "assess_run_get",
                               "SELECT id, year, w_ind, w_time, w_sat, pass_bp, run_by, "
                               " rfc3339(run_at) AS run_at FROM assessment_run "

@@ -11,6 +11,7 @@
 #include "tasks.h"
 #include "bf_db.h"
 #include "bf_mp.h"
+#include "bf_page.h"
 #include "bf_valid.h"
 
 #include <stdio.h>
@@ -65,7 +66,7 @@ int indicator_define(bf_req_t *r)
     if (bf_req_str(r, r->params, NULL, "description", false, TASKS_TEXT_MAX, &description) < 0)
         return -1;
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
-    const char *p[] = {code,     name,        unit,    tasks_itoa(r, target), direction,
+    const char *p[] = {code,     name,        unit,    bf_req_itoa(r, target), direction,
                        vetoing ? "true" : "false", category, description, r->actor};
     char sql[1024];
     snprintf(sql, sizeof sql,
@@ -103,8 +104,8 @@ int indicator_list(bf_req_t *r)
     const char *category = NULL;
     int64_t after, limit;
     if (bf_req_str(r, r->params, NULL, "category", false, 64, &category) < 0) return -1;
-    if (tasks_paging(r, 100, 1000, &after, &limit) != 0) return -1;
-    const char *p[] = {category, tasks_itoa(r, after), tasks_itoa(r, limit + 1)};
+    if (bf_page_params(r, &after, &limit) != 0) return -1;
+    const char *p[] = {category, bf_req_itoa(r, after), bf_req_itoa(r, limit + 1)};
     char sql[1024];
     snprintf(sql, sizeof sql,
              "SELECT %s FROM indicator WHERE ($1::text IS NULL OR category = $1) "
@@ -112,13 +113,9 @@ int indicator_list(bf_req_t *r)
              s_indicator_cols);
     PGresult *res = bf_db_prep(r->db, "indicator_list", sql, 3, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
-    int n = PQntuples(res);
-    int shown = n > limit ? (int)limit : n;
-    msgpack_pack_map(r->out, 2);
-    bf_mp_key(r->out, "items");
-    msgpack_pack_array(r->out, (size_t)shown);
+    int shown = bf_page_begin(r, res, limit);
     for (int i = 0; i < shown; i++) s_pack_indicator(r->out, res, i);
-    bf_mp_kv_str(r->out, "next_cursor", n > limit ? bf_db_str(res, shown - 1, "id") : NULL);
+    bf_page_end(r, res, limit, "id");
     PQclear(res);
     return 0;
 }
@@ -136,7 +133,7 @@ static int s_indicator(bf_req_t *r, int64_t *id, char code[65], int64_t *target,
         if (!required) return 1;
         return bf_req_fail(r, BF_E_INVALID, "indicator_id", "give indicator_id or code");
     }
-    const char *p[] = {iid ? tasks_itoa(r, iid) : NULL, c};
+    const char *p[] = {iid ? bf_req_itoa(r, iid) : NULL, c};
     PGresult *res = bf_db_prep(r->db, "indicator_find",
                                "SELECT id, code, target, direction FROM indicator "
                                "WHERE ($1::bigint IS NULL OR id = $1) AND ($2::text IS NULL OR "
@@ -191,8 +188,8 @@ int indicator_assign(bf_req_t *r)
     if (!aids || !fresh) return bf_req_fail(r, BF_E_EXHAUSTED, NULL, "out of memory");
     size_t nnew = 0;
     for (size_t i = 0; i < nv; i++) {
-        const char *p[] = {tasks_itoa(r, iid), tasks_itoa(r, vids[i]), codes[i],
-                           tasks_itoa(r, year), tasks_itoa(r, target), r->actor};
+        const char *p[] = {bf_req_itoa(r, iid), bf_req_itoa(r, vids[i]), codes[i],
+                           bf_req_itoa(r, year), bf_req_itoa(r, target), r->actor};
         PGresult *res = bf_db_prep(
             r->db, "assign_insert",
             "WITH ins AS (INSERT INTO indicator_assignment (indicator_id, village_id, "
@@ -301,7 +298,7 @@ int indicator_report(bf_req_t *r)
                                "give assignment_id, or indicator_id (or code) and village_id");
         if (bf_req_int(r, r->params, NULL, "year", false, 2000, 2100, &year) < 0) return -1;
         if (!year && tasks_current_year(r, &year) != 0) return -1;
-        const char *p[] = {tasks_itoa(r, iid), tasks_itoa(r, village), tasks_itoa(r, year)};
+        const char *p[] = {bf_req_itoa(r, iid), bf_req_itoa(r, village), bf_req_itoa(r, year)};
         PGresult *res = bf_db_prep(r->db, "assign_find",
                                    "SELECT id FROM indicator_assignment WHERE indicator_id = "
                                    " $1::bigint AND village_id = $2::bigint AND year = $3::int",
@@ -317,7 +314,7 @@ int indicator_report(bf_req_t *r)
     const char *now = tasks_now(r);
     if (!now) return -1;
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
-    const char *p[] = {tasks_itoa(r, aid), tasks_itoa(r, value)};
+    const char *p[] = {bf_req_itoa(r, aid), bf_req_itoa(r, value)};
     PGresult *res = bf_db_prep(
         r->db, "assign_lock",
         "SELECT a.met AS was_met, CASE i.direction WHEN '>=' THEN $2::bigint >= a.target "
@@ -336,8 +333,8 @@ int indicator_report(bf_req_t *r)
     PQclear(res);
     int64_t evidence_id = 0;
     if (has_ev == 0 && tasks_evidence_store(r, &ev, 0, now, &evidence_id) != 0) return -1;
-    const char *ip[] = {tasks_itoa(r, aid), tasks_itoa(r, value), met ? "true" : "false", note,
-                        evidence_id ? tasks_itoa(r, evidence_id) : NULL, r->actor, now};
+    const char *ip[] = {bf_req_itoa(r, aid), bf_req_itoa(r, value), met ? "true" : "false", note,
+                        evidence_id ? bf_req_itoa(r, evidence_id) : NULL, r->actor, now};
     res = bf_db_prep(r->db, "report_insert",
                      "INSERT INTO indicator_report (assignment_id, value, met, note, evidence_id, "
                      " reported_by, reported_at) VALUES ($1::bigint, $2::bigint, $3::boolean, $4, "
@@ -353,7 +350,7 @@ int indicator_report(bf_req_t *r)
                      4, up, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
     PQclear(res);
-    const char *gp[] = {tasks_itoa(r, aid)};
+    const char *gp[] = {bf_req_itoa(r, aid)};
     char sql[1024];
     snprintf(sql, sizeof sql,
              "SELECT %s FROM indicator_assignment a JOIN indicator i ON i.id = a.indicator_id "
@@ -410,7 +407,7 @@ static const char *s_child_level(const char *level)
 
 static int s_rollup_village(bf_req_t *r, int64_t village, int64_t year, const char *code)
 {
-    const char *p[] = {tasks_itoa(r, village), tasks_itoa(r, year), code};
+    const char *p[] = {bf_req_itoa(r, village), bf_req_itoa(r, year), code};
     char sql[1024];
     snprintf(sql, sizeof sql,
              "SELECT %s FROM indicator_assignment a JOIN indicator i ON i.id = a.indicator_id "
@@ -462,7 +459,7 @@ int progress_rollup(bf_req_t *r)
     int clen = s_prefix_len(child_level);
     char prefix[16];
     snprintf(prefix, sizeof prefix, "%.*s%%", plen, region);
-    const char *p[] = {prefix, tasks_itoa(r, year), code, tasks_itoa(r, clen)};
+    const char *p[] = {prefix, bf_req_itoa(r, year), code, bf_req_itoa(r, clen)};
     PGresult *res = bf_db_prep(
         r->db, "rollup_region",
         "SELECT CASE WHEN $4::int = 12 THEN a.village_id::text "

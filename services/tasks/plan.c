@@ -12,6 +12,7 @@
 #include "tasks.h"
 #include "bf_db.h"
 #include "bf_mp.h"
+#include "bf_page.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,13 +61,13 @@ static int s_measures(bf_req_t *r, s_measure_t **out, size_t *n)
 static int s_insert_measures(bf_req_t *r, int64_t plan_id, const s_measure_t *ms, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        const char *p[] = {tasks_itoa(r, plan_id),
-                           tasks_itoa(r, (int64_t)i + 1),
+        const char *p[] = {bf_req_itoa(r, plan_id),
+                           bf_req_itoa(r, (int64_t)i + 1),
                            ms[i].what,
                            ms[i].owner.kind,
-                           ms[i].owner.kind ? tasks_itoa(r, ms[i].owner.id) : NULL,
+                           ms[i].owner.kind ? bf_req_itoa(r, ms[i].owner.id) : NULL,
                            ms[i].due,
-                           ms[i].cost_fen >= 0 ? tasks_itoa(r, ms[i].cost_fen) : NULL};
+                           ms[i].cost_fen >= 0 ? bf_req_itoa(r, ms[i].cost_fen) : NULL};
         PGresult *res = bf_db_prep(r->db, "plan_measure_insert",
                                    "INSERT INTO plan_measure (plan_id, seq, what, owner_kind, "
                                    " owner_id, due_on, cost_fen) VALUES ($1::bigint, $2::int, "
@@ -82,7 +83,7 @@ static int s_insert_measures(bf_req_t *r, int64_t plan_id, const s_measure_t *ms
 static int s_pack_plan(bf_req_t *r, int64_t id)
 {
     const tasks_t *ts = tasks_of(r);
-    const char *p[] = {tasks_itoa(r, id)};
+    const char *p[] = {bf_req_itoa(r, id)};
     PGresult *pl = bf_db_prep(
         r->db, "plan_get",
         "SELECT id, root_id, revision, kind, subject_kind, subject_id, title, year_from, "
@@ -235,8 +236,8 @@ int plan_create(bf_req_t *r)
     int64_t year_to = !strcmp(kind, "three_year") ? year + 2 : year;
 
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
-    const char *p[] = {kind, skind, tasks_itoa(r, sid), title, tasks_itoa(r, year),
-                       tasks_itoa(r, year_to), r->actor};
+    const char *p[] = {kind, skind, bf_req_itoa(r, sid), title, bf_req_itoa(r, year),
+                       bf_req_itoa(r, year_to), r->actor};
     PGresult *res = bf_db_prep(
         r->db, "plan_insert",
         "INSERT INTO plan (id, root_id, revision, kind, subject_kind, subject_id, title, "
@@ -280,7 +281,7 @@ int plan_create(bf_req_t *r)
 static int s_lock(bf_req_t *r, int64_t id, char status[16], bool *current, int64_t *root,
                   int *revision)
 {
-    const char *p[] = {tasks_itoa(r, id)};
+    const char *p[] = {bf_req_itoa(r, id)};
     PGresult *res = bf_db_prep(r->db, "plan_lock",
                                "SELECT status, superseded_by IS NULL AS current, root_id, "
                                " revision FROM plan WHERE id = $1::bigint FOR UPDATE",
@@ -315,7 +316,7 @@ int plan_submit(bf_req_t *r)
                            "plan %lld is %s; only a draft can be submitted", (long long)id,
                            status);
     }
-    const char *p[] = {tasks_itoa(r, id), r->actor, now};
+    const char *p[] = {bf_req_itoa(r, id), r->actor, now};
     PGresult *res = bf_db_prep(r->db, "plan_submit",
                                "UPDATE plan SET status = 'submitted', submitted_by = $2, "
                                " submitted_at = $3::timestamptz WHERE id = $1::bigint",
@@ -359,7 +360,7 @@ int plan_sign(bf_req_t *r)
     bool current;
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
     if (s_lock(r, id, status, &current, NULL, NULL) != 0) return -1;
-    const char *p[] = {tasks_itoa(r, id), role, r->actor};
+    const char *p[] = {bf_req_itoa(r, id), role, r->actor};
     PGresult *res = bf_db_prep(r->db, "plan_sig_find",
                                "SELECT role, actor FROM plan_signature WHERE plan_id = $1::bigint "
                                " AND (role = $2 OR actor = $3)",
@@ -391,7 +392,7 @@ int plan_sign(bf_req_t *r)
                            "plan %lld is %s; only a submitted plan is signed", (long long)id,
                            status);
     }
-    const char *ip[] = {tasks_itoa(r, id), role, r->actor, note, now};
+    const char *ip[] = {bf_req_itoa(r, id), role, r->actor, note, now};
     res = bf_db_prep(r->db, "plan_sig_insert",
                      "INSERT INTO plan_signature (plan_id, role, actor, note, signed_at) "
                      "VALUES ($1::bigint, $2, $3, $4, $5::timestamptz)",
@@ -424,7 +425,7 @@ int plan_sign(bf_req_t *r)
         if (!has[k]) bf_mp_str(pk, ts->signers[k]);
     if (tasks_emit(r, &ev, "plan.signature_added", "plan", id) != 0) return -1;
     if (complete) {
-        const char *sp[] = {tasks_itoa(r, id), now};
+        const char *sp[] = {bf_req_itoa(r, id), now};
         res = bf_db_prep(r->db, "plan_signed",
                          "UPDATE plan SET status = 'signed', signed_at = $2::timestamptz "
                          "WHERE id = $1::bigint",
@@ -473,7 +474,7 @@ int plan_revise(bf_req_t *r)
                            "plan %lld is %s; only a signed plan is revised", (long long)id,
                            status);
     }
-    const char *p[] = {tasks_itoa(r, id), title, reason, r->actor};
+    const char *p[] = {bf_req_itoa(r, id), title, reason, r->actor};
     PGresult *res = bf_db_prep(
         r->db, "plan_revise",
         "INSERT INTO plan (root_id, revision, kind, subject_kind, subject_id, title, year_from, "
@@ -484,7 +485,7 @@ int plan_revise(bf_req_t *r)
     if (!res) return bf_req_db_fail(r);
     int64_t nid = bf_db_int(res, 0, "id");
     PQclear(res);
-    const char *up[] = {tasks_itoa(r, id), tasks_itoa(r, nid)};
+    const char *up[] = {bf_req_itoa(r, id), bf_req_itoa(r, nid)};
     res = bf_db_prep(r->db, "plan_supersede",
                      "UPDATE plan SET superseded_by = $2::bigint WHERE id = $1::bigint", 2, up,
                      NULL, NULL);
@@ -531,9 +532,14 @@ int plan_list(bf_req_t *r)
     if (bf_req_enum(r, r->params, NULL, "kind", false, s_kinds, &kind) < 0) return -1;
     if (bf_req_enum(r, r->params, NULL, "status", false, s_statuses, &status) < 0) return -1;
     if (bf_req_bool(r, r->params, NULL, "current", false, &current) < 0) return -1;
-    if (tasks_paging(r, 100, 1000, &after, &limit) != 0) return -1;
-    const char *p[] = {skind,  sid ? tasks_itoa(r, sid) : NULL, kind, status,
-                       current ? "true" : "false", tasks_itoa(r, after), tasks_itoa(r, limit + 1)};
+    if (bf_page_params(r, &after, &limit) != 0) return -1;
+    const char *p[] = {skind,
+                       sid ? bf_req_itoa(r, sid) : NULL,
+                       kind,
+                       status,
+                       current ? "true" : "false",
+                       bf_req_itoa(r, after),
+                       bf_req_itoa(r, limit + 1)};
     PGresult *res = bf_db_prep(
         r->db, "plan_list",
         "SELECT id, root_id, revision, kind, subject_kind, subject_id, title, year_from, "
@@ -544,11 +550,7 @@ int plan_list(bf_req_t *r)
         "ORDER BY id LIMIT $7::int",
         7, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
-    int n = PQntuples(res);
-    int shown = n > limit ? (int)limit : n;
-    msgpack_pack_map(r->out, 2);
-    bf_mp_key(r->out, "items");
-    msgpack_pack_array(r->out, (size_t)shown);
+    int shown = bf_page_begin(r, res, limit);
     for (int i = 0; i < shown; i++) {
         msgpack_pack_map(r->out, 10);
         bf_mp_kv_int(r->out, "id", bf_db_int(res, i, "id"));
@@ -565,7 +567,7 @@ int plan_list(bf_req_t *r)
         bf_mp_kv_str(r->out, "status", bf_db_str(res, i, "status"));
         bf_mp_kv_bool(r->out, "current", bf_db_null(res, i, "superseded_by"));
     }
-    bf_mp_kv_str(r->out, "next_cursor", n > limit ? bf_db_str(res, shown - 1, "id") : NULL);
+    bf_page_end(r, res, limit, "id");
     PQclear(res);
     return 0;
 }

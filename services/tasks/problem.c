@@ -12,6 +12,7 @@
 #include "tasks.h"
 #include "bf_db.h"
 #include "bf_mp.h"
+#include "bf_page.h"
 #include "bf_valid.h"
 
 #include <stdio.h>
@@ -39,7 +40,7 @@ typedef struct {
 /* The end of the day `days` days after the clock's today, as timestamptz text. */
 static const char *s_default_due(bf_req_t *r, const char *now, int days)
 {
-    const char *p[] = {now, tasks_of(r)->timezone, tasks_itoa(r, days)};
+    const char *p[] = {now, tasks_of(r)->timezone, bf_req_itoa(r, days)};
     PGresult *res = bf_db_prep(r->db, "problem_default_due",
                                "SELECT day_end(($1::timestamptz AT TIME ZONE $2)::date + $3::int, "
                                " $2)::text AS t",
@@ -177,14 +178,14 @@ static int s_insert(bf_req_t *r, s_problem_t *pb, int64_t inspection_id, const c
 {
     const char *tz = tasks_of(r)->timezone;
     const char *p[] = {pb->ref,
-                       inspection_id ? tasks_itoa(r, inspection_id) : NULL,
+                       inspection_id ? bf_req_itoa(r, inspection_id) : NULL,
                        pb->ledger,
                        pb->source ? pb->source : (inspection_id ? "inspection" : "direct"),
                        pb->title,
                        pb->description,
-                       pb->village_id ? tasks_itoa(r, pb->village_id) : NULL,
-                       pb->household_id ? tasks_itoa(r, pb->household_id) : NULL,
-                       pb->unit_id ? tasks_itoa(r, pb->unit_id) : NULL,
+                       pb->village_id ? bf_req_itoa(r, pb->village_id) : NULL,
+                       pb->household_id ? bf_req_itoa(r, pb->household_id) : NULL,
+                       pb->unit_id ? bf_req_itoa(r, pb->unit_id) : NULL,
                        pb->region_code,
                        pb->channel,
                        pb->due,
@@ -212,7 +213,7 @@ static int s_insert(bf_req_t *r, s_problem_t *pb, int64_t inspection_id, const c
     snprintf(due_local, sizeof due_local, "%s", bf_db_str(res, 0, "due_local"));
     PQclear(res);
     for (size_t i = 0; i < pb->nresp; i++) {
-        const char *rp[] = {tasks_itoa(r, *pid), tasks_itoa(r, pb->responsible[i])};
+        const char *rp[] = {bf_req_itoa(r, *pid), bf_req_itoa(r, pb->responsible[i])};
         res = bf_db_prep(r->db, "problem_resp_insert",
                          "INSERT INTO problem_responsible (problem_id, cadre_id) "
                          "VALUES ($1::bigint, $2::bigint)",
@@ -252,7 +253,7 @@ static int s_pack_problem(bf_req_t *r, int64_t id)
 {
     const char *now = tasks_now(r);
     if (!now) return -1;
-    const char *p[] = {tasks_itoa(r, id), now, tasks_of(r)->timezone};
+    const char *p[] = {bf_req_itoa(r, id), now, tasks_of(r)->timezone};
     PGresult *pr = bf_db_prep(
         r->db, "problem_get",
         "SELECT id, ref, inspection_id, ledger, source, title, description, village_id, "
@@ -269,7 +270,7 @@ static int s_pack_problem(bf_req_t *r, int64_t id)
         PQclear(pr);
         return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no problem with id %lld", (long long)id);
     }
-    const char *tp[] = {now, tasks_of(r)->timezone, tasks_itoa(r, id)};
+    const char *tp[] = {now, tasks_of(r)->timezone, bf_req_itoa(r, id)};
     char sql[2048];
     snprintf(sql, sizeof sql, "SELECT %s FROM task t WHERE t.problem_id = $3::bigint ORDER BY t.id",
              TASKS_TASK_COLS);
@@ -460,7 +461,7 @@ int tasks_problem_maybe_close(bf_req_t *r, int64_t problem_id)
 {
     const char *now = tasks_now(r);
     if (!now) return -1;
-    const char *p[] = {tasks_itoa(r, problem_id), now};
+    const char *p[] = {bf_req_itoa(r, problem_id), now};
     PGresult *res = bf_db_prep(
         r->db, "problem_close",
         "UPDATE problem SET status = 'closed', closed_at = $2::timestamptz "
@@ -506,7 +507,7 @@ int problem_list(bf_req_t *r)
         bf_req_int(r, r->params, NULL, "cadre_id", false, 1, INT64_MAX, &cadre) < 0 ||
         bf_req_int(r, r->params, NULL, "inspection_id", false, 1, INT64_MAX, &insp) < 0)
         return -1;
-    if (tasks_paging(r, 100, 1000, &after, &limit) != 0) return -1;
+    if (bf_page_params(r, &after, &limit) != 0) return -1;
     const char *now = tasks_now(r);
     if (!now) return -1;
     const char *p[] = {now,
@@ -514,12 +515,12 @@ int problem_list(bf_req_t *r)
                        ledger,
                        status,
                        has_overdue == 0 ? (overdue ? "true" : "false") : NULL,
-                       village ? tasks_itoa(r, village) : NULL,
-                       unit ? tasks_itoa(r, unit) : NULL,
-                       cadre ? tasks_itoa(r, cadre) : NULL,
-                       insp ? tasks_itoa(r, insp) : NULL,
-                       tasks_itoa(r, after),
-                       tasks_itoa(r, limit + 1)};
+                       village ? bf_req_itoa(r, village) : NULL,
+                       unit ? bf_req_itoa(r, unit) : NULL,
+                       cadre ? bf_req_itoa(r, cadre) : NULL,
+                       insp ? bf_req_itoa(r, insp) : NULL,
+                       bf_req_itoa(r, after),
+                       bf_req_itoa(r, limit + 1)};
     PGresult *res = bf_db_prep(
         r->db, "problem_list",
         "SELECT p.id, p.ledger, p.title, p.status, p.village_id, p.household_id, p.unit_id, "
@@ -539,11 +540,7 @@ int problem_list(bf_req_t *r)
         " AND p.id > $10::bigint ORDER BY p.id LIMIT $11::int",
         11, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
-    int n = PQntuples(res);
-    int shown = n > limit ? (int)limit : n;
-    msgpack_pack_map(r->out, 2);
-    bf_mp_key(r->out, "items");
-    msgpack_pack_array(r->out, (size_t)shown);
+    int shown = bf_page_begin(r, res, limit);
     for (int i = 0; i < shown; i++) {
         tasks_map_t m;
         tasks_map_begin(&m);
@@ -562,7 +559,7 @@ int problem_list(bf_req_t *r)
         tm_col_int(&m, "tasks_closed", res, i, "tasks_closed");
         tasks_map_end(&m, r->out);
     }
-    bf_mp_kv_str(r->out, "next_cursor", n > limit ? bf_db_str(res, shown - 1, "id") : NULL);
+    bf_page_end(r, res, limit, "id");
     PQclear(res);
     return 0;
 }
@@ -579,7 +576,7 @@ int ledger_summary(bf_req_t *r)
     if (bf_req_int(r, r->params, NULL, "limit", false, 1, 10000, &limit) < 0) return -1;
     const char *now = tasks_now(r);
     if (!now) return -1;
-    const char *p[] = {now, ledger, insp ? tasks_itoa(r, insp) : NULL, tasks_itoa(r, limit), by};
+    const char *p[] = {now, ledger, insp ? bf_req_itoa(r, insp) : NULL, bf_req_itoa(r, limit), by};
     /* the key column per grouping; the three counts are disjoint */
     PGresult *res = bf_db_prep(
         r->db, "ledger_summary",
@@ -694,7 +691,7 @@ int help_request_create(bf_req_t *r)
         pb.unit_id = t.owner.id;
     }
     if (!due) {
-        const char *dp[] = {now, tasks_itoa(r, ts->help_due_hours)};
+        const char *dp[] = {now, bf_req_itoa(r, ts->help_due_hours)};
         PGresult *res = bf_db_prep(r->db, "help_default_due",
                                    "SELECT ($1::timestamptz + make_interval(hours => $2::int))"
                                    "::text AS t",

@@ -11,6 +11,7 @@
 #include "tasks.h"
 #include "bf_db.h"
 #include "bf_mp.h"
+#include "bf_page.h"
 #include "bf_valid.h"
 
 #include <stdio.h>
@@ -131,7 +132,7 @@ static void s_pack_schedule(msgpack_packer *pk, const PGresult *res, int i)
 
 static int s_get(bf_req_t *r, int64_t id)
 {
-    const char *p[] = {tasks_itoa(r, id), tasks_of(r)->timezone};
+    const char *p[] = {bf_req_itoa(r, id), tasks_of(r)->timezone};
     char sql[1024];
     snprintf(sql, sizeof sql, "SELECT %s FROM schedule WHERE id = $1::bigint", s_schedule_cols);
     PGresult *res = bf_db_prep(r->db, "schedule_get", sql, 2, p, NULL, NULL);
@@ -155,21 +156,17 @@ int schedule_get(bf_req_t *r)
 int schedule_list(bf_req_t *r)
 {
     int64_t after, limit;
-    if (tasks_paging(r, 100, 1000, &after, &limit) != 0) return -1;
-    const char *p[] = {tasks_itoa(r, after), tasks_of(r)->timezone, tasks_itoa(r, limit + 1)};
+    if (bf_page_params(r, &after, &limit) != 0) return -1;
+    const char *p[] = {bf_req_itoa(r, after), tasks_of(r)->timezone, bf_req_itoa(r, limit + 1)};
     char sql[1024];
     snprintf(sql, sizeof sql,
              "SELECT %s FROM schedule WHERE id > $1::bigint ORDER BY id LIMIT $3::int",
              s_schedule_cols);
     PGresult *res = bf_db_prep(r->db, "schedule_list", sql, 3, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
-    int n = PQntuples(res);
-    int shown = n > limit ? (int)limit : n;
-    msgpack_pack_map(r->out, 2);
-    bf_mp_key(r->out, "items");
-    msgpack_pack_array(r->out, (size_t)shown);
+    int shown = bf_page_begin(r, res, limit);
     for (int i = 0; i < shown; i++) s_pack_schedule(r->out, res, i);
-    bf_mp_kv_str(r->out, "next_cursor", n > limit ? bf_db_str(res, shown - 1, "id") : NULL);
+    bf_page_end(r, res, limit, "id");
     PQclear(res);
     return 0;
 }
@@ -238,24 +235,24 @@ int schedule_create(bf_req_t *r)
                         description,
                         kind,
                         rule,
-                        tasks_itoa(r, day),
-                        tasks_itoa(r, month),
+                        bf_req_itoa(r, day),
+                        bf_req_itoa(r, month),
                         owner.kind,
-                        owner.kind ? tasks_itoa(r, owner.id) : NULL,
-                        unit ? tasks_itoa(r, unit) : NULL,
+                        owner.kind ? bf_req_itoa(r, owner.id) : NULL,
+                        unit ? bf_req_itoa(r, unit) : NULL,
                         target.kind,
-                        target.id ? tasks_itoa(r, target.id) : NULL,
+                        target.id ? bf_req_itoa(r, target.id) : NULL,
                         target.code,
                         vetoing ? "true" : "false",
                         starts_at,
-                        tasks_itoa(r, year),
-                        tasks_itoa(r, index),
+                        bf_req_itoa(r, year),
+                        bf_req_itoa(r, index),
                         due,
                         ts->timezone,
-                        chain.esc_team_id ? tasks_itoa(r, chain.esc_team_id) : NULL,
-                        chain.esc_leader_id ? tasks_itoa(r, chain.esc_leader_id) : NULL,
-                        chain.esc_unit_id ? tasks_itoa(r, chain.esc_unit_id) : NULL,
-                        tcopies.village_id ? tasks_itoa(r, tcopies.village_id) : NULL,
+                        chain.esc_team_id ? bf_req_itoa(r, chain.esc_team_id) : NULL,
+                        chain.esc_leader_id ? bf_req_itoa(r, chain.esc_leader_id) : NULL,
+                        chain.esc_unit_id ? bf_req_itoa(r, chain.esc_unit_id) : NULL,
+                        tcopies.village_id ? bf_req_itoa(r, tcopies.village_id) : NULL,
                         tcopies.region_code,
                         r->actor,
                         now};
@@ -331,7 +328,7 @@ static const s_step_t s_county_2015[] = {
 
 static int s_pack_timeline(bf_req_t *r, int64_t id, bool created)
 {
-    const char *p[] = {tasks_itoa(r, id), tasks_of(r)->timezone};
+    const char *p[] = {bf_req_itoa(r, id), tasks_of(r)->timezone};
     PGresult *tl = bf_db_prep(r->db, "timeline_get",
                               "SELECT id, template, year, region_code FROM timeline "
                               "WHERE id = $1::bigint",
@@ -376,7 +373,7 @@ static int s_pack_timeline(bf_req_t *r, int64_t id, bool created)
 static int s_find_timeline(bf_req_t *r, const char *tmpl, int64_t year, const char *code,
                            int64_t *id)
 {
-    const char *p[] = {tmpl, tasks_itoa(r, year), code};
+    const char *p[] = {tmpl, bf_req_itoa(r, year), code};
     PGresult *res = bf_db_prep(r->db, "timeline_find",
                                "SELECT id FROM timeline WHERE template = $1 AND year = $2::int "
                                " AND region_code = $3",
@@ -436,7 +433,7 @@ int timeline_instantiate(bf_req_t *r)
     }
     const char *tz = tasks_of(r)->timezone;
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
-    const char *ip[] = {tmpl, tasks_itoa(r, year), code, r->actor};
+    const char *ip[] = {tmpl, bf_req_itoa(r, year), code, r->actor};
     PGresult *res = bf_db_prep(r->db, "timeline_insert",
                                "INSERT INTO timeline (template, year, region_code, created_by) "
                                "VALUES ($1, $2::int, $3, $4) ON CONFLICT DO NOTHING RETURNING id",

@@ -110,7 +110,7 @@ static int s_work_schedule(bf_req_t *r, const PGresult *s, const char *now, s_ti
         char date[11], period[16];
         tasks_period_due_date(rule, year, index, month, day, date);
         tasks_period_label(rule, year, index, period, sizeof period);
-        const char *p[] = {date, ts->timezone, now, tasks_itoa(r, ts->horizon_days), starts_at};
+        const char *p[] = {date, ts->timezone, now, bf_req_itoa(r, ts->horizon_days), starts_at};
         PGresult *res = bf_db_prep(
             r->db, "sched_period",
             "SELECT day_end($1::date, $2)::text AS due, "
@@ -137,7 +137,7 @@ static int s_work_schedule(bf_req_t *r, const PGresult *s, const char *now, s_ti
     }
     char date[11];
     tasks_period_due_date(rule, year, index, month, day, date);
-    const char *up[] = {tasks_itoa(r, sid), tasks_itoa(r, year), tasks_itoa(r, index), date,
+    const char *up[] = {bf_req_itoa(r, sid), bf_req_itoa(r, year), bf_req_itoa(r, index), date,
                         ts->timezone};
     PGresult *res = bf_db_prep(r->db, "sched_advance",
                                "UPDATE schedule SET next_year = $2::int, next_index = $3::int, "
@@ -155,7 +155,7 @@ static int s_schedules(bf_req_t *r, const char *now, s_tick_t *out)
     int64_t last = 0;
     for (;;) {
         if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
-        const char *p[] = {now, tasks_itoa(r, ts->horizon_days), tasks_itoa(r, last)};
+        const char *p[] = {now, bf_req_itoa(r, ts->horizon_days), bf_req_itoa(r, last)};
         PGresult *s = bf_db_prep(
             r->db, "sched_claim",
             "SELECT id, rule, day, month, owner_kind, owner_id, each_team_of_unit, target_kind, "
@@ -218,8 +218,8 @@ static int s_mark_batch(bf_req_t *r, const char *stmt, const char *sql, const ch
     const tasks_t *ts = tasks_of(r);
     for (;;) {
         if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
-        const char *p[] = {now, ts->timezone, tasks_itoa(r, ts->batch),
-                           tasks_itoa(r, ts->due_soon_s)};
+        const char *p[] = {now, ts->timezone, bf_req_itoa(r, ts->batch),
+                           bf_req_itoa(r, ts->due_soon_s)};
         PGresult *res = bf_db_prep(r->db, stmt, sql, 4, p, NULL, NULL);
         if (!res) return bf_req_db_fail(r);
         int n = PQntuples(res);
@@ -330,7 +330,7 @@ static int s_escalate(bf_req_t *r, const char *now, s_tick_t *out)
              TASKS_TASK_COLS);
     for (;;) {
         if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
-        const char *p[] = {now, ts->timezone, tasks_itoa(r, ts->batch)};
+        const char *p[] = {now, ts->timezone, bf_req_itoa(r, ts->batch)};
         PGresult *res = bf_db_prep(r->db, "sched_esc_claim", sql, 3, p, NULL, NULL);
         if (!res) return bf_req_db_fail(r);
         int n = PQntuples(res);
@@ -342,8 +342,8 @@ static int s_escalate(bf_req_t *r, const char *now, s_tick_t *out)
                 const char *kind, *resolved;
                 int64_t rid;
                 s_recipient(ts, res, i, ts->step_level[step], &kind, &rid, &resolved);
-                const char *ep[] = {tasks_itoa(r, id), tasks_itoa(r, step), ts->step_level[step],
-                                    kind, tasks_itoa(r, rid), now};
+                const char *ep[] = {bf_req_itoa(r, id), bf_req_itoa(r, step), ts->step_level[step],
+                                    kind, bf_req_itoa(r, rid), now};
                 PGresult *ins = bf_db_prep(
                     r->db, "sched_esc_insert",
                     "INSERT INTO task_escalation (task_id, step, level, recipient_kind, "
@@ -379,8 +379,8 @@ static int s_escalate(bf_req_t *r, const char *now, s_tick_t *out)
                     out->esc_steps[out->n_esc++] = step;
                 }
             }
-            const char *up[] = {tasks_itoa(r, id), tasks_itoa(r, step),
-                                step < ts->nsteps ? tasks_itoa(r, ts->step_delay_s[step]) : NULL};
+            const char *up[] = {bf_req_itoa(r, id), bf_req_itoa(r, step),
+                                step < ts->nsteps ? bf_req_itoa(r, ts->step_delay_s[step]) : NULL};
             PGresult *u = bf_db_prep(r->db, "sched_esc_advance",
                                      "UPDATE task SET esc_next_step = $2::int, "
                                      " esc_next_at = due_at + make_interval(secs => $3::bigint) "

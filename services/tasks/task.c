@@ -10,6 +10,7 @@
 #include "tasks.h"
 #include "bf_db.h"
 #include "bf_mp.h"
+#include "bf_page.h"
 #include "bf_valid.h"
 
 #include <ctype.h>
@@ -120,7 +121,7 @@ int tasks_target_param(bf_req_t *r, const msgpack_object *in, const char *prefix
 
 /* ---------------------------------------------------------------- insert */
 
-static const char *s_id_or_null(bf_req_t *r, int64_t v) { return v > 0 ? tasks_itoa(r, v) : NULL; }
+static const char *s_id_or_null(bf_req_t *r, int64_t v) { return v > 0 ? bf_req_itoa(r, v) : NULL; }
 
 int tasks_insert_task(bf_req_t *r, const tasks_new_task_t *t, bool on_conflict_skip,
                       int64_t *id)
@@ -128,13 +129,13 @@ int tasks_insert_task(bf_req_t *r, const tasks_new_task_t *t, bool on_conflict_s
     const tasks_t *ts = tasks_of(r);
     const char *now = tasks_now(r);
     if (!now) return -1;
-    const char *delay0 = ts->nsteps ? tasks_itoa(r, ts->step_delay_s[0]) : NULL;
+    const char *delay0 = ts->nsteps ? bf_req_itoa(r, ts->step_delay_s[0]) : NULL;
     const char *p[] = {t->ref,
                        t->title,
                        t->description,
                        t->kind ? t->kind : "duty",
                        t->owner.kind,
-                       tasks_itoa(r, t->owner.id),
+                       bf_req_itoa(r, t->owner.id),
                        t->target.kind,
                        s_id_or_null(r, t->target.id),
                        t->target.code,
@@ -185,7 +186,7 @@ int tasks_insert_task(bf_req_t *r, const tasks_new_task_t *t, bool on_conflict_s
         return 0;
     }
     *id = bf_db_int(res, 0, "id");
-    const char *idp[] = {tasks_itoa(r, *id), r->actor ? r->actor : "system:scheduler", now};
+    const char *idp[] = {bf_req_itoa(r, *id), r->actor ? r->actor : "system:scheduler", now};
     bf_event_t ev;
     msgpack_packer *pk = bf_event_begin(&ev);
     tasks_map_t m;
@@ -321,7 +322,7 @@ static int s_pack_full(bf_req_t *r, int64_t id)
 {
     const char *now = tasks_now(r);
     if (!now) return -1;
-    const char *p[] = {now, tasks_of(r)->timezone, tasks_itoa(r, id)};
+    const char *p[] = {now, tasks_of(r)->timezone, bf_req_itoa(r, id)};
     char sql[2048];
     snprintf(sql, sizeof sql, "SELECT %s FROM task t WHERE t.id = $3::bigint", TASKS_TASK_COLS);
     PGresult *res = bf_db_prep(r->db, "task_get", sql, 3, p, NULL, NULL);
@@ -330,7 +331,7 @@ static int s_pack_full(bf_req_t *r, int64_t id)
         PQclear(res);
         return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no task with id %lld", (long long)id);
     }
-    const char *hp[] = {tasks_itoa(r, id)};
+    const char *hp[] = {bf_req_itoa(r, id)};
     PGresult *hist = bf_db_prep(r->db, "task_get_history",
                                 "SELECT from_status, to_status, actor, note, rfc3339(at) AS at "
                                 "FROM task_history WHERE task_id = $1::bigint ORDER BY id",
@@ -529,7 +530,7 @@ int tasks_evidence_param(bf_req_t *r, const msgpack_object *in, const char *key,
 int tasks_evidence_store(bf_req_t *r, const tasks_evidence_t *ev, int64_t task_id,
                          const char *now, int64_t *evidence_id)
 {
-    const char *p[] = {task_id ? tasks_itoa(r, task_id) : NULL, ev->text,
+    const char *p[] = {task_id ? bf_req_itoa(r, task_id) : NULL, ev->text,
                        r->actor ? r->actor : "system", now};
     PGresult *res = bf_db_prep(r->db, "evidence_insert",
                                "INSERT INTO evidence (task_id, text, submitted_by, submitted_at) "
@@ -540,8 +541,8 @@ int tasks_evidence_store(bf_req_t *r, const tasks_evidence_t *ev, int64_t task_i
     PQclear(res);
     for (size_t i = 0; i < ev->n; i++) {
         const tasks_attachment_t *a = &ev->att[i];
-        const char *ap[] = {tasks_itoa(r, *evidence_id), a->name, a->content_type,
-                            tasks_itoa(r, a->size), a->sha256, a->data};
+        const char *ap[] = {bf_req_itoa(r, *evidence_id), a->name, a->content_type,
+                            bf_req_itoa(r, a->size), a->sha256, a->data};
         int lens[] = {0, 0, 0, 0, 0, (int)a->data_len};
         int fmts[] = {0, 0, 0, 0, 0, 1};
         res = bf_db_prep(r->db, "attachment_insert",
@@ -577,7 +578,7 @@ int task_create(bf_req_t *r)
     if (tasks_target_param(r, r->params, NULL, "target", false, &t.target, &t.copies) < 0)
         return -1;
     if (plan_id) {
-        const char *pp[] = {tasks_itoa(r, plan_id)};
+        const char *pp[] = {bf_req_itoa(r, plan_id)};
         PGresult *res = bf_db_prep(r->db, "task_plan_exists",
                                    "SELECT 1 FROM plan WHERE id = $1::bigint", 1, pp, NULL, NULL);
         if (!res) return bf_req_db_fail(r);
@@ -640,7 +641,7 @@ int task_list(bf_req_t *r)
         bf_req_int(r, r->params, NULL, "village_id", false, 1, INT64_MAX, &village_id) < 0 ||
         bf_req_int(r, r->params, NULL, "timeline_id", false, 1, INT64_MAX, &timeline_id) < 0)
         return -1;
-    if (tasks_paging(r, 100, 1000, &after, &limit) != 0) return -1;
+    if (bf_page_params(r, &after, &limit) != 0) return -1;
     const char *now = tasks_now(r);
     if (!now) return -1;
     const char *p[] = {now,
@@ -659,8 +660,8 @@ int task_list(bf_req_t *r)
                        s_id_or_null(r, problem_id),
                        s_id_or_null(r, village_id),
                        s_id_or_null(r, timeline_id),
-                       tasks_itoa(r, after),
-                       tasks_itoa(r, limit + 1)};
+                       bf_req_itoa(r, after),
+                       bf_req_itoa(r, limit + 1)};
     char sql[4096];
     snprintf(sql, sizeof sql,
              "SELECT %s FROM task t WHERE ($3::text IS NULL OR t.owner_kind = $3) "
@@ -682,13 +683,9 @@ int task_list(bf_req_t *r)
              TASKS_TASK_COLS);
     PGresult *res = bf_db_prep(r->db, "task_list", sql, 18, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
-    int n = PQntuples(res);
-    int shown = n > limit ? (int)limit : n;
-    msgpack_pack_map(r->out, 2);
-    bf_mp_key(r->out, "items");
-    msgpack_pack_array(r->out, (size_t)shown);
+    int shown = bf_page_begin(r, res, limit);
     for (int i = 0; i < shown; i++) tasks_pack_task(r->out, res, i);
-    bf_mp_kv_str(r->out, "next_cursor", n > limit ? bf_db_str(res, shown - 1, "id") : NULL);
+    bf_page_end(r, res, limit, "id");
     PQclear(res);
     return 0;
 }
@@ -765,7 +762,7 @@ static int s_move(bf_req_t *r, const s_move_t *mv, const char *note,
 {
     int64_t id;
     if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
-    const char *ids = tasks_itoa(r, id);
+    const char *ids = bf_req_itoa(r, id);
     const char *p1[] = {ids};
     PGresult *res = bf_db_prep(r->db, "task_owner",
                                "SELECT owner_kind, owner_id, status FROM task "
@@ -905,7 +902,7 @@ int attachment_get(bf_req_t *r)
 {
     int64_t id;
     if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
-    const char *p[] = {tasks_itoa(r, id)};
+    const char *p[] = {bf_req_itoa(r, id)};
     PGresult *res = bf_db_prep(r->db, "attachment_get",
                                "SELECT a.id::text AS id, a.evidence_id::text AS evidence_id, "
                                " e.task_id::text AS task_id, a.name, a.content_type, "

@@ -81,9 +81,6 @@ int tasks_emit(bf_req_t *r, bf_event_t *ev, const char *what, const char *entity
  * Arena string, or NULL with the request failed. */
 const char *tasks_now(bf_req_t *r);
 
-/* Decimal text of v in the arena. */
-const char *tasks_itoa(bf_req_t *r, int64_t v);
-
 /* Fails with invalid_argument naming "prefix.key" if map has a key that is
  * not in allowed (NULL-terminated). Returns 0 or -1. */
 int tasks_check_keys(bf_req_t *r, const msgpack_object *map, const char *prefix,
@@ -115,10 +112,6 @@ int tasks_id_list(bf_req_t *r, const msgpack_object_array *list, const char *fie
 
 /* A PostgreSQL array literal of ints ({1,2,3}) in the arena. */
 const char *tasks_int_array(bf_req_t *r, const int64_t *v, size_t n);
-
-/* Reads "cursor" (an id from a previous page) and "limit" (1..max, default
- * def). 0 or -1. */
-int tasks_paging(bf_req_t *r, int64_t def, int64_t max, int64_t *after, int64_t *limit);
 
 /* Parses a duration "24h", "3d", "30m", "0h" into seconds; -1 if malformed. */
 int64_t tasks_parse_duration(const char *s);

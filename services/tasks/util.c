@@ -54,11 +54,6 @@ const char *tasks_now(bf_req_t *r)
     return out;
 }
 
-const char *tasks_itoa(bf_req_t *r, int64_t v)
-{
-    return bf_arena_printf(r->arena, "%lld", (long long)v);
-}
-
 int tasks_check_keys(bf_req_t *r, const msgpack_object *map, const char *prefix,
                      const char *const *allowed)
 {
@@ -243,23 +238,6 @@ const char *tasks_int_array(bf_req_t *r, const int64_t *v, size_t n)
     buf[len++] = '}';
     buf[len] = '\0';
     return buf;
-}
-
-int tasks_paging(bf_req_t *r, int64_t def, int64_t max, int64_t *after, int64_t *limit)
-{
-    const char *cursor = NULL;
-    *after = 0;
-    *limit = def;
-    if (bf_req_str(r, r->params, NULL, "cursor", false, 20, &cursor) < 0) return -1;
-    if (cursor) {
-        char *end;
-        long long v = strtoll(cursor, &end, 10);
-        if (!*cursor || *end || v < 0)
-            return bf_req_fail(r, BF_E_INVALID, "cursor", "cursor is not one this method returned");
-        *after = v;
-    }
-    if (bf_req_int(r, r->params, NULL, "limit", false, 1, max, limit) < 0) return -1;
-    return 0;
 }
 
 int64_t tasks_parse_duration(const char *s)
