@@ -259,10 +259,10 @@ static void test_prepared_reuse(void)
               1);
     /* a statement that fails to prepare is not remembered: the same name
      * with correct SQL works afterwards */
-    PGresult *res = bf_db_prep(db, "fixme", "SELEC 1 AS n", 0, NULL, NULL, NULL);
+    PGresult *res = bf_db_prep(db, "typo_then_fixed", "SELEC 1 AS n", 0, NULL, NULL, NULL);
     ASSERT(res == NULL);
     ASSERT_STR_EQ(bf_db_sqlstate(db), "42601");
-    res = bf_db_prep(db, "fixme", "SELECT 1 AS n", 0, NULL, NULL, NULL);
+    res = bf_db_prep(db, "typo_then_fixed", "SELECT 1 AS n", 0, NULL, NULL, NULL);
     ASSERT(res != NULL);
     if (res) {
         ASSERT_EQ(bf_db_int(res, 0, "n"), 1);
