@@ -22,7 +22,6 @@ static const char *const s_scope_kinds[] = {"all", "region", "village", "unit", 
                                             "household", "person", NULL};
 static const char *const s_locales[] = {"zh-CN", "en", NULL};
 
-static char *s_i64(bf_req_t *r, int64_t v) { return bf_arena_printf(r->arena, "%lld", (long long)v); }
 
 /* "cadre:42", "person:7": what inbox and person scopes name. */
 static bool s_person_ok(const char *p)
@@ -59,7 +58,7 @@ static int s_scope(bf_req_t *r, const char **kind, const char **value)
     int64_t iv;
     if (v && bf_mp_int(v, &iv)) {
         if (iv <= 0) return bf_req_fail(r, BF_E_INVALID, "scope.value", "scope.value must be positive");
-        *value = s_i64(r, iv);
+        *value = bf_req_itoa(r, iv);
     } else if (bf_req_str(r, scope, "scope", "value", true, 64, value) != 0) {
         return -1;
     }
@@ -151,7 +150,7 @@ static void s_pack_sub(msgpack_packer *pk, const PGresult *res, int i)
 
 static int s_sub_event(bf_req_t *r, int64_t id, const char *verb)
 {
-    const char *p[] = {s_i64(r, id)};
+    const char *p[] = {bf_req_itoa(r, id)};
     PGresult *res = bf_db_prep(r->db, "notify_sub_get", "SELECT " SUB_COLS
                                " FROM subscription WHERE id = $1", 1, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
@@ -191,7 +190,7 @@ int subscription_create(bf_req_t *r)
     if (chl && !(channels = s_channels(r, chl))) return -1;
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
     if (endpoint_id) {
-        const char *ep[] = {s_i64(r, endpoint_id)};
+        const char *ep[] = {bf_req_itoa(r, endpoint_id)};
         PGresult *res = bf_db_prep(r->db, "notify_ep_exists", "SELECT 1 FROM endpoint WHERE id = $1",
                                    1, ep, NULL, NULL);
         if (!res) return bf_req_db_fail(r);
@@ -204,7 +203,7 @@ int subscription_create(bf_req_t *r)
         }
     }
     const char *p[] = {name, prefix, kind, value, endpoint_id ? "endpoint" : "people",
-                       endpoint_id ? s_i64(r, endpoint_id) : NULL, channels ? channels : "{}",
+                       endpoint_id ? bf_req_itoa(r, endpoint_id) : NULL, channels ? channels : "{}",
                        locale, r->actor};
     PGresult *res = bf_db_prep(r->db, "notify_sub_create",
                                "INSERT INTO subscription (name, type_prefix, scope_kind, "
@@ -227,7 +226,7 @@ int subscription_list(bf_req_t *r)
     bool deleted = false;
     if (bf_req_int(r, r->params, NULL, "endpoint_id", false, 1, INT64_MAX, &ep) < 0) return -1;
     if (bf_req_bool(r, r->params, NULL, "include_deleted", false, &deleted) < 0) return -1;
-    const char *p[] = {ep ? s_i64(r, ep) : NULL, deleted ? "1" : "0"};
+    const char *p[] = {ep ? bf_req_itoa(r, ep) : NULL, deleted ? "1" : "0"};
     PGresult *res = bf_db_prep(r->db, "notify_sub_list",
                                "SELECT " SUB_COLS " FROM subscription "
                                "WHERE ($1::bigint IS NULL OR endpoint_id = $1) "
@@ -263,7 +262,7 @@ int subscription_update(bf_req_t *r)
     if (rc < 0) return -1;
     has_active = rc == 0;
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
-    const char *p[] = {s_i64(r, id), name, prefix, kind, kind ? "1" : "0", value, channels,
+    const char *p[] = {bf_req_itoa(r, id), name, prefix, kind, kind ? "1" : "0", value, channels,
                        locale, has_active ? (active ? "t" : "f") : NULL};
     PGresult *res = bf_db_prep(
         r->db, "notify_sub_update",
@@ -300,7 +299,7 @@ int subscription_delete(bf_req_t *r)
     int64_t id;
     if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
-    const char *p[] = {s_i64(r, id)};
+    const char *p[] = {bf_req_itoa(r, id)};
     PGresult *res = bf_db_prep(r->db, "notify_sub_delete",
                                "UPDATE subscription SET deleted_at = now(), active = false, "
                                "updated_at = now() WHERE id = $1 AND deleted_at IS NULL "
@@ -392,7 +391,7 @@ static void s_pack_ep(msgpack_packer *pk, const PGresult *res, int i)
 /* The endpoint as an event (no secret) and the admin record. */
 static int s_ep_event(bf_req_t *r, int64_t id, const char *verb)
 {
-    const char *p[] = {s_i64(r, id)};
+    const char *p[] = {bf_req_itoa(r, id)};
     PGresult *res = bf_db_prep(r->db, "notify_ep_get", "SELECT " EP_COLS
                                " FROM endpoint WHERE id = $1", 1, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
@@ -447,8 +446,8 @@ int endpoint_create(bf_req_t *r)
         if (s_address(r, channel, address) != 0) return -1;
     }
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
-    const char *p[] = {name, channel, url, address, secret, rate >= 0 ? s_i64(r, rate) : NULL,
-                       burst >= 0 ? s_i64(r, burst) : NULL, r->actor};
+    const char *p[] = {name, channel, url, address, secret, rate >= 0 ? bf_req_itoa(r, rate) : NULL,
+                       burst >= 0 ? bf_req_itoa(r, burst) : NULL, r->actor};
     PGresult *res = bf_db_prep(r->db, "notify_ep_create",
                                "INSERT INTO endpoint (name, channel, url, address, secret, "
                                "rate_per_sec, rate_burst, created_by) "
@@ -475,7 +474,7 @@ int endpoint_get(bf_req_t *r)
 {
     int64_t id;
     if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
-    const char *p[] = {s_i64(r, id)};
+    const char *p[] = {bf_req_itoa(r, id)};
     PGresult *res = bf_db_prep(r->db, "notify_ep_get", "SELECT " EP_COLS
                                " FROM endpoint WHERE id = $1", 1, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
@@ -517,7 +516,7 @@ int endpoint_update(bf_req_t *r)
     if (bf_req_int(r, r->params, NULL, "rate_burst", false, 1, 1000000, &burst) < 0) return -1;
     if (bf_req_enum(r, r->params, NULL, "status", false, statuses, &status) < 0) return -1;
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
-    const char *gp[] = {s_i64(r, id)};
+    const char *gp[] = {bf_req_itoa(r, id)};
     PGresult *res = bf_db_prep(r->db, "notify_ep_lock2",
                                "SELECT channel, status FROM endpoint WHERE id = $1 FOR UPDATE", 1,
                                gp, NULL, NULL);
@@ -540,8 +539,8 @@ int endpoint_update(bf_req_t *r)
             bf_req_fail(r, BF_E_INVALID, "address", "a webhook endpoint has no address");
         return -1;
     }
-    const char *p[] = {gp[0], url, address, rate >= 0 ? s_i64(r, rate) : NULL,
-                       burst >= 0 ? s_i64(r, burst) : NULL, status};
+    const char *p[] = {gp[0], url, address, rate >= 0 ? bf_req_itoa(r, rate) : NULL,
+                       burst >= 0 ? bf_req_itoa(r, burst) : NULL, status};
     res = bf_db_prep(r->db, "notify_ep_update",
                      "UPDATE endpoint SET url = COALESCE($2, url), address = COALESCE($3, address), "
                      "rate_per_sec = COALESCE($4::int, rate_per_sec), "
@@ -585,7 +584,7 @@ int endpoint_rotate_secret(bf_req_t *r)
     }
     int64_t until = notify_now_ms(n) + overlap * 1000;
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
-    const char *p[] = {s_i64(r, id), secret, s_i64(r, until)};
+    const char *p[] = {bf_req_itoa(r, id), secret, bf_req_itoa(r, until)};
     PGresult *res = bf_db_prep(r->db, "notify_ep_rotate",
                                "UPDATE endpoint SET previous_secret = secret, secret = $2, "
                                "previous_until_ms = $3::bigint, updated_at = now() "
@@ -613,7 +612,7 @@ int endpoint_test(bf_req_t *r)
     notify_t *n = r->svc;
     int64_t id;
     if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
-    const char *p[] = {s_i64(r, id)};
+    const char *p[] = {bf_req_itoa(r, id)};
     PGresult *res = bf_db_prep(r->db, "notify_ep_secret",
                                "SELECT name, channel, url, address, secret, previous_secret, "
                                "previous_until_ms FROM endpoint WHERE id = $1",
@@ -717,7 +716,7 @@ int inbox_list(bf_req_t *r)
         c_us = bf_arena_strndup(r->arena, cursor, (size_t)(bar - cursor));
         c_id = bar + 1;
     }
-    const char *p[] = {person, unread ? "1" : "0", c_us, c_id, s_i64(r, limit + 1)};
+    const char *p[] = {person, unread ? "1" : "0", c_us, c_id, bf_req_itoa(r, limit + 1)};
     PGresult *res = bf_db_prep(
         r->db, "notify_inbox_list",
         "SELECT id, event_id, event_type, title, body, " TS("created_at") " AS created_at, "
@@ -858,8 +857,8 @@ int delivery_list(bf_req_t *r)
     if (bf_req_int(r, r->params, NULL, "endpoint_id", false, 1, INT64_MAX, &ep) < 0) return -1;
     if (bf_req_enum(r, r->params, NULL, "state", false, states, &state) < 0) return -1;
     if (bf_req_int(r, r->params, NULL, "limit", false, 1, 1000, &limit) < 0) return -1;
-    const char *p[] = {event_id, sub ? s_i64(r, sub) : NULL, ep ? s_i64(r, ep) : NULL, state,
-                       s_i64(r, limit)};
+    const char *p[] = {event_id, sub ? bf_req_itoa(r, sub) : NULL, ep ? bf_req_itoa(r, ep) : NULL, state,
+                       bf_req_itoa(r, limit)};
     PGresult *res = bf_db_prep(r->db, "notify_delivery_list",
                                "SELECT " DELIVERY_COLS " FROM delivery "
                                "WHERE ($1::text IS NULL OR event_id = $1) "

@@ -239,8 +239,8 @@ int queues_dead_list(bf_req_t *r)
         c_us = bf_arena_strndup(r->arena, cursor, (size_t)(bar - cursor));
         c_id = bar + 1;
     }
-    const char *p[] = {channel, ep ? bf_arena_printf(r->arena, "%lld", (long long)ep) : NULL,
-                       prefix, c_us, c_id, bf_arena_printf(r->arena, "%lld", (long long)limit + 1)};
+    const char *p[] = {channel, ep ? bf_req_itoa(r, ep) : NULL,
+                       prefix, c_us, c_id, bf_req_itoa(r, limit + 1)};
     char *sql = bf_arena_printf(
         r->arena,
         "SELECT %s, (extract(epoch FROM dead_at) * 1000000)::bigint AS us FROM delivery "
@@ -360,7 +360,7 @@ static int s_selector(bf_req_t *r, const char **p, const char **what)
             return bf_req_fail(r, BF_E_INVALID, "filter",
                                "a filter names channel, endpoint_id or type_prefix (or use all)");
         p[2] = channel;
-        p[3] = ep ? bf_arena_printf(r->arena, "%lld", (long long)ep) : NULL;
+        p[3] = ep ? bf_req_itoa(r, ep) : NULL;
         p[4] = prefix;
         *what = "filter";
     } else {
