@@ -211,3 +211,30 @@ def test_stats_count_calls():
     st = c().call("sys.stats", actor=None)
     check(st["calls"] > 10, "sys.stats counts calls")
     check(st["bad_frames"] >= 3, "sys.stats counts bad frames")
+
+
+def test_pipelined_flood_is_served_without_deadlock():
+    """5,000 requests sent at once to a one-worker instance: more than the
+    ZeroMQ queues between the front and the worker hold in both directions, so
+    a front that blocked on a full worker queue would stop forwarding replies
+    and the worker would block on its full reply queue. All must be answered."""
+    from bftest import free_port
+    port = free_port()
+    S.start("registry", env={"BANGFU_REGISTRY_BIND": "tcp://127.0.0.1:%d" % port,
+                             "BANGFU_RPC_WORKERS": "1", "BANGFU_RELAY_ENABLED": "false"},
+            name="registry-flood")
+    s = CTX.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.SNDHWM, 0)
+    s.setsockopt(zmq.RCVHWM, 0)
+    s.connect("tcp://127.0.0.1:%d" % port)
+    n = 5000
+    for i in range(n):
+        s.send_multipart([b"", msgpack.packb({"v": 1, "id": "f%d" % i, "method": "sys.methods"})])
+    got = set()
+    while len(got) < n and s.poll(20000):
+        reply = msgpack.unpackb(s.recv_multipart()[-1], raw=False)
+        got.add(reply["id"])
+    s.close(0)
+    eq(len(got), n, "every pipelined request answered")
+    eq(S.stop("registry-flood"), 0, "the flooded instance stops cleanly")
