@@ -145,11 +145,13 @@ case "${1:-}" in
   down) down ;;
   status) status ;;
   run)
-    trap 'echo; down; exit 0' INT TERM
+    TAIL_PID=""
+    trap 'echo; [ -n "$TAIL_PID" ] && kill "$TAIL_PID" 2>/dev/null; down; exit 0' INT TERM
     up || { down; exit 1; }
     echo "Following the logs; Ctrl-C stops everything."
     tail -n 0 -F "$VAR"/log/*.log &
-    wait
+    TAIL_PID=$!
+    wait "$TAIL_PID"
     ;;
   *) echo "usage: stack.sh run|up|down|status" >&2; exit 2 ;;
 esac
