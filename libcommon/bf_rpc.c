@@ -809,7 +809,6 @@ int bf_rpc_server_run(bf_rpc_server_t *s, volatile int *stop)
 {
     struct timespec drain_start = {0, 0};
     long drain_ms = (long)bf_cfg_int(s->cfg.cfg, "rpc.drain_ms");
-    bool back_full = false;
     for (;;) {
         bool stopping = *stop != 0;
         if (stopping && drain_start.tv_sec == 0) {
@@ -824,11 +823,8 @@ int bf_rpc_server_run(bf_rpc_server_t *s, volatile int *stop)
                       (now.tv_nsec - drain_start.tv_nsec) / 1000000L;
             if (atomic_load(&s->inflight) <= 0 || el > drain_ms) break;
         }
-        /* while the workers' queues are full, wait for room instead of
-         * polling the front (which would spin: its requests stay readable) */
-        zmq_pollitem_t items[2] = {{s->back, 0, (short)(ZMQ_POLLIN | (back_full ? ZMQ_POLLOUT : 0)), 0},
-                                   {s->front, 0, ZMQ_POLLIN, 0}};
-        int rc = zmq_poll(items, stopping || back_full ? 1 : 2, 100);
+        zmq_pollitem_t items[2] = {{s->back, 0, ZMQ_POLLIN, 0}, {s->front, 0, ZMQ_POLLIN, 0}};
+        int rc = zmq_poll(items, stopping ? 1 : 2, 100);
         if (rc < 0) {
             if (zmq_errno() == ETERM) break;
             continue; /* EINTR: the signal flag is checked above */
@@ -837,19 +833,8 @@ int bf_rpc_server_run(bf_rpc_server_t *s, volatile int *stop)
             while (s_forward(s->back, s->front) > 0) {
             }
         }
-        if (items[0].revents & ZMQ_POLLOUT) back_full = false;
         if (!stopping && (items[1].revents & ZMQ_POLLIN)) {
             for (int i = 0; i < 64; i++) {
-                /* only take a request the workers' queues can accept: a
-                 * blocking send here would stop us forwarding replies, and
-                 * workers blocked on full reply pipes would never drain */
-                int events = 0;
-                size_t elen = sizeof events;
-                if (zmq_getsockopt(s->back, ZMQ_EVENTS, &events, &elen) != 0 ||
-                    !(events & ZMQ_POLLOUT)) {
-                    back_full = true;
-                    break;
-                }
                 /* count first: a worker may finish before we return */
                 atomic_fetch_add(&s->inflight, 1);
                 if (s_forward(s->front, s->back) <= 0) {
