@@ -63,8 +63,8 @@ static void *s_serve(void *arg)
 }
 
 static const bf_method_t s_methods[] = {
-    {"bench.echo", m_echo, false, NULL, "echo"},
-    {NULL, NULL, false, NULL, NULL},
+    {"bench.echo", m_echo, false, NULL, "echo", BF_ROLE_ALL},
+    {NULL, NULL, false, NULL, NULL, 0},
 };
 
 int main(int argc, char **argv)

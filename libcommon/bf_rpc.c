@@ -70,6 +70,75 @@ int bf_req_db_fail(bf_req_t *r)
     return bf_req_fail(r, BF_E_INTERNAL, NULL, "internal error");
 }
 
+/* ---------------------------------------------------------------- roles */
+
+static const char *const s_role_names[] = {"admin",   "county_operator", "finance",
+                                           "approver", "auditor",         "cadre",
+                                           "service",  "subscriber"};
+
+const char *bf_role_name(unsigned bit)
+{
+    for (unsigned i = 0; i < sizeof s_role_names / sizeof *s_role_names; i++)
+        if (bit == (1u << i)) return s_role_names[i];
+    return NULL;
+}
+
+unsigned bf_role_parse(const char *name)
+{
+    for (unsigned i = 0; name && i < sizeof s_role_names / sizeof *s_role_names; i++)
+        if (!strcmp(name, s_role_names[i])) return 1u << i;
+    return 0;
+}
+
+void bf_role_list(unsigned mask, char *buf, size_t n)
+{
+    size_t used = 0;
+    if (n) buf[0] = 0;
+    for (unsigned i = 0; i < sizeof s_role_names / sizeof *s_role_names && used < n; i++) {
+        if (!(mask & (1u << i))) continue;
+        int w = snprintf(buf + used, n - used, "%s%s", used ? ", " : "", s_role_names[i]);
+        if (w < 0) break;
+        used += (size_t)w;
+    }
+}
+
+bool bf_req_has_role(const bf_req_t *r, unsigned roles)
+{
+    return (r->roles & (roles | BF_ROLE_ADMIN)) != 0;
+}
+
+void bf_region_prefix(const char *code, char out[13])
+{
+    size_t n = code ? strnlen(code, 12) : 0;
+    size_t keep = n;
+    if (n == 12) {
+        if (memcmp(code + 9, "000", 3) != 0) keep = 12;
+        else if (memcmp(code + 6, "000", 3) != 0) keep = 9;
+        else if (memcmp(code + 4, "00", 2) != 0) keep = 6;
+        else if (memcmp(code + 2, "00", 2) != 0) keep = 4;
+        else keep = 2;
+    }
+    memcpy(out, code ? code : "", keep);
+    out[keep] = 0;
+}
+
+bool bf_req_in_region(const bf_req_t *r, const char *code)
+{
+    if (!r->region || !*r->region) return true;
+    if (!code) return false;
+    char p[13];
+    bf_region_prefix(r->region, p);
+    return strncmp(code, p, strlen(p)) == 0;
+}
+
+const char *bf_req_region_prefix(bf_req_t *r)
+{
+    if (!r->region || !*r->region) return NULL;
+    char p[13];
+    bf_region_prefix(r->region, p);
+    return bf_arena_strndup(r->arena, p, strlen(p));
+}
+
 /* ---------------------------------------------------------------- params */
 
 const char *bf_req_field(bf_req_t *r, const char *prefix, const char *key)
@@ -512,6 +581,12 @@ static void s_dispatch(struct bf_rpc_server *s, bf_req_t *r, const char *data, s
     r->actor = NULL;
     r->params = &s_empty_map;
     r->out = &rpk;
+    /* until authentication lands every caller holds every role */
+    r->principal = "";
+    r->roles = BF_ROLE_ALL;
+    r->region = NULL;
+    r->cadre_id = 0;
+    r->peer = "";
     memset(&r->err, 0, sizeof r->err);
 
     if (bf_mp_check(data, len, BF_MP_MAX_DEPTH) != 0) {
@@ -609,6 +684,13 @@ static void s_dispatch(struct bf_rpc_server *s, bf_req_t *r, const char *data, s
     if (!m) {
         bf_req_fail(r, BF_E_NOT_FOUND, "method", "unknown method %s (see sys.methods)",
                     r->method);
+        goto reply;
+    }
+    if (!bf_req_has_role(r, m->roles)) {
+        char need[160];
+        bf_role_list(m->roles | BF_ROLE_ADMIN, need, sizeof need);
+        bf_req_fail(r, BF_E_PERMISSION, "method", "%s needs one of the roles: %s", m->name,
+                    need);
         goto reply;
     }
     if (m->writes && !r->actor) {

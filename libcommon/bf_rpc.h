@@ -83,12 +83,38 @@ typedef struct {
 typedef struct bf_req bf_req_t;
 typedef int (*bf_handler_fn)(bf_req_t *r);
 
+/* Roles (docs/security.md). A principal holds a set of roles; each method
+ * names the roles that may call it, and the dispatcher checks them before the
+ * parameters, as Redis checks ACLs before a command runs. admin may call
+ * every method. */
+#define BF_ROLE_ADMIN (1u << 0)
+#define BF_ROLE_OPERATOR (1u << 1) /* "county_operator": registry and tasks writes in its region */
+#define BF_ROLE_FINANCE (1u << 2)  /* funds writes */
+#define BF_ROLE_APPROVER (1u << 3) /* tranche approval */
+#define BF_ROLE_AUDITOR (1u << 4)  /* reads; reveal with a reason */
+#define BF_ROLE_CADRE (1u << 5)    /* own tasks, own inbox, own households read */
+#define BF_ROLE_SERVICE (1u << 6)  /* other bangfu services */
+#define BF_ROLE_SUBSCRIBER (1u << 7) /* events only */
+#define BF_ROLE_ALL 0xffu
+/* Every role that may read ordinary data (not subscriber). */
+#define BF_ROLE_READERS                                                                  \
+    (BF_ROLE_ADMIN | BF_ROLE_OPERATOR | BF_ROLE_FINANCE | BF_ROLE_APPROVER |          \
+     BF_ROLE_AUDITOR | BF_ROLE_CADRE | BF_ROLE_SERVICE)
+
+/* "county_operator" for BF_ROLE_OPERATOR, ...; NULL for anything but one bit. */
+const char *bf_role_name(unsigned bit);
+/* The bit of a role name, 0 if unknown. */
+unsigned bf_role_parse(const char *name);
+/* Writes the names of the roles in mask, comma-separated, into buf. */
+void bf_role_list(unsigned mask, char *buf, size_t n);
+
 typedef struct {
     const char *name; /* "household.create"; NULL ends the table */
     bf_handler_fn fn;
     bool writes;      /* a write needs an actor and may emit events */
     const bf_param_t *params;
     const char *doc;
+    unsigned roles;   /* BF_ROLE_* that may call it; admin always may (0 = admin only) */
 } bf_method_t;
 
 /* What a handler gets. It packs its result with r->out (exactly one object)
@@ -108,7 +134,28 @@ struct bf_req {
     const bf_cfg_t *cfg;
     void *svc; /* the service's shared state (read-only or internally locked) */
     int worker; /* worker index */
+    /* Who calls (docs/security.md), set by the dispatcher before a handler
+     * runs. The actor above is the principal's name, or the person a gateway
+     * acts for. */
+    const char *principal; /* the authenticated principal ("" if none) */
+    unsigned roles;        /* the caller's BF_ROLE_* */
+    const char *region;    /* division code the caller is bound to; NULL = everywhere */
+    int64_t cadre_id;      /* the cadre a cadre principal is; 0 = none */
+    const char *peer;      /* the peer's IP address (ZMQ Peer-Address), "" if unknown */
 };
+
+/* True if the caller holds any of roles, or is admin. */
+bool bf_req_has_role(const bf_req_t *r, unsigned roles);
+/* True if the caller is bound to no region, or code (a 12-digit division
+ * code) lies under its region. */
+bool bf_req_in_region(const bf_req_t *r, const char *code);
+/* The significant prefix of a 12-digit division code, for SQL `LIKE p || '%'`:
+ * "12" for a province 120000000000, "1201" city, "120110" county,
+ * "120110005" township, all 12 digits for a village. Written into out[13]. */
+void bf_region_prefix(const char *code, char out[13]);
+/* The caller's region prefix (bf_region_prefix of r->region) in the arena, or
+ * NULL when the caller is bound to no region. */
+const char *bf_req_region_prefix(bf_req_t *r);
 
 /* Sets r->err and returns -1, so handlers can `return bf_req_fail(...)`.
  * field may be NULL. */

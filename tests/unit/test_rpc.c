@@ -218,16 +218,16 @@ static const bf_param_t p_getters[] = {
 };
 
 static const bf_method_t s_methods[] = {
-    {"test.echo", h_echo, false, p_echo, "echoes its params"},
-    {"test.context", h_context, false, NULL, "what the handler sees"},
-    {"test.write", h_write, true, p_write, "adds a note"},
-    {"test.fail", h_fail, false, NULL, "fails with conflict"},
-    {"test.silent", h_silent, false, NULL, "fails without saying why"},
-    {"test.open_tx", h_open_tx, true, NULL, "leaves a transaction open"},
-    {"test.raise", h_raise, false, p_raise, "raises a SQLSTATE"},
-    {"test.slow", h_slow, false, p_slow, "takes ms milliseconds"},
-    {"test.getters", h_getters, false, p_getters, "typed getters on nested maps"},
-    {NULL, NULL, false, NULL, NULL},
+    {"test.echo", h_echo, false, p_echo, "echoes its params", BF_ROLE_READERS},
+    {"test.context", h_context, false, NULL, "what the handler sees", BF_ROLE_READERS},
+    {"test.write", h_write, true, p_write, "adds a note", BF_ROLE_ADMIN},
+    {"test.fail", h_fail, false, NULL, "fails with conflict", BF_ROLE_READERS},
+    {"test.silent", h_silent, false, NULL, "fails without saying why", BF_ROLE_READERS},
+    {"test.open_tx", h_open_tx, true, NULL, "leaves a transaction open", BF_ROLE_ADMIN},
+    {"test.raise", h_raise, false, p_raise, "raises a SQLSTATE", BF_ROLE_READERS},
+    {"test.slow", h_slow, false, p_slow, "takes ms milliseconds", BF_ROLE_READERS},
+    {"test.getters", h_getters, false, p_getters, "typed getters on nested maps", BF_ROLE_READERS},
+    {NULL, NULL, false, NULL, NULL, 0},
 };
 
 static int s_worker_init(bf_req_t *ctx)
