@@ -145,6 +145,13 @@ static int s_send(bf_client_t *c, const char *body, size_t len)
 int bf_client_call(bf_client_t *c, const char *method, const char *params, size_t params_len,
                    const char *actor, bf_reply_t *reply)
 {
+    return bf_client_call_as(c, method, params, params_len, actor, NULL, 0, reply);
+}
+
+int bf_client_call_as(bf_client_t *c, const char *method, const char *params,
+                      size_t params_len, const char *actor, const char *auth, size_t auth_len,
+                      bf_reply_t *reply)
+{
     memset(reply, 0, sizeof *reply);
     msgpack_unpacked_init(&reply->msg);
     char id[48];
@@ -156,7 +163,7 @@ int bf_client_call(bf_client_t *c, const char *method, const char *params, size_
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, actor ? 5 : 4);
+    msgpack_pack_map(&pk, 4 + (actor ? 1 : 0) + (auth && auth_len ? 1 : 0));
     bf_mp_kv_int(&pk, "v", BF_RPC_VERSION);
     bf_mp_kv_str(&pk, "id", id);
     bf_mp_kv_str(&pk, "method", method);
@@ -166,6 +173,10 @@ int bf_client_call(bf_client_t *c, const char *method, const char *params, size_
     else
         msgpack_pack_map(&pk, 0);
     if (actor) bf_mp_kv_str(&pk, "actor", actor);
+    if (auth && auth_len) {
+        bf_mp_key(&pk, "auth");
+        msgpack_sbuffer_write(&sb, auth, auth_len);
+    }
     int rc = s_send(c, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
     if (rc != 0) {

@@ -43,6 +43,13 @@ void bf_client_destroy(bf_client_t **self_p);
 int bf_client_call(bf_client_t *c, const char *method, const char *params, size_t params_len,
                    const char *actor, bf_reply_t *reply);
 
+/* The same, for a principal that acts for others (the gateway): auth is one
+ * packed msgpack map {roles: [str], region: str, cadre_id: int} describing the
+ * person named by actor (docs/security.md); NULL/0 = none. */
+int bf_client_call_as(bf_client_t *c, const char *method, const char *params,
+                      size_t params_len, const char *actor, const char *auth, size_t auth_len,
+                      bf_reply_t *reply);
+
 /* Sends a raw frame as the request body (for tests of malformed input). */
 int bf_client_call_raw(bf_client_t *c, const char *body, size_t len, bf_reply_t *reply);
 

@@ -454,6 +454,60 @@ static bool s_actor_ok(const char *s, size_t n)
     return true;
 }
 
+/* The envelope's auth map {roles: [str], region: str, cadre_id: int}: who the
+ * actor is, as a principal that acts for others (a gateway) vouches. Until
+ * CURVE authentication lands it is honoured from every caller; afterwards
+ * only from principals allowed to act for others. */
+static int s_apply_auth(bf_req_t *r, const msgpack_object *ao)
+{
+    if (!ao || ao->type == MSGPACK_OBJECT_NIL) return 0;
+    if (ao->type != MSGPACK_OBJECT_MAP)
+        return bf_req_fail(r, BF_E_INVALID, "auth", "auth must be a map");
+    unsigned roles = 0;
+    bool have_roles = false;
+    for (uint32_t i = 0; i < ao->via.map.size; i++) {
+        const msgpack_object *k = &ao->via.map.ptr[i].key;
+        const msgpack_object *v = &ao->via.map.ptr[i].val;
+        if (bf_mp_str_eq(k, "roles")) {
+            if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size > 16)
+                return bf_req_fail(r, BF_E_INVALID, "auth.roles",
+                                   "auth.roles must be a list of role names");
+            have_roles = true;
+            for (uint32_t j = 0; j < v->via.array.size; j++) {
+                const msgpack_object *e = &v->via.array.ptr[j];
+                char name[32];
+                if (e->type != MSGPACK_OBJECT_STR || e->via.str.size >= sizeof name)
+                    return bf_req_fail(r, BF_E_INVALID, "auth.roles",
+                                       "auth.roles must be a list of role names");
+                memcpy(name, e->via.str.ptr, e->via.str.size);
+                name[e->via.str.size] = 0;
+                unsigned bit = bf_role_parse(name);
+                if (!bit)
+                    return bf_req_fail(r, BF_E_INVALID, "auth.roles", "unknown role %s", name);
+                roles |= bit;
+            }
+        } else if (bf_mp_str_eq(k, "region")) {
+            if (v->type == MSGPACK_OBJECT_NIL) continue;
+            if (v->type != MSGPACK_OBJECT_STR ||
+                bf_division_check(v->via.str.ptr, v->via.str.size) != 0)
+                return bf_req_fail(r, BF_E_INVALID, "auth.region",
+                                   "auth.region must be a 12-digit division code");
+            r->region = bf_arena_strndup(r->arena, v->via.str.ptr, v->via.str.size);
+        } else if (bf_mp_str_eq(k, "cadre_id")) {
+            int64_t id;
+            if (!bf_mp_int(v, &id) || id < 0)
+                return bf_req_fail(r, BF_E_INVALID, "auth.cadre_id",
+                                   "auth.cadre_id must be a positive integer");
+            r->cadre_id = id;
+        } else {
+            return bf_req_fail(r, BF_E_INVALID, "auth",
+                               "unknown auth key (allowed: roles, region, cadre_id)");
+        }
+    }
+    if (have_roles) r->roles = roles;
+    return 0;
+}
+
 /* ------------------------------------------------ built-in sys.* methods */
 
 static int s_sys_health(bf_req_t *r, struct bf_rpc_server *s)
@@ -651,6 +705,7 @@ static void s_dispatch(struct bf_rpc_server *s, bf_req_t *r, const char *data, s
         }
         r->actor = bf_arena_strndup(r->arena, ao->via.str.ptr, ao->via.str.size);
     }
+    if (s_apply_auth(r, bf_mp_get(root, "auth")) != 0) goto reply;
     for (uint32_t i = 0; i < root->via.map.size; i++) {
         const msgpack_object *k = &root->via.map.ptr[i].key;
         if (!(bf_mp_str_eq(k, "v") || bf_mp_str_eq(k, "id") || bf_mp_str_eq(k, "method") ||

@@ -94,11 +94,13 @@ class Client:
         reply = self.sock.recv_multipart()
         return msgpack.unpackb(reply[-1], raw=False, strict_map_key=False), reply[:-1]
 
-    def request(self, method, params=None, actor=None, rid=None, extra=None):
+    def request(self, method, params=None, actor=None, rid=None, extra=None, auth=None):
         req = {"v": 1, "id": rid or uuid.uuid4().hex, "method": method,
                "params": params if params is not None else {}}
         if actor is not None:
             req["actor"] = actor
+        if auth is not None:
+            req["auth"] = auth
         if extra:
             req.update(extra)
         body = msgpack.packb(req, use_bin_type=True)
@@ -110,23 +112,24 @@ class Client:
             if reply.get("id") == req["id"]:
                 return reply
 
-    def call(self, method, params=None, actor="admin"):
-        """Returns the result, or raises RpcError."""
-        reply = self.request(method, params, actor)
+    def call(self, method, params=None, actor="admin", auth=None):
+        """Returns the result, or raises RpcError. auth: {roles, region,
+        cadre_id} for the actor (docs/security.md)."""
+        reply = self.request(method, params, actor, auth=auth)
         if reply.get("ok"):
             return reply.get("result")
         raise RpcError(reply.get("error") or {})
 
-    def err(self, method, params=None, actor="admin"):
+    def err(self, method, params=None, actor="admin", auth=None):
         """Expects an error; returns it as a dict."""
-        reply = self.request(method, params, actor)
+        reply = self.request(method, params, actor, auth=auth)
         if reply.get("ok"):
             raise TestFailure("%s unexpectedly succeeded: %r" % (method, reply.get("result")))
         return reply["error"]
 
 
-def expect_error(client, method, params, code, field=None, actor="admin"):
-    e = client.err(method, params, actor)
+def expect_error(client, method, params, code, field=None, actor="admin", auth=None):
+    e = client.err(method, params, actor, auth=auth)
     eq(e.get("code"), code, "%s error code (%s)" % (method, e.get("message")))
     if field is not None:
         eq(e.get("field"), field, "%s error field (%s)" % (method, e.get("message")))
