@@ -326,3 +326,37 @@ int registry_exists(bf_req_t *r, const char *stmt, const char *sql, int64_t id)
     PQclear(res);
     return found;
 }
+
+/* ------------------------------------------------------------ scope */
+
+bool registry_cadre_only(const bf_req_t *r)
+{
+    return (r->roles & BF_ROLE_CADRE) &&
+           !(r->roles & (BF_ROLE_ADMIN | BF_ROLE_OPERATOR | BF_ROLE_AUDITOR | BF_ROLE_SERVICE));
+}
+
+int registry_scope(bf_req_t *r, registry_scope_t *s)
+{
+    s->region = NULL;
+    s->cadre = NULL;
+    if (r->region && *r->region) {
+        const char *p = bf_req_region_prefix(r);
+        s->region = p ? bf_arena_printf(r->arena, "%s%%", p) : NULL;
+        if (!s->region) return bf_req_fail(r, BF_E_EXHAUSTED, NULL, "out of memory");
+    }
+    if (registry_cadre_only(r)) {
+        /* cadre 0 (none bound) matches no pairing: fails closed */
+        s->cadre = bf_req_itoa(r, r->cadre_id > 0 ? r->cadre_id : 0);
+        if (!s->cadre) return bf_req_fail(r, BF_E_EXHAUSTED, NULL, "out of memory");
+    }
+    return 0;
+}
+
+int registry_region_denied(bf_req_t *r, const char *field, const char *code)
+{
+    if (bf_req_in_region(r, code)) return 0;
+    if (bf_db_in_tx(r->db)) bf_db_rollback(r->db);
+    return bf_req_fail(r, BF_E_PERMISSION, field,
+                       "%s lies outside the region the caller is bound to (%s)", field,
+                       r->region ? r->region : "?");
+}
