@@ -756,26 +756,9 @@ static const char *const s_hh_get_sql =
     "    AND pr.ended_at IS NULL JOIN unit u ON u.id = pr.helper_id "
     "ORDER BY part, k1, k2";
 
-static const char *s_c(const PGresult *res, int row, int col)
-{
-    char name[8];
-    snprintf(name, sizeof name, "c%d", col);
-    return bf_db_str(res, row, name);
-}
-
-static int64_t s_ci(const PGresult *res, int row, int col)
-{
-    const char *v = s_c(res, row, col);
-    return v ? strtoll(v, NULL, 10) : 0;
-}
-
-static void s_kv_ci(msgpack_packer *pk, const char *key, const PGresult *res, int row, int col)
-{
-    if (s_c(res, row, col))
-        bf_mp_kv_int(pk, key, s_ci(res, row, col));
-    else
-        bf_mp_kv_nil(pk, key);
-}
+#define s_c registry_c
+#define s_ci registry_ci
+#define s_kv_ci registry_kv_ci
 
 /* Packs the result of s_hh_get_sql (row 0 is the household). */
 static void s_pack_household(msgpack_packer *pk, const PGresult *res, int64_t id, bool reveal)

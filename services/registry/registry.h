@@ -14,6 +14,7 @@
 #include "bf_arena.h"
 #include "bf_cfg.h"
 #include "bf_outbox.h"
+#include "bf_db.h"
 #include "bf_rpc.h"
 
 #include <stdbool.h>
@@ -156,6 +157,30 @@ int registry_region_denied(bf_req_t *r, const char *field, const char *code);
 /* SQL: household hid (column or $n) in village region vrc is visible under
  * scope parameters $P (region pattern) and $C (cadre id). */
 #define REGISTRY_HH_VISIBLE(hid, vrc, P, C)                                                        "(" P "::text IS NULL OR " vrc "::text LIKE " P ") AND (" C "::bigint IS NULL OR EXISTS "      "(SELECT 1 FROM pairing sp WHERE sp.kind = 'cadre_household' AND sp.helper_id = " C            "::bigint AND sp.target_id = " hid " AND sp.ended_at IS NULL))"
+
+/* SQL: pairing p is visible under scope parameters P and C: its target (a
+ * village, a household's village, or a county's code) lies under the region,
+ * and for a cadre-only caller it is one of the cadre's own pairings. */
+#define REGISTRY_PAIRING_VISIBLE(P, C)                                                         \
+    "(" P "::text IS NULL OR (p.kind = 'district_county' AND p.target_code::text LIKE " P ") " \
+    "OR (p.kind IN ('unit_village','team_village') AND EXISTS (SELECT 1 FROM village pv "      \
+    "WHERE pv.id = p.target_id AND pv.region_code::text LIKE " P ")) "                          \
+    "OR (p.kind IN ('cadre_household','helper_household') AND EXISTS (SELECT 1 FROM household " \
+    "ph JOIN village pv ON pv.id = ph.village_id WHERE ph.id = p.target_id "                   \
+    "AND pv.region_code::text LIKE " P "))) AND (" C "::bigint IS NULL OR "                     \
+    "(p.kind = 'cadre_household' AND p.helper_id = " C "::bigint))"
+
+/* ---- one-statement reads ----------------------------------------------------
+ * A get reads its entity and every list in it with ONE statement: UNION ALL
+ * of parts, each row a "part" number (0 = the entity itself, then one number
+ * per list), sort keys, and generic text columns c1, c2, ... (docs/registry.md).
+ * These read column cN of a row. */
+const char *registry_c(const PGresult *res, int row, int col);
+int64_t registry_ci(const PGresult *res, int row, int col); /* 0 if NULL */
+/* key: cN as an integer, or nil if NULL. */
+void registry_kv_ci(msgpack_packer *pk, const char *key, const PGresult *res, int row, int col);
+/* Rows of res whose column "part" is part. */
+size_t registry_part_count(const PGresult *res, int part);
 
 /* region.c */
 int region_put(bf_req_t *r);

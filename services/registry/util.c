@@ -10,6 +10,7 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 const char *const registry_categories[] = {
@@ -359,4 +360,35 @@ int registry_region_denied(bf_req_t *r, const char *field, const char *code)
     return bf_req_fail(r, BF_E_PERMISSION, field,
                        "%s lies outside the region the caller is bound to (%s)", field,
                        r->region ? r->region : "?");
+}
+
+/* ------------------------------------------------------------ one-statement reads */
+
+const char *registry_c(const PGresult *res, int row, int col)
+{
+    char name[8];
+    snprintf(name, sizeof name, "c%d", col);
+    return bf_db_str(res, row, name);
+}
+
+int64_t registry_ci(const PGresult *res, int row, int col)
+{
+    const char *v = registry_c(res, row, col);
+    return v ? strtoll(v, NULL, 10) : 0;
+}
+
+void registry_kv_ci(msgpack_packer *pk, const char *key, const PGresult *res, int row, int col)
+{
+    if (registry_c(res, row, col))
+        bf_mp_kv_int(pk, key, registry_ci(res, row, col));
+    else
+        bf_mp_kv_nil(pk, key);
+}
+
+size_t registry_part_count(const PGresult *res, int part)
+{
+    size_t n = 0;
+    for (int i = 0; i < PQntuples(res); i++)
+        if (bf_db_int(res, i, "part") == part) n++;
+    return n;
 }
