@@ -844,7 +844,8 @@ int household_get(bf_req_t *r)
 {
     int64_t id;
     if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
-    if (bf_mp_get(r->params, "reveal"))
+    const msgpack_object *rv = bf_mp_get(r->params, "reveal");
+    if (rv && rv->type != MSGPACK_OBJECT_NIL)
         return bf_req_fail(r, BF_E_INVALID, "reveal",
                            "household.get never reveals ID numbers: call household.reveal "
                            "{id, reason} (auditor role; every reveal is recorded)");
