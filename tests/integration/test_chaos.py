@@ -17,6 +17,7 @@ It prints a table: faults injected, operations, lost, duplicated.
 CHAOS_OPS sets the least number of operations (default 300, a third of that
 under the sanitizers; `make chaos` uses 10,000): the load goes on until both
 that many are acknowledged and every fault has been injected."""
+import json
 import os
 import random
 import shutil
@@ -49,8 +50,11 @@ class Receiver:
 
             def do_POST(self):
                 n = int(self.headers.get("Content-Length", "0"))
-                self.rfile.read(n)
-                eid = self.headers.get("webhook-id") or ""
+                body = self.rfile.read(n)
+                try:
+                    eid = json.loads(body).get("id") or ""
+                except ValueError:
+                    eid = ""
                 with recv.lock:
                     recv.ids[eid] = recv.ids.get(eid, 0) + 1
                 self.send_response(200)
