@@ -39,8 +39,11 @@ const bf_cfg_def_t bf_cfg_common[] = {
      "run the outbox relay in this process (one instance relays at a time)"},
     {"relay.batch", BF_CFG_INT, "500", 1, 100000, "events moved per relay round"},
     {"relay.stream", BF_CFG_STR, "bangfu:events", 0, 0, "the Redis Stream of events"},
-    {"relay.stream_maxlen", BF_CFG_INT, "10000000", 1000, 1000000000,
-     "approximate cap on the stream's length (XADD MAXLEN ~)"},
+    {"relay.stream_keep_s", BF_CFG_INT, "86400", 0, 315360000,
+     "the stream keeps at least this many seconds of events for readers without a "
+     "consumer group; older entries are trimmed once every group has read them"},
+    {"relay.trim_interval_s", BF_CFG_INT, "60", 1, 86400,
+     "how often the relay trims the stream by consumer lag (never past an unread entry)"},
     {"relay.retain_days", BF_CFG_INT, "30", 0, 36500,
      "relayed outbox rows older than this are pruned (0 = keep forever)"},
     {NULL, 0, NULL, 0, 0, NULL},

@@ -93,12 +93,14 @@ static int s_recheck_stream(bf_relay_t *rl, bf_db_t *db, bf_redis_t *redis)
     int requeued = 0;
     char before[24] = "9223372036854775807";
     for (;;) {
-        const char *p[] = {before};
+        /* only what this relay sent to this stream (another stream, in an
+         * earlier configuration or a test, is not this one's to check) */
+        const char *p[] = {before, stream};
         PGresult *res = PQexecParams(conn,
                                      "SELECT seq::text AS seq, stream_id FROM outbox "
-                                     "WHERE relayed_at IS NOT NULL AND stream_id IS NOT NULL "
+                                     "WHERE relayed_at IS NOT NULL AND stream = $2 "
                                      "AND seq < $1::bigint ORDER BY seq DESC LIMIT 200",
-                                     1, NULL, p, NULL, NULL, 0);
+                                     2, NULL, p, NULL, NULL, 0);
         if (PQresultStatus(res) != PGRES_TUPLES_OK) {
             bf_log(BF_WARN, "relay: reading relayed events failed: %s", PQerrorMessage(conn));
             PQclear(res);
@@ -156,7 +158,7 @@ static int s_recheck_stream(bf_relay_t *rl, bf_db_t *db, bf_redis_t *redis)
         if (nlost) {
             const char *up[] = {lost};
             res = PQexecParams(conn,
-                               "UPDATE outbox SET relayed_at = NULL, stream_id = NULL "
+                               "UPDATE outbox SET relayed_at = NULL, stream = NULL, stream_id = NULL "
                                "WHERE seq = ANY($1::bigint[])",
                                1, NULL, up, NULL, NULL, 0);
             int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
@@ -213,21 +215,21 @@ static int s_round(bf_relay_t *rl, bf_db_t *db, bf_redis_t *redis, void *pub)
         return 0;
     }
     const char *stream = bf_cfg_str(rl->cfg, "relay.stream");
-    char maxlen[24];
-    snprintf(maxlen, sizeof maxlen, "%lld", bf_cfg_int(rl->cfg, "relay.stream_maxlen"));
     int c_seq = PQfnumber(res, "seq"), c_id = PQfnumber(res, "event_id"),
         c_type = PQfnumber(res, "type"), c_payload = PQfnumber(res, "payload");
     for (int i = 0; i < n; i++) {
-        const char *argv[] = {"XADD", stream, "MAXLEN", "~", maxlen, "*",
+        /* no MAXLEN: a length cap would drop entries a consumer group has
+         * not read; s_trim trims by consumer lag instead */
+        const char *argv[] = {"XADD", stream, "*",
                               "id", PQgetvalue(res, i, c_id),
                               "type", PQgetvalue(res, i, c_type),
                               "event", PQgetvalue(res, i, c_payload)};
-        size_t lens[12];
-        for (int k = 0; k < 12; k++) lens[k] = strlen(argv[k]);
-        lens[7] = (size_t)PQgetlength(res, i, c_id);
-        lens[9] = (size_t)PQgetlength(res, i, c_type);
-        lens[11] = (size_t)PQgetlength(res, i, c_payload);
-        if (bf_redis_append(redis, 12, argv, lens) != 0) {
+        size_t lens[9];
+        for (int k = 0; k < 9; k++) lens[k] = strlen(argv[k]);
+        lens[4] = (size_t)PQgetlength(res, i, c_id);
+        lens[6] = (size_t)PQgetlength(res, i, c_type);
+        lens[8] = (size_t)PQgetlength(res, i, c_payload);
+        if (bf_redis_append(redis, 9, argv, lens) != 0) {
             bf_log(BF_WARN, "relay: redis: %s", bf_redis_errmsg(redis));
             PQclear(res);
             return -1;
@@ -281,11 +283,11 @@ static int s_round(bf_relay_t *rl, bf_db_t *db, bf_redis_t *redis, void *pub)
     ids[len++] = '}';
     ids[len] = '\0';
     PQclear(res);
-    const char *up[] = {ids, sids};
+    const char *up[] = {ids, sids, stream};
     res = PQexecParams(conn,
-                       "UPDATE outbox o SET relayed_at = now(), stream_id = u.sid "
+                       "UPDATE outbox o SET relayed_at = now(), stream = $3, stream_id = u.sid "
                        "FROM unnest($1::bigint[], $2::text[]) AS u(seq, sid) WHERE o.seq = u.seq",
-                       2, NULL, up, NULL, NULL, 0);
+                       3, NULL, up, NULL, NULL, 0);
     free(ids);
     free(sids);
     int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
@@ -308,6 +310,76 @@ static void s_prune(bf_relay_t *rl, bf_db_t *db)
                                "relayed_at < now() - make_interval(days => $1::int)",
                                1, p);
     if (res) PQclear(res);
+}
+
+/* Trims the stream by consumer lag, never past an entry a consumer group
+ * has not read and acknowledged: the threshold is, over every group, its
+ * oldest pending entry, or its last-delivered id when nothing is pending; and
+ * never newer than relay.stream_keep_s seconds ago, so readers without a
+ * group (bangfu events tail, catch-up by id) find recent history. The trim is
+ * exact (a round every relay.trim_interval_s costs what it removes). Returns
+ * entries trimmed, or -1. */
+static long long s_trim(bf_relay_t *rl, bf_redis_t *redis)
+{
+    const char *stream = bf_cfg_str(rl->cfg, "relay.stream");
+    long long keep_s = bf_cfg_int(rl->cfg, "relay.stream_keep_s");
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    uint64_t keep_ms = (uint64_t)now.tv_sec * 1000u - (uint64_t)keep_s * 1000u;
+    uint64_t min_ms = keep_ms, min_seq = 0;
+    const char *gi[] = {"XINFO", "GROUPS", stream};
+    redisReply *rep = bf_redis_cmd(redis, 3, gi, NULL);
+    if (!rep) return -1;
+    if (rep->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(rep);
+        return 0; /* no stream yet */
+    }
+    for (size_t g = 0; g < rep->elements; g++) {
+        redisReply *grp = rep->element[g];
+        if (grp->type != REDIS_REPLY_ARRAY) continue;
+        const char *name = NULL, *last = NULL;
+        long long pending = 0;
+        for (size_t i = 0; i + 1 < grp->elements; i += 2) {
+            redisReply *k = grp->element[i], *v = grp->element[i + 1];
+            if (k->type != REDIS_REPLY_STRING) continue;
+            if (!strcmp(k->str, "name") && v->type == REDIS_REPLY_STRING) name = v->str;
+            if (!strcmp(k->str, "last-delivered-id") && v->type == REDIS_REPLY_STRING)
+                last = v->str;
+            if (!strcmp(k->str, "pending") && v->type == REDIS_REPLY_INTEGER)
+                pending = v->integer;
+        }
+        if (!name || !last) continue;
+        char oldest[48];
+        snprintf(oldest, sizeof oldest, "%s", last);
+        if (pending > 0) {
+            const char *pa[] = {"XPENDING", stream, name};
+            redisReply *pr = bf_redis_cmd(redis, 3, pa, NULL);
+            if (!pr) {
+                freeReplyObject(rep);
+                return -1;
+            }
+            if (pr->type == REDIS_REPLY_ARRAY && pr->elements >= 2 &&
+                pr->element[1]->type == REDIS_REPLY_STRING)
+                snprintf(oldest, sizeof oldest, "%s", pr->element[1]->str);
+            freeReplyObject(pr);
+        }
+        uint64_t ms, seq;
+        if (!s_sid(oldest, &ms, &seq)) continue;
+        if (ms < min_ms || (ms == min_ms && seq < min_seq)) {
+            min_ms = ms;
+            min_seq = seq;
+        }
+    }
+    freeReplyObject(rep);
+    char minid[48];
+    snprintf(minid, sizeof minid, "%llu-%llu", (unsigned long long)min_ms,
+             (unsigned long long)min_seq);
+    const char *ta[] = {"XTRIM", stream, "MINID", minid};
+    rep = bf_redis_cmd(redis, 4, ta, NULL);
+    if (!rep) return -1;
+    long long n = rep->type == REDIS_REPLY_INTEGER ? rep->integer : -1;
+    freeReplyObject(rep);
+    return n;
 }
 
 /* Waits for a NOTIFY or timeout_ms. Returns -1 if the connection broke. */
@@ -346,7 +418,7 @@ static void *s_main(void *arg)
     snprintf(listen_sql, sizeof listen_sql, "LISTEN bangfu_outbox_%s", rl->service);
     bool holder = false;
     long backoff = 200;
-    time_t last_prune = 0;
+    time_t last_prune = 0, last_trim = 0;
     int flush_rounds = 0;
     while (1) {
         int stopping = atomic_load(&rl->stop);
@@ -392,6 +464,11 @@ static void *s_main(void *arg)
         if (time(NULL) - last_prune > 600) {
             s_prune(rl, db);
             last_prune = time(NULL);
+        }
+        if (time(NULL) - last_trim >= bf_cfg_int(rl->cfg, "relay.trim_interval_s")) {
+            long long t = s_trim(rl, redis);
+            if (t > 0) bf_log(BF_DEBUG, "relay: trimmed %lld read stream entries", t);
+            last_trim = time(NULL);
         }
         if (s_wait(db, 1000) != 0) holder = false;
         /* idle: notice a Redis restart (the next round then checks the

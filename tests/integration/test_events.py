@@ -261,6 +261,42 @@ def test_events_redis_lost_are_sent_again_from_the_outbox():
         stop_redis()
 
 
+def test_stream_is_trimmed_by_consumer_lag_never_past_unread():
+    # two groups: "fast" reads and acknowledges 10 and holds 10 more pending;
+    # "slow" is created after the first 5 were read by nobody else; the relay
+    # trims what every group has read and acknowledged, and nothing else
+    stream = "t:trim:%s" % uid()
+    r = redis_client()
+    r.xgroup_create(stream, "fast", id="0", mkstream=True)
+    env = {"BANGFU_RELAY_STREAM": stream, "BANGFU_RELAY_STREAM_KEEP_S": "0",
+           "BANGFU_RELAY_TRIM_INTERVAL_S": "1"}
+    with Stack(["registry"], extra_env=env) as s:
+        c = s.client("registry")
+        base = "41%04d" % (int(uid(), 16) % 10000)
+        for i in range(5):
+            c.call("region.put", {"code": "%s%03d000" % (base, i), "name": "剪",
+                                  "level": "township"})
+        wait_for(lambda: r.xlen(stream) == 5, msg="5 in the stream")
+        r.xgroup_create(stream, "slow", id="$")
+        for i in range(5, 30):
+            c.call("region.put", {"code": "%s%03d000" % (base, i), "name": "剪",
+                                  "level": "township"})
+        wait_for(lambda: r.xlen(stream) >= 30 - 0, timeout=10, msg="30 in the stream")
+        ids = [sid for sid, _ in r.xrange(stream)]
+        got = r.xreadgroup("fast", "c1", {stream: ">"}, count=20)
+        fast_ids = [sid for sid, _ in got[0][1]]
+        r.xack(stream, "fast", *fast_ids[:10])       # 10 read and done, 10 pending
+        slow = r.xreadgroup("slow", "c1", {stream: ">"}, count=25)
+        r.xack(stream, "slow", *[sid for sid, _ in slow[0][1]])  # slow: all 25 done
+        # the oldest entry some group still needs is fast's first pending one
+        wait_for(lambda: r.xlen(stream) == 20, timeout=10,
+                 msg="trimmed to the oldest entry a group still needs (len %d)" % r.xlen(stream))
+        time.sleep(2.5)
+        eq(r.xlen(stream), 20, "never past an unread entry")
+        eq(r.xrange(stream, count=1)[0][0], ids[10], "the first pending entry is kept")
+    r.delete(stream)
+
+
 def test_two_instances_relay_each_event_once():
     conn = pg()
     r = redis_client()
