@@ -324,12 +324,16 @@ int subscription_delete(bf_req_t *r)
 
 static const char *const s_ep_channels[] = {"webhook", "email", "sms", NULL};
 
-static bool s_url_ok(const char *u)
+/* A webhook URL: http(s), a host, no user info, no control characters.
+ * Where it may connect is checked at send time (netguard.c). */
+static int s_url(bf_req_t *r, const char *u)
 {
-    if (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0) return false;
+    const char *why = NULL;
     for (const char *c = u; *c; c++)
-        if ((unsigned char)*c <= ' ' || *c == 0x7f) return false;
-    return strlen(u) > 8;
+        if ((unsigned char)*c <= ' ' || *c == 0x7f)
+            return bf_req_fail(r, BF_E_INVALID, "url", "url must not contain spaces or controls");
+    if (notify_url_check(u, &why) != 0) return bf_req_fail(r, BF_E_INVALID, "url", "%s", why);
+    return 0;
 }
 
 static bool s_email_ok(const char *a)
@@ -364,11 +368,14 @@ static int s_address(bf_req_t *r, const char *channel, const char *address)
 #define EP_COLS                                                                                \
     "id, name, channel, url, address, rate_per_sec, rate_burst, status, failing_since_ms, "    \
     "disabled_reason, " TS("disabled_at") " AS disabled_at, previous_until_ms, "               \
-    "(previous_secret IS NOT NULL) AS rotating, " TS("created_at") " AS created_at"
+    "(previous_secret IS NOT NULL) AS rotating, " TS("created_at") " AS created_at, "         \
+    "CASE WHEN secret IS NULL THEN NULL ELSE 'sha256:' || "                                    \
+    "left(encode(sha256(convert_to(secret, 'UTF8')), 'hex'), 12) END AS secret_fingerprint, "  \
+    "consecutive_failures, paused_until_ms"
 
 static void s_pack_ep(msgpack_packer *pk, const PGresult *res, int i)
 {
-    msgpack_pack_map(pk, 13);
+    msgpack_pack_map(pk, 17);
     bf_mp_kv_int(pk, "id", bf_db_int(res, i, "id"));
     bf_mp_kv_str(pk, "name", bf_db_str(res, i, "name"));
     bf_mp_kv_str(pk, "channel", bf_db_str(res, i, "channel"));
@@ -386,6 +393,12 @@ static void s_pack_ep(msgpack_packer *pk, const PGresult *res, int i)
     if (bf_db_bool(res, i, "rotating")) bf_mp_kv_int(pk, "previous_until_ms", bf_db_int(res, i, "previous_until_ms"));
     else bf_mp_kv_nil(pk, "previous_until_ms");
     bf_mp_kv_str(pk, "created_at", bf_db_str(res, i, "created_at"));
+    /* never the secret: whether there is one and a short fingerprint of it */
+    bf_mp_kv_bool(pk, "secret_set", !bf_db_null(res, i, "secret_fingerprint"));
+    bf_mp_kv_str(pk, "secret_fingerprint", bf_db_str(res, i, "secret_fingerprint"));
+    bf_mp_kv_int(pk, "consecutive_failures", bf_db_int(res, i, "consecutive_failures"));
+    if (bf_db_null(res, i, "paused_until_ms")) bf_mp_kv_nil(pk, "paused_until_ms");
+    else bf_mp_kv_int(pk, "paused_until_ms", bf_db_int(res, i, "paused_until_ms"));
 }
 
 /* The endpoint as an event (no secret) and the admin record. */
@@ -424,8 +437,7 @@ int endpoint_create(bf_req_t *r)
     char gen[80];
     if (!strcmp(channel, "webhook")) {
         if (!url) return bf_req_fail(r, BF_E_INVALID, "url", "a webhook endpoint needs a url");
-        if (!s_url_ok(url))
-            return bf_req_fail(r, BF_E_INVALID, "url", "url must be an http:// or https:// URL");
+        if (s_url(r, url) != 0) return -1;
         if (address) return bf_req_fail(r, BF_E_INVALID, "address", "a webhook has no address");
         if (secret && !s_secret_ok(secret))
             return bf_req_fail(r, BF_E_INVALID, "secret",
@@ -509,8 +521,7 @@ int endpoint_update(bf_req_t *r)
     const char *url = NULL, *address = NULL, *status = NULL;
     if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
     if (bf_req_str(r, r->params, NULL, "url", false, 2048, &url) < 0) return -1;
-    if (url && !s_url_ok(url))
-        return bf_req_fail(r, BF_E_INVALID, "url", "url must be an http:// or https:// URL");
+    if (url && s_url(r, url) != 0) return -1;
     if (bf_req_str(r, r->params, NULL, "address", false, 320, &address) < 0) return -1;
     if (bf_req_int(r, r->params, NULL, "rate_per_sec", false, 0, 1000000, &rate) < 0) return -1;
     if (bf_req_int(r, r->params, NULL, "rate_burst", false, 1, 1000000, &burst) < 0) return -1;
@@ -607,11 +618,34 @@ int endpoint_rotate_secret(bf_req_t *r)
     return 0;
 }
 
+/* endpoint.test holds the RPC worker that runs it, so it is bounded twice:
+ * a hard timeout of notify.test_timeout_ms (at most 3 s, and never more than
+ * notify.webhook_timeout_ms) and at most notify.test_concurrency at once
+ * (below rpc.workers): others are refused with resource_exhausted, and the
+ * remaining workers stay free for every other method. */
+static int s_endpoint_test(bf_req_t *r, int64_t id);
+
 int endpoint_test(bf_req_t *r)
 {
     notify_t *n = r->svc;
     int64_t id;
     if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
+    if (atomic_fetch_add(&n->tests_running, 1) >= n->test_concurrency) {
+        atomic_fetch_sub(&n->tests_running, 1);
+        return bf_req_fail(r, BF_E_EXHAUSTED, "id",
+                           "%d endpoint tests are running (notify.test_concurrency); try again "
+                           "in a few seconds", n->test_concurrency);
+    }
+    int rc = s_endpoint_test(r, id);
+    atomic_fetch_sub(&n->tests_running, 1);
+    return rc;
+}
+
+static int s_endpoint_test(bf_req_t *r, int64_t id)
+{
+    notify_t *n = r->svc;
+    long timeout = (long)(n->test_timeout_ms < n->webhook_timeout_ms ? n->test_timeout_ms
+                                                                      : n->webhook_timeout_ms);
     const char *p[] = {bf_req_itoa(r, id)};
     PGresult *res = bf_db_prep(r->db, "notify_ep_secret",
                                "SELECT name, channel, url, address, secret, previous_secret, "
@@ -648,7 +682,7 @@ int endpoint_test(bf_req_t *r)
     char *body = notify_event_json(sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
     CURL *curl = curl_easy_init();
-    notify_result_t out = {0, ""};
+    notify_result_t out = {0, "", false};
     int rc = -1;
     int64_t t0 = notify_wall_ms();
     const char *channel = bf_db_str(res, 0, "channel");
@@ -659,18 +693,19 @@ int endpoint_test(bf_req_t *r)
         if (!bf_db_null(res, 0, "previous_secret") &&
             bf_db_int(res, 0, "previous_until_ms") > notify_now_ms(n))
             prev = bf_db_str(res, 0, "previous_secret");
-        rc = notify_send_webhook(curl, bf_db_str(res, 0, "url"), bf_db_str(res, 0, "secret"), prev,
-                                 msg_id, (long long)(t0 / 1000), body, strlen(body),
-                                 (long)n->webhook_timeout_ms, &out);
+        rc = notify_send_webhook(curl, n->allow, bf_db_str(res, 0, "url"),
+                                 bf_db_str(res, 0, "secret"), prev, msg_id, (long long)(t0 / 1000),
+                                 body, strlen(body), timeout, &out);
     } else if (!strcmp(channel, "email")) {
         rc = notify_send_email(curl, n->smtp_url, n->mail_from, bf_db_str(res, 0, "address"),
-                               "【测试】bangfu 通知测试 / test", body, msg_id,
-                               (long)n->webhook_timeout_ms, &out);
+                               "【测试】bangfu 通知测试 / test", body, msg_id, timeout, &out);
     } else {
         rc = notify_send_sms(curl, n->sms_url, bf_db_str(res, 0, "address"),
-                             "【测试】bangfu 通知测试 / test", msg_id, (long)n->webhook_timeout_ms,
-                             &out);
+                             "【测试】bangfu 通知测试 / test", msg_id, timeout, &out);
     }
+    /* the answer names no host, port or library error text */
+    if (rc != 0 && strcmp(channel, "webhook") != 0 && out.no_answer)
+        snprintf(out.error, sizeof out.error, "connection failed");
     int64_t ms = notify_wall_ms() - t0;
     if (curl) curl_easy_cleanup(curl);
     free(body);
@@ -696,6 +731,25 @@ int endpoint_test(bf_req_t *r)
 
 /* ---------------------------------------------------------------- inbox */
 
+/* Inbox recipients are keyed "cadre:<id>" (ingest.c). A caller holding the
+ * cadre role without admin sees and marks only its own inbox: "cadre:<its
+ * cadre_id>", or its actor when that names a person. Returns 0 with *own =
+ * NULL (unrestricted) or the caller's own key; -1 (failed) when a restricted
+ * caller has no person of its own. */
+static int s_inbox_owner(bf_req_t *r, const char **own)
+{
+    *own = NULL;
+    if (!(r->roles & BF_ROLE_CADRE) || (r->roles & BF_ROLE_ADMIN)) return 0;
+    if (r->cadre_id > 0)
+        *own = bf_arena_printf(r->arena, "cadre:%lld", (long long)r->cadre_id);
+    else if (r->actor && s_person_ok(r->actor))
+        *own = r->actor;
+    else
+        return bf_req_fail(r, BF_E_PERMISSION, "person",
+                           "a cadre reads only its own inbox, and this caller names no cadre");
+    return 0;
+}
+
 int inbox_list(bf_req_t *r)
 {
     const char *person, *cursor = NULL;
@@ -704,6 +758,11 @@ int inbox_list(bf_req_t *r)
     if (bf_req_str(r, r->params, NULL, "person", true, 128, &person) != 0) return -1;
     if (!s_person_ok(person))
         return bf_req_fail(r, BF_E_INVALID, "person", "person looks like cadre:42");
+    const char *own;
+    if (s_inbox_owner(r, &own) != 0) return -1;
+    if (own && strcmp(own, person) != 0)
+        return bf_req_fail(r, BF_E_PERMISSION, "person",
+                           "a cadre reads only its own inbox (%s)", own);
     if (bf_req_bool(r, r->params, NULL, "unread", false, &unread) < 0) return -1;
     if (bf_req_str(r, r->params, NULL, "cursor", false, 64, &cursor) < 0) return -1;
     if (bf_req_int(r, r->params, NULL, "limit", false, 1, 500, &limit) < 0) return -1;
@@ -768,6 +827,12 @@ int inbox_ack(bf_req_t *r)
     const char *id, *person = NULL;
     if (bf_req_str(r, r->params, NULL, "id", true, 64, &id) != 0) return -1;
     if (bf_req_str(r, r->params, NULL, "person", false, 128, &person) < 0) return -1;
+    const char *own;
+    if (s_inbox_owner(r, &own) != 0) return -1;
+    if (own && person && strcmp(own, person) != 0)
+        return bf_req_fail(r, BF_E_PERMISSION, "person",
+                           "a cadre marks only its own inbox (%s)", own);
+    if (own) person = own; /* another's message is simply not found */
     const char *p[] = {id, person, r->actor};
     PGresult *res = bf_db_prep(r->db, "notify_inbox_ack",
                                "UPDATE inbox SET acked_at = COALESCE(acked_at, now()), "
