@@ -11,7 +11,6 @@
 #include "bf_valid.h"
 
 #include <ctype.h>
-#include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -615,117 +614,6 @@ int endpoint_rotate_secret(bf_req_t *r)
     bf_mp_kv_int(r->out, "id", id);
     bf_mp_kv_str(r->out, "secret", secret);
     bf_mp_kv_int(r->out, "previous_until_ms", until);
-    return 0;
-}
-
-/* endpoint.test holds the RPC worker that runs it, so it is bounded twice:
- * a hard timeout of notify.test_timeout_ms (at most 3 s, and never more than
- * notify.webhook_timeout_ms) and at most notify.test_concurrency at once
- * (below rpc.workers): others are refused with resource_exhausted, and the
- * remaining workers stay free for every other method. */
-static int s_endpoint_test(bf_req_t *r, int64_t id);
-
-int endpoint_test(bf_req_t *r)
-{
-    notify_t *n = r->svc;
-    int64_t id;
-    if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
-    if (atomic_fetch_add(&n->tests_running, 1) >= n->test_concurrency) {
-        atomic_fetch_sub(&n->tests_running, 1);
-        return bf_req_fail(r, BF_E_EXHAUSTED, "id",
-                           "%d endpoint tests are running (notify.test_concurrency); try again "
-                           "in a few seconds", n->test_concurrency);
-    }
-    int rc = s_endpoint_test(r, id);
-    atomic_fetch_sub(&n->tests_running, 1);
-    return rc;
-}
-
-static int s_endpoint_test(bf_req_t *r, int64_t id)
-{
-    notify_t *n = r->svc;
-    long timeout = (long)(n->test_timeout_ms < n->webhook_timeout_ms ? n->test_timeout_ms
-                                                                      : n->webhook_timeout_ms);
-    const char *p[] = {bf_req_itoa(r, id)};
-    PGresult *res = bf_db_prep(r->db, "notify_ep_secret",
-                               "SELECT name, channel, url, address, secret, previous_secret, "
-                               "previous_until_ms FROM endpoint WHERE id = $1",
-                               1, p, NULL, NULL);
-    if (!res) return bf_req_db_fail(r);
-    if (PQntuples(res) != 1) {
-        PQclear(res);
-        return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no endpoint with id %lld", (long long)id);
-    }
-    /* a synthetic event, sent now, outside the queues */
-    char eid[37], when[32], msg_id[48], subject[48];
-    bf_uuid_v7(eid);
-    bf_time_rfc3339(when);
-    snprintf(msg_id, sizeof msg_id, "test_%s", eid);
-    snprintf(subject, sizeof subject, "endpoint/%lld", (long long)id);
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 9);
-    bf_mp_kv_str(&pk, "specversion", "1.0");
-    bf_mp_kv_str(&pk, "id", eid);
-    bf_mp_kv_str(&pk, "source", "bangfu/notify");
-    bf_mp_kv_str(&pk, "type", "bangfu.notify.endpoint.test");
-    bf_mp_kv_str(&pk, "subject", subject);
-    bf_mp_kv_str(&pk, "time", when);
-    bf_mp_kv_str(&pk, "datacontenttype", "application/msgpack");
-    bf_mp_kv_str(&pk, "actor", r->actor);
-    bf_mp_key(&pk, "data");
-    msgpack_pack_map(&pk, 2);
-    bf_mp_kv_int(&pk, "endpoint_id", id);
-    bf_mp_kv_str(&pk, "message", "这是一条测试消息 / a test message");
-    char *body = notify_event_json(sb.data, sb.size);
-    msgpack_sbuffer_destroy(&sb);
-    CURL *curl = curl_easy_init();
-    notify_result_t out = {0, "", false};
-    int rc = -1;
-    int64_t t0 = notify_wall_ms();
-    const char *channel = bf_db_str(res, 0, "channel");
-    if (!body || !curl) {
-        snprintf(out.error, sizeof out.error, "out of memory");
-    } else if (!strcmp(channel, "webhook")) {
-        const char *prev = NULL;
-        if (!bf_db_null(res, 0, "previous_secret") &&
-            bf_db_int(res, 0, "previous_until_ms") > notify_now_ms(n))
-            prev = bf_db_str(res, 0, "previous_secret");
-        rc = notify_send_webhook(curl, n->allow, bf_db_str(res, 0, "url"),
-                                 bf_db_str(res, 0, "secret"), prev, msg_id, (long long)(t0 / 1000),
-                                 body, strlen(body), timeout, &out);
-    } else if (!strcmp(channel, "email")) {
-        rc = notify_send_email(curl, n->smtp_url, n->mail_from, bf_db_str(res, 0, "address"),
-                               "【测试】bangfu 通知测试 / test", body, msg_id, timeout, &out);
-    } else {
-        rc = notify_send_sms(curl, n->sms_url, bf_db_str(res, 0, "address"),
-                             "【测试】bangfu 通知测试 / test", msg_id, timeout, &out);
-    }
-    /* the answer names no host, port or library error text */
-    if (rc != 0 && strcmp(channel, "webhook") != 0 && out.no_answer)
-        snprintf(out.error, sizeof out.error, "connection failed");
-    int64_t ms = notify_wall_ms() - t0;
-    if (curl) curl_easy_cleanup(curl);
-    free(body);
-    PQclear(res);
-    if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
-    bf_event_t ev;
-    msgpack_packer *epk = bf_event_begin(&ev);
-    msgpack_pack_map(epk, 4);
-    bf_mp_kv_int(epk, "endpoint_id", id);
-    bf_mp_kv_bool(epk, "ok", rc == 0);
-    bf_mp_kv_int(epk, "status", out.status);
-    bf_mp_kv_str(epk, "error", rc == 0 ? NULL : out.error);
-    if (notify_admin_record(r, &ev, "endpoint.tested", subject) != 0) return -1;
-    if (bf_db_commit(r->db) != 0) return bf_req_db_fail(r);
-    msgpack_pack_map(r->out, 5);
-    bf_mp_kv_bool(r->out, "ok", rc == 0);
-    bf_mp_kv_int(r->out, "status", out.status);
-    bf_mp_kv_str(r->out, "error", rc == 0 ? NULL : out.error);
-    bf_mp_kv_int(r->out, "ms", ms);
-    bf_mp_kv_str(r->out, "webhook_id", msg_id);
     return 0;
 }
 

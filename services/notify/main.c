@@ -66,8 +66,10 @@ static const bf_cfg_def_t s_notify_cfg[] = {
      "comma list of CIDRs, address[:port] or host:port (empty = none)"},
     {"notify.test_timeout_ms", BF_CFG_INT, "3000", 100, 3000,
      "hard timeout of one endpoint.test call (at most 3 s)"},
-    {"notify.test_concurrency", BF_CFG_INT, "1", 1, 64,
-     "endpoint.test calls running at once; more get resource_exhausted (below rpc.workers)"},
+    {"notify.test_concurrency", BF_CFG_INT, "2", 1, NOTIFY_MAX_TESTERS,
+     "tester threads: endpoint tests sent at once (endpoint.test itself only records one)"},
+    {"notify.test_pending_max", BF_CFG_INT, "100", 1, 100000,
+     "endpoint tests waiting at most; endpoint.test beyond that gets resource_exhausted"},
     {"notify.endpoint_concurrency", BF_CFG_INT, "2", 1, NOTIFY_MAX_WORKERS,
      "sends to one endpoint in flight at once per notify process; more wait (not an attempt)"},
     {"notify.breaker_failures", BF_CFG_INT, "5", 1, 1000,
@@ -117,6 +119,10 @@ static const bf_param_t p_sub_update[] = {
 };
 static const bf_param_t p_id[] = {
     {"id", BF_T_INT, BF_REQ, 0, "id"},
+    {NULL, 0, 0, 0, NULL},
+};
+static const bf_param_t p_test_result[] = {
+    {"id", BF_T_STR, BF_REQ, 64, "test_id from endpoint.test"},
     {NULL, 0, 0, 0, NULL},
 };
 static const bf_param_t p_ep_create[] = {
@@ -222,7 +228,9 @@ static const bf_method_t s_methods[] = {
     {"endpoint.rotate_secret", endpoint_rotate_secret, true, p_ep_rotate,
      "new signing secret; the old one also signs during the overlap", BF_ROLE_ADMIN},
     {"endpoint.test", endpoint_test, true, p_id,
-     "send a test event now (hard timeout notify.test_timeout_ms) and report a generic answer", BF_ROLE_ADMIN},
+     "queue a test event for an endpoint; returns test_id (see endpoint.test_result)", BF_ROLE_ADMIN},
+    {"endpoint.test_result", endpoint_test_result, false, p_test_result,
+     "the outcome of an endpoint test: pending, running, or done with ok/status/error", BF_ROLE_READERS},
     {"inbox.list", inbox_list, false, p_inbox_list, "a person's in-app messages, newest first (a cadre: only its own)", BF_ROLE_READERS},
     {"inbox.ack", inbox_ack, true, p_inbox_ack, "mark a message read (a cadre: only its own)", BF_ROLE_CADRE},
     {"template.put", template_put, true, p_tpl_put, "set the template of an event type and locale", BF_ROLE_ADMIN},
@@ -422,12 +430,7 @@ static int s_start(const bf_cfg_t *cfg, bf_db_t *db, void **svc)
     n->retain_admin_days = (int)bf_cfg_int(cfg, "notify.retention_admin_days");
     n->retention_interval_s = bf_cfg_int(cfg, "notify.retention_interval_s");
     n->retention_batch = (int)bf_cfg_int(cfg, "notify.retention_batch");
-    if (n->test_concurrency >= bf_cfg_int(cfg, "rpc.workers")) {
-        bf_log(BF_ERROR, "config: notify.test_concurrency must be below rpc.workers, so tests "
-                         "never hold every RPC worker");
-        free(n);
-        return -1;
-    }
+    n->test_pending_max = (int)bf_cfg_int(cfg, "notify.test_pending_max");
     {
         char aerr[256];
         n->allow = notify_allow_parse(bf_cfg_str(cfg, "notify.webhook_allow"), aerr, sizeof aerr);
@@ -494,6 +497,10 @@ static int s_start(const bf_cfg_t *cfg, bf_db_t *db, void **svc)
     n->ingest_started = true;
     if (pthread_create(&n->retention_thread, NULL, notify_retention_main, n) != 0) goto fail;
     n->retention_started = true;
+    for (int i = 0; i < n->test_concurrency; i++) {
+        if (pthread_create(&n->tester_threads[i], NULL, notify_tester_main, n) != 0) goto fail;
+        n->ntesters_started++;
+    }
     for (int i = 0; i < n->workers; i++) {
         if (pthread_create(&n->worker_threads[i], NULL, notify_worker_main, n) != 0) goto fail;
         n->nthreads_started++;
@@ -519,6 +526,7 @@ static void s_stop(void *svc)
     for (int i = 0; i < n->nthreads_started; i++) pthread_join(n->worker_threads[i], NULL);
     if (n->sched_started) pthread_join(n->sched_thread, NULL);
     if (n->retention_started) pthread_join(n->retention_thread, NULL);
+    for (int i = 0; i < n->ntesters_started; i++) pthread_join(n->tester_threads[i], NULL);
     if (n->ingest_started || n->nthreads_started > 0) s_forget_own_consumers(n);
     pthread_mutex_destroy(&n->inflight_lock);
     notify_allow_free(n->allow);

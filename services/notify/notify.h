@@ -41,6 +41,7 @@ extern const char *const notify_channels[NOTIFY_NCHANNELS + 1]; /* webhook email
 
 #define NOTIFY_ID_LEN 34 /* "d_" + 32 hex */
 #define NOTIFY_MAX_WORKERS 64
+#define NOTIFY_MAX_TESTERS 16
 
 typedef struct notify notify_t;
 typedef struct notify_allow notify_allow_t; /* the webhook allow-list (netguard.c) */
@@ -68,10 +69,10 @@ struct notify {
     int max_fanout;
     /* webhook destinations (netguard.c): the operator's allow-list */
     notify_allow_t *allow;
-    /* endpoint.test: hard timeout and how many may run at once */
+    /* endpoint.test (tester.c): hard timeout, tester threads, most waiting */
     long long test_timeout_ms;
     int test_concurrency;
-    atomic_int tests_running;
+    int test_pending_max;
     /* isolation: sends in flight per endpoint in this process, and the
      * circuit breaker (consecutive failures without an answer -> paused) */
     int endpoint_concurrency;
@@ -95,7 +96,8 @@ struct notify {
     /* threads */
     atomic_int stop;
     pthread_t ingest_thread, sched_thread, retention_thread, worker_threads[NOTIFY_MAX_WORKERS];
-    int nthreads_started;
+    pthread_t tester_threads[NOTIFY_MAX_TESTERS];
+    int nthreads_started, ntesters_started;
     bool ingest_started, sched_started, retention_started;
     atomic_llong events_seen, deliveries_sent, deliveries_failed;
 };
@@ -301,7 +303,10 @@ int endpoint_get(bf_req_t *r);
 int endpoint_list(bf_req_t *r);
 int endpoint_update(bf_req_t *r);
 int endpoint_rotate_secret(bf_req_t *r);
+/* tester.c: endpoint.test records a request, tester threads send it */
 int endpoint_test(bf_req_t *r);
+int endpoint_test_result(bf_req_t *r);
+void *notify_tester_main(void *arg);
 int inbox_list(bf_req_t *r);
 int inbox_ack(bf_req_t *r);
 int delivery_get(bf_req_t *r);

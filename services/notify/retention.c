@@ -8,7 +8,8 @@
  *     held or dead ones: undelivered work and dead letters stay), then the
  *     events no delivery refers to any more, received as long ago;
  *   - inbox messages created more than notify.retention_inbox_days ago;
- *   - admin records older than notify.retention_admin_days.
+ *   - admin records older than notify.retention_admin_days;
+ *   - finished endpoint tests as old as deliveries that are deleted.
  * An age of 0 keeps that kind forever. Ages are wall time (PostgreSQL's
  * now()), not the manual test clock.
  */
@@ -72,7 +73,12 @@ long notify_retention_run(notify_t *n, bf_db_t *db)
                        "DELETE FROM admin_action WHERE id IN (SELECT id FROM admin_action "
                        "WHERE at < now() - make_interval(days => $1::int) LIMIT $2::int)",
                        n->retain_admin_days);
-    if (d < 0 || e < 0 || i < 0 || a < 0) return -1;
+    long t = s_batches(n, db, "notify_ret_test",
+                       "DELETE FROM endpoint_test WHERE id IN (SELECT id FROM endpoint_test "
+                       "WHERE state = 'done' AND requested_at < now() - "
+                       "make_interval(days => $1::int) LIMIT $2::int)",
+                       n->retain_deliveries_days);
+    if (d < 0 || e < 0 || i < 0 || a < 0 || t < 0) return -1;
     if (d + e + i + a > 0)
         bf_log(BF_INFO, "retention: deleted %ld deliveries, %ld events, %ld inbox messages, "
                         "%ld admin records", d, e, i, a);

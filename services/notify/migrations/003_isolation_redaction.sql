@@ -30,3 +30,23 @@ UPDATE endpoint
 CREATE INDEX delivery_finished_age ON delivery (updated_at) WHERE state IN ('sent','dropped');
 CREATE INDEX inbox_age ON inbox (created_at);
 CREATE INDEX admin_action_age ON admin_action (at);
+
+-- endpoint.test is asynchronous (docs/notify.md "Isolation"): the method
+-- records a request and returns its id; a tester thread sends it with a
+-- short timeout and writes the outcome here; endpoint.test_result reads it.
+CREATE TABLE endpoint_test (
+  id           text PRIMARY KEY,
+  endpoint_id  bigint NOT NULL REFERENCES endpoint(id),
+  requested_by text NOT NULL,
+  requested_at timestamptz NOT NULL DEFAULT now(),
+  state        text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending','running','done')),
+  started_at   timestamptz,
+  finished_at  timestamptz,
+  ok           boolean,
+  status       integer,
+  error        text,
+  ms           integer,
+  webhook_id   text
+);
+CREATE INDEX endpoint_test_pending ON endpoint_test (requested_at) WHERE state <> 'done';
+CREATE INDEX endpoint_test_age ON endpoint_test (requested_at);
