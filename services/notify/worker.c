@@ -65,9 +65,10 @@ static int s_ack(s_worker_t *w, const char *channel, const char *msg_id)
  * answer (timeout, no connection, refused) counts for the circuit breaker:
  * notify.breaker_failures of them in a row pause the endpoint's deliveries
  * for notify.breaker_cooldown_ms, doubled on each further trip (up to
- * notify.breaker_cooldown_cap_ms); after the pause one delivery tries again
- * (half open) and a further failure trips it again. An answer of any kind
- * resets the count. */
+ * notify.breaker_cooldown_cap_ms); after the pause deliveries try again
+ * (half open, within the concurrency cap) and a further failure trips it
+ * again; failures of sends already in flight when it tripped do not extend
+ * the pause. An answer of any kind resets the count. */
 static void s_endpoint_failed(s_worker_t *w, int64_t ep, const char *error, bool no_answer)
 {
     notify_t *n = w->n;
@@ -116,8 +117,10 @@ static void s_endpoint_failed(s_worker_t *w, int64_t ep, const char *error, bool
             "UPDATE endpoint SET "
             "consecutive_failures = CASE WHEN $2 = '1' THEN consecutive_failures + 1 ELSE 0 END, "
             "breaker_trips = CASE WHEN $2 = '1' AND consecutive_failures + 1 >= $3::int "
+            "  AND (paused_until_ms IS NULL OR paused_until_ms <= $6::bigint) "
             "  THEN breaker_trips + 1 ELSE breaker_trips END, "
             "paused_until_ms = CASE WHEN $2 = '1' AND consecutive_failures + 1 >= $3::int "
+            "  AND (paused_until_ms IS NULL OR paused_until_ms <= $6::bigint) "
             "  THEN $6::bigint + LEAST($5::bigint, $4::bigint * power(2, LEAST(breaker_trips, 30))::bigint) "
             "  ELSE paused_until_ms END "
             "WHERE id = $1 RETURNING paused_until_ms, consecutive_failures",

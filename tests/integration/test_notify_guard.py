@@ -309,6 +309,22 @@ def test_without_the_allow_list_internal_targets_are_refused_at_connect():
         other.close()
 
 
+def test_a_malformed_allow_list_stops_notify_at_start():
+    bind = "tcp://127.0.0.1:%d" % free_port()
+    try:
+        S.start("notify", env=dict(NOTIFY_ENV, BANGFU_NOTIFY_BIND=bind,
+                                   BANGFU_NOTIFY_WEBHOOK_ALLOW="127.0.0.1/32,not an entry"),
+                name="notify-badallow")
+    except TestFailure as e:
+        check("webhook_allow" in str(e), "the log names the key: %s" % e)
+    else:
+        raise TestFailure("notify started with a malformed notify.webhook_allow")
+    finally:
+        p = S.procs.pop("notify-badallow", None)
+        if p:
+            p.stop()
+
+
 def test_a_delivery_to_a_refused_address_fails_generically_in_the_worker():
     u = uid()
     ep = endpoint("http://169.254.169.254/latest/meta-data/")
@@ -543,8 +559,12 @@ def test_retention_deletes_old_finished_rows_only():
                  timeout=20, msg="old sent/dropped deliveries not deleted")
         eq(left(), {ids[k] for k in ("pending_old", "dead_old", "retry_old", "sent_new")},
            "unfinished, dead and recent deliveries are kept")
-        cur.execute("SELECT id FROM notify.event WHERE id = ANY(%s)", ([ev_old, ev_keep],))
-        eq([r[0] for r in cur.fetchall()], [ev_keep], "the event nothing refers to is gone")
+        def events():
+            cur.execute("SELECT id FROM notify.event WHERE id = ANY(%s)", ([ev_old, ev_keep],))
+            return [r[0] for r in cur.fetchall()]
+        # the same pass deletes the events after the deliveries
+        wait_for(lambda: events() == [ev_keep], timeout=20,
+                 msg="the event nothing refers to is not deleted: %r" % events())
         wait_for(lambda: (cur.execute("SELECT count(*) FROM notify.inbox WHERE id = %s",
                                       (inbox_old,)), cur.fetchone()[0] == 0)[1],
                  timeout=20, msg="old inbox message not deleted")
