@@ -281,6 +281,13 @@ def test_without_the_allow_list_internal_targets_are_refused_at_connect():
                 "IPv4-mapped IPv6": "http://[::ffff:127.0.0.1]:%d%s" % (other.port, target),
                 "a name for loopback": other.url(target, host="localhost"),
                 "multicast": "http://224.0.0.1/",
+                "private 172.16/12": "http://172.16.0.1/",
+                "broadcast": "http://255.255.255.255/",
+                "IPv6 unique local": "http://[fd00::1]/",
+                "IPv6 link-local": "http://[fe80::1]/",
+                "NAT64 of loopback": "http://[64:ff9b::7f00:1]:%d/" % other.port,
+                "6to4 of loopback": "http://[2002:7f00:1::1]:%d/" % other.port,
+                "IPv6 unspecified": "http://[::]:%d/" % other.port,
             }
             for what, url in urls.items():
                 ep = endpoint(url, client=n2)
