@@ -30,6 +30,7 @@
 #include "bf_outbox.h"
 #include "bf_rpc.h"
 
+#include <libpq-fe.h>
 #include <msgpack.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -42,6 +43,7 @@
 #define FUNDS_MAX_LINES 20000 /* disbursement batch lines */
 #define FUNDS_HASH_LEN 32
 #define FUNDS_HASH_FIELDS 15
+#define FUNDS_EV_FIELDS 16 /* fields of an evidence entry's hash */
 
 /* ---- util.c ------------------------------------------------------------- */
 
@@ -163,6 +165,34 @@ int ledger_verify(bf_req_t *r);
 int account_get(bf_req_t *r);
 int transfer_get(bf_req_t *r);
 int transfer_reverse(bf_req_t *r);
+
+/* ---- evidence.c: the evidence chain (accounts, approvals) --------------- */
+
+/* Chains every account created and every tranche approved by the open
+ * transaction (evidence_pending), locking the head if there are any. Called
+ * by every write just before it commits (funds_idem_commit, chunk commits).
+ * Returns 0 or -1. */
+int funds_evidence_flush(bf_req_t *r);
+
+typedef struct {
+    int64_t head_id, entries, bad_id;
+    char head_hash[2 * FUNDS_HASH_LEN + 1];
+    const char *problem, *message; /* NULL: the chain verifies */
+    PGresult *diffs; /* rows (tbl, id, entry_id, col, expected, found); PQclear it */
+} funds_ev_result_t;
+
+/* Re-walks the evidence chain and compares accounts and approved tranches
+ * with their chained records, in the caller's snapshot. Returns 0 (out
+ * filled; out->diffs to PQclear) or -1. */
+int funds_evidence_verify(bf_req_t *r, funds_ev_result_t *out);
+/* Packs out->diffs as an array of {table, id, column, expected, found,
+ * evidence_id}. */
+void funds_evidence_pack_diffs(msgpack_packer *pk, const PGresult *diffs);
+
+/* The published head: SHA-256 of netstrings("bangfu.funds.head.v1",
+ * ledger id, ledger hash hex, evidence id, evidence hash hex), as hex. */
+void funds_head_hash(int64_t ledger_id, const char *ledger_hash, int64_t ev_id,
+                     const char *ev_hash, char out[2 * FUNDS_HASH_LEN + 1]);
 
 /* ---- source.c ----------------------------------------------------------- */
 int source_create(bf_req_t *r);

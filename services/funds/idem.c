@@ -148,6 +148,7 @@ int funds_idem_begin(bf_req_t *r, funds_idem_t *idem)
 
 int funds_idem_commit(bf_req_t *r, funds_idem_t *idem)
 {
+    if (funds_evidence_flush(r) != 0) return -1;
     const msgpack_sbuffer *out = (const msgpack_sbuffer *)r->out->data;
     const char *p[] = {idem->key, out->data};
     int lens[] = {0, (int)out->size};
