@@ -105,6 +105,12 @@ typedef struct {
  * transaction is closed; -1: error (conflict if the params differ). */
 int funds_idem_begin(bf_req_t *r, funds_idem_t *idem);
 
+/* As funds_idem_begin, for an operation applied in chunks (allocation.apply):
+ * also returns 2, with no transaction open, when the key was claimed with the
+ * same params by an operation that has not finished (a crash or a concurrent
+ * retry): the caller continues it. */
+int funds_idem_begin_resumable(bf_req_t *r, funds_idem_t *idem);
+
 /* Stores the result packed so far in r->out with the key, then commits.
  * Returns 0 or -1. */
 int funds_idem_commit(bf_req_t *r, funds_idem_t *idem);
@@ -224,6 +230,10 @@ int tranche_disburse(bf_req_t *r);
 
 /* ---- batch.c ------------------------------------------------------------ */
 int disbursement_batch(bf_req_t *r);
+
+/* ---- list.c ------------------------------------------------------------- */
+int budget_list(bf_req_t *r);
+int project_list(bf_req_t *r);
 
 /* ---- report.c ----------------------------------------------------------- */
 int report_utilisation(bf_req_t *r);

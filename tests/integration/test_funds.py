@@ -1029,3 +1029,154 @@ def test_a_deleted_entry_is_named():
         cur.execute("ALTER TABLE funds.transfer ENABLE TRIGGER transfer_append_only")
         conn.close()
     books_balance()
+
+
+# ---------------------------------------------------------------- evidence beyond transfers
+
+EV_COLS = ("id, kind, subject_id, account_kind, ref, name, floor_fen, payer_id, seq, amount_fen, "
+           "recipient, requested_by, approved_by, note, actor, "
+           "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+
+
+def _export_head():
+    env = dict(os.environ, BANGFU_FUNDS_RPC=S.endpoint("funds"))
+    p = subprocess.run([os.path.join(bftest.BUILD, "bin", "bangfu"), "funds", "verify",
+                        "--export-head"], env=env, capture_output=True, text=True, timeout=120)
+    return p.returncode, p.stdout, p.stderr
+
+
+def _refused(cur, sql, args, column):
+    """The UPDATE is refused by the trigger, naming the column."""
+    import psycopg2
+    try:
+        cur.execute(sql, args)
+    except psycopg2.Error as e:
+        check(column in str(e), "the trigger names %s: %s" % (column, e))
+        return
+    raise bftest.TestFailure("not refused: %s %r" % (sql, args))
+
+
+def _tampered(cur, sql, args):
+    """Runs sql as a DBA who bypasses the triggers."""
+    cur.execute("SET session_replication_role = replica")
+    try:
+        cur.execute(sql, args)
+    finally:
+        cur.execute("SET session_replication_role = DEFAULT")
+
+
+def _diff(v, table, row_id, column):
+    for d in v["differences"]:
+        if d["table"] == table and d["id"] == row_id and d["column"] == column:
+            return d
+    raise bftest.TestFailure("verify does not name %s %s %s: %r" % (table, row_id, column, v))
+
+
+def test_account_floor_ref_and_tranche_approval_are_refused_and_caught_by_verify():
+    cl = c()
+    bud = new_budget(cl, 1_000_000)
+    pj = new_project(cl, bud["id"], 500_000)
+    t = cl.call("tranche.plan", {"project_id": pj["id"], "seq": 1, "amount_fen": 200_000,
+                                 "request_key": key()}, actor="cadre:ev-a")
+    cl.call("tranche.approve", {"tranche_id": t["id"], "note": "批复", "request_key": key()},
+            actor="cadre:ev-b")
+    d = cl.call("tranche.disburse", {"tranche_id": t["id"], "request_key": key()})
+    rcpt = cl.call("account.get", {"recipient": "unit:7", "limit": 1})["id"]
+    v = cl.call("ledger.verify", actor=None)
+    check(v["ok"] and v["evidence_ok"] and v["differences"] == [], "clean before: %r" % v)
+    check(v["evidence_entries"] >= 4, "accounts and the approval are chained: %r" % v)
+    conn = bftest.pg()
+    cur = conn.cursor()
+    try:
+        # the documented evidence hash is what the service stored
+        cur.execute("SELECT prev_hash, hash, " + EV_COLS + " FROM funds.evidence "
+                    "WHERE kind = 'tranche.approved' AND subject_id = %s", (t["id"],))
+        row = cur.fetchone()
+        import hashlib
+        h = hashlib.sha256(bytes(row[0]))
+        for f in ("bangfu.funds.evidence.v1",) + tuple(row[2:]):
+            b = b"~," if f is None else b"%d:" % len(str(f).encode()) + str(f).encode() + b","
+            h.update(b)
+        eq(h.digest(), bytes(row[1]), "evidence hash recomputed as docs/funds.md says")
+        eq(row[14], "cadre:ev-b", "approved_by in the chained approval")
+
+        # one-line UPDATEs are refused by trigger, naming the column
+        _refused(cur, "UPDATE funds.account SET floor_fen = -100000000 WHERE id = %s",
+                 (bud["id"],), "floor_fen")
+        _refused(cur, "UPDATE funds.account SET ref = 'person:666' WHERE id = %s", (rcpt,), "ref")
+        _refused(cur, "UPDATE funds.account SET kind = 'external', floor_fen = NULL "
+                      "WHERE id = %s", (bud["id"],), "kind")
+        _refused(cur, "UPDATE funds.tranche SET approved_by = 'cadre:ev-x' WHERE id = %s",
+                 (t["id"],), "approved_by")
+        _refused(cur, "UPDATE funds.tranche SET amount_fen = 1 WHERE id = %s", (t["id"],),
+                 "amount_fen")
+        _refused(cur, "UPDATE funds.tranche SET state = 'approved' WHERE id = %s", (t["id"],),
+                 "state")
+        # the balance is what legitimately changes
+        cur.execute("UPDATE funds.account SET balance_fen = balance_fen WHERE id = %s",
+                    (bud["id"],))
+        v = cl.call("ledger.verify", actor=None)
+        check(v["ok"], "refused updates changed nothing: %r" % v)
+
+        # with the triggers bypassed, verify names the row, the column, both values
+        _tampered(cur, "UPDATE funds.account SET floor_fen = -100000000 WHERE id = %s",
+                  (bud["id"],))
+        _tampered(cur, "UPDATE funds.account SET ref = 'person:666' WHERE id = %s", (rcpt,))
+        _tampered(cur, "UPDATE funds.tranche SET approved_by = 'cadre:ev-x' WHERE id = %s",
+                  (t["id"],))
+        v = cl.call("ledger.verify", actor=None)
+        eq(v["ok"], False)
+        eq(v["evidence_ok"], False)
+        eq(v["first_bad"], None, "the transfers themselves are intact")
+        f = _diff(v, "account", bud["id"], "floor_fen")
+        eq((f["expected"], f["found"]), ("0", "-100000000"))
+        check(f["evidence_id"], "names the evidence entry: %r" % f)
+        f = _diff(v, "account", rcpt, "ref")
+        eq((f["expected"], f["found"]), ("unit:7", "person:666"))
+        f = _diff(v, "tranche", t["id"], "approved_by")
+        eq((f["expected"], f["found"]), ("cadre:ev-b", "cadre:ev-x"))
+        rc, out, err = _export_head()
+        eq(rc, 1, "no head is exported from a ledger that does not verify: " + out + err)
+        eq(out, "", "nothing to publish")
+        check("account %d: floor_fen is -100000000" % bud["id"] in err, err)
+        check("tranche %d: approved_by is cadre:ev-x" % t["id"] in err, err)
+    finally:
+        _tampered(cur, "UPDATE funds.account SET floor_fen = 0 WHERE id = %s", (bud["id"],))
+        _tampered(cur, "UPDATE funds.account SET ref = 'unit:7' WHERE id = %s", (rcpt,))
+        _tampered(cur, "UPDATE funds.tranche SET approved_by = 'cadre:ev-b' WHERE id = %s",
+                  (t["id"],))
+    v = cl.call("ledger.verify", actor=None)
+    check(v["ok"], "restored: %r" % v)
+
+    # an account (or an approval) written behind the service has no chained record
+    cur.execute("INSERT INTO funds.account (kind, ref, name, floor_fen) "
+                "VALUES ('recipient', %s, 'forged', 0) RETURNING id", ("person:" + key(),))
+    forged = cur.fetchone()[0]
+    try:
+        v = cl.call("ledger.verify", actor=None)
+        eq(v["ok"], False)
+        f = _diff(v, "account", forged, "evidence")
+        eq((f["expected"], f["found"]), (None, "none"))
+        # a later write by the service does not launder it
+        new_source(cl, 1)
+        v = cl.call("ledger.verify", actor=None)
+        _diff(v, "account", forged, "evidence")
+    finally:
+        _tampered(cur, "DELETE FROM funds.account WHERE id = %s", (forged,))
+        cur.execute("DELETE FROM funds.evidence_pending WHERE kind = 'account.created' "
+                    "AND subject_id = %s", (forged,))
+        conn.close()
+
+    # the head to publish
+    rc, out, err = _export_head()
+    eq(rc, 0, "export-head on a clean ledger: " + err)
+    import json
+    head = json.loads(out)
+    v = cl.call("ledger.verify", actor=None)
+    eq(head["head_hash"], v["published_hash"])
+    eq(head["ledger_id"], v["head_id"])
+    eq(head["ledger_hash"], v["head_hash"])
+    eq(head["evidence_id"], v["evidence_head_id"])
+    check(head["ledger_id"] >= d["transfer_id"], "the head is at or after our transfer")
+    check(head["time"].endswith("Z"), head["time"])
+    books_balance()
