@@ -164,6 +164,9 @@ int64_t funds_account_create(bf_req_t *r, const char *kind, const char *ref, con
 /* Balance of an account (cached), -1 on error with r->err set. */
 int funds_account_balance(bf_req_t *r, int64_t account, int64_t *balance);
 
+/* Balance less what a running allocation holds on it (what may be spent). */
+int funds_account_available(bf_req_t *r, int64_t account, int64_t *available);
+
 /* Net money that came into an account: transfers in, less reversals of them. */
 int funds_account_net_in(bf_req_t *r, int64_t account, int64_t *net_in);
 

@@ -109,6 +109,23 @@ int funds_account_balance(bf_req_t *r, int64_t account, int64_t *balance)
     return 0;
 }
 
+int funds_account_available(bf_req_t *r, int64_t account, int64_t *available)
+{
+    const char *p[] = {bf_req_itoa(r, account)};
+    PGresult *res = bf_db_prep(r->db, "funds_account_available",
+                               "SELECT balance_fen - held_fen AS available FROM account "
+                               "WHERE id = $1",
+                               1, p, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        return bf_req_fail(r, BF_E_NOT_FOUND, NULL, "no account %lld", (long long)account);
+    }
+    *available = bf_db_int(res, 0, "available");
+    PQclear(res);
+    return 0;
+}
+
 int funds_account_net_in(bf_req_t *r, int64_t account, int64_t *net_in)
 {
     const char *p[] = {bf_req_itoa(r, account)};

@@ -66,7 +66,8 @@ INSERT INTO evidence_pending (kind, subject_id, xact) SELECT 'account.created', 
 INSERT INTO evidence_pending (kind, subject_id, xact)
   SELECT 'tranche.approved', id, 0 FROM tranche WHERE approved_by IS NOT NULL;
 
-CREATE FUNCTION account_pending() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION account_pending() RETURNS trigger LANGUAGE plpgsql
+  SET search_path FROM CURRENT AS $$
 BEGIN
   INSERT INTO evidence_pending (kind, subject_id) SELECT 'account.created', id FROM new_accounts;
   RETURN NULL;
@@ -76,7 +77,8 @@ CREATE TRIGGER account_pending AFTER INSERT ON account
   REFERENCING NEW TABLE AS new_accounts
   FOR EACH STATEMENT EXECUTE FUNCTION account_pending();
 
-CREATE FUNCTION tranche_pending() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION tranche_pending() RETURNS trigger LANGUAGE plpgsql
+  SET search_path FROM CURRENT AS $$
 BEGIN
   INSERT INTO evidence_pending (kind, subject_id) VALUES ('tranche.approved', NEW.id);
   RETURN NULL;
