@@ -1202,12 +1202,13 @@ def _restart_funds(env=None, sig=signal.SIGTERM):
 
 
 def test_long_allocation_runs_in_chunks_small_payments_pass_and_a_killed_one_resumes():
-    chunk = 500
+    # small chunks, so the allocation is still running when the test acts on it
+    chunk = 250
     small = {"BANGFU_FUNDS_CHUNK_ROWS": str(chunk)}
     _restart_funds(small)
     try:
         cl = c()
-        n = bftest.scaled(60_000, floor=6_000)
+        n = bftest.scaled(50_000, floor=20_000)
         amount = 7 * n * 1000 + 13
         bud = new_budget(cl, amount)
         side = new_source(cl)
