@@ -19,6 +19,13 @@
  *   money transaction sees every earlier one committed.
  * - Every write carries a request_key (funds_idem_*): a retry with the same
  *   params replays the first result; different params are `conflict`.
+ * - What transfers depend on (an account's kind, ref, floor; a tranche's
+ *   request and approval) cannot be UPDATEd (triggers) and is recorded in a
+ *   second hash chain, the evidence chain (evidence.c), that ledger.verify
+ *   compares every row with.
+ * - allocation.apply runs in chunks of funds.chunk_rows, each its own
+ *   transaction; its whole is held on the budget (account.held_fen) meanwhile
+ *   and a retry with the same request_key resumes it.
  *
  * Lock order in a money transaction, always: the request key row, then the
  * ledger head, then entity rows (tranche, batch), then account rows (in id
