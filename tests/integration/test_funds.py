@@ -695,8 +695,8 @@ def test_allocation_to_130000_recipients_applies_in_one_call():
     conn.close()
     eq(count, n)
     eq(total, amount)
+    # how long it took is for make bench (P5), never a test's assertion
     print("# 130,000-recipient allocation applied in %.1f s" % took)
-    check(took < 60, "took %.1f s" % took)
     books_balance()
 
 
