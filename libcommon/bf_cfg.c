@@ -42,6 +42,9 @@ const bf_cfg_def_t bf_cfg_common[] = {
     {"relay.stream_keep_s", BF_CFG_INT, "86400", 0, 315360000,
      "the stream keeps at least this many seconds of events for readers without a "
      "consumer group; older entries are trimmed once every group has read them"},
+    {"relay.resend_window_s", BF_CFG_INT, "604800", 0, 315360000,
+     "when Redis has lost events it had accepted, those relayed within this window are "
+     "sent again from the outbox (a new, empty Redis is filled with this much history)"},
     {"relay.trim_interval_s", BF_CFG_INT, "60", 1, 86400,
      "how often the relay trims the stream by consumer lag (never past an unread entry)"},
     {"relay.retain_days", BF_CFG_INT, "30", 0, 36500,

@@ -95,12 +95,15 @@ static int s_recheck_stream(bf_relay_t *rl, bf_db_t *db, bf_redis_t *redis)
     for (;;) {
         /* only what this relay sent to this stream (another stream, in an
          * earlier configuration or a test, is not this one's to check) */
-        const char *p[] = {before, stream};
+        char window[24];
+        snprintf(window, sizeof window, "%lld", bf_cfg_int(rl->cfg, "relay.resend_window_s"));
+        const char *p[] = {before, stream, window};
         PGresult *res = PQexecParams(conn,
                                      "SELECT seq::text AS seq, stream_id FROM outbox "
                                      "WHERE relayed_at IS NOT NULL AND stream = $2 "
+                                     "AND relayed_at > now() - make_interval(secs => $3::bigint) "
                                      "AND seq < $1::bigint ORDER BY seq DESC LIMIT 200",
-                                     2, NULL, p, NULL, NULL, 0);
+                                     3, NULL, p, NULL, NULL, 0);
         if (PQresultStatus(res) != PGRES_TUPLES_OK) {
             bf_log(BF_WARN, "relay: reading relayed events failed: %s", PQerrorMessage(conn));
             PQclear(res);

@@ -15,6 +15,7 @@ import msgpack
 from bftest import (Stack, Subscriber, check, eq, free_port, pg, redis_client, stream_events,
                     stream_last_id, uid, wait_for, TMP, RpcError)
 
+STREAM_OWN = "t:events:%s" % uid()
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
 
@@ -178,7 +179,11 @@ def test_relay_survives_redis_outage():
     url = "redis://127.0.0.1:%d/0" % port
     conn = pg()
     try:
-        with Stack(["registry"], extra_env={"BANGFU_REDIS_URL": url}) as s:
+        # a stream of its own: the shared database's outbox also holds what
+        # other tests relayed to bangfu:events on the shared Redis, which this
+        # private Redis never had (the relay would send it all again)
+        with Stack(["registry"], extra_env={"BANGFU_REDIS_URL": url,
+                                            "BANGFU_RELAY_STREAM": STREAM_OWN}) as s:
             c = s.client("registry")
             stop_redis()
             seq0 = _max_seq(conn)
@@ -194,7 +199,7 @@ def test_relay_survives_redis_outage():
             start_redis()
             wait_for(lambda: _pending(conn) == 0, timeout=30, msg="relay caught up after Redis returned")
             rr = redislib.Redis(port=port)
-            streamed = {e["id"] for _, e in stream_events(rr)}
+            streamed = {e["id"] for _, e in stream_events(rr, stream=STREAM_OWN)}
             eq([i for i in ids if i not in streamed], [], "every event written during the outage")
     finally:
         stop_redis()
@@ -228,7 +233,11 @@ def test_events_redis_lost_are_sent_again_from_the_outbox():
     url = "redis://127.0.0.1:%d/0" % port
     conn = pg()
     try:
-        with Stack(["registry"], extra_env={"BANGFU_REDIS_URL": url}) as s:
+        # a stream of its own: the shared database's outbox also holds what
+        # other tests relayed to bangfu:events on the shared Redis, which this
+        # private Redis never had (the relay would send it all again)
+        with Stack(["registry"], extra_env={"BANGFU_REDIS_URL": url,
+                                            "BANGFU_RELAY_STREAM": STREAM_OWN}) as s:
             c = s.client("registry")
             seq0 = _max_seq(conn)
             base = "14%04d" % (int(uid(), 16) % 10000)
@@ -238,25 +247,25 @@ def test_events_redis_lost_are_sent_again_from_the_outbox():
             ids = _outbox_ids(conn, seq0)
             eq(len(ids), 20)
             rr = redislib.Redis(port=port)
-            wait_for(lambda: set(ids) <= {e["id"] for _, e in stream_events(rr)}, timeout=20,
-                     msg="relayed before the loss")
+            wait_for(lambda: set(ids) <= {e["id"] for _, e in stream_events(rr, stream=STREAM_OWN)},
+                     timeout=20, msg="relayed before the loss")
             stop_redis()
             start_redis()  # empty: everything it had is gone
             rr = redislib.Redis(port=port)
-            eq(stream_events(rr), [], "the new Redis starts empty")
+            eq(stream_events(rr, stream=STREAM_OWN), [], "the new Redis starts empty")
             # one more write right away: it must not hide the loss
             c.call("region.put", {"code": "%s%03d000" % (base, 20), "name": "新",
                                   "level": "township"})
             ids = _outbox_ids(conn, seq0)
             eq(len(ids), 21)
-            wait_for(lambda: set(ids) <= {e["id"] for _, e in stream_events(rr)}, timeout=30,
-                     msg="every event, lost ones included, in the new stream")
-            order = [e["id"] for _, e in stream_events(rr) if e["id"] in set(ids)]
+            wait_for(lambda: set(ids) <= {e["id"] for _, e in stream_events(rr, stream=STREAM_OWN)},
+                     timeout=30, msg="every event, lost ones included, in the new stream")
+            order = [e["id"] for _, e in stream_events(rr, stream=STREAM_OWN) if e["id"] in set(ids)]
             eq(order, ids, "sent again in outbox order, the new one last")
             check("no longer has" in s.procs["registry"].output(), "the loss is logged")
             # and it stays correct: nothing sent a third time
             time.sleep(1.5)
-            eq(len([1 for _, e in stream_events(rr) if e["id"] in set(ids)]), 21)
+            eq(len([1 for _, e in stream_events(rr, stream=STREAM_OWN) if e["id"] in set(ids)]), 21)
     finally:
         stop_redis()
 
