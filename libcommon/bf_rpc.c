@@ -531,13 +531,20 @@ static int s_sys_health(bf_req_t *r, struct bf_rpc_server *s)
     return 0;
 }
 
+/* roles: the method's BF_ROLE_* (admin is always added: it may call every
+ * method), listed by name. */
 static void s_pack_method(msgpack_packer *pk, const char *name, bool writes,
-                          const bf_param_t *params, const char *doc)
+                          const bf_param_t *params, const char *doc, unsigned roles)
 {
-    msgpack_pack_map(pk, 4);
+    msgpack_pack_map(pk, 5);
     bf_mp_kv_str(pk, "name", name);
     bf_mp_kv_bool(pk, "writes", writes);
     bf_mp_kv_str(pk, "doc", doc ? doc : "");
+    roles |= BF_ROLE_ADMIN;
+    bf_mp_key(pk, "roles");
+    msgpack_pack_array(pk, (size_t)__builtin_popcount(roles));
+    for (unsigned bit = 1; bit && bit <= roles; bit <<= 1)
+        if (roles & bit) bf_mp_str(pk, bf_role_name(bit));
     bf_mp_key(pk, "params");
     size_t n = 0;
     for (const bf_param_t *p = params; p && p->name; p++) n++;
@@ -556,12 +563,13 @@ static int s_sys_methods(bf_req_t *r, struct bf_rpc_server *s)
 {
     msgpack_pack_array(r->out, s->nmethods + 3);
     s_pack_method(r->out, "sys.health", false, NULL,
-                  "status, service, version, uptime_s, db, redis");
-    s_pack_method(r->out, "sys.methods", false, NULL, "this list");
-    s_pack_method(r->out, "sys.stats", false, NULL, "request counters per method");
+                  "status, service, version, uptime_s, db, redis", BF_ROLE_ALL);
+    s_pack_method(r->out, "sys.methods", false, NULL, "this list", BF_ROLE_READERS);
+    s_pack_method(r->out, "sys.stats", false, NULL, "request counters per method",
+                  BF_ROLE_READERS);
     for (size_t i = 0; i < s->nmethods; i++) {
         const bf_method_t *m = &s->cfg.methods[i];
-        s_pack_method(r->out, m->name, m->writes, m->params, m->doc);
+        s_pack_method(r->out, m->name, m->writes, m->params, m->doc, m->roles);
     }
     return 0;
 }
@@ -720,6 +728,18 @@ static void s_dispatch(struct bf_rpc_server *s, bf_req_t *r, const char *data, s
         s_sys_health(r, s);
         goto reply;
     }
+    /* sys.health answers everyone; the other sys.* methods describe the
+     * service and need a reading role (a subscriber only takes events) */
+    if ((strcmp(r->method, "sys.methods") == 0 || strcmp(r->method, "sys.stats") == 0) &&
+        !bf_req_has_role(r, BF_ROLE_READERS)) {
+        char need[160], held[160];
+        bf_role_list(BF_ROLE_READERS, need, sizeof need);
+        bf_role_list(r->roles, held, sizeof held);
+        bf_req_fail(r, BF_E_PERMISSION, "method",
+                    "%s needs one of the roles: %s (the caller holds: %s)", r->method, need,
+                    held[0] ? held : "none");
+        goto reply;
+    }
     if (strcmp(r->method, "sys.methods") == 0) {
         s_sys_methods(r, s);
         goto reply;
@@ -742,10 +762,12 @@ static void s_dispatch(struct bf_rpc_server *s, bf_req_t *r, const char *data, s
         goto reply;
     }
     if (!bf_req_has_role(r, m->roles)) {
-        char need[160];
+        char need[160], held[160];
         bf_role_list(m->roles | BF_ROLE_ADMIN, need, sizeof need);
-        bf_req_fail(r, BF_E_PERMISSION, "method", "%s needs one of the roles: %s", m->name,
-                    need);
+        bf_role_list(r->roles, held, sizeof held);
+        bf_req_fail(r, BF_E_PERMISSION, "method",
+                    "%s needs one of the roles: %s (the caller holds: %s)", m->name, need,
+                    held[0] ? held : "none");
         goto reply;
     }
     if (m->writes && !r->actor) {
