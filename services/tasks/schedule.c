@@ -395,6 +395,7 @@ int timeline_instantiate(bf_req_t *r)
     if (bf_division_check(code, strlen(code)) != 0)
         return bf_req_fail(r, BF_E_INVALID, "region_code",
                            "region_code must be a 12-digit division code");
+    if (tasks_scope_write_code(r, code, "region_code") != 0) return -1;
     if (s_find_timeline(r, tmpl, year, code, &existing) != 0) return -1;
     if (existing) return s_pack_timeline(r, existing, false);
 
