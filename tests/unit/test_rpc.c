@@ -672,7 +672,7 @@ static void test_envelope_checks(void)
     bf_reply_destroy(&rep);
     s_mp_free(&b);
 
-    /* unknown envelope key refused; auth reserved and ignored */
+    /* unknown envelope key refused; auth must be a map */
     pk = s_mp_new(&b);
     msgpack_pack_map(pk, 3);
     bf_mp_kv_int(pk, "v", 1);
@@ -688,7 +688,7 @@ static void test_envelope_checks(void)
     bf_mp_kv_str(pk, "method", "test.context");
     bf_mp_kv_str(pk, "auth", "reserved");
     rc = s_raw(&b, &rep);
-    EXPECT_OK(rc, &rep);
+    EXPECT_ERROR(rc, &rep, BF_E_INVALID, "auth", "auth must be a map");
     bf_reply_destroy(&rep);
     s_mp_free(&b);
 }
