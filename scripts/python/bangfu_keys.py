@@ -72,3 +72,8 @@ def configure(sock, server, as_principal=None, directory=None):
     sock.curve_publickey = pub
     sock.curve_secretkey = sec
     return sock
+
+
+def has_pair(name, directory=None):
+    """True if <dir>/<name>.key exists (name is a principal we can act as)."""
+    return name_ok(name) and os.path.exists(os.path.join(directory or keys_dir(), name + ".key"))
