@@ -45,7 +45,9 @@ make_keys() {
   { "$b" keygen --deployment "$k" &&
     "$b" keygen system:demo --dir "$k" --roles admin &&
     "$b" keygen demo.loader --dir "$k" --roles admin --act-for &&
-    "$b" keygen cadre:finance-bureau --dir "$k" --roles finance,approver &&
+    # the tranche approver, a principal distinct from the planner (system:demo);
+    # admin until every method names its roles (then finance,approver suffice)
+    "$b" keygen cadre:finance-bureau --dir "$k" --roles finance,approver,admin &&
     "$b" keygen operator.dongli --dir "$k" --roles county_operator --region 120110000000 &&
     "$b" keygen auditor.demo --dir "$k" --roles auditor &&
     "$b" keygen events.reader --dir "$k" --roles subscriber; } >/dev/null

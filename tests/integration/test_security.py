@@ -131,11 +131,12 @@ def test_principal_without_act_for_cannot_name_another_actor_or_pass_auth():
         # reads as itself work; the dispatcher sees the principal's roles
         c.call("region.list", {}, actor=None)
         c.call("region.list", {}, actor=name)
-        e = c.request("region.list", {}, actor="cadre:1")
+        # actor/auth in `extra`: sent as they are through this principal's socket
+        e = c.request("region.list", {}, extra={"actor": "cadre:1"})
         eq(e["ok"], False)
         eq(e["error"]["code"], "permission_denied")
         eq(e["error"]["field"], "actor")
-        e = c.request("region.list", {}, actor=name, auth={"roles": ["admin"]})
+        e = c.request("region.list", {}, extra={"actor": name, "auth": {"roles": ["admin"]}})
         eq(e["error"]["code"], "permission_denied")
         eq(e["error"]["field"], "auth")
         # an auditor is not admin: region.put (admin only) is refused
@@ -151,21 +152,19 @@ def test_act_for_auth_narrows_roles_and_cannot_grant_admin_or_leave_its_region()
     # the deployment's gateway: service + act_for
     gw = Client(S.endpoint("registry"), principal="gateway")
     try:
-        e = gw.request("region.list", {}, actor="cadre:7", auth={"roles": ["admin"]})
+        e = gw.request("region.list", {}, extra={"actor": "cadre:7", "auth": {"roles": ["admin"]}})
         eq(e["error"]["code"], "permission_denied")
         eq(e["error"]["field"], "auth")
-        e = gw.request("region.list", {}, actor="cadre:7", auth={"roles": ["service"]})
+        e = gw.request("region.list", {}, extra={"actor": "cadre:7", "auth": {"roles": ["service"]}})
         eq(e["ok"], True, "a gateway may pass a role it holds itself")
-        r = gw.request("region.list", {}, actor="cadre:7",
-                       auth={"roles": ["cadre"], "cadre_id": 7})
+        r = gw.request("region.list", {}, extra={"actor": "cadre:7", "auth": {"roles": ["cadre"], "cadre_id": 7}})
         eq(r["ok"], True, "a cadre may read regions")
     finally:
         gw.close()
     # an admin that acts for others: auth narrows it (region.put is admin only)
     h = Client(S.endpoint("registry"), principal=bftest.ACT_FOR)
     try:
-        e = h.request("region.put", {"code": "130000000000", "name": "河北省", "level": "province"},
-                      actor="cadre:7", auth={"roles": ["cadre"], "cadre_id": 7})
+        e = h.request("region.put", {"code": "130000000000", "name": "河北省", "level": "province"}, extra={"actor": "cadre:7", "auth": {"roles": ["cadre"], "cadre_id": 7}})
         eq(e["error"]["code"], "permission_denied")
         eq(e["error"]["field"], "method")
     finally:
@@ -175,12 +174,10 @@ def test_act_for_auth_narrows_roles_and_cannot_grant_admin_or_leave_its_region()
     bftest.principal(name, roles=("service",), act_for=True, region="120110000000")
     g = Client(S.endpoint("registry"), principal=name)
     try:
-        e = g.request("region.list", {}, actor="operator:1",
-                      auth={"roles": ["county_operator"], "region": "120220000000"})
+        e = g.request("region.list", {}, extra={"actor": "operator:1", "auth": {"roles": ["county_operator"], "region": "120220000000"}})
         eq(e["error"]["code"], "permission_denied")
         eq(e["error"]["field"], "auth")
-        r = g.request("region.list", {}, actor="operator:1",
-                      auth={"roles": ["county_operator"], "region": "120110005000"})
+        r = g.request("region.list", {}, extra={"actor": "operator:1", "auth": {"roles": ["county_operator"], "region": "120110005000"}})
         eq(r["ok"], True, "a region inside the gateway's is accepted")
     finally:
         g.close()
