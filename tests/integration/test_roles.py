@@ -13,6 +13,8 @@ timelines or projects; a cadre sees and reports only its own tasks; the
 tranche requester never approves its own tranche."""
 import random
 
+import msgpack
+
 import bftest
 from bftest import Stack, check, eq, expect_error
 
@@ -511,3 +513,77 @@ def test_funds_projects_are_scoped_to_the_region():
            ["approver"], actor="appr:a", field="tranche_id", region=GEO["A"])
     F.call("tranche.approve", {"tranche_id": t["id"], "request_key": "ta-" + bftest.uid()},
            actor="appr:a", auth=auth("approver", region=GEO["A"]))
+
+
+# ---------------------------------------------------------------- real principals (CURVE)
+
+def _named(tag, roles, **kw):
+    name = "%s.%s" % (tag, bftest.uid()[:8])
+    bftest.principal(name, roles=roles, **kw)
+    return name
+
+
+def test_real_principals_requester_never_approves_even_claiming_another_actor():
+    F = C["funds"]
+    pj = _project(_budget()["id"], GEO["townA"])
+    alice = _named("fin", ("finance", "approver"))
+    carol = _named("appr", ("approver",))
+    fa, fc = S.client("funds", principal=alice), S.client("funds", principal=carol)
+    t = fa.call("tranche.plan", {"project_id": pj["id"], "seq": 1, "amount_fen": 700,
+                                 "request_key": "tp-" + bftest.uid()}, actor=None)
+    tr = F.call("project.get", {"id": pj["id"]})["tranches"][0]
+    eq(tr["requested_by"], alice, "the principal is the requester")
+    # as itself: the four-eyes rule
+    e = expect_error(fa, "tranche.approve", {"tranche_id": t["id"], "request_key": "ta-" +
+                                             bftest.uid()}, "permission_denied", "actor",
+                     actor=None)
+    check("requester" in e["message"], e["message"])
+    # claiming another actor in the envelope, on alice's own connection: refused
+    # before the method runs (bftest would route actor= through that principal's
+    # socket, so the frame is sent raw)
+    for claimed in (carol, "cadre:2", "admin"):
+        body = msgpack.packb({"v": 1, "id": bftest.uid(), "method": "tranche.approve",
+                              "actor": claimed,
+                              "params": {"tranche_id": t["id"],
+                                         "request_key": "ta-" + bftest.uid()}},
+                             use_bin_type=True)
+        got = fa.raw(body, sock=fa.sock)
+        check(got is not None, "no reply to a spoofed approval")
+        reply = got[0]
+        eq(reply.get("ok"), False, "a spoofed approval as %s succeeded" % claimed)
+        eq(reply["error"]["code"], "permission_denied", reply["error"]["message"])
+        eq(reply["error"]["field"], "actor", reply["error"]["message"])
+        check(alice in reply["error"]["message"], reply["error"]["message"])
+    eq(F.call("project.get", {"id": pj["id"]})["tranches"][0]["state"], "planned")
+    ok = fc.call("tranche.approve", {"tranche_id": t["id"], "request_key": "ta-" +
+                                     bftest.uid()}, actor=None)
+    eq(ok["approved_by"], carol)
+
+
+def test_real_principals_region_and_cadre_scoping():
+    T = C["tasks"]
+    ta = task(ENT["va"], ENT["c1"])
+    tb = task(ENT["vb"], ENT["c1"])
+    op = S.client("tasks", principal=_named("op", ("county_operator",), region=GEO["A"]))
+    eq(op.call("task.get", {"id": ta["id"]}, actor=None)["id"], ta["id"])
+    expect_error(op, "task.get", {"id": tb["id"]}, "not_found", "id", actor=None)
+    expect_error(op, "task.start", {"id": tb["id"]}, "permission_denied", "id", actor=None)
+    # a cadre principal: only its own tasks, whatever it asks for
+    mine = task(ENT["va"], ENT["c3"])
+    cad = S.client("tasks", principal=_named("cadre", ("cadre",), cadre_id=ENT["c3"]))
+    items = cad.call("task.list", {"limit": 1000}, actor=None)["items"]
+    check(items and all(i["owner"] == {"kind": "cadre", "id": ENT["c3"]} for i in items),
+          "cadre principal lists only its own tasks")
+    check(mine["id"] in [i["id"] for i in items], "own task listed")
+    expect_error(cad, "task.get", {"id": ta["id"]}, "not_found", "id", actor=None)
+    expect_error(cad, "task.create", {}, "permission_denied", "method", actor=None)
+    eq(T.call("task.get", {"id": tb["id"]})["status"], "open")
+
+
+def test_real_subscriber_reaches_only_sys_health():
+    for service in EXPECTED:
+        sub = S.client(service, principal=bftest.SUBSCRIBER)
+        eq(sub.call("sys.health", actor=None)["service"], service)
+        expect_error(sub, "sys.methods", {}, "permission_denied", "method", actor=None)
+        name = sorted(n for n, r in EXPECTED[service].items() if not r & {"subscriber"})[0]
+        expect_error(sub, name, {}, "permission_denied", "method", actor=None)
