@@ -101,7 +101,7 @@ static void s_print_head(const msgpack_object *res)
 static int s_verify(long timeout, bool export_head)
 {
     const char *ep = cli_endpoint("funds");
-    bf_client_t *c = ep ? bf_client_new(ep, (int)timeout) : NULL;
+    bf_client_t *c = ep ? bf_client_open("funds", ep, (int)timeout) : NULL;
     if (!c) {
         fprintf(stderr, "bangfu funds: bad endpoint %s\n", ep ? ep : "(none)");
         return CLI_USAGE;

@@ -52,6 +52,17 @@
 #define FUNDS_HASH_FIELDS 15
 #define FUNDS_EV_FIELDS 16 /* fields of an evidence entry's hash */
 
+/* ---- scope.c ------------------------------------------------------------ */
+
+/* A caller bound to a region sees and changes only projects located under it
+ * (and their tranches); everything else in funds is county-wide. Each returns
+ * 0, or not_found (read) / permission_denied (write) naming field. */
+int funds_scope_location(bf_req_t *r, const char *location, bool write, const char *field,
+                         const char *what, int64_t id);
+int funds_scope_project(bf_req_t *r, int64_t id, bool write, const char *field);
+/* Planning, approving or disbursing tranche id (a write). */
+int funds_scope_tranche(bf_req_t *r, int64_t id, const char *field);
+
 /* ---- util.c ------------------------------------------------------------- */
 
 /* 0 if s is a recipient reference ("region:120110000000", "village:42",

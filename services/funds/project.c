@@ -31,6 +31,7 @@ int project_create(bf_req_t *r)
     if (bf_division_check(location, strlen(location)) != 0)
         return bf_req_fail(r, BF_E_INVALID, "location",
                            "location must be a 12-digit statistical division code");
+    if (funds_scope_location(r, location, true, "location", "project", 0) != 0) return -1;
     if (funds_req_id(r, "unit_id", true, &unit_id) != 0) return -1;
     if (bf_req_int(r, r->params, NULL, "beneficiaries", true, 0, 100000000, &beneficiaries) != 0)
         return -1;
@@ -153,6 +154,7 @@ int project_get(bf_req_t *r)
 {
     int64_t id;
     if (funds_req_id(r, "id", true, &id) != 0) return -1;
+    if (funds_scope_project(r, id, false, "id") != 0) return -1;
     const char *p[] = {bf_req_itoa(r, id)};
     PGresult *res = bf_db_prep(
         r->db, "funds_project_get",
@@ -217,6 +219,9 @@ int tranche_plan(bf_req_t *r)
     if (funds_req_recipient(r, r->params, NULL, "recipient", budget_id != 0, &recipient) < 0)
         return -1;
     if (bf_req_str(r, r->params, NULL, "purpose", false, 500, &purpose) < 0) return -1;
+    if (project_id ? funds_scope_project(r, project_id, true, "project_id")
+                   : funds_scope_location(r, NULL, true, "budget_id", "budget", budget_id))
+        return -1;
     funds_idem_t idem;
     int rc = funds_idem_begin(r, &idem);
     if (rc != 0) return rc > 0 ? 0 : -1;
@@ -339,6 +344,7 @@ int tranche_approve(bf_req_t *r)
     const char *note = NULL;
     if (funds_req_id(r, "tranche_id", true, &id) != 0) return -1;
     if (bf_req_str(r, r->params, NULL, "note", false, 500, &note) < 0) return -1;
+    if (funds_scope_tranche(r, id, "tranche_id") != 0) return -1;
     funds_idem_t idem;
     int rc = funds_idem_begin(r, &idem);
     if (rc != 0) return rc > 0 ? 0 : -1;
@@ -393,6 +399,7 @@ int tranche_disburse(bf_req_t *r)
 {
     int64_t id;
     if (funds_req_id(r, "tranche_id", true, &id) != 0) return -1;
+    if (funds_scope_tranche(r, id, "tranche_id") != 0) return -1;
     funds_idem_t idem;
     int rc = funds_idem_begin(r, &idem);
     if (rc != 0) return rc > 0 ? 0 : -1;

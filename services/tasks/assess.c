@@ -41,6 +41,7 @@ int survey_record(bf_req_t *r)
     const char *kind = unit ? "unit" : "village";
     int64_t sid = unit ? unit : village;
     if (tasks_registry_check(r, kind, sid, unit ? "unit_id" : "village_id", NULL) != 0) return -1;
+    if (tasks_scope_subject(r, kind, sid, true, unit ? "unit_id" : "village_id") != 0) return -1;
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
     const char *p[] = {kind,
                        bf_req_itoa(r, sid),

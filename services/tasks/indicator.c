@@ -181,6 +181,7 @@ int indicator_assign(bf_req_t *r)
         if (!v.region_code[0])
             return bf_req_fail(r, BF_E_UNAVAILABLE, f, "the registry gave no region for %s", f);
         codes[i] = bf_arena_strndup(r->arena, v.region_code, 12);
+        if (tasks_scope_write_code(r, codes[i], f) != 0) return -1;
     }
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
     int64_t *aids = bf_arena_alloc(r->arena, sizeof *aids * nv);
@@ -317,11 +318,12 @@ int indicator_report(bf_req_t *r)
     const char *p[] = {bf_req_itoa(r, aid), bf_req_itoa(r, value)};
     PGresult *res = bf_db_prep(
         r->db, "assign_lock",
-        "SELECT a.met AS was_met, CASE i.direction WHEN '>=' THEN $2::bigint >= a.target "
+        "SELECT a.met AS was_met, a.region_code, CASE i.direction WHEN '>=' THEN $2::bigint >= a.target "
         " WHEN '<=' THEN $2::bigint <= a.target ELSE $2::bigint = a.target END AS met "
         "FROM indicator_assignment a JOIN indicator i ON i.id = a.indicator_id "
         "WHERE a.id = $1::bigint FOR UPDATE OF a",
         2, p, NULL, NULL);
+    /* the village's region is copied on the assignment (see a.region_code) */
     if (!res) return bf_req_db_fail(r);
     if (PQntuples(res) == 0) {
         PQclear(res);
@@ -330,6 +332,11 @@ int indicator_report(bf_req_t *r)
                            (long long)aid);
     }
     bool met = bf_db_bool(res, 0, "met"), was_met = bf_db_bool(res, 0, "was_met");
+    if (tasks_scope_write_code(r, bf_db_str(res, 0, "region_code"),
+                               village ? "village_id" : "assignment_id") != 0) {
+        PQclear(res);
+        return -1;
+    }
     PQclear(res);
     int64_t evidence_id = 0;
     if (has_ev == 0 && tasks_evidence_store(r, &ev, 0, now, &evidence_id) != 0) return -1;
@@ -417,6 +424,12 @@ static int s_rollup_village(bf_req_t *r, int64_t village, int64_t year, const ch
     PGresult *res = bf_db_prep(r->db, "rollup_village", sql, 3, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
     int n = PQntuples(res), met = 0;
+    if (n && !bf_req_in_region(r, bf_db_str(res, 0, "region_code"))) {
+        PQclear(res);
+        return bf_req_fail(r, BF_E_NOT_FOUND, "village_id",
+                           "village %lld lies outside the caller's region %s", (long long)village,
+                           r->region);
+    }
     for (int i = 0; i < n; i++) met += bf_db_bool(res, i, "met");
     msgpack_pack_map(r->out, 8);
     bf_mp_kv_int(r->out, "village_id", village);
@@ -449,6 +462,10 @@ int progress_rollup(bf_req_t *r)
     if (bf_division_check(region, strlen(region)) != 0)
         return bf_req_fail(r, BF_E_INVALID, "region_code",
                            "region_code must be a 12-digit division code");
+    /* a region-bound caller rolls up only its region or what lies under it */
+    if (!bf_req_in_region(r, region))
+        return bf_req_fail(r, BF_E_NOT_FOUND, "region_code",
+                           "region %s lies outside the caller's region %s", region, r->region);
     const char *level = bf_division_level(region);
     if (!strcmp(level, "village"))
         return bf_req_fail(r, BF_E_INVALID, "region_code",

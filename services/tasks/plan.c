@@ -204,10 +204,38 @@ static int s_pack_plan(bf_req_t *r, int64_t id)
     return 0;
 }
 
+/* Region scoping of an existing plan: its subject must lie under a
+ * region-bound caller's region (tasks_scope_subject). An unknown plan passes,
+ * for the caller to answer not_found. 0 or -1. */
+static int s_plan_scope(bf_req_t *r, int64_t id, bool write)
+{
+    if (!r->region || !*r->region) return 0;
+    const char *p[] = {bf_req_itoa(r, id)};
+    PGresult *res = bf_db_prep(r->db, "plan_subject",
+                               "SELECT subject_kind, subject_id FROM plan WHERE id = $1::bigint",
+                               1, p, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        return 0;
+    }
+    char kind[16];
+    snprintf(kind, sizeof kind, "%s", bf_db_str(res, 0, "subject_kind"));
+    int64_t sid = bf_db_int(res, 0, "subject_id");
+    PQclear(res);
+    if (tasks_scope_subject(r, kind, sid, write, "id") == 0) return 0;
+    if (!write && !strcmp(r->err.code, BF_E_NOT_FOUND)) {
+        memset(&r->err, 0, sizeof r->err);
+        return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no plan with id %lld", (long long)id);
+    }
+    return -1;
+}
+
 int plan_get(bf_req_t *r)
 {
     int64_t id;
     if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
+    if (s_plan_scope(r, id, false) != 0) return -1;
     return s_pack_plan(r, id);
 }
 
@@ -233,6 +261,7 @@ int plan_create(bf_req_t *r)
     size_t nms;
     if (s_measures(r, &ms, &nms) < 0) return -1;
     if (tasks_registry_check(r, skind, sid, "subject.id", NULL) != 0) return -1;
+    if (tasks_scope_subject(r, skind, sid, true, "subject") != 0) return -1;
     int64_t year_to = !strcmp(kind, "three_year") ? year + 2 : year;
 
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
@@ -304,6 +333,7 @@ int plan_submit(bf_req_t *r)
 {
     int64_t id;
     if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
+    if (s_plan_scope(r, id, true) != 0) return -1;
     const char *now = tasks_now(r);
     if (!now) return -1;
     char status[16];
@@ -342,6 +372,7 @@ int plan_sign(bf_req_t *r)
     int64_t id;
     const char *role, *note = NULL;
     if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
+    if (s_plan_scope(r, id, true) != 0) return -1;
     if (bf_req_str(r, r->params, NULL, "role", true, 48, &role) != 0) return -1;
     if (bf_req_str(r, r->params, NULL, "note", false, TASKS_TEXT_MAX, &note) < 0) return -1;
     bool known = false;
@@ -449,6 +480,7 @@ int plan_revise(bf_req_t *r)
     int64_t id;
     const char *reason, *title = NULL;
     if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
+    if (s_plan_scope(r, id, true) != 0) return -1;
     if (tasks_text_param(r, r->params, NULL, "reason", true, TASKS_TEXT_MAX, &reason) != 0)
         return -1;
     if (tasks_text_param(r, r->params, NULL, "title", false, TASKS_TITLE_MAX, &title) < 0)
@@ -528,6 +560,15 @@ int plan_list(bf_req_t *r)
         if (bf_req_enum(r, subject, "subject", "kind", true, s_subject_kinds, &skind) != 0)
             return -1;
         if (bf_req_int(r, subject, "subject", "id", true, 1, INT64_MAX, &sid) != 0) return -1;
+    }
+    /* plans carry no region: a region-bound caller lists one subject under it */
+    if (r->region && *r->region) {
+        if (!subject)
+            return bf_req_fail(r, BF_E_PERMISSION, "subject",
+                               "the caller is bound to region %s: name a village or household "
+                               "under it as subject",
+                               r->region);
+        if (tasks_scope_subject(r, skind, sid, true, "subject") != 0) return -1;
     }
     if (bf_req_enum(r, r->params, NULL, "kind", false, s_kinds, &kind) < 0) return -1;
     if (bf_req_enum(r, r->params, NULL, "status", false, s_statuses, &status) < 0) return -1;

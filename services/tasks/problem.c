@@ -107,6 +107,11 @@ static int s_parse(bf_req_t *r, const msgpack_object *m, const char *prefix, con
         const char *f = bf_arena_printf(r->arena, "%s[%zu]", rf, i);
         if (tasks_registry_check(r, "cadre", pb->responsible[i], f, NULL) != 0) return -1;
     }
+    /* a caller bound to a region opens problems only under it */
+    if (tasks_scope_write_code(r, pb->region_code,
+                               bf_req_field(r, prefix, pb->household_id ? "household_id"
+                                                                        : "village_id")) != 0)
+        return -1;
     where.village_id = pb->village_id;
     where.region_code = pb->region_code;
     tasks_target_t target = {NULL, 0, NULL};
@@ -269,6 +274,12 @@ static int s_pack_problem(bf_req_t *r, int64_t id)
     if (PQntuples(pr) == 0) {
         PQclear(pr);
         return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no problem with id %lld", (long long)id);
+    }
+    if (tasks_scope_read_code(r, bf_db_null(pr, 0, "region_code") ? NULL
+                                                                  : bf_db_str(pr, 0, "region_code"),
+                              "id", "problem", id) != 0) {
+        PQclear(pr);
+        return -1;
     }
     const char *tp[] = {now, tasks_of(r)->timezone, bf_req_itoa(r, id)};
     char sql[2048];
@@ -520,7 +531,8 @@ int problem_list(bf_req_t *r)
                        cadre ? bf_req_itoa(r, cadre) : NULL,
                        insp ? bf_req_itoa(r, insp) : NULL,
                        bf_req_itoa(r, after),
-                       bf_req_itoa(r, limit + 1)};
+                       bf_req_itoa(r, limit + 1),
+                       bf_req_region_prefix(r)};
     PGresult *res = bf_db_prep(
         r->db, "problem_list",
         "SELECT p.id, p.ledger, p.title, p.status, p.village_id, p.household_id, p.unit_id, "
@@ -537,8 +549,9 @@ int problem_list(bf_req_t *r)
         " AND ($8::bigint IS NULL OR EXISTS (SELECT 1 FROM problem_responsible pr "
         "      WHERE pr.problem_id = p.id AND pr.cadre_id = $8)) "
         " AND ($9::bigint IS NULL OR p.inspection_id = $9) "
+        " AND ($12::text IS NULL OR p.region_code LIKE $12 || '%') "
         " AND p.id > $10::bigint ORDER BY p.id LIMIT $11::int",
-        11, p, NULL, NULL);
+        12, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
     int shown = bf_page_begin(r, res, limit);
     for (int i = 0; i < shown; i++) {
@@ -576,13 +589,16 @@ int ledger_summary(bf_req_t *r)
     if (bf_req_int(r, r->params, NULL, "limit", false, 1, 10000, &limit) < 0) return -1;
     const char *now = tasks_now(r);
     if (!now) return -1;
-    const char *p[] = {now, ledger, insp ? bf_req_itoa(r, insp) : NULL, bf_req_itoa(r, limit), by};
+    const char *region = bf_req_region_prefix(r); /* a region-bound caller counts its own */
+    const char *p[] = {now, ledger, insp ? bf_req_itoa(r, insp) : NULL, bf_req_itoa(r, limit), by,
+                       region};
     /* the key column per grouping; the three counts are disjoint */
     PGresult *res = bf_db_prep(
         r->db, "ledger_summary",
         "WITH f AS (SELECT p.*, (p.status = 'open' AND p.due_at < $1::timestamptz) AS late "
         "  FROM problem p WHERE ($2::text IS NULL OR p.ledger = $2) "
-        "  AND ($3::bigint IS NULL OR p.inspection_id = $3)), "
+        "  AND ($3::bigint IS NULL OR p.inspection_id = $3) "
+        "  AND ($6::text IS NULL OR p.region_code LIKE $6 || '%')), "
         "k AS (SELECT f.*, CASE $5 WHEN 'village' THEN f.village_id WHEN 'unit' THEN f.unit_id "
         "  END AS key FROM f WHERE $5 <> 'person' "
         "  UNION ALL SELECT f.*, pr.cadre_id FROM f JOIN problem_responsible pr "
@@ -591,16 +607,18 @@ int ledger_summary(bf_req_t *r)
         " count(*) FILTER (WHERE late) AS overdue, "
         " count(*) FILTER (WHERE status = 'closed') AS closed, count(*) AS total "
         "FROM k WHERE key IS NOT NULL GROUP BY key ORDER BY key LIMIT $4::int",
-        5, p, NULL, NULL);
+        6, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
+    const char *tp[] = {now, ledger, p[2], region};
     PGresult *tot = bf_db_prep(
         r->db, "ledger_totals",
         "SELECT count(*) FILTER (WHERE status = 'open' AND due_at >= $1::timestamptz) AS open, "
         " count(*) FILTER (WHERE status = 'open' AND due_at < $1::timestamptz) AS overdue, "
         " count(*) FILTER (WHERE status = 'closed') AS closed, count(*) AS total "
         "FROM problem WHERE ($2::text IS NULL OR ledger = $2) "
-        " AND ($3::bigint IS NULL OR inspection_id = $3)",
-        3, p, NULL, NULL);
+        " AND ($3::bigint IS NULL OR inspection_id = $3) "
+        " AND ($4::text IS NULL OR region_code LIKE $4 || '%')",
+        4, tp, NULL, NULL);
     if (!tot) {
         PQclear(res);
         return bf_req_db_fail(r);
@@ -668,6 +686,7 @@ int help_request_create(bf_req_t *r)
     pb.household_id = hh;
     pb.village_id = h.village_id;
     pb.region_code = h.region_code[0] ? bf_arena_strndup(r->arena, h.region_code, 12) : NULL;
+    if (tasks_scope_write_code(r, pb.region_code, "household_id") != 0) return -1;
     tasks_new_task_t t;
     memset(&t, 0, sizeof t);
     int rc = tasks_owner_param(r, r->params, NULL, "owner", false, 0, &t.owner, &t.copies);

@@ -134,12 +134,21 @@ static int s_get(bf_req_t *r, int64_t id)
 {
     const char *p[] = {bf_req_itoa(r, id), tasks_of(r)->timezone};
     char sql[1024];
-    snprintf(sql, sizeof sql, "SELECT %s FROM schedule WHERE id = $1::bigint", s_schedule_cols);
+    snprintf(sql, sizeof sql,
+             "SELECT %s, t_region_code AS scope_code FROM schedule WHERE id = $1::bigint",
+             s_schedule_cols);
     PGresult *res = bf_db_prep(r->db, "schedule_get", sql, 2, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
     if (PQntuples(res) == 0) {
         PQclear(res);
         return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no schedule with id %lld", (long long)id);
+    }
+    /* a region-bound caller sees the schedules whose target lies under it */
+    if (tasks_scope_read_code(r, bf_db_null(res, 0, "scope_code") ? NULL
+                                                                  : bf_db_str(res, 0, "scope_code"),
+                              "id", "schedule", id) != 0) {
+        PQclear(res);
+        return -1;
     }
     s_pack_schedule(r->out, res, 0);
     PQclear(res);
@@ -157,12 +166,14 @@ int schedule_list(bf_req_t *r)
 {
     int64_t after, limit;
     if (bf_page_params(r, &after, &limit) != 0) return -1;
-    const char *p[] = {bf_req_itoa(r, after), tasks_of(r)->timezone, bf_req_itoa(r, limit + 1)};
+    const char *p[] = {bf_req_itoa(r, after), tasks_of(r)->timezone, bf_req_itoa(r, limit + 1),
+                       bf_req_region_prefix(r)};
     char sql[1024];
     snprintf(sql, sizeof sql,
-             "SELECT %s FROM schedule WHERE id > $1::bigint ORDER BY id LIMIT $3::int",
+             "SELECT %s FROM schedule WHERE id > $1::bigint "
+             " AND ($4::text IS NULL OR t_region_code LIKE $4 || '%%') ORDER BY id LIMIT $3::int",
              s_schedule_cols);
-    PGresult *res = bf_db_prep(r->db, "schedule_list", sql, 3, p, NULL, NULL);
+    PGresult *res = bf_db_prep(r->db, "schedule_list", sql, 4, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
     int shown = bf_page_begin(r, res, limit);
     for (int i = 0; i < shown; i++) s_pack_schedule(r->out, res, i);
@@ -210,6 +221,7 @@ int schedule_create(bf_req_t *r)
         return -1;
     if (tasks_target_param(r, r->params, NULL, "target", false, &target, &tcopies) < 0)
         return -1;
+    if (tasks_scope_write_code(r, tcopies.region_code, "target") != 0) return -1;
     const char *now = tasks_now(r);
     if (!now) return -1;
     /* the first period is the one holding starts_on (default: today, locally) */
@@ -395,6 +407,7 @@ int timeline_instantiate(bf_req_t *r)
     if (bf_division_check(code, strlen(code)) != 0)
         return bf_req_fail(r, BF_E_INVALID, "region_code",
                            "region_code must be a 12-digit division code");
+    if (tasks_scope_write_code(r, code, "region_code") != 0) return -1;
     if (s_find_timeline(r, tmpl, year, code, &existing) != 0) return -1;
     if (existing) return s_pack_timeline(r, existing, false);
 

@@ -577,6 +577,7 @@ int task_create(bf_req_t *r)
         return -1;
     if (tasks_target_param(r, r->params, NULL, "target", false, &t.target, &t.copies) < 0)
         return -1;
+    if (tasks_scope_write_code(r, t.copies.region_code, "target") != 0) return -1;
     if (plan_id) {
         const char *pp[] = {bf_req_itoa(r, plan_id)};
         PGresult *res = bf_db_prep(r->db, "task_plan_exists",
@@ -600,6 +601,7 @@ int task_get(bf_req_t *r)
 {
     int64_t id;
     if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
+    if (tasks_scope_task(r, id, false, "id") != 0) return -1;
     return s_pack_full(r, id);
 }
 
@@ -661,7 +663,9 @@ int task_list(bf_req_t *r)
                        s_id_or_null(r, village_id),
                        s_id_or_null(r, timeline_id),
                        bf_req_itoa(r, after),
-                       bf_req_itoa(r, limit + 1)};
+                       bf_req_itoa(r, limit + 1),
+                       bf_req_region_prefix(r),
+                       tasks_scope_cadre_param(r)};
     char sql[4096];
     snprintf(sql, sizeof sql,
              "SELECT %s FROM task t WHERE ($3::text IS NULL OR t.owner_kind = $3) "
@@ -679,9 +683,11 @@ int task_list(bf_req_t *r)
              " AND ($14::bigint IS NULL OR t.problem_id = $14) "
              " AND ($15::bigint IS NULL OR t.village_id = $15) "
              " AND ($16::bigint IS NULL OR t.timeline_id = $16) "
+             " AND ($19::text IS NULL OR t.region_code LIKE $19 || '%%') "
+             " AND ($20::bigint IS NULL OR (t.owner_kind = 'cadre' AND t.owner_id = $20)) "
              " AND t.id > $17::bigint ORDER BY t.id LIMIT $18::int",
              TASKS_TASK_COLS);
-    PGresult *res = bf_db_prep(r->db, "task_list", sql, 18, p, NULL, NULL);
+    PGresult *res = bf_db_prep(r->db, "task_list", sql, 20, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
     int shown = bf_page_begin(r, res, limit);
     for (int i = 0; i < shown; i++) tasks_pack_task(r->out, res, i);
@@ -762,6 +768,7 @@ static int s_move(bf_req_t *r, const s_move_t *mv, const char *note,
 {
     int64_t id;
     if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
+    if (tasks_scope_task(r, id, true, "id") != 0) return -1;
     const char *ids = bf_req_itoa(r, id);
     const char *p1[] = {ids};
     PGresult *res = bf_db_prep(r->db, "task_owner",
@@ -914,6 +921,13 @@ int attachment_get(bf_req_t *r)
     if (!res) return bf_req_db_fail(r);
     if (PQntuples(res) == 0) {
         PQclear(res);
+        return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no attachment with id %lld", (long long)id);
+    }
+    /* an attachment is seen by those who see its task */
+    if (tasks_scope_task(r, bf_db_int(res, 0, "task_id"), false, "id") != 0) {
+        PQclear(res);
+        if (strcmp(r->err.code, BF_E_NOT_FOUND) != 0) return -1;
+        memset(&r->err, 0, sizeof r->err);
         return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no attachment with id %lld", (long long)id);
     }
     tasks_map_t m;

@@ -70,6 +70,34 @@ typedef struct {
 
 static inline const tasks_t *tasks_of(const bf_req_t *r) { return (const tasks_t *)r->svc; }
 
+/* ---- scope.c ------------------------------------------------------------- */
+
+/* True when the caller's only reading role is cadre: it sees its own tasks. */
+bool tasks_scope_cadre_only(const bf_req_t *r);
+/* The caller's cadre id: r->cadre_id, else the id of a "cadre:N" actor; 0 if none. */
+int64_t tasks_scope_cadre_id(const bf_req_t *r);
+/* For list SQL `($n::bigint IS NULL OR (owner_kind = 'cadre' AND owner_id = $n))`:
+ * the cadre id of a cadre-only caller, or NULL. (The region filter uses
+ * bf_req_region_prefix: `($m::text IS NULL OR region_code LIKE $m || '%')`.) */
+const char *tasks_scope_cadre_param(bf_req_t *r);
+/* A write that creates work at code (a 12-digit division code, NULL if the
+ * work has no place): 0, or permission_denied naming field when the caller is
+ * bound to a region and code is not under it. */
+int tasks_scope_write_code(bf_req_t *r, const char *code, const char *field);
+/* A read of the `what` with this id, lying at code: 0, or not_found naming
+ * field when the caller is bound to a region and code is not under it. */
+int tasks_scope_read_code(bf_req_t *r, const char *code, const char *field, const char *what,
+                          int64_t id);
+/* May the caller see (write false) or act on (write true) task id? 0, or
+ * not_found (read) / permission_denied (write) naming field. */
+int tasks_scope_task(bf_req_t *r, int64_t id, bool write, const char *field);
+/* May a region-bound caller see (write false) or change (write true) what
+ * belongs to subject kind/id? Villages and households are asked of the
+ * registry; units lie in no region. 0, or not_found / permission_denied
+ * naming field. */
+int tasks_scope_subject(bf_req_t *r, const char *kind, int64_t id, bool write,
+                        const char *field);
+
 /* ---- util.c -------------------------------------------------------------- */
 
 /* Emits "bangfu.tasks.<what>" with subject "<entity>/<id>" in the open
