@@ -387,8 +387,18 @@ def verify(s, load, redis, recv):
         wait_for(lambda: not undelivered(), timeout=90, msg="webhook deliveries")
     except TestFailure:
         pass
-    for _ in undelivered():
+    missing = undelivered()
+    for _ in missing:
         bump(lost, "webhook delivery")
+    if missing:
+        conn = bftest.pg()
+        cur = conn.cursor()
+        cur.execute("""SELECT state, attempts, last_error, count(*) FROM notify.delivery
+                       WHERE event_id = ANY(%s) GROUP BY 1, 2, 3""", (list(missing),))
+        print("# undelivered: %r" % (cur.fetchall(),))
+        cur.execute("SELECT count(*) FROM notify.event WHERE id = ANY(%s)", (list(missing),))
+        print("# of which notify ingested: %d" % cur.fetchone()[0])
+        conn.close()
     v = s.client("funds").call("ledger.verify")
     check(v["ok"], "ledger.verify after chaos: %r" % v)
     return lost, dup
