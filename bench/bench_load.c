@@ -22,10 +22,14 @@
  *   xadd REDIS_URL EVENTS PIPELINE
  *       the relay's XADD (same fields and payload size) pipelined PIPELINE
  *       deep with hiredis: events/s.
+ * Clients are CURVE clients as $BANGFU_PRINCIPAL (default admin) with the keys
+ * in $BANGFU_KEYS_DIR, like the CLI (docs/security.md); EP is given with the
+ * server's name, "registry=tcp://127.0.0.1:7101".
  */
 #include "bf_client.h"
 #include "bf_db.h"
 #include "bf_json.h"
+#include "bf_keys.h"
 #include "bf_log.h"
 #include "bf_mp.h"
 #include "bf_outbox.h"
@@ -95,7 +99,7 @@ static void s_id_number(const char *prefix, long long serial, char out[19])
 /* ------------------------------------------------------------------ rpc */
 
 typedef struct {
-    const char *ep, *method, *tmpl, *prefix;
+    const char *server, *ep, *method, *tmpl, *prefix;
     long long lo, hi;
     double t_count, t_end;
     double *lat;
@@ -106,6 +110,27 @@ typedef struct {
 } worker_t;
 
 static atomic_llong s_seq;
+
+/* The actor of writes: the principal we are (a principal may act only as
+ * itself unless it may act for others). */
+static const char *s_actor(void)
+{
+    const char *id = bf_keys_identity();
+    return id && *id ? id : "admin";
+}
+
+/* Splits "name=endpoint" into its parts (name in buf). */
+static const char *s_split_ep(const char *arg, char *name, size_t n)
+{
+    const char *eq = strchr(arg, '=');
+    if (!eq || (size_t)(eq - arg) >= n) {
+        snprintf(name, n, "%s", "registry");
+        return arg;
+    }
+    memcpy(name, arg, (size_t)(eq - arg));
+    name[eq - arg] = '\0';
+    return eq + 1;
+}
 
 /* Expands the placeholders of tmpl into a malloc'd string. */
 static char *s_expand(const char *tmpl, long long n, long long rnd, const char *prefix)
@@ -154,10 +179,10 @@ static char *s_expand(const char *tmpl, long long n, long long rnd, const char *
 static void *s_rpc_worker(void *arg)
 {
     worker_t *w = arg;
-    bf_client_t *c = bf_client_new(w->ep, 30000);
+    bf_client_t *c = bf_client_open(w->server, w->ep, 30000);
     if (!c) {
         w->err++;
-        snprintf(w->first_err, sizeof w->first_err, "bf_client_new failed");
+        snprintf(w->first_err, sizeof w->first_err, "bf_client_open failed");
         return NULL;
     }
     msgpack_sbuffer sb;
@@ -179,7 +204,7 @@ static void *s_rpc_worker(void *arg)
         free(json);
         t0 = s_now();
         bf_reply_t reply;
-        int rc = bf_client_call(c, w->method, sb.data, sb.size, "bench", &reply);
+        int rc = bf_client_call(c, w->method, sb.data, sb.size, s_actor(), &reply);
         double t1 = s_now();
         if (rc == 0 && reply.ok) {
             if (t0 >= w->t_count) {
@@ -221,12 +246,14 @@ static int s_cmd_rpc(int argc, char **argv)
     const char *base = getenv("BENCH_SEQ_BASE");
     atomic_store(&s_seq, base ? atoll(base) : 1);
     const char *prefix = getenv("BENCH_ID_PREFIX");
+    char server[64];
+    const char *ep = s_split_ep(argv[2], server, sizeof server);
     worker_t *w = calloc((size_t)clients, sizeof *w);
     pthread_t *th = calloc((size_t)clients, sizeof *th);
     if (!w || !th) return 1;
     double start = s_now();
     for (int i = 0; i < clients; i++) {
-        w[i] = (worker_t){.ep = argv[2], .method = argv[3], .tmpl = argv[6],
+        w[i] = (worker_t){.server = server, .ep = ep, .method = argv[3], .tmpl = argv[6],
                           .prefix = prefix ? prefix : "110105",
                           .lo = argc > 7 ? atoll(argv[7]) : 1, .hi = argc > 8 ? atoll(argv[8]) : 1,
                           .t_count = start + 1.0, .t_end = start + secs,
@@ -315,14 +342,16 @@ static int s_cmd_once(int argc, char **argv)
         return 2;
     }
     free(json);
-    bf_client_t *c = bf_client_new(argv[2], argc > 5 ? atoi(argv[5]) : 600000);
+    char server[64];
+    const char *ep = s_split_ep(argv[2], server, sizeof server);
+    bf_client_t *c = bf_client_open(server, ep, argc > 5 ? atoi(argv[5]) : 600000);
     if (!c) {
         msgpack_sbuffer_destroy(&sb);
         return 1;
     }
     bf_reply_t reply;
     double t0 = s_now();
-    int rc = bf_client_call(c, argv[3], sb.data, sb.size, "bench", &reply);
+    int rc = bf_client_call(c, argv[3], sb.data, sb.size, s_actor(), &reply);
     double t1 = s_now();
     int ok = rc == 0 && reply.ok;
     if (ok)
@@ -445,6 +474,14 @@ static int s_cmd_relay(int argc, char **argv)
     zmq_setsockopt(sub, ZMQ_RCVHWM, &hwm, sizeof hwm);
     zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "bangfu.bench.", 13);
     zmq_setsockopt(sub, ZMQ_RCVTIMEO, &tmo, sizeof tmo);
+    char kerr[512];
+    if (bf_curve_client(sub, "bus", kerr, sizeof kerr) != 0) {
+        fprintf(stderr, "relay: %s\n", kerr);
+        zmq_close(sub);
+        bf_outbox_batch_destroy(&b);
+        bf_db_destroy(&db);
+        return 1;
+    }
     zmq_connect(sub, argv[4]);
     /* a probe until the subscription has reached the relay's publisher */
     int rc = 1;
@@ -555,6 +592,11 @@ static int s_cmd_xadd(int argc, char **argv)
 int main(int argc, char **argv)
 {
     bf_log_init("bench", BF_ERROR);
+    char serr[512];
+    if (bf_security_init_env("admin", serr, sizeof serr) != 0) {
+        fprintf(stderr, "bench_load: security: %s (see docs/security.md)\n", serr);
+        return 2;
+    }
     int rc = 2;
     if (argc >= 2) {
         if (!strcmp(argv[1], "rpc")) rc = s_cmd_rpc(argc, argv);

@@ -66,6 +66,9 @@ echo "bench: starting PostgreSQL (durable) and Redis (appendonly) in $T"
 bf_pg_start "$T/pg" "$PG_PORT" durable || exit 1
 bf_redis_start "$T/redis" "$REDIS_PORT" yes || exit 1
 
+# CURVE keys as `make run` makes them: the deployment set; the bench acts as admin
+"$CLI" keygen --deployment "$T/keys" >/dev/null || { echo "bench: bangfu keygen failed" >&2; exit 1; }
+export BANGFU_KEYS_DIR="$T/keys" BANGFU_PRINCIPAL=admin
 export BANGFU_CONFIG="$ROOT/configs/bangfu.conf"
 export BANGFU_LOG_LEVEL=warn
 export BANGFU_PG_DSN="postgresql://bangfu@127.0.0.1:$PG_PORT/bangfu"
@@ -73,7 +76,7 @@ export BANGFU_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
 export BANGFU_BUS_XSUB="tcp://127.0.0.1:$XSUB_PORT" BANGFU_BUS_PUB="tcp://127.0.0.1:$PUB_PORT"
 export BANGFU_REGISTRY_BIND="tcp://127.0.0.1:$REG_PORT" BANGFU_REGISTRY_RPC="tcp://127.0.0.1:$REG_PORT"
 export BANGFU_FUNDS_BIND="tcp://127.0.0.1:$FUNDS_PORT" BANGFU_FUNDS_RPC="tcp://127.0.0.1:$FUNDS_PORT"
-REG=$BANGFU_REGISTRY_RPC; FUNDS=$BANGFU_FUNDS_RPC
+REG="registry=$BANGFU_REGISTRY_RPC"; FUNDS="funds=$BANGFU_FUNDS_RPC"
 psqlc() { "$PGBIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U bangfu -d bangfu -v ON_ERROR_STOP=1 -Atq "$@"; }
 
 "$BUILD/bin/bangfu-bus" >"$T/bus.log" 2>&1 & PIDS+=($!)
@@ -88,7 +91,7 @@ for s in registry funds; do
 done
 WORKERS=${BANGFU_RPC_WORKERS:-$(sed -n 's/^;*workers = //p' configs/bangfu.conf | head -1)}
 
-call() { "$CLI" call "$@" --actor bench >/dev/null || { echo "bench: setup call $1 $2 failed" >&2; exit 1; }; }
+call() { "$CLI" call "$@" --actor admin >/dev/null || { echo "bench: setup call $1 $2 failed" >&2; exit 1; }; }
 echo "bench: loading setup data"
 call registry region.put '{"code":"120000000000","name":"天津市","level":"province"}'
 call registry region.put '{"code":"120110000000","name":"东丽区","level":"county","parent_code":"120000000000"}'
@@ -160,7 +163,7 @@ for run in $(seq 1 "$RUNS"); do
   "$LOAD" csv "$NHH" "$VLO" "$VHI" "$pfx" 0 $((1000000000 * run)) "$T/import.csv" "$T/hh.copy" "$T/person.copy" \
     || { echo "bench: csv generation failed" >&2; exit 1; }
   t0=$(now)
-  "$CLI" import households "$T/import.csv" --actor bench >"$T/import.out" 2>&1 \
+  "$CLI" import households "$T/import.csv" --actor admin >"$T/import.out" 2>&1 \
     || { echo "bench: import failed:" >&2; tail -5 "$T/import.out" >&2; exit 1; }
   t1=$(now)
   psqlc -c "begin" -c "\\copy registry.household (id, village_id, categories, cause_main, route, income_fen, created_by) from '$T/hh.copy'" \
