@@ -19,7 +19,8 @@
 #      commit -> bus subscriber p50/p99
 #   P5 disbursement.batch of 20,000 lines, allocation.apply to 130,000
 #      recipients                      vs COPY of as many ledger rows
-# and prints min/median/max of each figure and of each ratio (bangfu / raw,
+# (then, once, the RPC stack alone: bench_rpc, bf_rpc vs raw REQ/REP in-process)
+# It prints min/median/max of each figure and of each ratio (bangfu / raw,
 # as throughput: above 1 means bangfu is faster).
 #
 #   BENCH_RUNS=N     rounds (default 3)
@@ -259,3 +260,9 @@ for (p, k), vs in rows.items():
     fmt = "{:.2f}" if k.startswith("ratio") or k.endswith("_s") or k.endswith("_ms") else "{:.0f}"
     print(f"  {p}  {k:22s} " + "  ".join(fmt.format(x) for x in (vs[0], statistics.median(vs), vs[-1])))
 EOF
+
+# the RPC stack alone (in-process, no database): a bf_rpc round trip against
+# raw ZeroMQ REQ/REP, and the bounds check against msgpack-c's unpack alone
+echo
+echo "RPC stack micro-benchmark (bench/bench_rpc.c):"
+taskset -c 0 "$BUILD/bench/bench_rpc" $([ -n "${BENCH_SMALL:-}" ] && echo 5000 || echo 20000) | sed 's/^/  /'
