@@ -274,14 +274,13 @@ def test_held_row_lock_does_not_delay_other_requests():
     conn.autocommit = False
     cur = conn.cursor()
     cur.execute("SELECT id FROM registry.household WHERE id = %s FOR UPDATE", (hid,))
-    blocked = CTX.socket(zmq.DEALER)
-    blocked.setsockopt(zmq.LINGER, 0)
+    blocked = bftest.curve_socket(zmq.DEALER, "registry")
     blocked.connect(ep)
     try:
         blocked.send_multipart([b"", msgpack.packb({
             "v": 1, "id": "held", "method": "household.update", "actor": "admin",
             "params": {"id": hid, "income_fen": 200}})])
-        other = Client(ep, timeout_ms=10000)
+        other = Client(ep, timeout_ms=10000, server="registry")
         # wait until the update is inside a worker, blocked on the lock
         import time
         deadline = time.time() + 20
@@ -311,4 +310,39 @@ def test_held_row_lock_does_not_delay_other_requests():
     reply = msgpack.unpackb(blocked.recv_multipart()[-1], raw=False)
     blocked.close(0)
     eq(reply.get("ok"), True, "the update succeeds after the lock: %r" % reply.get("error"))
+
+    # a client that leaves before its reply: the reply is counted as unroutable
+    stats = Client(ep, timeout_ms=10000, server="registry")
+    before = stats.call("sys.stats", actor=None)["unroutable_replies"]
+    conn = pg()
+    conn.autocommit = False
+    cur = conn.cursor()
+    cur.execute("SELECT id FROM registry.household WHERE id = %s FOR UPDATE", (hid,))
+    gone = bftest.curve_socket(zmq.DEALER, "registry")
+    gone.connect(ep)
+    try:
+        gone.send_multipart([b"", msgpack.packb({
+            "v": 1, "id": "gone", "method": "household.update", "actor": "admin",
+            "params": {"id": hid, "income_fen": 300}})])
+        watch = pg()
+        try:
+            bftest.wait_for(lambda: _lock_waiting(watch), timeout=20,
+                            msg="the second update never waited for the row lock")
+        finally:
+            watch.close()
+        gone.close(0)
+        import time
+        time.sleep(0.3)  # the server notices the disconnect
+    finally:
+        conn.rollback()
+        conn.close()
+    bftest.wait_for(lambda: stats.call("sys.stats", actor=None)["unroutable_replies"] > before,
+                    timeout=20, msg="the reply to a departed client is not counted")
+    stats.close()
     eq(S.stop("registry-lock"), 0, "the instance stops cleanly")
+
+
+def _lock_waiting(conn):
+    cur = conn.cursor()
+    cur.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+    return cur.fetchone()[0] > 0
