@@ -386,12 +386,23 @@ static long long s_trim(bf_relay_t *rl, bf_redis_t *redis)
     return n;
 }
 
-/* Waits for a NOTIFY or timeout_ms. Returns -1 if the connection broke. */
+/* Waits for a NOTIFY or timeout_ms. Returns -1 if the connection broke.
+ * A NOTIFY that arrived while the last round's statements ran is already in
+ * libpq's queue, not on the socket: it is taken first, or poll() would sleep
+ * the whole timeout on an event that is waiting (the commit -> bus p99 was
+ * the 1 s fallback poll before this check). */
 static int s_wait(bf_db_t *db, int timeout_ms)
 {
     PGconn *conn = bf_db_conn(db);
     struct pollfd pfd = {PQsocket(conn), POLLIN, 0};
     if (pfd.fd < 0) return -1;
+    if (!PQconsumeInput(conn)) return -1;
+    PGnotify *queued = PQnotifies(conn);
+    if (queued) {
+        do PQfreemem(queued);
+        while ((queued = PQnotifies(conn)) != NULL);
+        return 0;
+    }
     int rc = poll(&pfd, 1, timeout_ms);
     if (rc < 0 && errno != EINTR) return -1;
     if (!PQconsumeInput(conn)) return -1;

@@ -1,5 +1,10 @@
-/* bf_rpc: ROUTER front, inproc DEALER back, worker threads, one dispatcher
- * that checks the envelope and the method table before any handler runs.
+/* bf_rpc: ROUTER front, inproc ROUTER back with a queue of free workers (the
+ * load-balancing, "LRU" pattern), worker threads, one dispatcher that checks
+ * the envelope and the method table before any handler runs. A worker says
+ * READY when it starts and, implicitly, with every reply; the front reads a
+ * client request only while a worker is free and hands it to the one free
+ * longest, so no request waits behind another's slow one while a worker is
+ * idle, and a busy server leaves requests in ZeroMQ's queues (back-pressure).
  * See bf_rpc.h for the contract and docs/protocol.md for the wire format. */
 #include "bf_rpc.h"
 #include "bf_idem.h"
@@ -297,7 +302,21 @@ typedef struct bf_worker {
     int index;
     pthread_t thread;
     bool started;
+    bool busy;                 /* front thread's view: a request is out to it */
+    bool queued;               /* front thread's view: in the free queue */
 } bf_worker_t;
+
+/* A worker's routing id on the back socket: "w" and its index as 4 bytes. */
+#define S_WID_LEN 5
+static void s_wid(int index, unsigned char out[S_WID_LEN])
+{
+    out[0] = 'w';
+    for (int i = 0; i < 4; i++) out[1 + i] = (unsigned char)((unsigned)index >> (24 - 8 * i));
+}
+
+/* The single frame a worker sends when it is free without a reply. */
+#define S_READY "\x01READY"
+#define S_READY_LEN 6
 
 struct bf_rpc_server {
     bf_rpc_config_t cfg;
@@ -310,6 +329,9 @@ struct bf_rpc_server {
     atomic_int workers_ready;
     atomic_int workers_failed;
     atomic_long inflight;
+    int *free_q;               /* ring of free worker indexes (front thread only) */
+    int free_head, free_count;
+    atomic_ullong unroutable;  /* replies the front could not deliver */
     time_t started;
     size_t nmethods;
     atomic_ullong *calls;
@@ -722,8 +744,10 @@ static int s_sys_methods(bf_req_t *r, struct bf_rpc_server *s)
 
 static int s_sys_stats(bf_req_t *r, struct bf_rpc_server *s)
 {
-    msgpack_pack_map(r->out, 7);
+    msgpack_pack_map(r->out, 9);
     bf_mp_kv_str(r->out, "service", s->cfg.service);
+    bf_mp_kv_int(r->out, "workers", s->nworkers);
+    bf_mp_kv_int(r->out, "unroutable_replies", (int64_t)atomic_load(&s->unroutable));
     bf_mp_kv_int(r->out, "uptime_s", (int64_t)(time(NULL) - s->started));
     bf_mp_kv_int(r->out, "replays", (int64_t)atomic_load(&s->replays));
     bf_mp_kv_int(r->out, "calls", (int64_t)atomic_load(&s->total_calls));
@@ -1047,7 +1071,10 @@ static void *s_worker_main(void *arg)
     zmq_msg_t frames[BF_RPC_MAX_FRAMES];
     int ok = sock && r.arena && r.db && r.redis;
     if (ok) {
+        unsigned char wid[S_WID_LEN];
+        s_wid(w->index, wid);
         zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+        zmq_setsockopt(sock, ZMQ_ROUTING_ID, wid, sizeof wid);
         ok = zmq_connect(sock, s->back_ep) == 0;
     }
     if (ok) {
@@ -1062,6 +1089,7 @@ static void *s_worker_main(void *arg)
         goto done;
     }
     atomic_fetch_add(&s->workers_ready, 1);
+    zmq_send(sock, S_READY, S_READY_LEN, 0); /* free: the front may send work */
 
     while (!atomic_load(&s->workers_stop)) {
         zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
@@ -1092,6 +1120,7 @@ static void *s_worker_main(void *arg)
             /* header + identity + body at least (the front drops longer ones) */
             atomic_fetch_add(&s->bad_frames, 1);
             bf_log(BF_WARN, "dropped a request with %s frames", overflow ? "too many" : "too few");
+            zmq_send(sock, S_READY, S_READY_LEN, 0); /* no reply, but free again */
         } else {
             msgpack_sbuffer_clear(&reply);
             msgpack_packer pk;
@@ -1106,7 +1135,6 @@ static void *s_worker_main(void *arg)
             zmq_send(sock, reply.data, reply.size, 0);
         }
         for (int i = 0; i < nframes; i++) zmq_msg_close(&frames[i]);
-        atomic_fetch_sub(&s->inflight, 1);
     }
 done:
     msgpack_sbuffer_destroy(&reply);
@@ -1134,18 +1162,23 @@ bf_rpc_server_t *bf_rpc_server_new(const bf_rpc_config_t *cfg)
                                      s->max_objects);
     s->nworkers = (int)bf_cfg_int(cfg->cfg, "rpc.workers");
     s->workers = calloc((size_t)s->nworkers, sizeof *s->workers);
-    if (!s->calls || !s->failures || !s->workers || !s->budgets) goto fail;
+    s->free_q = calloc((size_t)s->nworkers, sizeof *s->free_q);
+    if (!s->calls || !s->failures || !s->workers || !s->free_q || !s->budgets) goto fail;
     snprintf(s->back_ep, sizeof s->back_ep, "inproc://bf-workers-%p", (void *)s);
 
     s->front = zmq_socket(bf_zmq_ctx(), ZMQ_ROUTER);
-    s->back = zmq_socket(bf_zmq_ctx(), ZMQ_DEALER);
+    s->back = zmq_socket(bf_zmq_ctx(), ZMQ_ROUTER);
     if (!s->front || !s->back) goto fail;
     int64_t maxmsg = bf_cfg_int(cfg->cfg, "rpc.max_msg_bytes");
     int linger = 0, one = 1;
     zmq_setsockopt(s->front, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     zmq_setsockopt(s->front, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(s->front, ZMQ_ROUTER_HANDOVER, &one, sizeof one);
+    /* a reply to a client that is gone (or whose queue is full) fails
+     * visibly instead of vanishing: it is counted (sys.stats) and dropped */
+    zmq_setsockopt(s->front, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
     zmq_setsockopt(s->back, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(s->back, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
     char kerr[512];
     if (bf_curve_server(s->front, "rpc", BF_ROLE_ALL, kerr, sizeof kerr) != 0) {
         bf_log(BF_ERROR, "%s: %s", cfg->bind, kerr);
@@ -1176,32 +1209,91 @@ fail:
     return NULL;
 }
 
-/* Moves one whole multipart message from `from` to `to`. */
-static int s_forward(void *from, void *to)
+static int s_worker_of(const struct bf_rpc_server *s, zmq_msg_t *id)
 {
-    int more = 1, count = 0;
-    while (more) {
-        zmq_msg_t m;
-        zmq_msg_init(&m);
-        if (zmq_msg_recv(&m, from, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&m);
-            return count ? -1 : 0;
+    if (zmq_msg_size(id) != S_WID_LEN) return -1;
+    const unsigned char *b = zmq_msg_data(id);
+    if (b[0] != 'w') return -1;
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) v = v << 8 | b[1 + i];
+    return v < (unsigned)s->nworkers ? (int)v : -1;
+}
+
+static void s_free_push(struct bf_rpc_server *s, int w)
+{
+    if (s->workers[w].queued) return;
+    s->workers[w].busy = false;
+    s->workers[w].queued = true;
+    s->free_q[(s->free_head + s->free_count) % s->nworkers] = w;
+    s->free_count++;
+}
+
+/* Takes one message from the back socket: a worker's READY (it joins the
+ * free queue) or its reply (routed to the client through the front; the
+ * worker is free again). Returns 1 if a message was taken, 0 if none. */
+static int s_from_back(struct bf_rpc_server *s)
+{
+    zmq_msg_t id;
+    zmq_msg_init(&id);
+    if (zmq_msg_recv(&id, s->back, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&id);
+        return 0;
+    }
+    int w = s_worker_of(s, &id);
+    int more = zmq_msg_more(&id);
+    zmq_msg_close(&id);
+    if (!more) return 1;
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    if (zmq_msg_recv(&m, s->back, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&m);
+        return 1;
+    }
+    more = zmq_msg_more(&m);
+    bool ready = !more && zmq_msg_size(&m) == S_READY_LEN &&
+                 memcmp(zmq_msg_data(&m), S_READY, S_READY_LEN) == 0;
+    bool delivered = true;
+    if (!ready) {
+        /* a reply: client routing frames then the body, sent on as they come;
+         * the first frame names the client, so a failure shows on it */
+        for (;;) {
+            if (delivered && zmq_msg_send(&m, s->front, (more ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT) < 0) {
+                delivered = false;
+                zmq_msg_close(&m);
+            } else if (!delivered) {
+                zmq_msg_close(&m);
+            }
+            if (!more) break;
+            zmq_msg_init(&m);
+            if (zmq_msg_recv(&m, s->back, ZMQ_DONTWAIT) < 0) {
+                zmq_msg_close(&m);
+                break;
+            }
+            more = zmq_msg_more(&m);
         }
-        more = zmq_msg_more(&m);
-        if (zmq_msg_send(&m, to, more ? ZMQ_SNDMORE : 0) < 0) zmq_msg_close(&m);
-        count++;
+        if (!delivered) {
+            atomic_fetch_add(&s->unroutable, 1);
+            bf_log(BF_WARN, "a reply could not be routed: its client is gone or not reading");
+        }
+    } else {
+        zmq_msg_close(&m);
+    }
+    if (w >= 0) {
+        /* a reply, or READY after a dropped request, ends the work it had */
+        if (s->workers[w].busy) atomic_fetch_sub(&s->inflight, 1);
+        s_free_push(s, w);
     }
     return 1;
 }
 
-/* Moves one request from the ROUTER front to the workers, with a header frame
+/* Moves one request from the ROUTER front to the worker free longest, with a
+ * header frame
  * "principal\npeer" in front of it: ZMQ_CURVE's User-Id (the principal the
  * ZAP handler named) and the peer's Peer-Address are metadata of the frames
  * received here, and metadata does not survive the inproc hop to a worker.
  * Requests with more than BF_RPC_MAX_FRAMES - 1 frames are dropped here.
- * (Kept small on purpose: the front's scheduling may change; only this
- * header must stay.) Returns 1 if one moved, 0 if none was waiting, -1 if
- * one was dropped. */
+ * Call only while a worker is free. Returns 1 if one moved, 0 if none was
+ * waiting, -1 if one was dropped (no worker used). */
 static int s_forward_request(struct bf_rpc_server *s)
 {
     zmq_msg_t f[BF_RPC_MAX_FRAMES];
@@ -1232,6 +1324,23 @@ static int s_forward_request(struct bf_rpc_server *s)
     char hdr[BF_KEY_NAME_MAX + 80];
     int hn = snprintf(hdr, sizeof hdr, "%s\n%s", user ? user : "", addr ? addr : "");
     if (hn < 0 || (size_t)hn >= sizeof hdr) hn = (int)sizeof hdr - 1;
+    /* to the worker free longest (the caller checked that one is free) */
+    int w = s->free_q[s->free_head];
+    s->free_head = (s->free_head + 1) % s->nworkers;
+    s->free_count--;
+    s->workers[w].busy = true;
+    s->workers[w].queued = false;
+    atomic_fetch_add(&s->inflight, 1);
+    unsigned char wid[S_WID_LEN];
+    s_wid(w, wid);
+    if (zmq_send(s->back, wid, sizeof wid, ZMQ_SNDMORE) < 0) {
+        /* cannot happen while the worker runs: say so, keep the worker */
+        bf_log(BF_ERROR, "worker %d unreachable: %s", w, zmq_strerror(zmq_errno()));
+        for (int i = 0; i < n; i++) zmq_msg_close(&f[i]);
+        atomic_fetch_sub(&s->inflight, 1);
+        s_free_push(s, w);
+        return -1;
+    }
     zmq_send(s->back, hdr, (size_t)hn, ZMQ_SNDMORE);
     for (int i = 0; i < n; i++)
         if (zmq_msg_send(&f[i], s->back, i + 1 < n ? ZMQ_SNDMORE : 0) < 0) zmq_msg_close(&f[i]);
@@ -1256,24 +1365,21 @@ int bf_rpc_server_run(bf_rpc_server_t *s, volatile int *stop)
                       (now.tv_nsec - drain_start.tv_nsec) / 1000000L;
             if (atomic_load(&s->inflight) <= 0 || el > drain_ms) break;
         }
+        /* the front is read only while a worker is free: back-pressure */
+        bool take = !stopping && s->free_count > 0;
         zmq_pollitem_t items[2] = {{s->back, 0, ZMQ_POLLIN, 0}, {s->front, 0, ZMQ_POLLIN, 0}};
-        int rc = zmq_poll(items, stopping ? 1 : 2, 100);
+        int rc = zmq_poll(items, take ? 2 : 1, 100);
         if (rc < 0) {
             if (zmq_errno() == ETERM) break;
             continue; /* EINTR: the signal flag is checked above */
         }
         if (items[0].revents & ZMQ_POLLIN) {
-            while (s_forward(s->back, s->front) > 0) {
+            while (s_from_back(s) > 0) {
             }
         }
-        if (!stopping && (items[1].revents & ZMQ_POLLIN)) {
-            for (int i = 0; i < 64; i++) {
-                /* count first: a worker may finish before we return */
-                atomic_fetch_add(&s->inflight, 1);
-                int moved = s_forward_request(s);
-                if (moved <= 0) atomic_fetch_sub(&s->inflight, 1);
-                if (moved == 0) break;
-            }
+        if (take && (items[1].revents & ZMQ_POLLIN)) {
+            for (int i = 0; i < 64 && s->free_count > 0; i++)
+                if (s_forward_request(s) == 0) break;
         }
     }
     atomic_store(&s->workers_stop, 1);
@@ -1282,7 +1388,7 @@ int bf_rpc_server_run(bf_rpc_server_t *s, volatile int *stop)
         s->workers[i].started = false;
     }
     /* flush replies the workers sent while we were joining them */
-    while (s_forward(s->back, s->front) > 0) {
+    while (s_from_back(s) > 0) {
     }
     bf_log(BF_INFO, "rpc server stopped");
     return 0;
@@ -1298,6 +1404,7 @@ void bf_rpc_server_destroy(bf_rpc_server_t **self_p)
     if (s->front) zmq_close(s->front);
     if (s->back) zmq_close(s->back);
     free(s->workers);
+    free(s->free_q);
     free(s->calls);
     free(s->failures);
     free(s->budgets);

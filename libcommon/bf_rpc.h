@@ -17,8 +17,12 @@
  * them. Handlers therefore only check what the table cannot express (ranges,
  * formats, nested maps, cross-field rules).
  *
- * Concurrency. The main thread owns the ROUTER socket and forwards requests to
- * rpc.workers worker threads over inproc; each worker has its own PostgreSQL
+ * Concurrency. The main thread owns the ROUTER socket and hands each request
+ * to the worker thread (of rpc.workers) that has been free longest, over an
+ * inproc ROUTER the workers say READY to; it reads the socket only while a
+ * worker is free (back-pressure), so a slow request never delays another
+ * while a worker is idle. Replies that cannot be routed to their client are
+ * counted (sys.stats unroutable_replies). Each worker has its own PostgreSQL
  * connection, Redis connection and request arena, so handlers never share
  * mutable state except through the database. On stop (SIGTERM), the server
  * stops taking requests, lets in-flight ones finish (rpc.drain_ms), then

@@ -271,3 +271,111 @@ def test_pipelined_requests_are_all_answered():
     s.close(0)
     eq(len(got), n, "every pipelined request answered once")
     eq(S.stop("registry-pipelined"), 0, "the instance stops cleanly")
+
+
+def test_held_row_lock_does_not_delay_other_requests():
+    """Two workers; a household row locked in PostgreSQL by this test holds
+    one household.update (and so one worker). sys.health and household.get
+    from another client must still be answered, by the free worker, while
+    the update is pending (the back end hands a request to a free worker, not
+    to the next in turn); sys.stats counts the workers. After the lock goes,
+    the update completes."""
+    import random
+    from bftest import free_port, pg, fresh_id
+    cl = c()
+    prov = random.choice(["13", "14", "15", "21", "22"])
+    county = "%s%02d%02d" % (prov, random.randint(1, 99), random.randint(1, 99))
+    cl.call("region.put", {"code": prov + "0" * 10, "name": "省", "level": "province"})
+    cl.call("region.put", {"code": county[:4] + "0" * 8, "name": "市", "level": "city",
+                           "parent_code": prov + "0" * 10})
+    cl.call("region.put", {"code": county + "000000", "name": "县", "level": "county",
+                           "parent_code": county[:4] + "0" * 8})
+    cl.call("region.put", {"code": county + "001000", "name": "镇", "level": "township",
+                           "parent_code": county + "000000"})
+    vid = cl.call("village.create", {"region_code": county + "001000", "name": "锁村",
+                                     "category": "poor"})["id"]
+    hid = cl.call("household.create", {
+        "village_id": vid, "categories": ["dibao"], "causes": {"main": "illness"},
+        "route": "employment", "income_fen": 100,
+        "members": [{"name": "王五", "id_number": fresh_id(county), "relation": "head"}]})["id"]
+
+    port = free_port()
+    ep = "tcp://127.0.0.1:%d" % port
+    S.start("registry", env={"BANGFU_REGISTRY_BIND": ep, "BANGFU_RPC_WORKERS": "2",
+                             "BANGFU_RELAY_ENABLED": "false"}, name="registry-lock")
+    conn = pg()
+    conn.autocommit = False
+    cur = conn.cursor()
+    cur.execute("SELECT id FROM registry.household WHERE id = %s FOR UPDATE", (hid,))
+    blocked = bftest.curve_socket(zmq.DEALER, "registry")
+    blocked.connect(ep)
+    try:
+        blocked.send_multipart([b"", msgpack.packb({
+            "v": 1, "id": "held", "method": "household.update", "actor": "admin",
+            "params": {"id": hid, "income_fen": 200}})])
+        other = Client(ep, timeout_ms=10000, server="registry")
+        # wait until the update is inside a worker, blocked on the lock
+        import time
+        deadline = time.time() + 20
+        watch = pg()
+        try:
+            while True:
+                cur2 = watch.cursor()
+                cur2.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                if cur2.fetchone()[0] > 0:
+                    break
+                check(time.time() < deadline, "the update never waited for the row lock")
+                time.sleep(0.05)
+        finally:
+            watch.close()
+        for i in range(10):
+            eq(other.call("sys.health", actor=None)["status"], "ok", "sys.health answers")
+            eq(other.call("household.get", {"id": hid})["id"], hid, "household.get answers")
+        st = other.call("sys.stats", actor=None)
+        eq(st["workers"], 2, "sys.stats names the worker count")
+        check("unroutable_replies" in st, "sys.stats counts unroutable replies")
+        check(not blocked.poll(0), "the update is still pending while the others were answered")
+        other.close()
+    finally:
+        conn.rollback()
+        conn.close()
+    check(blocked.poll(20000), "the update is answered once the lock is released")
+    reply = msgpack.unpackb(blocked.recv_multipart()[-1], raw=False)
+    blocked.close(0)
+    eq(reply.get("ok"), True, "the update succeeds after the lock: %r" % reply.get("error"))
+
+    # a client that leaves before its reply: the reply is counted as unroutable
+    stats = Client(ep, timeout_ms=10000, server="registry")
+    before = stats.call("sys.stats", actor=None)["unroutable_replies"]
+    conn = pg()
+    conn.autocommit = False
+    cur = conn.cursor()
+    cur.execute("SELECT id FROM registry.household WHERE id = %s FOR UPDATE", (hid,))
+    gone = bftest.curve_socket(zmq.DEALER, "registry")
+    gone.connect(ep)
+    try:
+        gone.send_multipart([b"", msgpack.packb({
+            "v": 1, "id": "gone", "method": "household.update", "actor": "admin",
+            "params": {"id": hid, "income_fen": 300}})])
+        watch = pg()
+        try:
+            bftest.wait_for(lambda: _lock_waiting(watch), timeout=20,
+                            msg="the second update never waited for the row lock")
+        finally:
+            watch.close()
+        gone.close(0)
+        import time
+        time.sleep(0.3)  # the server notices the disconnect
+    finally:
+        conn.rollback()
+        conn.close()
+    bftest.wait_for(lambda: stats.call("sys.stats", actor=None)["unroutable_replies"] > before,
+                    timeout=20, msg="the reply to a departed client is not counted")
+    stats.close()
+    eq(S.stop("registry-lock"), 0, "the instance stops cleanly")
+
+
+def _lock_waiting(conn):
+    cur = conn.cursor()
+    cur.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+    return cur.fetchone()[0] > 0
