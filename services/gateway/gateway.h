@@ -50,7 +50,7 @@ typedef struct {
     int nparams;
     struct {
         char name[64];
-        char type[8]; /* str int bool map list any */
+        char type[12]; /* string integer boolean map list any (sys.methods) */
     } params[GW_MAX_PARAMS];
 } gw_minfo_t;
 

@@ -360,12 +360,12 @@ static int s_query_params(gw_t *g, struct MHD_Connection *c, gw_conn_t *cc,
                               q.keys[i]);
                 return -1;
             }
-        const char *type = "str";
+        const char *type = "string";
         for (int k = 0; k < mi->nparams; k++)
             if (!strcmp(mi->params[k].name, q.keys[i])) type = mi->params[k].type;
         bf_mp_str(&pk, q.keys[i]);
         const char *v = q.vals[i];
-        if (!strcmp(type, "int")) {
+        if (!strcmp(type, "integer")) {
             char *end;
             errno = 0;
             long long x = strtoll(v, &end, 10);
@@ -375,7 +375,7 @@ static int s_query_params(gw_t *g, struct MHD_Connection *c, gw_conn_t *cc,
                 return -1;
             }
             msgpack_pack_int64(&pk, x);
-        } else if (!strcmp(type, "bool")) {
+        } else if (!strcmp(type, "boolean")) {
             if (!strcmp(v, "true") || !strcmp(v, "1")) msgpack_pack_true(&pk);
             else if (!strcmp(v, "false") || !strcmp(v, "0")) msgpack_pack_false(&pk);
             else {

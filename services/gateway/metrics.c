@@ -176,6 +176,19 @@ static int64_t s_int(const msgpack_object *map, const char *key, bool *ok)
     return v;
 }
 
+/* One call with a client of its own and a short timeout, so that a service
+ * that is down costs a scrape at most 2 s. 0 with *rep filled (ok or not;
+ * destroy it), -1 if there was no answer (nothing to destroy). */
+static int s_scrape_call(gw_t *g, gw_svc_t *s, const char *method, bf_reply_t *rep)
+{
+    bf_client_t *c = bf_client_new(s->endpoint, g->timeout_ms < 2000 ? g->timeout_ms : 2000);
+    if (!c) return -1;
+    int rc = bf_client_call(c, method, NULL, 0, "gateway", rep);
+    if (rc != 0) bf_reply_destroy(rep);
+    bf_client_destroy(&c);
+    return rc;
+}
+
 static void s_service_stats(gw_t *g, gw_out_t *o)
 {
     s_printf(o, "# HELP bangfu_service_up 1 if the service answered sys.stats on this scrape\n"
@@ -183,10 +196,9 @@ static void s_service_stats(gw_t *g, gw_out_t *o)
     bf_reply_t reps[GW_MAX_SVC];
     bool have[GW_MAX_SVC] = {0};
     for (int i = 0; i < g->nsvc; i++) {
-        bf_client_t *c = gw_client(g, &g->svcs[i]);
-        have[i] = c && bf_client_call(c, "sys.stats", NULL, 0, "gateway", &reps[i]) == 0 &&
-                  reps[i].ok && reps[i].result->type == MSGPACK_OBJECT_MAP;
-        if (c && !have[i]) bf_reply_destroy(&reps[i]);
+        bool answered = s_scrape_call(g, &g->svcs[i], "sys.stats", &reps[i]) == 0;
+        have[i] = answered && reps[i].ok && reps[i].result->type == MSGPACK_OBJECT_MAP;
+        if (answered && !have[i]) bf_reply_destroy(&reps[i]);
         s_printf(o, "bangfu_service_up{service=\"%s\"} %d\n", g->svcs[i].name, have[i] ? 1 : 0);
     }
     static const char *const fig[][3] = {
@@ -240,10 +252,10 @@ static void s_queue_stats(gw_t *g, gw_out_t *o)
 {
     gw_svc_t *s = gw_svc_find(g, "notify");
     if (!s) return;
-    bf_client_t *c = gw_client(g, s);
     bf_reply_t rep;
-    if (!c || bf_client_call(c, "queues.stats", NULL, 0, "gateway", &rep) != 0 || !rep.ok) {
-        if (c) bf_reply_destroy(&rep);
+    bool answered = s_scrape_call(g, s, "queues.stats", &rep) == 0;
+    if (!answered || !rep.ok) {
+        if (answered) bf_reply_destroy(&rep);
         s_printf(o, "# HELP bangfu_notify_queues_up 1 if notify answered queues.stats\n"
                     "# TYPE bangfu_notify_queues_up gauge\nbangfu_notify_queues_up 0\n");
         return;

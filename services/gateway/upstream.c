@@ -181,13 +181,13 @@ static json_t *s_schema(const msgpack_object *p)
     int64_t max = 0;
     if (mx) bf_mp_int(mx, &max);
     json_t *sc = json_object();
-    if (bf_mp_str_eq(t, "str")) {
+    if (bf_mp_str_eq(t, "string")) {
         json_object_set_new(sc, "type", json_string("string"));
         if (max > 0) json_object_set_new(sc, "maxLength", json_integer(max));
-    } else if (bf_mp_str_eq(t, "int")) {
+    } else if (bf_mp_str_eq(t, "integer")) {
         json_object_set_new(sc, "type", json_string("integer"));
         json_object_set_new(sc, "format", json_string("int64"));
-    } else if (bf_mp_str_eq(t, "bool")) {
+    } else if (bf_mp_str_eq(t, "boolean")) {
         json_object_set_new(sc, "type", json_string("boolean"));
     } else if (bf_mp_str_eq(t, "map")) {
         json_object_set_new(sc, "type", json_string("object"));
@@ -275,8 +275,8 @@ static void s_service_paths(json_t *paths, const char *svc, const msgpack_object
                 if (required) json_array_append_new(req, json_string(pname));
                 if (!writes) {
                     const msgpack_object *t = bf_mp_get(p, "type");
-                    bool scalar = bf_mp_str_eq(t, "str") || bf_mp_str_eq(t, "int") ||
-                                  bf_mp_str_eq(t, "bool");
+                    bool scalar = bf_mp_str_eq(t, "string") || bf_mp_str_eq(t, "integer") ||
+                                  bf_mp_str_eq(t, "boolean");
                     json_t *qp = json_pack("{s:s, s:s, s:b}", "name", pname, "in", "query",
                                            "required", required);
                     json_t *sc = s_schema(p);
