@@ -538,14 +538,11 @@ static void s_pack_method(msgpack_packer *pk, const char *name, bool writes,
     bf_mp_kv_str(pk, "name", name);
     bf_mp_kv_bool(pk, "writes", writes);
     bf_mp_kv_str(pk, "doc", doc ? doc : "");
-    /* who may call it besides admin (the gateway's OpenAPI document shows it) */
+    roles |= BF_ROLE_ADMIN;
     bf_mp_key(pk, "roles");
-    unsigned nroles = 0;
-    for (unsigned bit = 1; bit <= BF_ROLE_SUBSCRIBER; bit <<= 1)
-        if ((roles | BF_ROLE_ADMIN) & bit) nroles++;
-    msgpack_pack_array(pk, nroles);
-    for (unsigned bit = 1; bit <= BF_ROLE_SUBSCRIBER; bit <<= 1)
-        if ((roles | BF_ROLE_ADMIN) & bit) bf_mp_str(pk, bf_role_name(bit));
+    msgpack_pack_array(pk, (size_t)__builtin_popcount(roles));
+    for (unsigned bit = 1; bit && bit <= roles; bit <<= 1)
+        if (roles & bit) bf_mp_str(pk, bf_role_name(bit));
     bf_mp_key(pk, "params");
     size_t n = 0;
     for (const bf_param_t *p = params; p && p->name; p++) n++;
@@ -565,8 +562,9 @@ static int s_sys_methods(bf_req_t *r, struct bf_rpc_server *s)
     msgpack_pack_array(r->out, s->nmethods + 3);
     s_pack_method(r->out, "sys.health", false, NULL,
                   "status, service, version, uptime_s, db, redis", BF_ROLE_ALL);
-    s_pack_method(r->out, "sys.methods", false, NULL, "this list", BF_ROLE_ALL);
-    s_pack_method(r->out, "sys.stats", false, NULL, "request counters per method", BF_ROLE_ALL);
+    s_pack_method(r->out, "sys.methods", false, NULL, "this list", BF_ROLE_READERS);
+    s_pack_method(r->out, "sys.stats", false, NULL, "request counters per method",
+                  BF_ROLE_READERS);
     for (size_t i = 0; i < s->nmethods; i++) {
         const bf_method_t *m = &s->cfg.methods[i];
         s_pack_method(r->out, m->name, m->writes, m->params, m->doc, m->roles);

@@ -200,7 +200,7 @@ async function pageRegions(root) {
     const res = await api("registry", "household.list", { village_id: v.id, limit: 200 });
     detail.append(table(items(res), null, (r) => button(t("open"), () => householdPage(r.id))));
   }
-  await children(tree.appendChild(h("ul", {})), ME.region && !ME.region.endsWith("0000000000") ? null : null);
+  await children(tree.appendChild(h("ul", {})), null);
 }
 
 async function householdPage(id) {
@@ -240,8 +240,8 @@ async function showPayer(kind, idText, out) {
   const p = await api("funds", kind + ".get", { id });
   const scalars = Object.fromEntries(Object.entries(p).filter(([, v]) => typeof v !== "object" || v === null));
   out.replaceChildren(h("h3", {}, t(kind) + " #" + id), table([scalars]), h("h3", {}, t("tranches")));
-  out.append(table(p.tranches || [], ["id", "seq", "amount_fen", "recipient", "status", "requested_by", "approved_by"],
-    (tr) => tr.status === "planned" && hasRole("approver") ? button(t("approve"), async () => {
+  out.append(table(p.tranches || [], ["id", "seq", "amount_fen", "recipient", "purpose", "state", "requested_by", "approved_by"],
+    (tr) => tr.state === "planned" && hasRole("approver") ? button(t("approve"), async () => {
       await api("funds", "tranche.approve", { tranche_id: tr.id, request_key: newKey() }, true);
       msg(t("done"), true);
       await showPayer(kind, idText, out);
@@ -249,11 +249,12 @@ async function showPayer(kind, idText, out) {
   if (hasRole("finance")) {
     const amount = h("input", { id: "plan-amount", size: 14, placeholder: "12345.67" });
     const rcpt = h("input", { id: "plan-recipient", size: 18, placeholder: "household:1" });
+    const seq = h("input", { id: "plan-seq", size: 4, value: String((p.tranches || []).length + 1) });
     out.append(h("h3", {}, t("plan")), h("form", { class: "inline", on: { submit: (e) => e.preventDefault() } },
-      h("label", {}, t("amount_yuan"), amount), h("label", {}, t("recipient"), rcpt),
+      h("label", {}, "seq", seq), h("label", {}, t("amount_yuan"), amount), h("label", {}, t("recipient"), rcpt),
       button(t("plan"), async () => {
         const params = { [kind === "budget" ? "budget_id" : "project_id"]: id,
-          amount_fen: yuanToFen(amount.value), request_key: newKey() };
+          seq: parseInt(seq.value, 10), amount_fen: yuanToFen(amount.value), request_key: newKey() };
         if (rcpt.value) params.recipient = rcpt.value;
         await api("funds", "tranche.plan", params, true);
         msg(t("done"), true);
@@ -292,20 +293,31 @@ async function pageQueues(root) {
     "delivered_1m", "failed_1m", "delivered_1h", "failed_1h", "retry", "dead", "paused"],
     admin ? (q) => button(q.paused ? t("resume") : t("pause"), async () => {
       await api("notify", q.paused ? "queues.resume" : "queues.pause", { queue: q.name }, true);
+      await show("queues");
       msg(t("done"), true);
-      show("queues");
     }, { class: "pause", "data-queue": q.name }) : null, (q) => (q.paused ? "paused" : null)));
   root.append(h("p", {}, "retry: " + st.retry.size + " · dead: " + st.dead.size));
   root.append(h("h3", {}, t("dead")));
   const dead = items(await api("notify", "queues.dead.list", { limit: 100 }));
   if (admin && dead.length) root.append(h("p", {},
-    button(t("retry_all"), async () => { if (confirm(t("confirm_all"))) { await api("notify", "queues.dead.retry", { all: true }, true); show("queues"); } }),
-    " ", button(t("drop_all"), async () => { if (confirm(t("confirm_all"))) { await api("notify", "queues.dead.drop", { all: true }, true); show("queues"); } })));
-  root.append(table(dead.map((d) => Object.assign({}, d, { payload: undefined })),
-    null, (d) => h("span", {},
-      h("details", {}, h("summary", {}, t("payload")), h("pre", {}, JSON.stringify(d.payload !== undefined ? d.payload : d, null, 1))),
-      admin ? button(t("retry"), async () => { await api("notify", "queues.dead.retry", { id: d.id }, true); msg(t("done"), true); show("queues"); }, { class: "retry", "data-id": d.id }) : null,
-      admin ? button(t("drop"), async () => { await api("notify", "queues.dead.drop", { id: d.id }, true); msg(t("done"), true); show("queues"); }, { class: "drop", "data-id": d.id }) : null)));
+    button(t("retry_all"), async () => { if (confirm(t("confirm_all"))) { await api("notify", "queues.dead.retry", { all: true }, true); await show("queues"); msg(t("done"), true); } }),
+    " ", button(t("drop_all"), async () => { if (confirm(t("confirm_all"))) { await api("notify", "queues.dead.drop", { all: true }, true); await show("queues"); msg(t("done"), true); } })));
+  /* the payload (the whole event) is fetched when a row is opened */
+  const payload = (d) => {
+    const pre = h("pre", {}, "…");
+    const det = h("details", {}, h("summary", {}, t("payload")), pre);
+    det.addEventListener("toggle", async () => {
+      if (!det.open || det.dataset.loaded) return;
+      try {
+        pre.textContent = JSON.stringify(await api("notify", "queues.dead.show", { id: d.id }), null, 1);
+        det.dataset.loaded = "1";
+      } catch (e) { pre.textContent = e.message; }
+    });
+    return det;
+  };
+  root.append(table(dead, null, (d) => h("span", {}, payload(d),
+      admin ? button(t("retry"), async () => { await api("notify", "queues.dead.retry", { id: d.id }, true); await show("queues"); msg(t("done"), true); }, { class: "retry", "data-id": d.id }) : null,
+      admin ? button(t("drop"), async () => { await api("notify", "queues.dead.drop", { id: d.id }, true); await show("queues"); msg(t("done"), true); }, { class: "drop", "data-id": d.id }) : null)));
 }
 
 const PAGES = { regions: pageRegions, funds: pageFunds, tasks: pageTasks, inbox: pageInbox, queues: pageQueues };
