@@ -193,6 +193,28 @@ def test_approve_tranche_as_a_second_user():
     eq(t1["state"], "approved")
     eq(t1["approved_by"], "user:" + appr)
     eq(t1["requested_by"], "user:" + fin)
+    # the planner enters the next tranche in yuan; it arrives as exact fen
+    d = browser()
+    try:
+        sign_in(d, fin, "browser pass 1")
+        d.get(S.http_url() + "/#funds/project/%d" % pj["id"])
+        d.refresh()
+        wait(d, lambda: d.find_elements(By.ID, "plan-amount"), what="the plan form")
+        amount = d.find_element(By.ID, "plan-amount")
+        amount.send_keys("1.234")  # three decimals: refused before anything is sent
+        d.find_element(By.XPATH, '//form[.//input[@id="plan-amount"]]//button').click()
+        wait(d, lambda: "金额" in d.find_element(By.ID, "msg").text, what="amount refused")
+        amount.clear()
+        amount.send_keys("3,456.78")
+        d.find_element(By.XPATH, '//form[.//input[@id="plan-amount"]]//button').click()
+        wait(d, lambda: d.find_element(By.ID, "msg").text == "完成", what="planned")
+    finally:
+        d.quit()
+    got = call("funds/project.get", {"id": pj["id"]})
+    t2 = [t for t in got["tranches"] if t["seq"] == 2]
+    eq(len(t2), 1, "the second tranche")
+    eq(t2[0]["amount_fen"], 345678)
+    eq(t2[0]["requested_by"], "user:" + fin)
 
 
 def test_queues_page_retries_a_dead_letter():
@@ -221,12 +243,13 @@ def test_queues_page_retries_a_dead_letter():
         wait(d, lambda: d.find_elements(By.CSS_SELECTOR, sel), timeout=30,
              what="the dead letter's retry button")
         check("webhook" in d.find_element(By.ID, "page").text, "the queues table")
+        d.execute_script("window.scrollTo(0, 0)")
+        shot(d, "console-queues")
         # the payload opens with the whole event
         det = d.find_element(By.CSS_SELECTOR, sel).find_element(By.XPATH, "..").find_element(
             By.TAG_NAME, "details")
         det.find_element(By.TAG_NAME, "summary").click()
         wait(d, lambda: "bangfu.registry.region" in det.text, what="the dead letter's payload")
-        shot(d, "console-queues")
         d.find_element(By.CSS_SELECTOR, sel).click()
         wait(d, lambda: d.find_element(By.ID, "msg").text == "完成", what="retry done")
     finally:

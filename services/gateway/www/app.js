@@ -315,7 +315,8 @@ async function pageQueues(root) {
     });
     return det;
   };
-  root.append(table(dead, null, (d) => h("span", {}, payload(d),
+  const DEAD_COLS = ["id", "channel", "event_type", "type", "recipient", "endpoint_id", "attempts", "last_error", "dead_at"];
+  root.append(table(dead, dead.length ? DEAD_COLS.filter((c) => c in dead[0]) : null, (d) => h("span", {}, payload(d),
       admin ? button(t("retry"), async () => { await api("notify", "queues.dead.retry", { id: d.id }, true); await show("queues"); msg(t("done"), true); }, { class: "retry", "data-id": d.id }) : null,
       admin ? button(t("drop"), async () => { await api("notify", "queues.dead.drop", { id: d.id }, true); await show("queues"); msg(t("done"), true); }, { class: "drop", "data-id": d.id }) : null)));
 }
