@@ -209,15 +209,20 @@ async function householdPage(id) {
   const hh = await api("registry", "household.get", { id });
   const scalars = Object.fromEntries(Object.entries(hh).filter(([, v]) => typeof v !== "object" || v === null));
   root.append(table([scalars]));
-  const canReveal = METHODS && METHODS["/v1/registry/household.reveal"] && hasRole("auditor");
   const members = hh.members || [];
-  root.append(h("h3", {}, "members"), table(members, null, canReveal ? (m) => {
-    const reason = h("input", { placeholder: t("reason"), size: 16 });
-    return h("span", {}, reason, button(t("reveal"), async () => {
-      const r = await api("registry", "household.reveal", { household_id: id, person_id: m.id, reason: reason.value }, true);
-      msg(JSON.stringify(r), true);
-    }));
-  } : null));
+  const list = h("div", {}, table(members));
+  root.append(h("h3", {}, "members"), list);
+  /* household.reveal {id, reason} (an audited write for auditors) shows the
+   * full ID numbers, when the registry offers it */
+  if (METHODS && METHODS["/v1/registry/household.reveal"] && hasRole("auditor")) {
+    const reason = h("input", { id: "reveal-reason", placeholder: t("reason"), size: 30 });
+    root.append(h("form", { class: "inline", on: { submit: (e) => e.preventDefault() } },
+      h("label", {}, t("reason"), reason),
+      button(t("reveal"), async () => {
+        const r = await api("registry", "household.reveal", { id, reason: reason.value }, true);
+        list.replaceChildren(table(r.members || items(r)));
+      }, { id: "reveal-button" })));
+  }
 }
 
 async function pageFunds(root) {
