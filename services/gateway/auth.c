@@ -345,7 +345,7 @@ int gw_login(gw_t *g, bf_db_t *db, const char *username, const char *password,
                      "RETURNING expires_at), "
                      "u AS (UPDATE \"user\" SET failed_logins = 0, failed_since = NULL, "
                      "last_login_at = now() WHERE username = $2), "
-                     "d AS (DELETE FROM session WHERE username = $2 AND expires_at < now()) "
+                     "d AS (DELETE FROM session WHERE expires_at < now()) "
                      "SELECT extract(epoch FROM expires_at)::bigint AS exp FROM s",
                      4, q, NULL, NULL);
     if (!res) {
