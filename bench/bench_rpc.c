@@ -10,6 +10,7 @@
  */
 #include "bf_cfg.h"
 #include "bf_client.h"
+#include "bf_keys.h"
 #include "bf_log.h"
 #include "bf_mp.h"
 #include "bf_rpc.h"
@@ -71,6 +72,10 @@ int main(int argc, char **argv)
 {
     int n = argc > 1 ? atoi(argv[1]) : 20000;
     bf_log_init("bench", BF_ERROR); /* no database needed here */
+    /* the dispatcher against raw baselines, without CURVE (no keys here; the
+     * handshake is once per connection, the per-message cost is encryption) */
+    char serr[256];
+    bf_security_init("plaintext", "", "", serr, sizeof serr);
     /* baseline: raw REQ/REP */
     const char *raw_ep = "tcp://127.0.0.1:47811";
     pthread_t th;

@@ -2,6 +2,7 @@
  * command uses to find a service and print a reply. */
 #include "cli.h"
 #include "bf_json.h"
+#include "bf_keys.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -38,7 +39,9 @@ const char *cli_actor(const char *opt)
 {
     if (opt && *opt) return opt;
     const char *env = getenv("BANGFU_ACTOR");
-    return env && *env ? env : "admin";
+    if (env && *env) return env;
+    /* with CURVE the principal ($BANGFU_PRINCIPAL) is the actor */
+    return bf_security_curve() ? NULL : "admin";
 }
 
 bool cli_is_help(const char *arg)
@@ -128,9 +131,9 @@ int cli_call(int argc, char **argv)
             return CLI_USAGE;
         }
     }
-    cli_rpc_t *c = cli_rpc_new(ep);
+    cli_rpc_t *c = cli_rpc_new(pos[0], ep);
     if (!c) {
-        fprintf(stderr, "bangfu call: bad endpoint %s\n", ep);
+        fprintf(stderr, "bangfu call: bad endpoint %s or no key (see docs/security.md)\n", ep);
         msgpack_sbuffer_destroy(&params);
         return CLI_USAGE;
     }

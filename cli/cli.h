@@ -44,4 +44,5 @@ int cli_events(int argc, char **argv);   /* events.c */
 int cli_coverage(int argc, char **argv); /* coverage.c */
 int cli_funds(int argc, char **argv);    /* funds.c */
 int cli_queues(int argc, char **argv);   /* queues.c */
+int cli_keygen(int argc, char **argv);   /* keygen.c */
 #endif

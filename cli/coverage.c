@@ -171,7 +171,7 @@ int cli_coverage(int argc, char **argv)
     if (region) bf_mp_kv_str(&pk, "region_code", region);
 
     const char *ep = cli_endpoint("registry");
-    cli_rpc_t *c = cli_rpc_new(ep);
+    cli_rpc_t *c = cli_rpc_new("registry", ep);
     if (!c) {
         fprintf(stderr, "bangfu coverage: bad registry endpoint %s\n", ep);
         msgpack_sbuffer_destroy(&params);

@@ -20,6 +20,7 @@
  * exits 0. Exit 2 for usage, 3 if Redis cannot be read for --from.
  */
 #include "bf_json.h"
+#include "bf_keys.h"
 #include "bf_mp.h"
 #include "bf_redis.h"
 #include "bf_rpc.h"
@@ -384,6 +385,12 @@ int cli_events(int argc, char **argv)
         goto cleanup;
     }
     zmq_setsockopt(t.sub, ZMQ_LINGER, &linger, sizeof linger);
+    char kerr[512];
+    if (bf_curve_client(t.sub, "bus", kerr, sizeof kerr) != 0) {
+        fprintf(stderr, "bangfu events: %s\n", kerr);
+        exit_code = CLI_USAGE;
+        goto cleanup;
+    }
     zmq_setsockopt(t.sub, ZMQ_RCVHWM, &hwm, sizeof hwm);
     if (zmq_connect(t.sub, t.bus) != 0) {
         fprintf(stderr, "bangfu events: bad bus address %s: %s\n", t.bus, zmq_strerror(errno));

@@ -27,7 +27,7 @@ static void s_usage(FILE *f)
 static int s_verify(long timeout)
 {
     const char *ep = cli_endpoint("funds");
-    bf_client_t *c = ep ? bf_client_new(ep, (int)timeout) : NULL;
+    bf_client_t *c = ep ? bf_client_open("funds", ep, (int)timeout) : NULL;
     if (!c) {
         fprintf(stderr, "bangfu funds: bad endpoint %s\n", ep ? ep : "(none)");
         return CLI_USAGE;

@@ -16,6 +16,7 @@
 #include "cli.h"
 #include "bf_cfg.h"
 #include "bf_json.h"
+#include "bf_keys.h"
 #include "bf_mp.h"
 #include "bf_rpc.h"
 
@@ -63,6 +64,9 @@ static int s_bus_probe(long timeout_ms, char *msg, size_t msglen)
     }
     zmq_setsockopt(sub, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(xpub, ZMQ_LINGER, &linger, sizeof linger);
+    if (bf_curve_client(sub, "bus", msg, msglen) != 0 ||
+        bf_curve_client(xpub, "bus", msg, msglen) != 0)
+        goto out;
     if (zmq_connect(xpub, xsub_ep) != 0) {
         snprintf(msg, msglen, "bad bus.xsub address %s: %s", xsub_ep, zmq_strerror(zmq_errno()));
         goto out;
@@ -120,7 +124,7 @@ static int s_check(const char *service, long timeout_ms, bool strict)
                 service);
         return CLI_USAGE;
     }
-    bf_client_t *c = bf_client_new(ep, (int)timeout_ms);
+    bf_client_t *c = bf_client_open(service, ep, (int)timeout_ms);
     if (!c) {
         fprintf(stderr, "bangfu health: bad endpoint %s for %s\n", ep, service);
         return CLI_USAGE;

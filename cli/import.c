@@ -1541,7 +1541,7 @@ int cli_import(int argc, char **argv)
         if (!(im.slots[i].b = s_batch_new())) goto oom;
     if (!im.dry_run) {
         im.endpoint = cli_endpoint("registry");
-        if (!(im.rpc = cli_rpc_new(im.endpoint))) {
+        if (!(im.rpc = cli_rpc_new("registry", im.endpoint))) {
             fprintf(stderr, "bangfu import: bad registry endpoint %s\n", im.endpoint);
             goto cleanup;
         }

@@ -6,12 +6,16 @@
  *   bangfu coverage [--region CODE] [--json]
  *   bangfu help
  *
+ * Every command but keygen authenticates as $BANGFU_PRINCIPAL (default
+ * admin) with its key pair in $BANGFU_KEYS_DIR (docs/security.md), unless
+ * BANGFU_SECURITY_MODE=plaintext.
  * Service endpoints come from BANGFU_<SERVICE>_RPC (var/endpoints.env holds
  * them while `make up` runs), falling back to the built-in defaults. JSON in,
  * JSON out (pretty on a terminal); the exit status is 0 for ok, 1 for an error
  * reply, 2 for bad usage, 3 when the service did not answer.
  */
 #include "cli.h"
+#include "bf_keys.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +36,8 @@ static const cli_command_t s_commands[] = {
      "re-walk the funds ledger's hash chain; exit 1 naming the first bad entry"},
     {"queues", cli_queues, "queues [--watch [SEC]] [--json] | dead list|show|retry|drop | pause|resume",
      "notify's queues: depth, pending, age, rates, retries, dead letters"},
+    {"keygen", cli_keygen, "keygen NAME [--roles r1,r2] [--region CODE] [--act-for] | --deployment DIR",
+     "CURVE key pairs and principals.conf (docs/security.md)"},
     {NULL, NULL, NULL, NULL},
 };
 
@@ -51,8 +57,20 @@ int main(int argc, char **argv)
         s_usage(stdout);
         return argc < 2 ? 2 : 0;
     }
-    for (const cli_command_t *c = s_commands; c->name; c++)
-        if (!strcmp(c->name, argv[1])) return c->fn(argc - 1, argv + 1);
+    for (const cli_command_t *c = s_commands; c->name; c++) {
+        if (strcmp(c->name, argv[1]) != 0) continue;
+        /* who we are: $BANGFU_PRINCIPAL's key pair in $BANGFU_KEYS_DIR (keygen
+         * makes keys and needs none; --help needs none either) */
+        bool help = argc > 2 && cli_is_help(argv[2]);
+        if (c->fn != cli_keygen && !help) {
+            char err[512];
+            if (bf_security_init_env("admin", err, sizeof err) != 0) {
+                fprintf(stderr, "bangfu: security: %s (see docs/security.md)\n", err);
+                return CLI_USAGE;
+            }
+        }
+        return c->fn(argc - 1, argv + 1);
+    }
     fprintf(stderr, "bangfu: unknown command %s\n\n", argv[1]);
     s_usage(stderr);
     return 2;

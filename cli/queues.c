@@ -39,7 +39,7 @@ static int s_call(const char *method, msgpack_sbuffer *params, const char *actor
                   bf_reply_t *reply)
 {
     const char *ep = cli_endpoint("notify");
-    bf_client_t *c = bf_client_new(ep, (int)timeout);
+    bf_client_t *c = bf_client_open("notify", ep, (int)timeout);
     if (!c) {
         fprintf(stderr, "bangfu queues: bad notify endpoint %s\n", ep);
         return -1;
@@ -144,8 +144,7 @@ static int s_stats(bool json, int watch, long timeout)
 
 int cli_queues(int argc, char **argv)
 {
-    const char *actor = getenv("BANGFU_ACTOR");
-    if (!actor || !*actor) actor = "admin";
+    const char *actor = cli_actor(NULL);
     long timeout = 30000;
     bool json = false, all = false;
     int watch = 0;

@@ -1,6 +1,7 @@
 /* rpc: the command line's RPC client; see rpc.h. */
 #include "rpc.h"
 
+#include "bf_keys.h"
 #include "bf_mp.h"
 #include "bf_outbox.h"
 #include "bf_rpc.h"
@@ -16,12 +17,18 @@ struct cli_rpc {
     void *sock;
 };
 
-cli_rpc_t *cli_rpc_new(const char *endpoint)
+cli_rpc_t *cli_rpc_new(const char *service, const char *endpoint)
 {
     cli_rpc_t *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     int linger = 0;
+    char err[512];
     c->sock = zmq_socket(bf_zmq_ctx(), ZMQ_DEALER);
+    if (c->sock && bf_curve_client(c->sock, service, err, sizeof err) != 0) {
+        fprintf(stderr, "bangfu: %s\n", err);
+        zmq_close(c->sock);
+        c->sock = NULL;
+    }
     if (!c->sock || zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
         zmq_connect(c->sock, endpoint) != 0) {
         if (c->sock) zmq_close(c->sock);

@@ -33,9 +33,12 @@ typedef struct {
     char field[128];
 } cli_reply_t;
 
-/* A client connected (lazily, as ZeroMQ does) to endpoint; NULL if the
- * endpoint is malformed or memory runs out. */
-cli_rpc_t *cli_rpc_new(const char *endpoint);
+/* A client of service ("registry") connected (lazily, as ZeroMQ does) to
+ * endpoint, authenticated with CURVE as the process identity
+ * ($BANGFU_PRINCIPAL) unless security.mode=plaintext; NULL (with a message on
+ * stderr for a missing key) if the endpoint is malformed, a key is missing or
+ * memory runs out. */
+cli_rpc_t *cli_rpc_new(const char *service, const char *endpoint);
 
 /* Closes the socket, frees; NULLs *self_p; safe on NULL. */
 void cli_rpc_destroy(cli_rpc_t **self_p);

@@ -12,7 +12,8 @@
 #  4. builds the images with docker-compose (host network for apt) and starts
 #     the stack with docker/docker-compose.hostnet.yml: every container on the
 #     host network, on free 127.0.0.1 ports, under its own project name;
-#  5. waits for every health check, checks the images (non-root, no secrets)
+#  5. waits for every health check (every container runs with CURVE on; the
+#     keys volume is copied out for the host's CLI), checks the images (non-root, no secrets)
 #     and the logs (JSON lines on stdout), runs docker/compose_scenario.py
 #     with the host's CLI (registry writes, events on the stream and the bus,
 #     and, where those services exist in services/: funds allocated and
@@ -275,6 +276,27 @@ for s in postgres redis "${SERVICES[@]}"; do
     fi
 done
 [ ${#healthy[@]} -eq $((2 + ${#SERVICES[@]})) ] && pass "healthy: ${healthy[*]} ($(($(date +%s) - T0)) s in)"
+
+# Keys: the `keys` service made the deployment's keys in the volume; add the
+# scenario's two principals (a tranche planner and a distinct approver) the way
+# an operator would, then copy the volume out for the host's CLI and scripts.
+mkdir -p "$TMP/keys"
+if "${COMPOSE[@]}" run --rm -T keys bangfu keygen compose-test --roles admin \
+        --dir /var/lib/bangfu/keys >"$TMP/keys.log" 2>&1 &&
+    "${COMPOSE[@]}" run --rm -T keys bangfu keygen compose-test-approver --roles admin \
+        --dir /var/lib/bangfu/keys >>"$TMP/keys.log" 2>&1 &&
+    $DOCKER run --rm --network none -v "${PROJECT}_keys:/k:ro" --entrypoint tar bangfu:latest \
+        -C /k -cf - . 2>>"$TMP/keys.log" | tar -C "$TMP/keys" -xf - &&
+    [ -f "$TMP/keys/admin.key" ] && [ -f "$TMP/keys/principals.conf" ]; then
+    pass "keys: deployment set made by the keys service; principals added at run time"
+else
+    cat "$TMP/keys.log"
+    fail "keys volume (keys service, bangfu keygen)"
+fi
+export BANGFU_KEYS_DIR="$TMP/keys" BANGFU_PRINCIPAL=admin
+if grep -q '"security.mode=plaintext' <("${COMPOSE[@]}" logs --no-color 2>&1); then
+    fail "a container runs with security.mode=plaintext"
+fi
 
 export BANGFU_REGISTRY_RPC="tcp://127.0.0.1:$P_REG" BANGFU_FUNDS_RPC="tcp://127.0.0.1:$P_FUNDS"
 export BANGFU_TASKS_RPC="tcp://127.0.0.1:$P_TASKS" BANGFU_NOTIFY_RPC="tcp://127.0.0.1:$P_NOTIFY"

@@ -35,6 +35,10 @@ import msgpack
 import redis
 import zmq
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts",
+                                "python"))
+import bangfu_keys  # noqa: E402  (keys: $BANGFU_KEYS_DIR, docs/security.md)
+
 CLI = os.environ.get("BANGFU_CLI", "build/bin/bangfu")
 SERVICES = os.environ.get("BANGFU_SERVICES", "registry").split()
 ACTOR = "compose-test"
@@ -58,9 +62,13 @@ class CallError(Exception):
 def call(service, method, params=None, actor=ACTOR, timeout_ms=15000):
     argv = [CLI, "call", service, method, json.dumps(params or {}, ensure_ascii=False),
             "--timeout", str(timeout_ms)]
+    env = dict(os.environ)
     if actor:
+        # each actor is a principal with its own key (compose-test.sh made them)
+        env["BANGFU_PRINCIPAL"] = actor
         argv += ["--actor", actor]
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_ms / 1000 + 10)
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_ms / 1000 + 10,
+                       env=env)
     if p.returncode == 0:
         return json.loads(p.stdout) if p.stdout.strip() else None
     err = p.stderr.strip()
@@ -243,6 +251,7 @@ def run(state_path):
     ctx = zmq.Context.instance()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
+    bangfu_keys.configure(sub, "bus")
     sub.setsockopt(zmq.SUBSCRIBE, b"bangfu.")
     sub.connect(os.environ["BANGFU_BUS_PUB"])
     time.sleep(0.3)  # let the subscription reach the relays through the bus

@@ -11,7 +11,9 @@ reply finds its way back because bangfu services echo every frame before the
 request map (docs/protocol.md). Clients then use BIND as the service's
 address (BANGFU_REGISTRY_RPC=tcp://proxyhost:7201). Needs Debian's
 python3-zmq; the same in C is zmq_proxy(router, dealer, NULL). See
-docs/operations.md, "Scale out".
+docs/operations.md, "Scale out". Plaintext mode only: with CURVE on
+(docs/security.md) a proxy would hide who its clients are, so clients connect
+to every instance themselves (a comma-separated endpoint list).
 """
 import signal
 import sys

@@ -9,6 +9,11 @@
  * then switch to the bus, dropping any live event whose id was already seen.
  * Prints "<type> <event id>" per event, one line each.
  *
+ * The bus admits only known CURVE keys (docs/security.md): the SUB socket uses
+ * $BANGFU_KEYS_DIR/bus.pub and the key pair of $BANGFU_PRINCIPAL (default
+ * admin; any principal with role subscriber, service or admin), unless
+ * BANGFU_SECURITY_MODE=plaintext.
+ *
  * Self-contained on purpose (no libbangfu): build with
  *   cc -std=c11 -o subscriber examples/subscriber.c \
  *      $(pkg-config --cflags --libs libzmq msgpack hiredis)
@@ -23,6 +28,54 @@
 #include <zmq.h>
 
 #define SEEN_MAX 65536 /* ids remembered from the catch-up, for dedupe */
+
+/* Reads "<field> = <40 Z85 characters>" from DIR/NAME.EXT into out[41]. */
+static int s_key_field(const char *dir, const char *name, const char *ext, const char *field,
+                       char out[41])
+{
+    char path[4096], line[256];
+    snprintf(path, sizeof path, "%s/%s.%s", dir, name, ext);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    int found = 0;
+    size_t flen = strlen(field);
+    while (!found && fgets(line, sizeof line, f)) {
+        char *p = line;
+        if (strncmp(p, field, flen) != 0) continue;
+        p += flen;
+        while (*p == ' ' || *p == '=') p++;
+        if (strcspn(p, " \r\n") == 40) {
+            memcpy(out, p, 40);
+            out[40] = 0;
+            found = 1;
+        }
+    }
+    fclose(f);
+    return found ? 0 : -1;
+}
+
+/* Makes sub a CURVE client of the bus (nothing in plaintext mode). */
+static int s_curve(void *sub)
+{
+    const char *mode = getenv("BANGFU_SECURITY_MODE");
+    if (mode && !strcmp(mode, "plaintext")) return 0;
+    const char *dir = getenv("BANGFU_KEYS_DIR");
+    const char *me = getenv("BANGFU_PRINCIPAL");
+    if (!me || !*me) me = "admin";
+    char server[41], pub[41], sec[41];
+    if (!dir || s_key_field(dir, "bus", "pub", "public", server) != 0 ||
+        s_key_field(dir, me, "key", "public", pub) != 0 ||
+        s_key_field(dir, me, "key", "secret", sec) != 0) {
+        fprintf(stderr, "subscriber: no keys for %s in $BANGFU_KEYS_DIR (%s)\n", me,
+                dir ? dir : "unset");
+        return -1;
+    }
+    int rc = zmq_setsockopt(sub, ZMQ_CURVE_SERVERKEY, server, 40) ||
+             zmq_setsockopt(sub, ZMQ_CURVE_PUBLICKEY, pub, 40) ||
+             zmq_setsockopt(sub, ZMQ_CURVE_SECRETKEY, sec, 40);
+    memset(sec, 0, sizeof sec);
+    return rc ? -1 : 0;
+}
 
 static volatile sig_atomic_t s_stop;
 static void s_on_signal(int sig) { (void)sig; s_stop = 1; }
@@ -178,6 +231,7 @@ int main(int argc, char **argv)
     void *sub = zmq_socket(ctx, ZMQ_SUB);
     int linger = 0;
     zmq_setsockopt(sub, ZMQ_LINGER, &linger, sizeof linger);
+    if (s_curve(sub) != 0) return 1; /* 0. our key and the bus's */
     /* 1. subscribe first, so nothing published during the catch-up is missed */
     if (zmq_connect(sub, bus) != 0 || zmq_setsockopt(sub, ZMQ_SUBSCRIBE, prefix, strlen(prefix))) {
         fprintf(stderr, "subscriber: cannot subscribe on %s\n", bus);

@@ -10,12 +10,20 @@ of docs/events-catchup.md: subscribe to the bus first, read the Redis Stream
 bangfu:events ($BANGFU_REDIS_URL) after STREAM_ID to its end, then go live,
 skipping live events whose id the catch-up already handled. Prints
 "<type> <event id>" per event.
+
+The bus admits only known keys (docs/security.md): the socket is set up by
+scripts/python/bangfu_keys.py from $BANGFU_KEYS_DIR and $BANGFU_PRINCIPAL (a
+principal with role subscriber, service or admin).
 """
 import os
 import sys
 
 import msgpack
 import zmq
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts",
+                                "python"))
+import bangfu_keys  # noqa: E402
 
 
 def handle(body, prefix, seen, remember):
@@ -62,6 +70,7 @@ def main(argv):
     ctx = zmq.Context.instance()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
+    bangfu_keys.configure(sub, "bus")                 # 0. our key, the bus's key
     sub.connect(os.environ.get("BANGFU_BUS_PUB", "tcp://127.0.0.1:7099"))
     sub.setsockopt(zmq.SUBSCRIBE, prefix.encode())   # 1. subscribe first
     seen = set()

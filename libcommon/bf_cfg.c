@@ -38,6 +38,10 @@ const bf_cfg_def_t bf_cfg_common[] = {
      "approximate cap on the stream's length (XADD MAXLEN ~)"},
     {"relay.retain_days", BF_CFG_INT, "30", 0, 36500,
      "relayed outbox rows older than this are pruned (0 = keep forever)"},
+    {"security.mode", BF_CFG_STR, "curve", 0, 0,
+     "curve (CURVE + ZAP on every socket) | plaintext (no authentication; debugging only)"},
+    {"keys.dir", BF_CFG_STR, "/etc/bangfu/keys", 0, 0,
+     "directory of CURVE key pairs (<name>.key, <name>.pub) and principals.conf"},
     {NULL, 0, NULL, 0, 0, NULL},
 };
 

@@ -1,5 +1,7 @@
 /* bf_client: DEALER-based RPC client with timeouts; see bf_client.h. */
 #include "bf_client.h"
+#include "bf_keys.h"
+#include "bf_log.h"
 #include "bf_mp.h"
 #include "bf_outbox.h"
 #include "bf_rpc.h"
@@ -16,7 +18,9 @@ struct bf_client {
     unsigned long long seq;
 };
 
-bf_client_t *bf_client_new(const char *endpoint, int timeout_ms)
+/* server NULL: a plain socket, whatever the security mode. */
+static bf_client_t *s_new(const char *server, const char *identity, const char *endpoint,
+                          int timeout_ms)
 {
     if (!endpoint) return NULL;
     bf_client_t *c = calloc(1, sizeof *c);
@@ -25,6 +29,13 @@ bf_client_t *bf_client_new(const char *endpoint, int timeout_ms)
     int linger = 0;
     if (!c->sock) goto fail;
     zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof linger);
+    if (server) {
+        char err[512];
+        if (bf_curve_client_as(c->sock, server, identity, err, sizeof err) != 0) {
+            bf_log(BF_ERROR, "client of %s: %s", server, err);
+            goto fail;
+        }
+    }
     /* "tcp://a:7101,tcp://b:7101": one connect each; the DEALER socket then
      * spreads requests over every instance that is up */
     const char *p = endpoint;
@@ -48,6 +59,23 @@ fail:
     if (c->sock) zmq_close(c->sock);
     free(c);
     return NULL;
+}
+
+bf_client_t *bf_client_new(const char *endpoint, int timeout_ms)
+{
+    return s_new(NULL, NULL, endpoint, timeout_ms);
+}
+
+bf_client_t *bf_client_open(const char *server_name, const char *endpoint, int timeout_ms)
+{
+    return bf_client_open_as(server_name, bf_keys_identity(), endpoint, timeout_ms);
+}
+
+bf_client_t *bf_client_open_as(const char *server_name, const char *identity,
+                               const char *endpoint, int timeout_ms)
+{
+    if (!server_name || !identity) return NULL;
+    return s_new(server_name, identity, endpoint, timeout_ms);
 }
 
 void bf_client_destroy(bf_client_t **self_p)

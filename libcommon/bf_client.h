@@ -31,7 +31,22 @@ typedef struct {
  * comma-separated list of endpoints ("tcp://a:7101,tcp://b:7101"): requests
  * are then spread over the instances that are connected (a DEALER socket
  * round-robins), which is how a client reaches several instances of a
- * service. NULL if out of memory or an endpoint is malformed or empty. */
+ * service. NULL if out of memory or an endpoint is malformed or empty.
+ *
+ * The socket authenticates with CURVE (docs/security.md) unless
+ * security.mode=plaintext: server_name ("registry", "bus") names the server's
+ * public key <keys.dir>/<server_name>.pub, and the process identity (a
+ * service's own name; the CLI's $BANGFU_PRINCIPAL) its own key pair. NULL
+ * (logged) if a key file is missing. */
+bf_client_t *bf_client_open(const char *server_name, const char *endpoint, int timeout_ms);
+
+/* The same as identity (a key pair name in keys.dir) instead of the process
+ * identity (bf_keys_identity()). */
+bf_client_t *bf_client_open_as(const char *server_name, const char *identity,
+                               const char *endpoint, int timeout_ms);
+
+/* A client WITHOUT authentication, whatever the security mode: only for a
+ * server in security.mode=plaintext and for tests of refused handshakes. */
 bf_client_t *bf_client_new(const char *endpoint, int timeout_ms);
 void bf_client_destroy(bf_client_t **self_p);
 

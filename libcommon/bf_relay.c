@@ -1,5 +1,6 @@
 /* bf_relay: outbox -> Redis Stream + bus; see bf_relay.h. */
 #include "bf_relay.h"
+#include "bf_keys.h"
 #include "bf_db.h"
 #include "bf_log.h"
 #include "bf_redis.h"
@@ -171,7 +172,10 @@ static void *s_main(void *arg)
     int linger = 500, hwm = 100000;
     zmq_setsockopt(pub, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(pub, ZMQ_SNDHWM, &hwm, sizeof hwm);
-    if (zmq_connect(pub, bf_cfg_str(rl->cfg, "bus.xsub")) != 0)
+    char kerr[512];
+    if (bf_curve_client(pub, "bus", kerr, sizeof kerr) != 0)
+        bf_log(BF_ERROR, "relay: no key to publish on the bus: %s", kerr);
+    else if (zmq_connect(pub, bf_cfg_str(rl->cfg, "bus.xsub")) != 0)
         bf_log(BF_ERROR, "relay: bad bus.xsub address %s", bf_cfg_str(rl->cfg, "bus.xsub"));
 
     char lockname[128], listen_sql[160];

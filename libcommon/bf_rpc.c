@@ -2,8 +2,11 @@
  * that checks the envelope and the method table before any handler runs.
  * See bf_rpc.h for the contract and docs/protocol.md for the wire format. */
 #include "bf_rpc.h"
+#include "bf_keys.h"
 #include "bf_log.h"
 #include "bf_mp.h"
+#include "bf_principals.h"
+#include "bf_zap.h"
 #include "bf_valid.h"
 
 #include <errno.h>
@@ -33,6 +36,7 @@ void *bf_zmq_ctx(void)
 
 void bf_zmq_ctx_term(void)
 {
+    bf_zap_stop(); /* its socket must close before the context can end */
     pthread_mutex_lock(&s_ctx_lock);
     if (s_ctx) zmq_ctx_term(s_ctx);
     s_ctx = NULL;
@@ -436,13 +440,17 @@ static int s_check_params(bf_req_t *r, const bf_method_t *m)
     return 0;
 }
 
-/* An actor looks like "admin", "cadre:42", "system:scheduler". */
-static bool s_actor_ok(const char *s, size_t n)
+/* An actor (and a principal name) looks like "admin", "cadre:42",
+ * "system:scheduler", "finance.zhang": a lower-case first part that starts
+ * with a letter (letters, digits, _ - .), then optionally ':' and a tag. */
+bool bf_rpc_actor_ok(const char *s, size_t n)
 {
     if (n == 0 || n > BF_RPC_MAX_ACTOR) return false;
+    if (!(s[0] >= 'a' && s[0] <= 'z')) return false;
     size_t i = 0;
-    while (i < n && ((s[i] >= 'a' && s[i] <= 'z') || s[i] == '_' || s[i] == '-')) i++;
-    if (i == 0) return false;
+    while (i < n && ((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') ||
+                     s[i] == '_' || s[i] == '-' || s[i] == '.'))
+        i++;
     if (i == n) return true;
     if (s[i] != ':' || i + 1 == n) return false;
     for (i++; i < n; i++) {
@@ -455,16 +463,22 @@ static bool s_actor_ok(const char *s, size_t n)
 }
 
 /* The envelope's auth map {roles: [str], region: str, cadre_id: int}: who the
- * actor is, as a principal that acts for others (a gateway) vouches. Until
- * CURVE authentication lands it is honoured from every caller; afterwards
- * only from principals allowed to act for others. */
-static int s_apply_auth(bf_req_t *r, const msgpack_object *ao)
+ * actor is, as a principal that acts for others (a gateway) vouches. Parsed
+ * into *a; the caller decides whether it may be honoured. */
+typedef struct {
+    bool present, have_roles, have_cadre;
+    unsigned roles;
+    const char *region; /* NULL = not given */
+    int64_t cadre_id;
+} s_auth_t;
+
+static int s_parse_auth(bf_req_t *r, const msgpack_object *ao, s_auth_t *a)
 {
+    memset(a, 0, sizeof *a);
     if (!ao || ao->type == MSGPACK_OBJECT_NIL) return 0;
     if (ao->type != MSGPACK_OBJECT_MAP)
         return bf_req_fail(r, BF_E_INVALID, "auth", "auth must be a map");
-    unsigned roles = 0;
-    bool have_roles = false;
+    a->present = true;
     for (uint32_t i = 0; i < ao->via.map.size; i++) {
         const msgpack_object *k = &ao->via.map.ptr[i].key;
         const msgpack_object *v = &ao->via.map.ptr[i].val;
@@ -472,7 +486,7 @@ static int s_apply_auth(bf_req_t *r, const msgpack_object *ao)
             if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size > 16)
                 return bf_req_fail(r, BF_E_INVALID, "auth.roles",
                                    "auth.roles must be a list of role names");
-            have_roles = true;
+            a->have_roles = true;
             for (uint32_t j = 0; j < v->via.array.size; j++) {
                 const msgpack_object *e = &v->via.array.ptr[j];
                 char name[32];
@@ -484,7 +498,7 @@ static int s_apply_auth(bf_req_t *r, const msgpack_object *ao)
                 unsigned bit = bf_role_parse(name);
                 if (!bit)
                     return bf_req_fail(r, BF_E_INVALID, "auth.roles", "unknown role %s", name);
-                roles |= bit;
+                a->roles |= bit;
             }
         } else if (bf_mp_str_eq(k, "region")) {
             if (v->type == MSGPACK_OBJECT_NIL) continue;
@@ -492,19 +506,82 @@ static int s_apply_auth(bf_req_t *r, const msgpack_object *ao)
                 bf_division_check(v->via.str.ptr, v->via.str.size) != 0)
                 return bf_req_fail(r, BF_E_INVALID, "auth.region",
                                    "auth.region must be a 12-digit division code");
-            r->region = bf_arena_strndup(r->arena, v->via.str.ptr, v->via.str.size);
+            a->region = bf_arena_strndup(r->arena, v->via.str.ptr, v->via.str.size);
         } else if (bf_mp_str_eq(k, "cadre_id")) {
             int64_t id;
             if (!bf_mp_int(v, &id) || id < 0)
                 return bf_req_fail(r, BF_E_INVALID, "auth.cadre_id",
                                    "auth.cadre_id must be a positive integer");
-            r->cadre_id = id;
+            a->cadre_id = id;
+            a->have_cadre = true;
         } else {
             return bf_req_fail(r, BF_E_INVALID, "auth",
                                "unknown auth key (allowed: roles, region, cadre_id)");
         }
     }
-    if (have_roles) r->roles = roles;
+    return 0;
+}
+
+/* Sets who calls (docs/security.md). In curve mode the caller is the
+ * principal the ZAP handler authenticated (its name arrives from the front in
+ * the header frame); the envelope's actor may only be absent or that name,
+ * unless the principal may act for others: then actor names the person and
+ * auth describes them, narrowed by what the principal itself holds (never
+ * admin or service unless it holds them; a region within its own). In
+ * plaintext mode every caller holds every role and actor/auth are trusted as
+ * sent (debugging only). */
+static int s_apply_caller(bf_req_t *r, const char *principal, const msgpack_object *ao)
+{
+    s_auth_t a;
+    if (s_parse_auth(r, ao, &a) != 0) return -1;
+    if (!bf_security_curve()) {
+        if (a.have_roles) r->roles = a.roles;
+        if (a.region) r->region = a.region;
+        if (a.have_cadre) r->cadre_id = a.cadre_id;
+        return 0;
+    }
+    bf_principal_t p;
+    if (!principal || !*principal || bf_principals_by_name(principal, &p) != 0)
+        return bf_req_fail(r, BF_E_UNAUTHENTICATED, NULL,
+                           "the connection's principal %s is not (or no longer) known",
+                           principal && *principal ? principal : "(none)");
+    r->principal = bf_arena_strndup(r->arena, p.name, strlen(p.name));
+    r->roles = p.roles;
+    r->region = p.region[0] ? bf_arena_strndup(r->arena, p.region, strlen(p.region)) : NULL;
+    r->cadre_id = p.cadre_id;
+    if (!r->principal) return bf_req_fail(r, BF_E_EXHAUSTED, NULL, "out of memory");
+    if (!p.act_for) {
+        if (r->actor && strcmp(r->actor, p.name) != 0)
+            return bf_req_fail(r, BF_E_PERMISSION, "actor",
+                               "principal %s may not act as %s (actor must be absent or %s)",
+                               p.name, r->actor, p.name);
+        if (a.present)
+            return bf_req_fail(r, BF_E_PERMISSION, "auth",
+                               "principal %s may not pass auth (it does not act for others)",
+                               p.name);
+        r->actor = r->principal;
+        return 0;
+    }
+    if (!r->actor) r->actor = r->principal;
+    if (a.have_roles) {
+        unsigned reserved = (BF_ROLE_ADMIN | BF_ROLE_SERVICE) & a.roles & ~p.roles;
+        if (reserved) {
+            char names[64];
+            bf_role_list(reserved, names, sizeof names);
+            return bf_req_fail(r, BF_E_PERMISSION, "auth",
+                               "principal %s may not grant %s to the actor it acts for", p.name,
+                               names);
+        }
+        r->roles = a.roles;
+    }
+    if (a.region) {
+        if (!bf_req_in_region(r, a.region))
+            return bf_req_fail(r, BF_E_PERMISSION, "auth",
+                               "auth.region %s is outside principal %s's region %s", a.region,
+                               p.name, r->region);
+        r->region = a.region;
+    }
+    if (a.have_cadre) r->cadre_id = a.cadre_id;
     return 0;
 }
 
@@ -623,8 +700,8 @@ static void s_pack_reply(msgpack_packer *pk, const char *id, const bf_err_t *err
 static msgpack_object s_empty_map = {.type = MSGPACK_OBJECT_MAP};
 
 /* Decodes and runs one request body; packs the reply into reply_pk. */
-static void s_dispatch(struct bf_rpc_server *s, bf_req_t *r, const char *data, size_t len,
-                       msgpack_packer *reply_pk)
+static void s_dispatch(struct bf_rpc_server *s, bf_req_t *r, const char *principal,
+                       const char *peer, const char *data, size_t len, msgpack_packer *reply_pk)
 {
     msgpack_sbuffer result;
     msgpack_sbuffer_init(&result);
@@ -641,12 +718,13 @@ static void s_dispatch(struct bf_rpc_server *s, bf_req_t *r, const char *data, s
     r->actor = NULL;
     r->params = &s_empty_map;
     r->out = &rpk;
-    /* until authentication lands every caller holds every role */
+    /* s_apply_caller sets these from the principal; in plaintext mode every
+     * caller holds every role */
     r->principal = "";
-    r->roles = BF_ROLE_ALL;
+    r->roles = bf_security_curve() ? 0 : BF_ROLE_ALL;
     r->region = NULL;
     r->cadre_id = 0;
-    r->peer = "";
+    r->peer = peer ? peer : "";
     memset(&r->err, 0, sizeof r->err);
 
     if (bf_mp_check(data, len, BF_MP_MAX_DEPTH) != 0) {
@@ -703,7 +781,7 @@ static void s_dispatch(struct bf_rpc_server *s, bf_req_t *r, const char *data, s
     }
     const msgpack_object *ao = bf_mp_get(root, "actor");
     if (ao && ao->type != MSGPACK_OBJECT_NIL) {
-        if (ao->type != MSGPACK_OBJECT_STR || !s_actor_ok(ao->via.str.ptr, ao->via.str.size)) {
+        if (ao->type != MSGPACK_OBJECT_STR || !bf_rpc_actor_ok(ao->via.str.ptr, ao->via.str.size)) {
             bf_req_fail(r, BF_E_INVALID, "actor",
                         "actor must look like \"admin\" or \"cadre:42\" (at most %d bytes)",
                         BF_RPC_MAX_ACTOR);
@@ -711,7 +789,7 @@ static void s_dispatch(struct bf_rpc_server *s, bf_req_t *r, const char *data, s
         }
         r->actor = bf_arena_strndup(r->arena, ao->via.str.ptr, ao->via.str.size);
     }
-    if (s_apply_auth(r, bf_mp_get(root, "auth")) != 0) goto reply;
+    if (s_apply_caller(r, principal, bf_mp_get(root, "auth")) != 0) goto reply;
     for (uint32_t i = 0; i < root->via.map.size; i++) {
         const msgpack_object *k = &root->via.map.ptr[i].key;
         if (!(bf_mp_str_eq(k, "v") || bf_mp_str_eq(k, "id") || bf_mp_str_eq(k, "method") ||
@@ -795,6 +873,21 @@ reply:
     msgpack_sbuffer_destroy(&result);
 }
 
+/* Splits the header frame "principal\npeer" the front puts before each
+ * request. */
+static void s_split_header(zmq_msg_t *h, char *principal, size_t pn, char *peer, size_t rn)
+{
+    const char *d = zmq_msg_data(h);
+    size_t n = zmq_msg_size(h);
+    const char *nl = memchr(d, '\n', n);
+    size_t a = nl ? (size_t)(nl - d) : n;
+    snprintf(principal, pn, "%.*s", (int)(a < pn ? a : pn - 1), d);
+    if (nl) {
+        size_t b = n - a - 1;
+        snprintf(peer, rn, "%.*s", (int)(b < rn ? b : rn - 1), nl + 1);
+    }
+}
+
 static void *s_worker_main(void *arg)
 {
     bf_worker_t *w = arg;
@@ -856,18 +949,21 @@ static void *s_worker_main(void *arg)
                 zmq_msg_close(&tmp);
             }
         }
-        if (overflow || nframes < 2) {
-            /* identity + body at least; too many routing frames: drop it */
+        if (overflow || nframes < 3) {
+            /* header + identity + body at least (the front drops longer ones) */
             atomic_fetch_add(&s->bad_frames, 1);
             bf_log(BF_WARN, "dropped a request with %s frames", overflow ? "too many" : "too few");
         } else {
             msgpack_sbuffer_clear(&reply);
             msgpack_packer pk;
             msgpack_packer_init(&pk, &reply, msgpack_sbuffer_write);
+            /* frame 0 is the front's header "principal\npeer" (s_forward_request) */
+            char principal[BF_KEY_NAME_MAX + 1] = "", peer[64] = "";
+            s_split_header(&frames[0], principal, sizeof principal, peer, sizeof peer);
             zmq_msg_t *body = &frames[nframes - 1];
-            s_dispatch(s, &r, zmq_msg_data(body), zmq_msg_size(body), &pk);
+            s_dispatch(s, &r, principal, peer, zmq_msg_data(body), zmq_msg_size(body), &pk);
             bf_arena_reset(r.arena);
-            for (int i = 0; i < nframes - 1; i++) zmq_msg_send(&frames[i], sock, ZMQ_SNDMORE);
+            for (int i = 1; i < nframes - 1; i++) zmq_msg_send(&frames[i], sock, ZMQ_SNDMORE);
             zmq_send(sock, reply.data, reply.size, 0);
         }
         for (int i = 0; i < nframes; i++) zmq_msg_close(&frames[i]);
@@ -905,6 +1001,11 @@ bf_rpc_server_t *bf_rpc_server_new(const bf_rpc_config_t *cfg)
     zmq_setsockopt(s->front, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(s->front, ZMQ_ROUTER_HANDOVER, &one, sizeof one);
     zmq_setsockopt(s->back, ZMQ_LINGER, &linger, sizeof linger);
+    char kerr[512];
+    if (bf_curve_server(s->front, "rpc", BF_ROLE_ALL, kerr, sizeof kerr) != 0) {
+        bf_log(BF_ERROR, "%s: %s", cfg->bind, kerr);
+        goto fail;
+    }
     if (zmq_bind(s->front, cfg->bind) != 0) {
         bf_log(BF_ERROR, "cannot bind %s: %s", cfg->bind, zmq_strerror(zmq_errno()));
         goto fail;
@@ -948,6 +1049,50 @@ static int s_forward(void *from, void *to)
     return 1;
 }
 
+/* Moves one request from the ROUTER front to the workers, with a header frame
+ * "principal\npeer" in front of it: ZMQ_CURVE's User-Id (the principal the
+ * ZAP handler named) and the peer's Peer-Address are metadata of the frames
+ * received here, and metadata does not survive the inproc hop to a worker.
+ * Requests with more than BF_RPC_MAX_FRAMES - 1 frames are dropped here.
+ * (Kept small on purpose: the front's scheduling may change; only this
+ * header must stay.) Returns 1 if one moved, 0 if none was waiting, -1 if
+ * one was dropped. */
+static int s_forward_request(struct bf_rpc_server *s)
+{
+    zmq_msg_t f[BF_RPC_MAX_FRAMES];
+    int n = 0, more = 1, overflow = 0;
+    while (more) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, s->front, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&m);
+            if (n == 0) return 0;
+            break;
+        }
+        more = zmq_msg_more(&m);
+        if (n < BF_RPC_MAX_FRAMES - 1) f[n++] = m;
+        else {
+            overflow = 1;
+            zmq_msg_close(&m);
+        }
+    }
+    if (overflow || n < 2) {
+        for (int i = 0; i < n; i++) zmq_msg_close(&f[i]);
+        atomic_fetch_add(&s->bad_frames, 1);
+        bf_log(BF_WARN, "dropped a request with %s frames", overflow ? "too many" : "too few");
+        return -1;
+    }
+    const char *user = zmq_msg_gets(&f[n - 1], "User-Id");
+    const char *addr = zmq_msg_gets(&f[n - 1], "Peer-Address");
+    char hdr[BF_KEY_NAME_MAX + 80];
+    int hn = snprintf(hdr, sizeof hdr, "%s\n%s", user ? user : "", addr ? addr : "");
+    if (hn < 0 || (size_t)hn >= sizeof hdr) hn = (int)sizeof hdr - 1;
+    zmq_send(s->back, hdr, (size_t)hn, ZMQ_SNDMORE);
+    for (int i = 0; i < n; i++)
+        if (zmq_msg_send(&f[i], s->back, i + 1 < n ? ZMQ_SNDMORE : 0) < 0) zmq_msg_close(&f[i]);
+    return 1;
+}
+
 int bf_rpc_server_run(bf_rpc_server_t *s, volatile int *stop)
 {
     struct timespec drain_start = {0, 0};
@@ -980,10 +1125,9 @@ int bf_rpc_server_run(bf_rpc_server_t *s, volatile int *stop)
             for (int i = 0; i < 64; i++) {
                 /* count first: a worker may finish before we return */
                 atomic_fetch_add(&s->inflight, 1);
-                if (s_forward(s->front, s->back) <= 0) {
-                    atomic_fetch_sub(&s->inflight, 1);
-                    break;
-                }
+                int moved = s_forward_request(s);
+                if (moved <= 0) atomic_fetch_sub(&s->inflight, 1);
+                if (moved == 0) break;
             }
         }
     }

@@ -144,6 +144,10 @@ struct bf_req {
     const char *peer;      /* the peer's IP address (ZMQ Peer-Address), "" if unknown */
 };
 
+/* True if s (n bytes) has the actor syntax, which principal names share:
+ * "admin", "cadre:42", "system:scheduler", "finance.zhang". */
+bool bf_rpc_actor_ok(const char *s, size_t n);
+
 /* True if the caller holds any of roles, or is admin. */
 bool bf_req_has_role(const bf_req_t *r, unsigned roles);
 /* True if the caller is bound to no region, or code (a 12-digit division

@@ -1,5 +1,6 @@
 /* bf_service: shared service main; see bf_service.h. */
 #include "bf_service.h"
+#include "bf_keys.h"
 #include "bf_log.h"
 #include "bf_outbox.h"
 #include "bf_relay.h"
@@ -64,6 +65,12 @@ int bf_service_main(const bf_service_def_t *def, int argc, char **argv)
         return 2;
     }
     bf_log_init(def->name, lvl);
+    if (bf_security_init(bf_cfg_str(cfg, "security.mode"), bf_cfg_str(cfg, "keys.dir"),
+                         def->name, err, sizeof err) != 0) {
+        bf_log(BF_ERROR, "security: %s", err);
+        bf_cfg_destroy(&cfg);
+        return 2;
+    }
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

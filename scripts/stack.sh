@@ -49,9 +49,29 @@ ports() {
   . "$VAR/ports.env"
 }
 
+# CURVE keys (docs/security.md), made once under var/keys: the deployment set
+# plus the demo principals the loaders use and a few to try roles with
+make_keys() {
+  local k="$VAR/keys" b="$BUILD/bin/bangfu"
+  { "$b" keygen --deployment "$k" &&
+    # the gateway vouches for the people who sign in to the console, admins
+    # included, so it holds admin too (it may only grant roles it holds)
+    "$b" keygen gateway --dir "$k" --roles service,admin --act-for &&
+    "$b" keygen system:demo --dir "$k" --roles admin &&
+    "$b" keygen demo.loader --dir "$k" --roles admin --act-for &&
+    # the tranche approver, a principal distinct from the planner (system:demo);
+    # admin until every method names its roles (then finance,approver suffice)
+    "$b" keygen cadre:finance-bureau --dir "$k" --roles finance,approver,admin &&
+    "$b" keygen operator.dongli --dir "$k" --roles county_operator --region 120110000000 &&
+    "$b" keygen auditor.demo --dir "$k" --roles auditor &&
+    "$b" keygen events.reader --dir "$k" --roles subscriber; } >/dev/null
+}
+
 write_endpoints() {
   {
     echo "# bangfu local stack endpoints (written by scripts/stack.sh; source this file)"
+    echo "BANGFU_KEYS_DIR=$VAR/keys"
+    echo "BANGFU_PRINCIPAL=admin"
     echo "BANGFU_PG_DSN=postgresql://bangfu@127.0.0.1:$PG_PORT/bangfu"
     echo "BANGFU_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
     echo "BANGFU_BUS_XSUB=tcp://127.0.0.1:$BUS_XSUB_PORT"
@@ -74,8 +94,6 @@ export_env() {
   done
   export BANGFU_GATEWAY_HTTP_BIND="127.0.0.1:$GATEWAY_HTTP_PORT"
   export BANGFU_GATEWAY_WWW_DIR="$ROOT/services/gateway/www"
-  export BANGFU_KEYS_DIR="${BANGFU_KEYS_DIR:-$VAR/keys}"
-  mkdir -p "$BANGFU_KEYS_DIR" && chmod 700 "$BANGFU_KEYS_DIR"
 }
 
 start_one() { # name binary
@@ -117,6 +135,7 @@ up() {
   fi
   [ -f "$VAR/redis/redis.pid" ] && kill -0 "$(cat "$VAR/redis/redis.pid")" 2>/dev/null \
     || bf_redis_start "$VAR/redis" "$REDIS_PORT" yes || return 1
+  make_keys || { echo "bangfu keygen failed" >&2; return 1; }
   write_endpoints
   export_env
   start_one bus "$BUILD/bin/bangfu-bus"

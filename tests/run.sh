@@ -29,6 +29,18 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# CURVE keys for every service and the test principals (docs/security.md):
+# every service in the tests runs with security on
+export BANGFU_KEYS_DIR="$TMP/keys" BANGFU_PRINCIPAL=admin
+unset BANGFU_SECURITY_MODE
+if [ -x "$BANGFU_BUILD/bin/bangfu" ]; then
+  { "$BANGFU_BUILD/bin/bangfu" keygen --deployment "$BANGFU_KEYS_DIR" &&
+    "$BANGFU_BUILD/bin/bangfu" keygen harness --roles admin --act-for &&
+    "$BANGFU_BUILD/bin/bangfu" keygen gateway --roles service,admin --act-for &&
+    "$BANGFU_BUILD/bin/bangfu" keygen events.reader --roles subscriber; } >/dev/null ||
+    { echo "not ok - bangfu keygen failed"; echo "0 passed, 1 failed"; exit 1; }
+fi
+
 PG_PORT=$(bf_free_port)
 REDIS_PORT=$(bf_free_port)
 bf_pg_start "$TMP/pg" "$PG_PORT" || { echo "0 passed, 1 failed"; exit 1; }

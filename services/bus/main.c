@@ -7,8 +7,10 @@
  * upstream so publishers filter at the source. The bus stores nothing: the
  * durable, replayable copy of every event is the Redis Stream; see
  * docs/events.md for catching up from the stream and switching to live.
+ * Both sides are CURVE servers with their own ZAP domains (docs/security.md).
  */
 #include "bf_cfg.h"
+#include "bf_keys.h"
 #include "bf_log.h"
 #include "bf_rpc.h"
 
@@ -85,6 +87,12 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
 
+    if (bf_security_init(bf_cfg_str(cfg, "security.mode"), bf_cfg_str(cfg, "keys.dir"), "bus",
+                         err, sizeof err) != 0) {
+        bf_log(BF_ERROR, "security: %s", err);
+        bf_cfg_destroy(&cfg);
+        return 2;
+    }
     const char *xsub_ep = bf_cfg_str(cfg, "bus.xsub_bind");
     if (!*xsub_ep) xsub_ep = bf_cfg_str(cfg, "bus.xsub");
     const char *pub_ep = bf_cfg_str(cfg, "bus.pub_bind");
@@ -99,6 +107,15 @@ int main(int argc, char **argv)
     zmq_setsockopt(xpub, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(xsub, ZMQ_RCVHWM, &hwm, sizeof hwm);
     zmq_setsockopt(xpub, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    /* CURVE servers (docs/security.md): only services (and admin, for
+     * `bangfu health bus`) may publish; subscribers need a subscriber,
+     * service or admin key */
+    if (bf_curve_server(xsub, "bus.xsub", BF_ROLE_SERVICE | BF_ROLE_ADMIN, err, sizeof err) != 0 ||
+        bf_curve_server(xpub, "bus.pub", BF_ROLE_SUBSCRIBER | BF_ROLE_SERVICE | BF_ROLE_ADMIN,
+                        err, sizeof err) != 0) {
+        bf_log(BF_ERROR, "security: %s", err);
+        goto out;
+    }
     if (zmq_bind(xsub, xsub_ep) != 0) {
         bf_log(BF_ERROR, "cannot bind %s: %s", xsub_ep, zmq_strerror(zmq_errno()));
         goto out;

@@ -181,7 +181,7 @@ static int64_t s_int(const msgpack_object *map, const char *key, bool *ok)
  * destroy it), -1 if there was no answer (nothing to destroy). */
 static int s_scrape_call(gw_t *g, gw_svc_t *s, const char *method, bf_reply_t *rep)
 {
-    bf_client_t *c = bf_client_new(s->endpoint, g->timeout_ms < 2000 ? g->timeout_ms : 2000);
+    bf_client_t *c = bf_client_open(s->name, s->endpoint, g->timeout_ms < 2000 ? g->timeout_ms : 2000);
     if (!c) return -1;
     int rc = bf_client_call(c, method, NULL, 0, "gateway", rep);
     if (rc != 0) bf_reply_destroy(rep);

@@ -65,7 +65,9 @@ bf_client_t *gw_client(gw_t *g, gw_svc_t *s)
     gw_tls_t *t = s_tls(g);
     if (!t) return NULL;
     int i = (int)(s - g->svcs);
-    if (!t->clients[i]) t->clients[i] = bf_client_new(s->endpoint, g->timeout_ms);
+    /* CURVE (docs/security.md): as the process identity, the `gateway`
+     * principal, which may act for others; plain sockets in plaintext mode */
+    if (!t->clients[i]) t->clients[i] = bf_client_open(s->name, s->endpoint, g->timeout_ms);
     return t->clients[i];
 }
 

@@ -177,7 +177,7 @@ static int s_get(bf_client_t *c, const char *method, int64_t id, bf_reply_t *rep
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 1);
     bf_mp_kv_int(&pk, "id", id);
-    int rc = bf_client_call(c, method, sb.data, sb.size, "system:notify", reply);
+    int rc = bf_client_call(c, method, sb.data, sb.size, NULL, reply);
     msgpack_sbuffer_destroy(&sb);
     if (rc != 0) {
         bf_log(BF_WARN, "ingest: %s %lld: %s", method, (long long)id, reply->message);
@@ -734,8 +734,8 @@ void *notify_ingest_main(void *arg)
     snprintf(in.consumer, sizeof in.consumer, "%s:ingest", n->instance);
     in.db = bf_db_new(bf_cfg_str(n->cfg, "pg.dsn"), NOTIFY_SERVICE);
     in.rd = bf_redis_new(bf_cfg_str(n->cfg, "redis.url"), err, sizeof err);
-    in.registry = bf_client_new(n->registry_rpc, n->rpc_timeout_ms);
-    in.tasks = bf_client_new(n->tasks_rpc, n->rpc_timeout_ms);
+    in.registry = bf_client_open("registry", n->registry_rpc, n->rpc_timeout_ms);
+    in.tasks = bf_client_open("tasks", n->tasks_rpc, n->rpc_timeout_ms);
     if (!in.db || !in.rd || !in.registry || !in.tasks) {
         bf_log(BF_ERROR, "ingest: cannot start (bad registry/tasks address or out of memory)");
         goto out;

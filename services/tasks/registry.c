@@ -92,7 +92,7 @@ static int s_call(bf_req_t *r, const char *method, const char *key, int64_t id,
     s_tls_t *tls = s_tls();
     if (!tls) return bf_req_fail(r, BF_E_EXHAUSTED, field, "out of memory");
     if (!tls->client) {
-        tls->client = bf_client_new(t->registry_rpc, t->registry_timeout_ms);
+        tls->client = bf_client_open("registry", t->registry_rpc, t->registry_timeout_ms);
         if (!tls->client)
             return bf_req_fail(r, BF_E_UNAVAILABLE, field, "cannot reach the registry at %s",
                                t->registry_rpc);

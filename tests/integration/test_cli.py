@@ -108,13 +108,19 @@ def test_call_error_reply_exits_1_with_the_error_on_stderr():
     eq(e["field"], "id")
 
 
-def test_call_write_without_actor_is_unauthenticated_and_with_actor_works():
+def test_call_acts_as_its_principal_and_cannot_claim_another_actor():
+    # the CLI authenticates as $BANGFU_PRINCIPAL (admin): a write without
+    # --actor is admin's; --actor naming someone else is refused
     code = RUN["town_b"][:9] + "201"
     params = json.dumps({"code": code, "name": "测试村", "level": "village",
                          "parent_code": RUN["town_b"]})
-    rc, _, err = bangfu("call", "registry", "region.put", params)
+    rc, out, err = bangfu("call", "registry", "region.put", params)
+    eq(rc, 0, err)
+    eq(json.loads(out)["code"], code)
+    rc, _, err = bangfu("call", "registry", "region.put", params, "--actor", "cadre:9")
     eq(rc, 1)
-    eq(json.loads(err)["code"], "unauthenticated")
+    eq(json.loads(err)["code"], "permission_denied")
+    eq(json.loads(err)["field"], "actor")
     rc, out, err = bangfu("call", "registry", "region.put", params, "--actor", "admin")
     eq(rc, 0, err)
     eq(json.loads(out)["code"], code)

@@ -344,9 +344,11 @@ def test_bad_references_and_missing_keys_are_invalid():
                                         "request_key": key()}, "invalid_argument", "year")
     expect_error(cl, "source.create", {"name": "x", "kind": "lottery", "request_key": key()},
                  "invalid_argument", "kind")
-    e = cl.err("source.receive", {"source_id": src["id"], "amount_fen": 1, "year": 2017,
-                                  "request_key": key()}, actor=None)
-    eq(e["code"], "unauthenticated")
+    # the principal (admin) may not claim another actor (docs/protocol.md)
+    e = cl.request("source.receive", {"source_id": src["id"], "amount_fen": 1, "year": 2017,
+                                      "request_key": key()}, extra={"actor": "cadre:intruder"})
+    eq(e["error"]["code"], "permission_denied")
+    eq(e["error"]["field"], "actor")
     books_balance()
 
 

@@ -849,7 +849,7 @@ def test_example_subscribers_in_c_and_python_receive_events():
         procs.append(subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT))
         outs.append(out)
     try:
-        time.sleep(0.5)  # slow joiner: let the subscriptions reach the bus
+        time.sleep(1.5)  # slow joiner: start-up, CURVE handshake, subscription to the bus
         ep = nc().call("endpoint.create", {"name": "sub-ex-" + u, "url": "http://127.0.0.1:1/"})
         ev = wait_for(lambda: [e for _, e in stream_tail(50)
                                if e["type"] == "bangfu.notify.endpoint.created"

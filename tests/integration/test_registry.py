@@ -357,11 +357,13 @@ def test_duplicate_person_is_already_exists():
     conn.close()
 
 
-def test_reveal_needs_an_actor():
+def test_reveal_cannot_claim_another_actor():
     cl = c()
     hid = household(cl, village(cl), 1)["id"]
-    e = cl.err("household.get", {"id": hid, "reveal": True}, actor=None)
-    eq(e["code"], "unauthenticated")
+    # the principal is the actor; claiming another is refused (docs/protocol.md)
+    e = cl.request("household.get", {"id": hid, "reveal": True},
+                   extra={"actor": "auditor:invented"})["error"]
+    eq(e["code"], "permission_denied")
     eq(e["field"], "actor")
     # a masked read needs none
     h = cl.call("household.get", {"id": hid}, actor=None)
@@ -796,8 +798,9 @@ def test_end_needs_reason_and_approval_and_keeps_history():
                  "invalid_argument", "approval_ref")
     expect_error(cl, "pairing.end", {"id": 987654321, "reason": "x", "approval_ref": "y"},
                  "not_found", "id")
-    e = cl.err("pairing.end", {"id": p1["id"], "reason": "x", "approval_ref": "y"}, actor=None)
-    eq(e["code"], "unauthenticated")
+    e = cl.request("pairing.end", {"id": p1["id"], "reason": "x", "approval_ref": "y"},
+                   extra={"actor": "cadre:invented"})["error"]
+    eq(e["code"], "permission_denied")
     still = cl.call("pairing.get", {"id": p1["id"]})
     eq(still["active"], True, "failed ends change nothing")
     res = cl.call("pairing.end", {"id": p1["id"], "reason": "健康原因",

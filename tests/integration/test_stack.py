@@ -63,7 +63,8 @@ def test_up_writes_endpoints_and_loads_demo():
     r = _stack("up")
     check(r.returncode == 0, "stack up failed:\n%s\n%s" % (r.stdout[-3000:], r.stderr[-3000:]))
     env = _endpoints()
-    for k in ("BANGFU_REGISTRY_RPC", "BANGFU_BUS_PUB", "BANGFU_REDIS_URL", "BANGFU_PG_DSN"):
+    for k in ("BANGFU_REGISTRY_RPC", "BANGFU_BUS_PUB", "BANGFU_REDIS_URL", "BANGFU_PG_DSN",
+              "BANGFU_KEYS_DIR", "BANGFU_PRINCIPAL"):
         check(k in env, "endpoints.env lacks " + k)
     check(re.match(r"^tcp://127\.0\.0\.1:\d+$", env["BANGFU_REGISTRY_RPC"]), "loopback RPC")
     check(env["BANGFU_PG_DSN"].startswith("postgresql://"), "DSN form")

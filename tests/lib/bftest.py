@@ -6,16 +6,33 @@ the requested services from $BANGFU_BUILD/bin on spare loopback ports, waits
 for sys.health, and stops them with SIGTERM, checking that each exited 0.
 Clients speak the real wire protocol (ZeroMQ DEALER + msgpack), so every test
 exercises exactly what other teams' code will see.
+
+Security (docs/security.md). tests/run.sh makes the keys ($BANGFU_KEYS_DIR,
+`bangfu keygen --deployment` plus the test principals "harness" (admin,
+act_for) and "events.reader" (subscriber)), and every service runs with CURVE
+on. A Client authenticates as a principal (default admin). So that tests
+written before authentication keep working: call(..., actor=X) for a valid
+actor X that is not the client's principal goes through a socket keyed as
+principal X (made on first use with role admin, so a test that plays a
+planner and an approver uses two real principals); a call with auth= goes
+through the "harness" principal, which acts for others, with actor and auth
+as given. principal() makes or changes a principal for tests that need
+exact roles.
 """
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 
 import msgpack
 import zmq
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                "scripts", "python"))
+import bangfu_keys  # noqa: E402
 
 BUILD = os.environ.get("BANGFU_BUILD", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
 TMP = os.environ.get("BANGFU_TEST_TMP", "/tmp")
@@ -71,27 +88,106 @@ class RpcError(Exception):
         super().__init__("%s: %s (field %s)" % (self.code, error.get("message"), self.field))
 
 
-class Client:
-    """A DEALER client: sends an empty delimiter and the request map."""
+KEYS_DIR = os.environ.get("BANGFU_KEYS_DIR", "")
+ACT_FOR = "harness"  # the test principal that acts for others (run.sh makes it)
+SUBSCRIBER = "events.reader"  # the test principal with role subscriber
+_principals = set()  # made by this process
+_endpoint_server = {}  # endpoint -> server name, filled by Stack
 
-    def __init__(self, endpoint, timeout_ms=30000):
+
+def keygen(*args):
+    """Runs `bangfu keygen` on the test keys directory; returns its stdout."""
+    argv = [os.path.join(BUILD, "bin", "bangfu"), "keygen"] + list(args) + ["--dir", KEYS_DIR]
+    p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    if p.returncode != 0:
+        raise TestFailure("bangfu keygen %s: %s" % (" ".join(args), p.stderr.decode()))
+    return p.stdout.decode()
+
+
+def principal(name, roles=("admin",), region=None, act_for=False, cadre_id=None):
+    """Makes principal name (a key pair and its principals.conf section) or
+    replaces its section; services pick it up without a restart. Returns
+    name."""
+    args = [name, "--roles", ",".join(roles), "--act-for" if act_for else "--no-act-for"]
+    if region:
+        args += ["--region", region]
+    if cadre_id:
+        args += ["--cadre-id", str(cadre_id)]
+    keygen(*args)
+    _principals.add(name)
+    return name
+
+
+def _legacy_principal(name):
+    """The principal a legacy actor plays: made with role admin the first
+    time, left alone if it exists (a test may have given it exact roles)."""
+    if name in _principals or os.path.exists(os.path.join(KEYS_DIR, name + ".key")):
+        _principals.add(name)
+        return
+    principal(name, roles=("admin",))
+
+
+def curve_socket(kind, server, as_principal=None):
+    """A socket of kind configured as a CURVE client of server (no-op in
+    plaintext mode); connect it yourself."""
+    s = CTX.socket(kind)
+    s.setsockopt(zmq.LINGER, 0)
+    bangfu_keys.configure(s, server, as_principal or bangfu_keys.principal())
+    return s
+
+
+class Client:
+    """A DEALER client: sends an empty delimiter and the request map.
+    Authenticates as principal (default admin) to the server called server
+    (default: the service Stack gave this endpoint, else registry);
+    principal=None and server=None with plain=True make an unauthenticated
+    socket."""
+
+    def __init__(self, endpoint, timeout_ms=30000, server=None, principal="admin", plain=False):
         self.endpoint = endpoint
         self.timeout_ms = timeout_ms
-        self.sock = CTX.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(endpoint)
+        self.server = server or _endpoint_server.get(endpoint, "registry")
+        self.principal = principal
+        self.plain = plain
+        self.sock = self._socket(principal)
+        self.socks = {principal: self.sock}
+
+    def _socket(self, who):
+        s = CTX.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        if not self.plain:
+            bangfu_keys.configure(s, self.server, who)
+        s.connect(self.endpoint)
+        return s
+
+    def _sock_for(self, actor, auth):
+        """The socket a call goes through (see the module doc)."""
+        if self.plain or not bangfu_keys.curve():
+            return self.sock
+        who = self.principal
+        if auth is not None:
+            who = ACT_FOR
+        elif actor is not None and actor != self.principal and bangfu_keys.name_ok(actor):
+            _legacy_principal(actor)
+            who = actor
+        if who not in self.socks:
+            self.socks[who] = self._socket(who)
+        return self.socks[who]
 
     def close(self):
-        self.sock.close(0)
+        for s in self.socks.values():
+            s.close(0)
+        self.socks = {}
 
-    def raw(self, body, frames=None, timeout_ms=None):
+    def raw(self, body, frames=None, timeout_ms=None, sock=None):
         """Sends body as the last frame (after `frames`, default one empty
         delimiter) and returns the decoded reply map (or None on timeout)."""
+        sock = sock or self.sock
         parts = [b""] if frames is None else list(frames)
-        self.sock.send_multipart(parts + [body])
-        if not self.sock.poll(timeout_ms or self.timeout_ms):
+        sock.send_multipart(parts + [body])
+        if not sock.poll(timeout_ms or self.timeout_ms):
             return None
-        reply = self.sock.recv_multipart()
+        reply = sock.recv_multipart()
         return msgpack.unpackb(reply[-1], raw=False, strict_map_key=False), reply[:-1]
 
     def request(self, method, params=None, actor=None, rid=None, extra=None, auth=None):
@@ -104,8 +200,9 @@ class Client:
         if extra:
             req.update(extra)
         body = msgpack.packb(req, use_bin_type=True)
+        sock = self._sock_for(actor, auth)
         while True:
-            got = self.raw(body)
+            got = self.raw(body, sock=sock)
             if got is None:
                 raise TestFailure("no reply to %s within %d ms" % (method, self.timeout_ms))
             reply, _ = got
@@ -182,9 +279,12 @@ class Stack:
             "BANGFU_BUS_PUB": "tcp://127.0.0.1:%d" % self.ports["bus_pub"],
             "BANGFU_LOG_LEVEL": os.environ.get("BANGFU_TEST_LOG_LEVEL", "info"),
         })
+        _endpoint_server["tcp://127.0.0.1:%d" % self.ports["bus_xsub"]] = "bus"
+        _endpoint_server["tcp://127.0.0.1:%d" % self.ports["bus_pub"]] = "bus"
         for s in ("registry", "funds", "tasks", "notify", "gateway"):
             port = free_port()
             self.ports[s] = port
+            _endpoint_server["tcp://127.0.0.1:%d" % port] = s
             self.env["BANGFU_%s_BIND" % s.upper()] = "tcp://127.0.0.1:%d" % port
             self.env["BANGFU_%s_RPC" % s.upper()] = "tcp://127.0.0.1:%d" % port
         # the gateway's HTTP side, console files and bootstrap admin's password
@@ -222,11 +322,13 @@ class Stack:
                     os.path.join(TMP, "%s-%s.log" % (name, self.tag)))
         self.procs[name] = p
         endpoint = e.get("BANGFU_%s_BIND" % service.upper(), self.endpoint(service))
-        self.wait_healthy(endpoint, p)
+        _endpoint_server.setdefault(endpoint, service)
+        self.wait_healthy(endpoint, p, server=service)
         return p
 
-    def wait_healthy(self, endpoint, proc, timeout=30):
-        c = Client(endpoint, timeout_ms=500)
+    def wait_healthy(self, endpoint, proc, timeout=30, server=None):
+        server = server or _endpoint_server.get(endpoint) or proc.name
+        c = Client(endpoint, timeout_ms=500, server=server)
         deadline = time.time() + timeout
         try:
             while time.time() < deadline:
@@ -239,7 +341,7 @@ class Stack:
                 except TestFailure:
                     # a timed-out request leaves a late reply; use a new socket
                     c.close()
-                    c = Client(endpoint, timeout_ms=500)
+                    c = Client(endpoint, timeout_ms=500, server=server)
                 time.sleep(0.05)
         finally:
             c.close()
@@ -251,8 +353,8 @@ class Stack:
             self.start(s)
         return self
 
-    def client(self, service, timeout_ms=30000):
-        c = Client(self.endpoint(service), timeout_ms)
+    def client(self, service, timeout_ms=30000, principal="admin"):
+        c = Client(self.endpoint(service), timeout_ms, server=service, principal=principal)
         self.clients.append(c)
         return c
 
@@ -277,9 +379,11 @@ class Stack:
 class Subscriber:
     """A bus subscriber collecting (type, event) pairs."""
 
-    def __init__(self, stack, prefix=""):
+    def __init__(self, stack, prefix="", principal=SUBSCRIBER):
         self.sock = CTX.socket(zmq.SUB)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if principal:
+            bangfu_keys.configure(self.sock, "bus", principal)
         self.sock.connect("tcp://127.0.0.1:%d" % stack.ports["bus_pub"])
         self.sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
         self.events = []

@@ -16,6 +16,7 @@
  */
 #include "bf_cfg.h"
 #include "bf_db.h"
+#include "bf_keys.h"
 #include "bf_log.h"
 #include "bf_mp.h"
 #include "bf_outbox.h"
@@ -464,6 +465,8 @@ int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     bf_log_init("test_relay", BF_ERROR);
+    char serr[256];
+    bf_security_init("plaintext", "", "", serr, sizeof serr); /* no bus, no keys here */
     s_dsn = getenv("BANGFU_PG_DSN");
     s_redis_url = getenv("BANGFU_REDIS_URL");
     if (s_dsn && !*s_dsn) s_dsn = NULL;
