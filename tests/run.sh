@@ -36,7 +36,6 @@ unset BANGFU_SECURITY_MODE
 if [ -x "$BANGFU_BUILD/bin/bangfu" ]; then
   { "$BANGFU_BUILD/bin/bangfu" keygen --deployment "$BANGFU_KEYS_DIR" &&
     "$BANGFU_BUILD/bin/bangfu" keygen harness --roles admin --act-for &&
-    "$BANGFU_BUILD/bin/bangfu" keygen gateway --roles service,admin --act-for &&
     "$BANGFU_BUILD/bin/bangfu" keygen events.reader --roles subscriber; } >/dev/null ||
     { echo "not ok - bangfu keygen failed"; echo "0 passed, 1 failed"; exit 1; }
 fi

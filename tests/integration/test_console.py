@@ -6,11 +6,12 @@ test's temp dir (and to $BANGFU_SCREENSHOT_DIR when set, for docs/img)."""
 import json
 import os
 import shutil
+import subprocess
 import time
 import urllib.parse
 import http.client as httpc
 
-from bftest import TMP, Stack, check, eq, pg, uid, wait_for
+from bftest import BUILD, TMP, Stack, check, eq, pg, uid, wait_for
 
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
@@ -24,12 +25,27 @@ SHOTS = None
 RUN = uid()[:8]
 
 
+def gateway_keys():
+    """A copy of the run's keys directory in which the `gateway` principal
+    also holds admin (as `make run` and compose set it up), so admins keep
+    admin through the gateway; the deployment's own set (service + act_for)
+    stays as test_security expects it. The key pairs are the same."""
+    src = os.environ.get("BANGFU_KEYS_DIR")
+    if not src:
+        return {}
+    dst = os.path.join(TMP, "keys-gateway-" + uid())
+    shutil.copytree(src, dst)
+    subprocess.run([os.path.join(BUILD, "bin", "bangfu"), "keygen", "gateway", "--dir", dst,
+                    "--roles", "service,admin", "--act-for"], check=True, capture_output=True)
+    return {"BANGFU_KEYS_DIR": dst}
+
+
 def setup_module():
     global S, ADMIN, SHOTS
     SHOTS = os.path.join(TMP, "console-shots-" + RUN)
     os.makedirs(SHOTS, exist_ok=True)
     S = Stack(services=("registry", "funds", "gateway"),
-              extra_env={"BANGFU_GATEWAY_SCRYPT_LOG2N": "12"})
+              extra_env=dict(gateway_keys(), BANGFU_GATEWAY_SCRYPT_LOG2N="12"))
     S.__enter__()
     # notify: its own consumer group, one attempt before a delivery is dead
     S.start("notify", env={"BANGFU_NOTIFY_GROUP": "console-" + RUN,

@@ -8,13 +8,30 @@ import http.client as httpc
 import json
 import os
 import random
+import shutil
+import subprocess
 import urllib.parse
 
-from bftest import Stack, TestFailure, check, eq, uid
+from bftest import BUILD, TMP, Stack, TestFailure, check, eq, uid
 
 S = None
 ADMIN = None  # the bootstrap admin's token
 PW_FILE = None
+
+
+def gateway_keys():
+    """A copy of the run's keys directory in which the `gateway` principal
+    also holds admin (as `make run` and compose set it up), so admins keep
+    admin through the gateway; the deployment's own set (service + act_for)
+    stays as test_security expects it. The key pairs are the same."""
+    src = os.environ.get("BANGFU_KEYS_DIR")
+    if not src:
+        return {}
+    dst = os.path.join(TMP, "keys-gateway-" + uid())
+    shutil.copytree(src, dst)
+    subprocess.run([os.path.join(BUILD, "bin", "bangfu"), "keygen", "gateway", "--dir", dst,
+                    "--roles", "service,admin", "--act-for"], check=True, capture_output=True)
+    return {"BANGFU_KEYS_DIR": dst}
 
 
 def setup_module():
@@ -22,9 +39,10 @@ def setup_module():
     # tasks is left out on purpose: calls to it show 503 unavailable
     S = Stack(services=("registry", "funds", "notify", "gateway"),
               # a cheaper scrypt (2^12) keeps sign-ins quick on a loaded test box
-              extra_env={"BANGFU_GATEWAY_RPC_TIMEOUT_MS": "3000",
-                         "BANGFU_GATEWAY_SCRYPT_LOG2N": "12",
-                         "BANGFU_GATEWAY_LOGIN_MAX_FAILURES": "3"})
+              extra_env=dict(gateway_keys(),
+                             BANGFU_GATEWAY_RPC_TIMEOUT_MS="3000",
+                             BANGFU_GATEWAY_SCRYPT_LOG2N="12",
+                             BANGFU_GATEWAY_LOGIN_MAX_FAILURES="3"))
     S.__enter__()
     PW_FILE = S.env["BANGFU_GATEWAY_ADMIN_PASSWORD_FILE"]
     with open(PW_FILE) as f:
