@@ -29,7 +29,7 @@ ifneq ($(FUZZ),)
 endif
 
 CC       ?= cc
-PKGS     := libzmq msgpack hiredis libpq inih jansson libcurl openssl
+PKGS     := libzmq msgpack hiredis libpq inih jansson libcurl openssl libmicrohttpd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

@@ -18,6 +18,7 @@ static const struct {
     {"funds", "tcp://127.0.0.1:7102"},
     {"tasks", "tcp://127.0.0.1:7103"},
     {"notify", "tcp://127.0.0.1:7104"},
+    {"gateway", "tcp://127.0.0.1:7105"},
     {NULL, NULL},
 };
 

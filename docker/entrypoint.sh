@@ -1,7 +1,7 @@
 #!/bin/sh
 # bangfu-entrypoint: picks the program a bangfu container runs.
 #
-#   <service> [args]     runs bangfu-<service> (bus, registry, funds, tasks, notify),
+#   <service> [args]     runs bangfu-<service> (bus, registry, funds, tasks, notify, gateway),
 #                        its log (JSON lines) sent to stdout for `docker logs`
 #   bangfu [args]        the operators' CLI, e.g. `bangfu call registry sys.health`
 #   [args]               with $BANGFU_SERVICE set: that service with these args
@@ -43,7 +43,7 @@ entrypoint)
     usage >&2
     exit 2
     ;;
-bus | registry | funds | tasks | notify | [a-z]*)
+bus | registry | funds | tasks | notify | gateway | [a-z]*)
     if [ -x "/usr/local/bin/bangfu-$1" ]; then
         svc=$1
         shift
@@ -51,7 +51,7 @@ bus | registry | funds | tasks | notify | [a-z]*)
         exec "/usr/local/bin/bangfu-$svc" "$@" 2>&1
     fi
     case "$1" in
-    bus | registry | funds | tasks | notify)
+    bus | registry | funds | tasks | notify | gateway)
         echo "bangfu-entrypoint: this image has no bangfu-$1 (built from a tree without services/$1)" >&2
         exit 127
         ;;

@@ -5,7 +5,8 @@ set -euo pipefail
 PKGS=(build-essential pkg-config libzmq3-dev libmsgpack-dev libhiredis-dev libpq-dev
       libinih-dev libjansson-dev libcsv-dev libssl-dev libcurl4-openssl-dev
       postgresql redis-server python3 python3-zmq python3-msgpack python3-psycopg2
-      python3-redis bc)  # bc: bench/run.sh arithmetic
+      python3-redis bc libmicrohttpd-dev chromium chromium-driver python3-selenium
+      fonts-wqy-microhei)  # bc: bench/run.sh arithmetic
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

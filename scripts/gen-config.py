@@ -12,7 +12,7 @@ HEADER = """\
 # bangfu configuration (configs/bangfu.conf)
 #
 # One file serves every service: each reads the common sections and its own
-# ([registry], [funds], [tasks], [notify], [bus]) and skips the others. Every
+# ([registry], [funds], [tasks], [notify], [gateway], [bus]) and skips the others. Every
 # key is shown with its default, commented out; uncomment to change it. Any
 # key can also be set by its environment variable (shown under each key),
 # which wins over this file, so docker-compose and a laptop use the same
@@ -25,7 +25,7 @@ HEADER = """\
 
 def main():
     build = sys.argv[1] if len(sys.argv) > 1 else "build"
-    order = ["bus", "registry", "funds", "tasks", "notify"]
+    order = ["bus", "registry", "funds", "tasks", "notify", "gateway"]
     bins = [os.path.join(build, "bin", "bangfu-" + n) for n in order]
     bins = [b for b in bins if os.path.exists(b)]
     sections = {}  # name -> {key: text}

@@ -16,7 +16,7 @@ BUILD=${BUILD:-build}
 VAR="${BANGFU_VAR:-$ROOT/var}"  # BANGFU_VAR: another directory (tests)
 . scripts/lib.sh
 
-SERVICES=(registry funds tasks notify)
+SERVICES=(registry funds tasks notify gateway)
 
 svc_present() { [ -x "$BUILD/bin/bangfu-$1" ]; }
 
@@ -35,6 +35,17 @@ ports() {
       for s in "${SERVICES[@]}"; do echo "${s^^}_PORT=$(bf_free_port)"; done
     } >"$VAR/ports.env"
   fi
+  # a service added since ports.env was written gets a port too
+  for s in "${SERVICES[@]}"; do
+    grep -q "^${s^^}_PORT=" "$VAR/ports.env" || echo "${s^^}_PORT=$(bf_free_port)" >>"$VAR/ports.env"
+  done
+  # the console: 8080 when free, else a spare port; kept like the others
+  if ! grep -q '^GATEWAY_HTTP_PORT=' "$VAR/ports.env"; then
+    local hp=8080
+    /usr/bin/python3 -c 'import socket,sys; s=socket.socket(); s.bind(("127.0.0.1",8080))' 2>/dev/null \
+      || hp=$(bf_free_port)
+    echo "GATEWAY_HTTP_PORT=$hp" >>"$VAR/ports.env"
+  fi
   . "$VAR/ports.env"
 }
 
@@ -43,6 +54,9 @@ ports() {
 make_keys() {
   local k="$VAR/keys" b="$BUILD/bin/bangfu"
   { "$b" keygen --deployment "$k" &&
+    # the gateway vouches for the people who sign in to the console, admins
+    # included, so it holds admin too (it may only grant roles it holds)
+    "$b" keygen gateway --dir "$k" --roles service,admin --act-for &&
     "$b" keygen system:demo --dir "$k" --roles admin &&
     "$b" keygen demo.loader --dir "$k" --roles admin --act-for &&
     # the tranche approver, a principal distinct from the planner (system:demo);
@@ -78,6 +92,8 @@ export_env() {
     export "BANGFU_${s^^}_BIND=tcp://127.0.0.1:${!var}"
     export "BANGFU_${s^^}_RPC=tcp://127.0.0.1:${!var}"
   done
+  export BANGFU_GATEWAY_HTTP_BIND="127.0.0.1:$GATEWAY_HTTP_PORT"
+  export BANGFU_GATEWAY_WWW_DIR="$ROOT/services/gateway/www"
 }
 
 start_one() { # name binary
@@ -141,11 +157,15 @@ up() {
   echo "bangfu is up. Endpoints (var/endpoints.env):"
   sed -e '/^#/d' -e 's/^/  /' "$VAR/endpoints.env"
   echo "Logs: var/log/*.log   CLI: set -a; . var/endpoints.env; set +a; $BUILD/bin/bangfu help"
+  if svc_present gateway; then
+    echo "Console and HTTP API: http://127.0.0.1:$GATEWAY_HTTP_PORT/  (user admin; password in" \
+         "$BANGFU_KEYS_DIR/gateway-admin.password)"
+  fi
 }
 
 down() {
   [ -d "$VAR" ] || return 0
-  for s in notify tasks funds registry bus; do stop_one "$s"; done
+  for s in gateway notify tasks funds registry bus; do stop_one "$s"; done
   bf_redis_stop "$VAR/redis"
   bf_pg_stop "$VAR/pg"
   rm -f "$VAR/endpoints.env"

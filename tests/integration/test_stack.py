@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import urllib.request
 
 import psycopg2
 
@@ -73,6 +74,13 @@ def test_up_writes_endpoints_and_loads_demo():
             h = subprocess.run([os.path.join(BUILD, "bin", "bangfu"), "call", svc, "sys.health"],
                                env=dict(os.environ, **env), capture_output=True, text=True)
             eq(h.returncode, 0, "%s healthy: %s" % (svc, h.stderr))
+    if os.path.exists(os.path.join(BUILD, "bin", "bangfu-gateway")):
+        m = re.search(r"Console and HTTP API: (http://127\.0\.0\.1:\d+/) .*password in (\S+)\)",
+                      r.stdout)
+        check(m, "the console URL and password file are printed:\n" + r.stdout[-2000:])
+        with urllib.request.urlopen(m.group(1) + "healthz", timeout=10) as h:
+            eq(h.status, 200)
+        check(os.path.getsize(m.group(2)) > 8, "bootstrap admin password written")
     c = _counts(env["BANGFU_PG_DSN"])
     eq(c["village"], 10, "the ten villages of seed 000")
     check(c["household"] >= 10, "households generated")

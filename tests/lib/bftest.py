@@ -281,12 +281,20 @@ class Stack:
         })
         _endpoint_server["tcp://127.0.0.1:%d" % self.ports["bus_xsub"]] = "bus"
         _endpoint_server["tcp://127.0.0.1:%d" % self.ports["bus_pub"]] = "bus"
-        for s in ("registry", "funds", "tasks", "notify"):
+        for s in ("registry", "funds", "tasks", "notify", "gateway"):
             port = free_port()
             self.ports[s] = port
             _endpoint_server["tcp://127.0.0.1:%d" % port] = s
             self.env["BANGFU_%s_BIND" % s.upper()] = "tcp://127.0.0.1:%d" % port
             self.env["BANGFU_%s_RPC" % s.upper()] = "tcp://127.0.0.1:%d" % port
+        # the gateway's HTTP side, console files and bootstrap admin's password
+        # file (one per test run: the database, and so the users, are shared)
+        self.ports["gateway_http"] = free_port()
+        self.env["BANGFU_GATEWAY_HTTP_BIND"] = "127.0.0.1:%d" % self.ports["gateway_http"]
+        self.env["BANGFU_GATEWAY_WWW_DIR"] = os.path.join(
+            os.path.dirname(os.path.abspath(__file__)), "..", "..", "services", "gateway", "www")
+        self.env["BANGFU_GATEWAY_ADMIN_PASSWORD_FILE"] = os.path.join(
+            TMP, "gateway-admin.password")
         if extra_env:
             self.env.update(extra_env)
         self.procs = {}
@@ -295,6 +303,10 @@ class Stack:
 
     def endpoint(self, service):
         return "tcp://127.0.0.1:%d" % self.ports[service]
+
+    def http_url(self):
+        """The gateway's HTTP base URL, e.g. http://127.0.0.1:41234"""
+        return "http://" + self.env["BANGFU_GATEWAY_HTTP_BIND"]
 
     def start_bus(self):
         self.procs["bus"] = Process("bus", [os.path.join(BUILD, "bin", "bangfu-bus")], self.env,
