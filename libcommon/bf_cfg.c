@@ -28,6 +28,11 @@ const bf_cfg_def_t bf_cfg_common[] = {
      "longest string accepted in any request parameter"},
     {"rpc.max_list", BF_CFG_INT, "10000", 1, 10000000,
      "longest list accepted in a request parameter unless a method says more"},
+    {"rpc.max_objects", BF_CFG_INT, "2000000", 4096, 100000000,
+     "most msgpack objects (about 24 bytes each once decoded) all requests being handled "
+     "at once may hold; each method's own budget follows from its parameter table"},
+    {"rpc.request_key_ttl_s", BF_CFG_INT, "604800", 60, 315360000,
+     "how long a write's request_key is remembered (a retry within it replays the reply)"},
     {"rpc.drain_ms", BF_CFG_INT, "10000", 0, 600000,
      "on SIGTERM, how long to wait for in-flight requests"},
     {"relay.enabled", BF_CFG_BOOL, "true", 0, 0,

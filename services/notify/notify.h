@@ -98,6 +98,9 @@ int notify_admin_record(bf_req_t *r, bf_event_t *ev, const char *what, const cha
 /* Creates the consumer groups (events stream and every delivery stream) if
  * missing. Returns 0 or -1. */
 int notify_queue_init(notify_t *n, bf_redis_t *rd);
+/* The same with the events group starting at events_start ("0" when the group
+ * vanished: Redis lost it, and every entry the stream has now is unread). */
+int notify_queue_init_from(notify_t *n, bf_redis_t *rd, const char *events_start);
 
 /* The stream key of a channel's deliveries, into buf. */
 void notify_queue_key(const char *channel, char *buf, size_t len);

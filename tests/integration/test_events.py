@@ -200,6 +200,67 @@ def test_relay_survives_redis_outage():
         stop_redis()
 
 
+def test_events_redis_lost_are_sent_again_from_the_outbox():
+    # Redis accepted events, then restarted without its data (no AOF): the
+    # relay notices the new connection, finds its newest relayed events
+    # missing from the stream and sends them again, before and with new ones
+    port = free_port()
+    rdir = os.path.join(TMP, "redis-loss-%s" % uid())
+    os.makedirs(rdir)
+
+    def start_redis():
+        subprocess.check_call(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                               "--dir", rdir, "--daemonize", "yes", "--save", "",
+                               "--appendonly", "no", "--pidfile", rdir + "/r.pid",
+                               "--logfile", rdir + "/r.log"])
+        wait_for(lambda: subprocess.call(["redis-cli", "-p", str(port), "ping"],
+                                         stdout=subprocess.DEVNULL) == 0)
+
+    def stop_redis():
+        subprocess.call(["redis-cli", "-p", str(port), "shutdown", "nosave"],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: subprocess.call(["redis-cli", "-p", str(port), "ping"],
+                                         stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL) != 0)
+
+    import redis as redislib
+    start_redis()
+    url = "redis://127.0.0.1:%d/0" % port
+    conn = pg()
+    try:
+        with Stack(["registry"], extra_env={"BANGFU_REDIS_URL": url}) as s:
+            c = s.client("registry")
+            seq0 = _max_seq(conn)
+            base = "14%04d" % (int(uid(), 16) % 10000)
+            for i in range(20):
+                c.call("region.put", {"code": "%s%03d000" % (base, i), "name": "失",
+                                      "level": "township"})
+            ids = _outbox_ids(conn, seq0)
+            eq(len(ids), 20)
+            rr = redislib.Redis(port=port)
+            wait_for(lambda: set(ids) <= {e["id"] for _, e in stream_events(rr)}, timeout=20,
+                     msg="relayed before the loss")
+            stop_redis()
+            start_redis()  # empty: everything it had is gone
+            rr = redislib.Redis(port=port)
+            eq(stream_events(rr), [], "the new Redis starts empty")
+            # one more write right away: it must not hide the loss
+            c.call("region.put", {"code": "%s%03d000" % (base, 20), "name": "新",
+                                  "level": "township"})
+            ids = _outbox_ids(conn, seq0)
+            eq(len(ids), 21)
+            wait_for(lambda: set(ids) <= {e["id"] for _, e in stream_events(rr)}, timeout=30,
+                     msg="every event, lost ones included, in the new stream")
+            order = [e["id"] for _, e in stream_events(rr) if e["id"] in set(ids)]
+            eq(order, ids, "sent again in outbox order, the new one last")
+            check("no longer has" in s.procs["registry"].output(), "the loss is logged")
+            # and it stays correct: nothing sent a third time
+            time.sleep(1.5)
+            eq(len([1 for _, e in stream_events(rr) if e["id"] in set(ids)]), 21)
+    finally:
+        stop_redis()
+
+
 def test_two_instances_relay_each_event_once():
     conn = pg()
     r = redis_client()
