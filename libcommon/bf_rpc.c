@@ -1170,6 +1170,10 @@ bf_rpc_server_t *bf_rpc_server_new(const bf_rpc_config_t *cfg)
     s->back = zmq_socket(bf_zmq_ctx(), ZMQ_ROUTER);
     if (!s->front || !s->back) goto fail;
     int64_t maxmsg = bf_cfg_int(cfg->cfg, "rpc.max_msg_bytes");
+    /* ZMQ_MAXMSGSIZE applies to the frame on the wire; CURVE wraps each one
+     * in a MESSAGE command (name, nonce, MAC, flags: 33 bytes), so allow that
+     * much more and rpc.max_msg_bytes keeps meaning the request's size */
+    if (bf_security_curve()) maxmsg += 64;
     int linger = 0, one = 1;
     zmq_setsockopt(s->front, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     zmq_setsockopt(s->front, ZMQ_LINGER, &linger, sizeof linger);
