@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 
+import bftest
 import msgpack
 
 from bftest import (Stack, Subscriber, check, eq, free_port, pg, redis_client, stream_events,
@@ -162,16 +163,19 @@ def test_relay_survives_redis_outage():
         subprocess.check_call(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
                                "--dir", rdir, "--daemonize", "yes", "--save", "",
                                "--appendonly", "no", "--pidfile", rdir + "/r.pid",
-                               "--logfile", rdir + "/r.log"])
-        wait_for(lambda: subprocess.call(["redis-cli", "-p", str(port), "ping"],
+                               "--logfile", rdir + "/r.log"] + bftest.redis_server_args())
+        wait_for(lambda: subprocess.call(cli + ["ping"], env=cli_env,
                                          stdout=subprocess.DEVNULL) == 0)
 
     def stop_redis():
-        subprocess.call(["redis-cli", "-p", str(port), "shutdown", "nosave"],
+        subprocess.call(cli + ["shutdown", "nosave"], env=cli_env,
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: subprocess.call(["redis-cli", "-p", str(port), "ping"],
+        wait_for(lambda: subprocess.call(cli + ["ping"], env=cli_env,
                                          stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL) != 0)
+
+    cli = ["redis-cli", "-p", str(port)] + bftest.redis_cli_auth()
+    cli_env = bftest.redis_cli_env()
 
     import redis as redislib
     start_redis()
@@ -193,7 +197,8 @@ def test_relay_survives_redis_outage():
             eq(h["redis"], "down")
             start_redis()
             wait_for(lambda: _pending(conn) == 0, timeout=30, msg="relay caught up after Redis returned")
-            rr = redislib.Redis(port=port)
+            rr = redislib.Redis(port=port, username="bangfu_admin",
+                                password=bftest.redis_password("admin"))
             streamed = {e["id"] for _, e in stream_events(rr)}
             eq([i for i in ids if i not in streamed], [], "every event written during the outage")
     finally:
