@@ -3,7 +3,9 @@
 # redis-server --aclfile) on stdout. One user per service, each allowed only
 # the commands and keys it uses (docs/security.md, "PostgreSQL and Redis
 # privileges"); passwords are read from SECRETS_DIR/redis-<user>.password and
-# written only as SHA-256 hashes. STREAM is relay.stream (bangfu:events).
+# written only as SHA-256 hashes. STREAM is relay.stream (bangfu:events); the
+# rules for it also cover STREAM:* (streams of their own for a second
+# deployment sharing the Redis, or for tests: relay.stream = bangfu:events:x).
 #
 #   default          off: a client that has not sent AUTH can do nothing (NOAUTH)
 #   bangfu_admin     everything (operators, `make test` helpers, unit tests)
@@ -19,6 +21,7 @@
 set -eu
 dir=${1:?usage: redis-acl.sh SECRETS_DIR [STREAM]}
 stream=${2:-bangfu:events}
+ev="~$stream ~$stream:*"
 
 hash() { # user -> "#<sha256 of its password>"
     f="$dir/redis-$1.password"
@@ -30,11 +33,11 @@ base="+ping +select +info +hello"
 echo "user default off resetpass resetkeys resetchannels -@all"
 echo "user bangfu_admin on $(hash admin) ~* &* +@all"
 for s in registry funds tasks; do
-    echo "user bangfu_$s on $(hash "$s") resetchannels -@all $base ~$stream +xadd"
+    echo "user bangfu_$s on $(hash "$s") resetchannels -@all $base $ev +xadd"
 done
 echo "user bangfu_notify on $(hash notify) resetchannels -@all $base" \
     "~bangfu:notify:* +@stream +@hash +@sortedset +@set +@string +@keyspace -@dangerous" \
     "+eval +evalsha" \
-    "(~$stream +xadd +xreadgroup +xack +xautoclaim +xpending +xrange +xrevrange +xlen" \
+    "($ev +xadd +xreadgroup +xack +xautoclaim +xpending +xrange +xrevrange +xlen" \
     "+xinfo +xgroup|create +xgroup|createconsumer +xgroup|delconsumer +eval +evalsha)"
-echo "user bangfu_cli on $(hash cli) resetchannels -@all $base ~$stream +xrange +xrevrange +xlen"
+echo "user bangfu_cli on $(hash cli) resetchannels -@all $base $ev +xrange +xrevrange +xlen"
