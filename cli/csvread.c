@@ -271,9 +271,9 @@ static void s_feed(csvread_t *r, const char *seg, size_t n, bool ends_line)
  * more input is needed first (or, at EOF, nothing is left). */
 static int s_next_segment(csvread_t *r)
 {
-    const char *t = r->text + r->text_off;
     size_t n = r->text_len - r->text_off;
-    if (n == 0) return 0;
+    if (n == 0) return 0; /* text may still be NULL: no pointer arithmetic on it */
+    const char *t = r->text + r->text_off;
     for (size_t i = 0; i < n; i++) {
         if (t[i] == '\n') {
             r->text_off += i + 1;

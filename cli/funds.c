@@ -1,8 +1,11 @@
 /* funds.c: `bangfu funds verify`, the auditor's check of the funds ledger.
  *
- * Asks the funds service to re-walk its hash chain (ledger.verify) and to
- * re-derive every balance from the ledger, prints the result as JSON, and
- * says in one line on stderr which entry is the first that does not match.
+ * Asks the funds service to re-walk its hash chains (ledger.verify: the
+ * ledger and the evidence chain) and to re-derive every balance from the
+ * ledger, prints the result as JSON, and says in one line on stderr which
+ * entry or row is the first that does not match. With --export-head it
+ * prints instead, only if everything verifies, one JSON line with the heads
+ * to publish outside the system (docs/funds.md, "Publishing the head").
  * Exit status: 0 the ledger verifies, 1 it does not (or an error reply), 2
  * usage, 3 the service did not answer.
  */
@@ -16,15 +19,86 @@
 
 static void s_usage(FILE *f)
 {
-    fprintf(f, "usage: bangfu funds verify [--timeout MS]\n"
+    fprintf(f, "usage: bangfu funds verify [--export-head] [--timeout MS]\n"
                "Re-walks the funds ledger's hash chain from its first entry, recomputing\n"
                "every entry's SHA-256, and re-derives every account's balance from the\n"
                "ledger. Prints the result as JSON; if an entry was altered, removed or\n"
-               "re-linked, names the first one. Exit 0 if the ledger verifies, 1 if not.\n"
+               "re-linked, names the first one; checks every account and tranche approval\n"
+               "against the evidence chain and names each row and column that differs.\n"
+               "Exit 0 if the ledger verifies, 1 if not.\n"
+               "--export-head: print only, if it verifies, one JSON line with the head to\n"
+               "publish: {head_hash, ledger_id, ledger_hash, time, evidence_id,\n"
+               "evidence_hash}.\n"
                "The service is found at $BANGFU_FUNDS_RPC (default tcp://127.0.0.1:7102).\n");
 }
 
-static int s_verify(long timeout)
+/* One line on stderr per kind of problem a verify result reports. */
+static void s_explain(const msgpack_object *res)
+{
+    static const char *const chains[][2] = {{"first_bad", "ledger entry"},
+                                            {"evidence_first_bad", "evidence entry"}};
+    bool said = false;
+    for (size_t c = 0; c < 2; c++) {
+        const msgpack_object *bad = bf_mp_get(res, chains[c][0]);
+        const msgpack_object *id = bad ? bf_mp_get(bad, "id") : NULL;
+        const msgpack_object *msg = bad ? bf_mp_get(bad, "message") : NULL;
+        int64_t n = 0;
+        if (id && bf_mp_int(id, &n) && msg && msg->type == MSGPACK_OBJECT_STR) {
+            fprintf(stderr, "bangfu funds: %s %lld does not verify: %.*s\n", chains[c][1],
+                    (long long)n, (int)msg->via.str.size, msg->via.str.ptr);
+            said = true;
+        }
+    }
+    const msgpack_object *d = bf_mp_get(res, "differences");
+    if (d && d->type == MSGPACK_OBJECT_ARRAY) {
+        for (uint32_t i = 0; i < d->via.array.size; i++) {
+            const msgpack_object *row = &d->via.array.ptr[i];
+            const msgpack_object *t = bf_mp_get(row, "table"), *col = bf_mp_get(row, "column"),
+                                 *ex = bf_mp_get(row, "expected"), *fo = bf_mp_get(row, "found");
+            const msgpack_object *id = bf_mp_get(row, "id");
+            int64_t n = 0;
+            if (!t || t->type != MSGPACK_OBJECT_STR || !col || col->type != MSGPACK_OBJECT_STR ||
+                !id || !bf_mp_int(id, &n))
+                continue;
+            fprintf(stderr, "bangfu funds: %.*s %lld: %.*s is %.*s, the evidence chain says %.*s\n",
+                    (int)t->via.str.size, t->via.str.ptr, (long long)n, (int)col->via.str.size,
+                    col->via.str.ptr,
+                    fo && fo->type == MSGPACK_OBJECT_STR ? (int)fo->via.str.size : 4,
+                    fo && fo->type == MSGPACK_OBJECT_STR ? fo->via.str.ptr : "null",
+                    ex && ex->type == MSGPACK_OBJECT_STR ? (int)ex->via.str.size : 4,
+                    ex && ex->type == MSGPACK_OBJECT_STR ? ex->via.str.ptr : "null");
+            said = true;
+        }
+    }
+    const msgpack_object *books = bf_mp_get(res, "books_ok");
+    if (!said || (books && books->type == MSGPACK_OBJECT_BOOLEAN && !books->via.boolean))
+        fprintf(stderr, "bangfu funds: the cached balances or holds do not match the ledger "
+                        "(see bad_accounts)\n");
+}
+
+/* {"head_hash":..., "ledger_id":..., ...} from a verify result */
+static void s_print_head(const msgpack_object *res)
+{
+    static const char *const keys[][2] = {
+        {"head_hash", "published_hash"}, {"ledger_id", "head_id"},
+        {"ledger_hash", "head_hash"},    {"time", "head_time"},
+        {"evidence_id", "evidence_head_id"}, {"evidence_hash", "evidence_head_hash"}};
+    fputc('{', stdout);
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+        const msgpack_object *v = bf_mp_get(res, keys[i][1]);
+        int64_t n;
+        printf("%s\"%s\": ", i ? ", " : "", keys[i][0]);
+        if (v && v->type == MSGPACK_OBJECT_STR)
+            printf("\"%.*s\"", (int)v->via.str.size, v->via.str.ptr); /* hex or RFC 3339 */
+        else if (v && bf_mp_int(v, &n))
+            printf("%lld", (long long)n);
+        else
+            fputs("null", stdout);
+    }
+    fputs("}\n", stdout);
+}
+
+static int s_verify(long timeout, bool export_head)
 {
     const char *ep = cli_endpoint("funds");
     bf_client_t *c = ep ? bf_client_new(ep, (int)timeout) : NULL;
@@ -40,19 +114,18 @@ static int s_verify(long timeout)
                 reply.message);
         code = CLI_UNAVAILABLE;
     } else {
-        code = cli_print_reply(&reply, isatty(STDOUT_FILENO));
         const msgpack_object *ok = reply.ok ? bf_mp_get(reply.result, "ok") : NULL;
-        if (code == CLI_OK && !(ok && ok->type == MSGPACK_OBJECT_BOOLEAN && ok->via.boolean)) {
-            const msgpack_object *bad = bf_mp_get(reply.result, "first_bad");
-            const msgpack_object *id = bad ? bf_mp_get(bad, "id") : NULL;
-            const msgpack_object *msg = bad ? bf_mp_get(bad, "message") : NULL;
-            int64_t n = 0;
-            if (id && bf_mp_int(id, &n) && msg && msg->type == MSGPACK_OBJECT_STR)
-                fprintf(stderr, "bangfu funds: ledger entry %lld does not verify: %.*s\n",
-                        (long long)n, (int)msg->via.str.size, msg->via.str.ptr);
-            else
-                fprintf(stderr, "bangfu funds: the hash chain verifies, but the cached "
-                                "balances do not match the ledger (see bad_accounts)\n");
+        bool verified = ok && ok->type == MSGPACK_OBJECT_BOOLEAN && ok->via.boolean;
+        if (export_head && reply.ok && verified) {
+            s_print_head(reply.result);
+            code = CLI_OK;
+        } else if (export_head && reply.ok) {
+            code = CLI_OK; /* the reason is told below; nothing to publish */
+        } else {
+            code = cli_print_reply(&reply, isatty(STDOUT_FILENO));
+        }
+        if (code == CLI_OK && !verified) {
+            s_explain(reply.result);
             code = CLI_ERR_REPLY;
         }
     }
@@ -65,6 +138,7 @@ int cli_funds(int argc, char **argv)
 {
     long timeout = 600000; /* a long ledger takes a while to re-walk */
     const char *sub = NULL;
+    bool export_head = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h") || !strcmp(argv[i], "help")) {
             s_usage(stdout);
@@ -75,6 +149,8 @@ int cli_funds(int argc, char **argv)
                 fprintf(stderr, "bangfu funds: --timeout must be a positive number of ms\n");
                 return CLI_USAGE;
             }
+        } else if (!strcmp(argv[i], "--export-head")) {
+            export_head = true;
         } else if (!sub) {
             sub = argv[i];
         } else {
@@ -86,5 +162,5 @@ int cli_funds(int argc, char **argv)
         s_usage(stderr);
         return CLI_USAGE;
     }
-    return s_verify(timeout);
+    return s_verify(timeout, export_head);
 }

@@ -18,17 +18,41 @@ struct cli_rpc {
 
 cli_rpc_t *cli_rpc_new(const char *endpoint)
 {
+    if (!endpoint || !*endpoint) return NULL;
     cli_rpc_t *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     int linger = 0;
     c->sock = zmq_socket(bf_zmq_ctx(), ZMQ_DEALER);
-    if (!c->sock || zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
-        zmq_connect(c->sock, endpoint) != 0) {
-        if (c->sock) zmq_close(c->sock);
-        free(c);
-        return NULL;
+    if (!c->sock || zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof linger) != 0)
+        goto fail;
+    /* a comma-separated list connects the one socket to every endpoint, as
+     * bf_client does: ZeroMQ round-robins requests over them. With several,
+     * requests go only to completed connections (ZMQ_IMMEDIATE), so a dead
+     * endpoint in the list does not swallow them; cli_rpc_call bounds the
+     * wait for one with its timeout (ZMQ_SNDTIMEO). */
+    if (strchr(endpoint, ',')) {
+        int one_ = 1;
+        if (zmq_setsockopt(c->sock, ZMQ_IMMEDIATE, &one_, sizeof one_) != 0) goto fail;
+    }
+    for (const char *p = endpoint; *p;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        char one[512];
+        if (len == 0 || len >= sizeof one) goto fail;
+        memcpy(one, p, len);
+        one[len] = '\0';
+        if (zmq_connect(c->sock, one) != 0) goto fail;
+        p += len;
+        if (*p == ',') {
+            p++;
+            if (!*p) goto fail; /* a trailing comma */
+        }
     }
     return c;
+fail:
+    if (c->sock) zmq_close(c->sock);
+    free(c);
+    return NULL;
 }
 
 void cli_rpc_destroy(cli_rpc_t **self_p)
@@ -148,6 +172,8 @@ int cli_rpc_call(cli_rpc_t *c, const char *method, const char *params, size_t pa
 {
     cli_reply_init(reply);
     char id[40];
+    int sndtimeo = timeout_ms > 0 && timeout_ms < 2147483647L ? (int)timeout_ms : -1;
+    zmq_setsockopt(c->sock, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
     if (cli_rpc_send(c, method, params, params_len, actor, id) != 0) {
         snprintf(reply->code, sizeof reply->code, "unavailable");
         snprintf(reply->message, sizeof reply->message, "cannot send the request: %s",

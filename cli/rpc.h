@@ -33,8 +33,9 @@ typedef struct {
     char field[128];
 } cli_reply_t;
 
-/* A client connected (lazily, as ZeroMQ does) to endpoint; NULL if the
- * endpoint is malformed or memory runs out. */
+/* A client connected (lazily, as ZeroMQ does) to endpoint, or to every
+ * endpoint of a comma-separated list (requests round-robin over them, as
+ * bf_client does); NULL if an endpoint is malformed or memory runs out. */
 cli_rpc_t *cli_rpc_new(const char *endpoint);
 
 /* Closes the socket, frees; NULLs *self_p; safe on NULL. */

@@ -198,6 +198,9 @@ BF_HOSTNET_NOTIFY_PORT=$P_NOTIFY
 # quicker schedulers, so the test does not wait long for time to pass
 BANGFU_TASKS_TICK_SECONDS=1
 BANGFU_NOTIFY_BACKOFF_BASE_MS=500
+# the scenario's webhook receiver listens on the host's loopback: webhooks
+# reach loopback only when the allow-list names it (docs/notify.md)
+BANGFU_NOTIFY_WEBHOOK_ALLOW=127.0.0.1/32
 EOF
 export BANGFU_ENV_FILE=$ENVF
 # docker-compose 1.29 refuses published ports on the host network and an

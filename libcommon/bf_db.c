@@ -16,6 +16,8 @@ struct bf_db {
     char *password; /* overrides the DSN's password (NULL: the DSN's / libpq's) */
     PGconn *conn;
     bool in_tx;
+    bool request_tx; /* the dispatcher's per-request transaction is open */
+    int depth;       /* inside it: 1 while a handler's begin is a savepoint */
     char sqlstate[6];
     char errmsg[512];
     char *prepared[BF_DB_MAX_PREPARED];
@@ -107,6 +109,8 @@ static int s_connect_once(bf_db_t *db)
     }
     s_forget_prepared(db);
     db->in_tx = false;
+    db->request_tx = false;
+    db->depth = 0;
     /* the DSN first, expanded (expand_dbname); a role and password set with
      * bf_db_set_login come later, so they override the DSN's */
     const char *keys[4] = {"dbname", NULL, NULL, NULL};
@@ -245,6 +249,14 @@ int bf_db_cmd(bf_db_t *db, const char *sql)
 
 int bf_db_begin(bf_db_t *db)
 {
+    if (db->request_tx) {
+        /* inside the request's transaction a handler's transaction is a
+         * savepoint: its rollback undoes only its own work */
+        if (db->depth > 0) return 0;
+        if (bf_db_cmd(db, "SAVEPOINT bf_handler") != 0) return -1;
+        db->depth = 1;
+        return 0;
+    }
     if (db->in_tx) return 0;
     if (bf_db_cmd(db, "BEGIN") != 0) return -1;
     db->in_tx = true;
@@ -253,6 +265,13 @@ int bf_db_begin(bf_db_t *db)
 
 int bf_db_commit(bf_db_t *db)
 {
+    if (db->request_tx) {
+        if (db->depth == 0) return 0;
+        db->depth = 0;
+        /* fails if a statement in the savepoint failed (the transaction is
+         * then aborted), as a real COMMIT would have rolled back */
+        return bf_db_cmd(db, "RELEASE SAVEPOINT bf_handler");
+    }
     if (!db->in_tx) return 0;
     db->in_tx = false;
     /* never reconnect here: a new session has no transaction to commit, and
@@ -278,6 +297,13 @@ int bf_db_commit(bf_db_t *db)
 
 int bf_db_rollback(bf_db_t *db)
 {
+    if (db->request_tx) {
+        if (db->depth == 0) return 0;
+        db->depth = 0;
+        if (bf_db_cmd(db, "ROLLBACK TO SAVEPOINT bf_handler") != 0) return 0;
+        bf_db_cmd(db, "RELEASE SAVEPOINT bf_handler");
+        return 0;
+    }
     if (!db->in_tx) return 0;
     db->in_tx = false;
     if (!db->conn || PQstatus(db->conn) != CONNECTION_OK) return 0;
@@ -286,7 +312,34 @@ int bf_db_rollback(bf_db_t *db)
     return 0;
 }
 
-bool bf_db_in_tx(const bf_db_t *db) { return db->in_tx; }
+bool bf_db_in_tx(const bf_db_t *db) { return db->request_tx ? db->depth > 0 : db->in_tx; }
+
+int bf_db_request_begin(bf_db_t *db)
+{
+    if (db->in_tx || db->request_tx) return -1;
+    if (bf_db_begin(db) != 0) return -1;
+    db->request_tx = true;
+    db->depth = 0;
+    return 0;
+}
+
+int bf_db_request_commit(bf_db_t *db)
+{
+    if (!db->request_tx) return -1;
+    db->request_tx = false;
+    db->depth = 0;
+    return bf_db_commit(db);
+}
+
+void bf_db_request_rollback(bf_db_t *db)
+{
+    if (!db->request_tx) return;
+    db->request_tx = false;
+    db->depth = 0;
+    bf_db_rollback(db);
+}
+
+bool bf_db_in_request_tx(const bf_db_t *db) { return db->request_tx; }
 const char *bf_db_sqlstate(const bf_db_t *db) { return db->sqlstate; }
 const char *bf_db_errmsg(const bf_db_t *db) { return db->errmsg; }
 

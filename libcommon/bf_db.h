@@ -68,6 +68,20 @@ int bf_db_commit(bf_db_t *db);
 int bf_db_rollback(bf_db_t *db);
 bool bf_db_in_tx(const bf_db_t *db);
 
+/* The request transaction (docs/protocol.md, request keys). The dispatcher
+ * opens one transaction around a whole write so that the request key's claim,
+ * the handler's changes and the stored reply commit together. Inside it a
+ * handler's bf_db_begin / commit / rollback become SAVEPOINT / RELEASE /
+ * ROLLBACK TO (a handler's rollback undoes only its own work), and
+ * bf_db_in_tx tells whether the handler's own part is open. Statements that
+ * must start a transaction (SET TRANSACTION ISOLATION) do not fit inside: the
+ * methods that use them are reads, never wrapped. request_begin returns -1 if
+ * a transaction is already open. */
+int bf_db_request_begin(bf_db_t *db);
+int bf_db_request_commit(bf_db_t *db);
+void bf_db_request_rollback(bf_db_t *db);
+bool bf_db_in_request_tx(const bf_db_t *db);
+
 /* The last error: SQLSTATE ("" if none or a connection error), message, and
  * whether the connection itself is down. */
 const char *bf_db_sqlstate(const bf_db_t *db);

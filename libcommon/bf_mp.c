@@ -11,10 +11,14 @@ static uint64_t s_be(const unsigned char *p, int n)
     return v;
 }
 
-/* Walks one object at *pos; returns 0 or -2. */
-static int s_walk(const unsigned char *d, size_t len, size_t *pos, int depth, int max_depth)
+/* Walks one object at *pos; returns 0, -2 (malformed) or -3 (more objects
+ * than *budget allows; *budget counts down, one per object). */
+static int s_walk(const unsigned char *d, size_t len, size_t *pos, int depth, int max_depth,
+                  size_t *budget)
 {
     if (depth > max_depth) return -2;
+    if (*budget == 0) return -3;
+    (*budget)--;
     if (*pos >= len) return -2;
     unsigned char t = d[(*pos)++];
     size_t rem = len - *pos;
@@ -80,17 +84,84 @@ static int s_walk(const unsigned char *d, size_t len, size_t *pos, int depth, in
     if (depth >= max_depth) return -2;
     uint64_t elems = is_map ? count * 2 : count;
     if (elems > rem) return -2; /* each element takes at least one byte */
-    for (uint64_t i = 0; i < elems; i++)
-        if (s_walk(d, len, pos, depth + 1, max_depth) != 0) return -2;
+    for (uint64_t i = 0; i < elems; i++) {
+        int rc = s_walk(d, len, pos, depth + 1, max_depth, budget);
+        if (rc != 0) return rc;
+    }
     return 0;
 }
 
 int bf_mp_check(const char *data, size_t len, int max_depth)
 {
-    size_t pos = 0;
+    int rc = bf_mp_check_budget(data, len, max_depth, SIZE_MAX, NULL);
+    return rc == 0 ? 0 : -2;
+}
+
+int bf_mp_check_budget(const char *data, size_t len, int max_depth, size_t max_objects,
+                       size_t *objects)
+{
+    size_t pos = 0, budget = max_objects;
+    if (objects) *objects = 0;
     if (!data || len == 0) return -2;
-    if (s_walk((const unsigned char *)data, len, &pos, 0, max_depth) != 0) return -2;
+    int rc = s_walk((const unsigned char *)data, len, &pos, 0, max_depth, &budget);
+    if (objects) *objects = max_objects - budget;
+    if (rc != 0) return rc;
     return pos == len ? 0 : -2;
+}
+
+int bf_mp_peek_str(const char *data, size_t len, const char *key, const char **val,
+                   size_t *val_len)
+{
+    const unsigned char *d = (const unsigned char *)data;
+    size_t pos = 0;
+    if (!data || len == 0) return -1;
+    unsigned char t = d[pos++];
+    uint64_t pairs;
+    if (t >= 0x80 && t <= 0x8f) {
+        pairs = t & 0x0f;
+    } else if (t == 0xde && len >= 3) {
+        pairs = s_be(d + 1, 2);
+        pos = 3;
+    } else if (t == 0xdf && len >= 5) {
+        pairs = s_be(d + 1, 4);
+        pos = 5;
+    } else {
+        return -1;
+    }
+    size_t kl = strlen(key);
+    for (uint64_t i = 0; i < pairs; i++) {
+        size_t kstart = pos, budget = 1;
+        if (s_walk(d, len, &pos, 0, 1, &budget) != 0) return -1; /* a key: one scalar */
+        const unsigned char *kp = d + kstart;
+        size_t klen = 0, hdr = 0;
+        if (*kp >= 0xa0 && *kp <= 0xbf) {
+            klen = *kp & 0x1f;
+            hdr = 1;
+        } else if (*kp == 0xd9) {
+            klen = kp[1];
+            hdr = 2;
+        }
+        bool match = hdr && klen == kl && memcmp(kp + hdr, key, kl) == 0;
+        size_t vstart = pos;
+        budget = SIZE_MAX;
+        if (s_walk(d, len, &pos, 0, BF_MP_MAX_DEPTH, &budget) != 0) return -1;
+        if (!match) continue;
+        const unsigned char *vp = d + vstart;
+        if (*vp >= 0xa0 && *vp <= 0xbf) {
+            *val = (const char *)vp + 1;
+            *val_len = *vp & 0x1f;
+        } else if (*vp == 0xd9) {
+            *val = (const char *)vp + 2;
+            *val_len = vp[1];
+        } else if (*vp == 0xda) {
+            *val = (const char *)vp + 3;
+            *val_len = (size_t)s_be(vp + 1, 2);
+        } else {
+            return -1;
+        }
+        return 0;
+    }
+    return -1;
 }
 
 const msgpack_object *bf_mp_get(const msgpack_object *map, const char *key)

@@ -23,6 +23,22 @@
  * -2 if malformed, truncated, followed by trailing bytes, or too deep. */
 int bf_mp_check(const char *data, size_t len, int max_depth);
 
+/* The same, and counts the objects (every scalar, container, key and value is
+ * one; msgpack-c's unpacker spends about 24 bytes on each): returns -3 as soon
+ * as there are more than max_objects, before anything is allocated, so a
+ * frame of 8 million nils cannot cost 200 MB. *objects (may be NULL) gets the
+ * count walked. */
+int bf_mp_check_budget(const char *data, size_t len, int max_depth, size_t max_objects,
+                       size_t *objects);
+
+/* Finds, without decoding, the string value of key in a top-level map:
+ * 0 with *val pointing into data (not NUL-terminated) and *val_len, or -1 if
+ * data is not a map, has no such key, the value is not a string, or the
+ * bytes are malformed. Used to learn a request's method before deciding how
+ * many objects it may decode to. */
+int bf_mp_peek_str(const char *data, size_t len, const char *key, const char **val,
+                   size_t *val_len);
+
 /* Looks key up in a map. Returns the value, or NULL if obj is not a map or has
  * no such key. A key present with a nil value is returned (type NIL). */
 const msgpack_object *bf_mp_get(const msgpack_object *map, const char *key);

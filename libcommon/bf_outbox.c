@@ -21,6 +21,13 @@ const bf_migration_t bf_outbox_migrations[] = {
      "  relayed_at timestamptz\n"
      ");\n"
      "CREATE INDEX outbox_pending ON outbox (seq) WHERE relayed_at IS NULL;\n"},
+    /* the stream entry id each event got, so a relay can tell which relayed
+     * events a Redis that lost data no longer has, and send them again */
+    {"000_outbox_stream_id",
+     "ALTER TABLE outbox ADD COLUMN IF NOT EXISTS stream text;\n"
+     "ALTER TABLE outbox ADD COLUMN IF NOT EXISTS stream_id text;\n"
+     "CREATE INDEX IF NOT EXISTS outbox_relayed ON outbox (seq DESC) "
+     "WHERE relayed_at IS NOT NULL;\n"},
     {NULL, NULL},
 };
 

@@ -15,6 +15,7 @@ struct bf_redis {
     char *password; /* NULL: no AUTH is sent */
     redisContext *ctx;
     char err[256];
+    unsigned long connects; /* successful connections made so far */
 };
 
 bf_redis_t *bf_redis_new(const char *url, char *err, size_t errlen)
@@ -174,8 +175,11 @@ int bf_redis_ensure(bf_redis_t *r)
             return -1;
         }
     }
+    r->connects++;
     return 0;
 }
+
+unsigned long bf_redis_connects(const bf_redis_t *r) { return r->connects; }
 
 static redisReply *s_done(bf_redis_t *r, void *rep)
 {

@@ -52,6 +52,10 @@ bool bf_redis_ping(bf_redis_t *r);
 /* Drops the connection (the next call reconnects). */
 void bf_redis_drop(bf_redis_t *r);
 
+/* How many times a connection was made (a change means the server may have
+ * restarted since the caller last looked: the relay then checks the stream). */
+unsigned long bf_redis_connects(const bf_redis_t *r);
+
 const char *bf_redis_errmsg(const bf_redis_t *r);
 const char *bf_redis_host(const bf_redis_t *r);
 int bf_redis_port(const bf_redis_t *r);

@@ -24,6 +24,7 @@ struct bf_relay {
     pthread_t thread;
     atomic_int stop;
     atomic_llong count;
+    unsigned long checked_connects; /* the Redis connection last checked */
 };
 
 static void s_sleep_ms(long ms)
@@ -39,9 +40,163 @@ static uint64_t s_be64(const char *p)
     return v;
 }
 
+/* A stream entry id "ms-seq" as two numbers; false if malformed. */
+static bool s_sid(const char *s, uint64_t *ms, uint64_t *seq)
+{
+    char *end;
+    errno = 0;
+    *ms = strtoull(s, &end, 10);
+    if (errno || end == s || *end != '-') return false;
+    const char *q = end + 1;
+    *seq = strtoull(q, &end, 10);
+    return !errno && end != q && *end == '\0';
+}
+
+static int s_sid_cmp(const char *a, const char *b)
+{
+    uint64_t am = 0, as = 0, bm = 0, bs = 0;
+    s_sid(a, &am, &as);
+    s_sid(b, &bm, &bs);
+    if (am != bm) return am < bm ? -1 : 1;
+    return as < bs ? -1 : as > bs;
+}
+
+/* Redis may lose the end of the stream: restarted without its AOF, or with
+ * the last second of it lost (appendfsync everysec). After every new Redis
+ * connection, before relaying more, this checks that the newest events this
+ * relay marked relayed are still in the stream, walking back from the newest
+ * until one is found (Redis persists in order: if a later entry survived, the
+ * earlier ones did). Entries at or below the stream's max-deleted-entry-id
+ * were trimmed on purpose and end the walk too. Every missing event is marked
+ * unrelayed again, so the next rounds send it again with its own event id
+ * (consumers de-duplicate by id). Returns how many, or -1 (try again later). */
+static int s_recheck_stream(bf_relay_t *rl, bf_db_t *db, bf_redis_t *redis)
+{
+    const char *stream = bf_cfg_str(rl->cfg, "relay.stream");
+    char max_deleted[48] = "0-0";
+    bool exists = true;
+    const char *xi[] = {"XINFO", "STREAM", stream};
+    redisReply *rep = bf_redis_cmd(redis, 3, xi, NULL);
+    if (!rep) return -1;
+    if (rep->type == REDIS_REPLY_ERROR) {
+        exists = false; /* "no such key": the whole stream is gone */
+    } else if (rep->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i + 1 < rep->elements; i += 2) {
+            redisReply *k = rep->element[i], *v = rep->element[i + 1];
+            if (k->type == REDIS_REPLY_STRING && !strcmp(k->str, "max-deleted-entry-id") &&
+                v->type == REDIS_REPLY_STRING && v->len < sizeof max_deleted)
+                snprintf(max_deleted, sizeof max_deleted, "%s", v->str);
+        }
+    }
+    freeReplyObject(rep);
+
+    PGconn *conn = bf_db_conn(db);
+    int requeued = 0;
+    char before[24] = "9223372036854775807";
+    for (;;) {
+        /* only what this relay sent to this stream (another stream, in an
+         * earlier configuration or a test, is not this one's to check) */
+        const char *p[] = {before, stream};
+        PGresult *res = PQexecParams(conn,
+                                     "SELECT seq::text AS seq, stream_id FROM outbox "
+                                     "WHERE relayed_at IS NOT NULL AND stream = $2 "
+                                     "AND seq < $1::bigint ORDER BY seq DESC LIMIT 200",
+                                     2, NULL, p, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            bf_log(BF_WARN, "relay: reading relayed events failed: %s", PQerrorMessage(conn));
+            PQclear(res);
+            return -1;
+        }
+        int n = PQntuples(res);
+        if (n == 0) {
+            PQclear(res);
+            break;
+        }
+        if (exists) {
+            for (int i = 0; i < n; i++) {
+                const char *sid = PQgetvalue(res, i, 1);
+                const char *argv[] = {"XRANGE", stream, sid, sid, "COUNT", "1"};
+                if (bf_redis_append(redis, 6, argv, NULL) != 0) {
+                    PQclear(res);
+                    return -1;
+                }
+            }
+        }
+        /* the missing ones, newest first, until one is present (or trimmed) */
+        size_t cap = (size_t)(unsigned)n * 21u + 3u, len = 0;
+        char *lost = malloc(cap);
+        int nlost = 0, found = 0, broken = 0;
+        if (lost) lost[len++] = '{';
+        for (int i = 0; i < n; i++) {
+            bool present = false;
+            if (exists) {
+                redisReply *x = bf_redis_read(redis);
+                if (!x) {
+                    broken = 1;
+                    break;
+                }
+                present = x->type == REDIS_REPLY_ARRAY && x->elements > 0;
+                freeReplyObject(x);
+            }
+            if (found) continue; /* drain the remaining replies */
+            if (present || s_sid_cmp(PQgetvalue(res, i, 1), max_deleted) <= 0) {
+                found = 1;
+                continue;
+            }
+            if (lost)
+                len += (size_t)snprintf(lost + len, cap - len, "%s%s", nlost ? "," : "",
+                                        PQgetvalue(res, i, 0));
+            nlost++;
+        }
+        snprintf(before, sizeof before, "%s", PQgetvalue(res, n - 1, 0));
+        PQclear(res);
+        if (broken || !lost) {
+            free(lost);
+            return -1;
+        }
+        lost[len++] = '}';
+        lost[len] = '\0';
+        if (nlost) {
+            const char *up[] = {lost};
+            res = PQexecParams(conn,
+                               "UPDATE outbox SET relayed_at = NULL, stream = NULL, stream_id = NULL "
+                               "WHERE seq = ANY($1::bigint[])",
+                               1, NULL, up, NULL, NULL, 0);
+            int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+            PQclear(res);
+            if (!ok) {
+                free(lost);
+                return -1;
+            }
+            requeued += nlost;
+        }
+        free(lost);
+        if (found) break;
+    }
+    if (requeued)
+        bf_log(BF_WARN,
+               "relay: redis no longer has %d %s event(s) it had accepted (restarted without "
+               "its AOF?); sending them again from the outbox",
+               requeued, rl->service);
+    return requeued;
+}
+
 /* One round. Returns events moved (>= 0) or -1 on error. */
 static int s_round(bf_relay_t *rl, bf_db_t *db, bf_redis_t *redis, void *pub)
 {
+    /* a new Redis connection: the server may have restarted and lost
+     * entries; check before adding more */
+    if (bf_redis_ensure(redis) != 0) {
+        bf_log(BF_WARN, "relay: redis: %s", bf_redis_errmsg(redis));
+        return -1;
+    }
+    if (bf_redis_connects(redis) != rl->checked_connects) {
+        if (s_recheck_stream(rl, db, redis) < 0) {
+            bf_redis_drop(redis);
+            return -1;
+        }
+        rl->checked_connects = bf_redis_connects(redis);
+    }
     char limit[24];
     snprintf(limit, sizeof limit, "%lld", bf_cfg_int(rl->cfg, "relay.batch"));
     const char *p[] = {limit};
@@ -61,27 +216,31 @@ static int s_round(bf_relay_t *rl, bf_db_t *db, bf_redis_t *redis, void *pub)
         return 0;
     }
     const char *stream = bf_cfg_str(rl->cfg, "relay.stream");
-    char maxlen[24];
-    snprintf(maxlen, sizeof maxlen, "%lld", bf_cfg_int(rl->cfg, "relay.stream_maxlen"));
     int c_seq = PQfnumber(res, "seq"), c_id = PQfnumber(res, "event_id"),
         c_type = PQfnumber(res, "type"), c_payload = PQfnumber(res, "payload");
     for (int i = 0; i < n; i++) {
-        const char *argv[] = {"XADD", stream, "MAXLEN", "~", maxlen, "*",
+        /* no MAXLEN: a length cap would drop entries a consumer group has
+         * not read; s_trim trims by consumer lag instead */
+        const char *argv[] = {"XADD", stream, "*",
                               "id", PQgetvalue(res, i, c_id),
                               "type", PQgetvalue(res, i, c_type),
                               "event", PQgetvalue(res, i, c_payload)};
-        size_t lens[12];
-        for (int k = 0; k < 12; k++) lens[k] = strlen(argv[k]);
-        lens[7] = (size_t)PQgetlength(res, i, c_id);
-        lens[9] = (size_t)PQgetlength(res, i, c_type);
-        lens[11] = (size_t)PQgetlength(res, i, c_payload);
-        if (bf_redis_append(redis, 12, argv, lens) != 0) {
+        size_t lens[9];
+        for (int k = 0; k < 9; k++) lens[k] = strlen(argv[k]);
+        lens[4] = (size_t)PQgetlength(res, i, c_id);
+        lens[6] = (size_t)PQgetlength(res, i, c_type);
+        lens[8] = (size_t)PQgetlength(res, i, c_payload);
+        if (bf_redis_append(redis, 9, argv, lens) != 0) {
             bf_log(BF_WARN, "relay: redis: %s", bf_redis_errmsg(redis));
             PQclear(res);
             return -1;
         }
     }
-    int failed = 0;
+    /* the stream ids, as a text[] literal (ids are digits and '-') */
+    size_t scap = (size_t)(unsigned)n * 44u + 3u, slen = 0;
+    char *sids = malloc(scap);
+    int failed = sids == NULL;
+    if (sids) sids[slen++] = '{';
     for (int i = 0; i < n; i++) {
         redisReply *rep = bf_redis_read(redis);
         if (!rep || rep->type != REDIS_REPLY_STRING) {
@@ -89,19 +248,26 @@ static int s_round(bf_relay_t *rl, bf_db_t *db, bf_redis_t *redis, void *pub)
                 bf_log(BF_WARN, "relay: XADD failed: %s",
                        rep && rep->type == REDIS_REPLY_ERROR ? rep->str : bf_redis_errmsg(redis));
             failed = 1;
+        } else if (sids && rep->len < 42) {
+            slen += (size_t)snprintf(sids + slen, scap - slen, "%s%.*s", i ? "," : "",
+                                     (int)rep->len, rep->str);
         }
         if (rep) freeReplyObject(rep);
         if (!rep) break; /* connection gone: the rest won't come */
     }
     if (failed) {
+        free(sids);
         bf_redis_drop(redis);
         PQclear(res);
         return -1;
     }
+    sids[slen++] = '}';
+    sids[slen] = '\0';
     /* the stream has them; now the live feed, then the mark */
     size_t cap = (size_t)(unsigned)n * 21u + 3u;
     char *ids = malloc(cap);
     if (!ids) {
+        free(sids);
         PQclear(res);
         return -1;
     }
@@ -118,10 +284,13 @@ static int s_round(bf_relay_t *rl, bf_db_t *db, bf_redis_t *redis, void *pub)
     ids[len++] = '}';
     ids[len] = '\0';
     PQclear(res);
-    const char *up[] = {ids};
-    res = PQexecParams(conn, "UPDATE outbox SET relayed_at = now() WHERE seq = ANY($1::bigint[])",
-                       1, NULL, up, NULL, NULL, 0);
+    const char *up[] = {ids, sids, stream};
+    res = PQexecParams(conn,
+                       "UPDATE outbox o SET relayed_at = now(), stream = $3, stream_id = u.sid "
+                       "FROM unnest($1::bigint[], $2::text[]) AS u(seq, sid) WHERE o.seq = u.seq",
+                       3, NULL, up, NULL, NULL, 0);
     free(ids);
+    free(sids);
     int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
     if (!ok) bf_log(BF_WARN, "relay: marking relayed failed: %s", PQerrorMessage(conn));
     PQclear(res);
@@ -142,6 +311,76 @@ static void s_prune(bf_relay_t *rl, bf_db_t *db)
                                "relayed_at < now() - make_interval(days => $1::int)",
                                1, p);
     if (res) PQclear(res);
+}
+
+/* Trims the stream by consumer lag, never past an entry a consumer group
+ * has not read and acknowledged: the threshold is, over every group, its
+ * oldest pending entry, or its last-delivered id when nothing is pending; and
+ * never newer than relay.stream_keep_s seconds ago, so readers without a
+ * group (bangfu events tail, catch-up by id) find recent history. The trim is
+ * exact (a round every relay.trim_interval_s costs what it removes). Returns
+ * entries trimmed, or -1. */
+static long long s_trim(bf_relay_t *rl, bf_redis_t *redis)
+{
+    const char *stream = bf_cfg_str(rl->cfg, "relay.stream");
+    long long keep_s = bf_cfg_int(rl->cfg, "relay.stream_keep_s");
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    uint64_t keep_ms = (uint64_t)now.tv_sec * 1000u - (uint64_t)keep_s * 1000u;
+    uint64_t min_ms = keep_ms, min_seq = 0;
+    const char *gi[] = {"XINFO", "GROUPS", stream};
+    redisReply *rep = bf_redis_cmd(redis, 3, gi, NULL);
+    if (!rep) return -1;
+    if (rep->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(rep);
+        return 0; /* no stream yet */
+    }
+    for (size_t g = 0; g < rep->elements; g++) {
+        redisReply *grp = rep->element[g];
+        if (grp->type != REDIS_REPLY_ARRAY) continue;
+        const char *name = NULL, *last = NULL;
+        long long pending = 0;
+        for (size_t i = 0; i + 1 < grp->elements; i += 2) {
+            redisReply *k = grp->element[i], *v = grp->element[i + 1];
+            if (k->type != REDIS_REPLY_STRING) continue;
+            if (!strcmp(k->str, "name") && v->type == REDIS_REPLY_STRING) name = v->str;
+            if (!strcmp(k->str, "last-delivered-id") && v->type == REDIS_REPLY_STRING)
+                last = v->str;
+            if (!strcmp(k->str, "pending") && v->type == REDIS_REPLY_INTEGER)
+                pending = v->integer;
+        }
+        if (!name || !last) continue;
+        char oldest[48];
+        snprintf(oldest, sizeof oldest, "%s", last);
+        if (pending > 0) {
+            const char *pa[] = {"XPENDING", stream, name};
+            redisReply *pr = bf_redis_cmd(redis, 3, pa, NULL);
+            if (!pr) {
+                freeReplyObject(rep);
+                return -1;
+            }
+            if (pr->type == REDIS_REPLY_ARRAY && pr->elements >= 2 &&
+                pr->element[1]->type == REDIS_REPLY_STRING)
+                snprintf(oldest, sizeof oldest, "%s", pr->element[1]->str);
+            freeReplyObject(pr);
+        }
+        uint64_t ms, seq;
+        if (!s_sid(oldest, &ms, &seq)) continue;
+        if (ms < min_ms || (ms == min_ms && seq < min_seq)) {
+            min_ms = ms;
+            min_seq = seq;
+        }
+    }
+    freeReplyObject(rep);
+    char minid[48];
+    snprintf(minid, sizeof minid, "%llu-%llu", (unsigned long long)min_ms,
+             (unsigned long long)min_seq);
+    const char *ta[] = {"XTRIM", stream, "MINID", minid};
+    rep = bf_redis_cmd(redis, 4, ta, NULL);
+    if (!rep) return -1;
+    long long n = rep->type == REDIS_REPLY_INTEGER ? rep->integer : -1;
+    freeReplyObject(rep);
+    return n;
 }
 
 /* Waits for a NOTIFY or timeout_ms. Returns -1 if the connection broke. */
@@ -180,7 +419,7 @@ static void *s_main(void *arg)
     snprintf(listen_sql, sizeof listen_sql, "LISTEN bangfu_outbox_%s", rl->service);
     bool holder = false;
     long backoff = 200;
-    time_t last_prune = 0;
+    time_t last_prune = 0, last_trim = 0;
     int flush_rounds = 0;
     while (1) {
         int stopping = atomic_load(&rl->stop);
@@ -227,7 +466,15 @@ static void *s_main(void *arg)
             s_prune(rl, db);
             last_prune = time(NULL);
         }
+        if (time(NULL) - last_trim >= bf_cfg_int(rl->cfg, "relay.trim_interval_s")) {
+            long long t = s_trim(rl, redis);
+            if (t > 0) bf_log(BF_DEBUG, "relay: trimmed %lld read stream entries", t);
+            last_trim = time(NULL);
+        }
         if (s_wait(db, 1000) != 0) holder = false;
+        /* idle: notice a Redis restart (the next round then checks the
+         * stream) even when no new event comes */
+        if (!bf_redis_ping(redis)) bf_redis_drop(redis);
     }
 done:
     if (pub) zmq_close(pub);

@@ -2,6 +2,7 @@
  * that checks the envelope and the method table before any handler runs.
  * See bf_rpc.h for the contract and docs/protocol.md for the wire format. */
 #include "bf_rpc.h"
+#include "bf_idem.h"
 #include "bf_login.h"
 #include "bf_log.h"
 #include "bf_mp.h"
@@ -313,7 +314,64 @@ struct bf_rpc_server {
     atomic_ullong total_calls;
     atomic_ullong total_failures;
     atomic_ullong bad_frames;
+    atomic_ullong replays;      /* writes answered from a stored request_key reply */
+    atomic_llong last_prune;    /* when request keys were last pruned (unix s) */
+    size_t *budgets;            /* per method: most msgpack objects a request may hold */
+    size_t sys_budget;          /* for sys.* and unknown methods */
+    size_t max_objects;         /* rpc.max_objects: all requests being decoded at once */
+    atomic_size_t objects_in_use;
 };
+
+/* The object budget of a method, from its parameter table: a base for the
+ * envelope and scalars, 1,024 per map parameter, and per list item 128
+ * objects (a record with nested members), or 8 for bulk lists of more than
+ * 10,000 items (recipients, lines, ids: small maps or scalars); never more
+ * than rpc.max_objects. */
+static size_t s_budget_for(const bf_method_t *m, size_t max_list, size_t cap)
+{
+    size_t b = 1024;
+    for (const bf_param_t *p = m->params; p && p->name; p++) {
+        if (p->type == BF_T_MAP || p->type == BF_T_ANY) b += 1024;
+        if (p->type == BF_T_LIST) {
+            size_t items = p->max ? (size_t)p->max : max_list;
+            b += items * (items > 10000 ? 8 : 128);
+        }
+        if (b > cap) return cap;
+    }
+    return b;
+}
+
+static bool s_declares(const bf_method_t *m, const char *name)
+{
+    for (const bf_param_t *p = m->params; p && p->name; p++)
+        if (!strcmp(p->name, name)) return true;
+    return false;
+}
+
+/* Forgets request keys older than rpc.request_key_ttl_s, a batch at a time,
+ * at most once a minute per process (whichever worker comes first). */
+static void s_maybe_prune(struct bf_rpc_server *s, bf_req_t *r)
+{
+    long long now = (long long)time(NULL);
+    long long last = atomic_load(&s->last_prune);
+    if (now - last < 60 || !atomic_compare_exchange_strong(&s->last_prune, &last, now)) return;
+    if (bf_db_in_tx(r->db) || bf_db_in_request_tx(r->db)) return;
+    int n = bf_idem_prune(r->db, bf_cfg_int(r->cfg, "rpc.request_key_ttl_s"), 10000);
+    if (n > 0) bf_log(BF_INFO, "forgot %d request keys older than the retention", n);
+}
+
+static size_t s_method_budget(const struct bf_rpc_server *s, const char *data, size_t len)
+{
+    const char *name;
+    size_t n;
+    if (bf_mp_peek_str(data, len, "method", &name, &n) == 0) {
+        for (size_t i = 0; i < s->nmethods; i++) {
+            const char *mn = s->cfg.methods[i].name;
+            if (strlen(mn) == n && memcmp(mn, name, n) == 0) return s->budgets[i];
+        }
+    }
+    return s->sys_budget;
+}
 
 static const char *s_type_name(bf_type_t t)
 {
@@ -421,6 +479,17 @@ static int s_check_params(bf_req_t *r, const bf_method_t *m)
         }
         char name[80];
         snprintf(name, sizeof name, "%.*s", (int)k->via.str.size, k->via.str.ptr);
+        if (!decl && m->writes && strcmp(name, "request_key") == 0) {
+            /* every write takes a request key (bf_idem.h) */
+            if (v->type == MSGPACK_OBJECT_NIL) continue;
+            if (v->type != MSGPACK_OBJECT_STR || v->via.str.size == 0 ||
+                v->via.str.size > BF_IDEM_KEY_MAX ||
+                !bf_valid_utf8(v->via.str.ptr, v->via.str.size))
+                return bf_req_fail(r, BF_E_INVALID, "request_key",
+                                   "request_key must be a string of 1 to %d bytes",
+                                   BF_IDEM_KEY_MAX);
+            continue;
+        }
         if (!decl)
             return bf_req_fail(r, BF_E_INVALID, name, "unknown parameter %s for %s", name,
                                m->name);
@@ -604,9 +673,10 @@ static int s_sys_methods(bf_req_t *r, struct bf_rpc_server *s)
 
 static int s_sys_stats(bf_req_t *r, struct bf_rpc_server *s)
 {
-    msgpack_pack_map(r->out, 6);
+    msgpack_pack_map(r->out, 7);
     bf_mp_kv_str(r->out, "service", s->cfg.service);
     bf_mp_kv_int(r->out, "uptime_s", (int64_t)(time(NULL) - s->started));
+    bf_mp_kv_int(r->out, "replays", (int64_t)atomic_load(&s->replays));
     bf_mp_kv_int(r->out, "calls", (int64_t)atomic_load(&s->total_calls));
     bf_mp_kv_int(r->out, "failures", (int64_t)atomic_load(&s->total_failures));
     bf_mp_kv_int(r->out, "bad_frames", (int64_t)atomic_load(&s->bad_frames));
@@ -663,6 +733,7 @@ static void s_dispatch(struct bf_rpc_server *s, bf_req_t *r, const char *data, s
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
     long method_index = -1;
+    size_t objects_held = 0;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
 
@@ -679,11 +750,31 @@ static void s_dispatch(struct bf_rpc_server *s, bf_req_t *r, const char *data, s
     r->peer = "";
     memset(&r->err, 0, sizeof r->err);
 
-    if (bf_mp_check(data, len, BF_MP_MAX_DEPTH) != 0) {
+    /* Bound what msgpack-c will allocate before it allocates anything: the
+     * method (peeked without decoding) gives the request's object budget, and
+     * all requests being decoded at once share rpc.max_objects. */
+    size_t budget = s_method_budget(s, data, len), objects = 0;
+    int crc = bf_mp_check_budget(data, len, BF_MP_MAX_DEPTH, budget, &objects);
+    if (crc == -3) {
+        atomic_fetch_add(&s->bad_frames, 1);
+        bf_req_fail(r, BF_E_EXHAUSTED, NULL,
+                    "the request holds more than %zu msgpack objects, the most its method "
+                    "accepts", budget);
+        goto reply;
+    }
+    if (crc != 0) {
         atomic_fetch_add(&s->bad_frames, 1);
         bf_req_fail(r, BF_E_INVALID, NULL, "the request is not one well-formed msgpack object");
         goto reply;
     }
+    if (atomic_fetch_add(&s->objects_in_use, objects) + objects > s->max_objects &&
+        objects > 4096) {
+        objects_held = objects;
+        bf_req_fail(r, BF_E_UNAVAILABLE, NULL,
+                    "the service is busy decoding other large requests; retry");
+        goto reply;
+    }
+    objects_held = objects;
     size_t off = 0;
     if (msgpack_unpack_next(&u, data, len, &off) != MSGPACK_UNPACK_SUCCESS) {
         atomic_fetch_add(&s->bad_frames, 1);
@@ -790,6 +881,27 @@ static void s_dispatch(struct bf_rpc_server *s, bf_req_t *r, const char *data, s
         goto reply;
     }
     if (s_check_params(r, m) != 0) goto reply;
+    /* a write with a request key runs inside one request transaction that
+     * also claims the key and stores the reply (bf_idem.h); a method whose
+     * table declares request_key keeps its key itself */
+    const char *rkey = NULL;
+    bf_idem_t idem;
+    if (m->writes && !s_declares(m, "request_key")) {
+        const msgpack_object *ko = s_param(r->params, "request_key");
+        if (ko) rkey = bf_arena_strndup(r->arena, ko->via.str.ptr, ko->via.str.size);
+    }
+    if (rkey) {
+        if (bf_db_ensure(r->db) != 0 || bf_db_request_begin(r->db) != 0) {
+            bf_req_db_fail(r);
+            goto reply;
+        }
+        int irc = bf_idem_claim(r, rkey, &idem);
+        if (irc != 0) {
+            bf_db_request_rollback(r->db);
+            if (irc == 1) atomic_fetch_add(&s->replays, 1);
+            goto reply;
+        }
+    }
     if (m->fn(r) != 0 && !r->err.code)
         bf_req_fail(r, BF_E_INTERNAL, NULL, "handler failed without saying why");
     if (bf_db_in_tx(r->db)) {
@@ -800,6 +912,16 @@ static void s_dispatch(struct bf_rpc_server *s, bf_req_t *r, const char *data, s
         }
         bf_db_rollback(r->db);
     }
+    if (rkey) {
+        if (r->err.code) {
+            bf_db_request_rollback(r->db);
+        } else if (bf_idem_store(r, &idem, result.data, result.size) != 0 ||
+                   bf_db_request_commit(r->db) != 0) {
+            if (!r->err.code) bf_req_db_fail(r);
+            bf_db_request_rollback(r->db);
+        }
+    }
+    s_maybe_prune(s, r);
 
 reply:
     if (r->err.code) {
@@ -823,6 +945,7 @@ reply:
     bf_log_set_request(NULL);
     msgpack_unpacked_destroy(&u);
     msgpack_sbuffer_destroy(&result);
+    if (objects_held) atomic_fetch_sub(&s->objects_in_use, objects_held);
 }
 
 static void *s_worker_main(void *arg)
@@ -921,9 +1044,15 @@ bf_rpc_server_t *bf_rpc_server_new(const bf_rpc_config_t *cfg)
     for (const bf_method_t *m = cfg->methods; m && m->name; m++) s->nmethods++;
     s->calls = calloc(s->nmethods + 1, sizeof *s->calls);
     s->failures = calloc(s->nmethods + 1, sizeof *s->failures);
+    s->budgets = calloc(s->nmethods + 1, sizeof *s->budgets);
+    s->max_objects = (size_t)bf_cfg_int(cfg->cfg, "rpc.max_objects");
+    s->sys_budget = 1024;
+    for (size_t i = 0; s->budgets && i < s->nmethods; i++)
+        s->budgets[i] = s_budget_for(&cfg->methods[i], (size_t)bf_cfg_int(cfg->cfg, "rpc.max_list"),
+                                     s->max_objects);
     s->nworkers = (int)bf_cfg_int(cfg->cfg, "rpc.workers");
     s->workers = calloc((size_t)s->nworkers, sizeof *s->workers);
-    if (!s->calls || !s->failures || !s->workers) goto fail;
+    if (!s->calls || !s->failures || !s->workers || !s->budgets) goto fail;
     snprintf(s->back_ep, sizeof s->back_ep, "inproc://bf-workers-%p", (void *)s);
 
     s->front = zmq_socket(bf_zmq_ctx(), ZMQ_ROUTER);
@@ -1041,6 +1170,7 @@ void bf_rpc_server_destroy(bf_rpc_server_t **self_p)
     free(s->workers);
     free(s->calls);
     free(s->failures);
+    free(s->budgets);
     free(s);
     *self_p = NULL;
 }

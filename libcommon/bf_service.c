@@ -1,5 +1,6 @@
 /* bf_service: shared service main; see bf_service.h. */
 #include "bf_service.h"
+#include "bf_idem.h"
 #include "bf_login.h"
 #include "bf_log.h"
 #include "bf_outbox.h"
@@ -86,6 +87,7 @@ int bf_service_main(const bf_service_def_t *def, int argc, char **argv)
         goto out;
     }
     if (bf_db_migrate(db, def->name, bf_outbox_migrations) < 0 ||
+        bf_db_migrate(db, def->name, bf_idem_migrations) < 0 ||
         bf_db_migrate(db, def->name, def->migrations) < 0) {
         bf_log(BF_ERROR, "migrations failed: %s", bf_db_errmsg(db));
         goto out;

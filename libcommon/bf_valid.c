@@ -192,7 +192,7 @@ void bf_id_mask(const char id18[BF_ID_LEN + 1], char out[BF_ID_LEN + 1])
     /* Each out[i] depends only on id18[i], so out == id18 is safe. */
     bool shaped = strnlen(id18, BF_ID_LEN + 1) == BF_ID_LEN;
     for (int i = 0; i < BF_ID_LEN; i++)
-        out[i] = shaped && (i < 6 || i >= 14) ? id18[i] : '*';
+        out[i] = shaped && i < 6 ? id18[i] : '*';
     out[BF_ID_LEN] = '\0';
 }
 

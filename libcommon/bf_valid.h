@@ -81,11 +81,14 @@ const char *bf_id_strerror(int code);
 char bf_id_check_digit(const char first17[17]);
 
 /* Writes into out the masked form of an ID for display and logs: the first
- * 6 characters (region), 8 asterisks (birth date), the last 4 characters,
- * NUL-terminated, e.g. 11010519491231002X -> 110105********002X. id18 should
- * be a number normalised by bf_id_check(). If it is not a NUL-terminated
- * string of exactly 18 characters, out gets 18 asterisks: masking fails
- * closed rather than echoing whatever was passed. out may equal id18. */
+ * 6 characters (the region of registration) and 12 asterisks, NUL-terminated,
+ * e.g. 11010519491231002X -> 110105************. Nothing else is shown: the
+ * birth date (7-14), the sequence whose last digit (17) gives the gender, and
+ * the check character would each let one rebuild or narrow the number
+ * (docs/security.md). id18 should be a number normalised by bf_id_check(). If
+ * it is not a NUL-terminated string of exactly 18 characters, out gets 18
+ * asterisks: masking fails closed rather than echoing whatever was passed.
+ * out may equal id18. */
 void bf_id_mask(const char id18[BF_ID_LEN + 1], char out[BF_ID_LEN + 1]);
 
 /* Builds a valid ID number for tests and demo data (never for real people):

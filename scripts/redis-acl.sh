@@ -10,7 +10,9 @@
 #   default          off: a client that has not sent AUTH can do nothing (NOAUTH)
 #   bangfu_admin     everything (operators, `make test` helpers, unit tests)
 #   bangfu_registry, bangfu_funds, bangfu_tasks
-#                    the outbox relay: XADD to STREAM only; PING, INFO (health)
+#                    the outbox relay on STREAM only: XADD; XINFO STREAM and
+#                    XRANGE (its Redis-loss check); XINFO GROUPS, XPENDING and
+#                    XTRIM MINID (trimming by consumer lag); PING, INFO (health)
 #   bangfu_notify    its own keys bangfu:notify:* (queues, retry set, dead
 #                    letters, pause set, stats, rate buckets) and, on STREAM,
 #                    only reading through its consumer group (and XADD: its
@@ -33,11 +35,12 @@ base="+ping +select +info +hello"
 echo "user default off resetpass resetkeys resetchannels -@all"
 echo "user bangfu_admin on $(hash admin) ~* &* +@all"
 for s in registry funds tasks; do
-    echo "user bangfu_$s on $(hash "$s") resetchannels -@all $base $ev +xadd"
+    echo "user bangfu_$s on $(hash "$s") resetchannels -@all $base $ev" \
+        "+xadd +xtrim +xrange +xpending +xinfo|stream +xinfo|groups"
 done
 echo "user bangfu_notify on $(hash notify) resetchannels -@all $base" \
     "~bangfu:notify:* +@stream +@hash +@sortedset +@set +@string +@keyspace -@dangerous" \
     "+eval +evalsha" \
-    "($ev +xadd +xreadgroup +xack +xautoclaim +xpending +xrange +xrevrange +xlen" \
+    "($ev +xadd +xtrim +xreadgroup +xack +xautoclaim +xpending +xrange +xrevrange +xlen" \
     "+xinfo +xgroup|create +xgroup|createconsumer +xgroup|delconsumer +eval +evalsha)"
 echo "user bangfu_cli on $(hash cli) resetchannels -@all $base $ev +xrange +xrevrange +xlen"

@@ -217,9 +217,10 @@ int disbursement_batch(bf_req_t *r)
     }
     PQclear(res);
 
-    /* what the payer can still cover, line by line in order */
+    /* what the payer can still cover, line by line in order (what a running
+     * allocation holds on it is not available) */
     int64_t balance;
-    if (funds_account_balance(r, payer, &balance) != 0) return -1;
+    if (funds_account_available(r, payer, &balance) != 0) return -1;
     size_t npay = 0;
     int64_t total = 0;
     for (size_t i = 0; i < n; i++) {

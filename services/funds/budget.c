@@ -559,97 +559,206 @@ static int s_children(bf_req_t *r, int64_t parent, int64_t root, int year, const
     return 0;
 }
 
+/* Starts an allocation in the transaction funds_idem_begin opened: checks
+ * the budget, records the allocation as running and holds its whole on the
+ * budget, so nothing else can spend it while the chunks run. */
+static int s_alloc_start(bf_req_t *r, const s_alloc_t *a, const char *key)
+{
+    const char *bp[] = {bf_req_itoa(r, a->budget_id)};
+    PGresult *res = bf_db_prep(r->db, "funds_alloc_budget",
+                               "SELECT b.id, a.name, a.balance_fen, a.held_fen, a.floor_fen "
+                               "FROM budget b JOIN account a ON a.id = b.id WHERE b.id = $1",
+                               1, bp, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        return bf_req_fail(r, BF_E_NOT_FOUND, "budget_id", "no budget %lld",
+                           (long long)a->budget_id);
+    }
+    int64_t bal = bf_db_int(res, 0, "balance_fen"), held = bf_db_int(res, 0, "held_fen");
+    int64_t floor = bf_db_int(res, 0, "floor_fen"), avail;
+    if (bf_money_sub(bal, held, &avail) != 0 || bf_money_sub(avail, floor, &avail) != 0)
+        avail = 0;
+    if (avail < a->total) {
+        int rc = bf_req_fail(r, BF_E_PRECONDITION, "amount_fen",
+                             "insufficient funds: account %lld (%s) has %s yuan%s%s%s, %s yuan "
+                             "needed",
+                             (long long)a->budget_id, bf_db_str(res, 0, "name"),
+                             funds_yuan(r, bal), held ? ", of which " : "",
+                             held ? funds_yuan(r, held) : "",
+                             held ? " yuan are held for a running allocation" : "",
+                             funds_yuan(r, a->total));
+        PQclear(res);
+        return rc;
+    }
+    PQclear(res);
+    const char *ap[] = {bp[0], a->rule, bf_req_itoa(r, a->total), bf_req_itoa(r, (int64_t)a->n),
+                        key, r->actor};
+    res = bf_db_prep(r->db, "funds_allocation_create",
+                     "INSERT INTO allocation (budget_id, rule, total_fen, recipients, request_key, "
+                     "  created_by, state) VALUES ($1, $2, $3, $4, $5, $6, 'running')",
+                     6, ap, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    PQclear(res);
+    const char *hp[] = {bp[0], bf_req_itoa(r, a->total)};
+    res = bf_db_prep(r->db, "funds_alloc_hold",
+                     "UPDATE account SET held_fen = held_fen + $2 WHERE id = $1", 2, hp, NULL,
+                     NULL);
+    if (!res) return bf_req_db_fail(r);
+    PQclear(res);
+    return 0;
+}
+
+/* The allocation.applied event and the result, when the last chunk is done. */
+static int s_alloc_finish(bf_req_t *r, const s_alloc_t *a, int64_t alloc_id, int64_t nz,
+                          int64_t first, int64_t last, int64_t chunks)
+{
+    int64_t balance;
+    if (funds_account_balance(r, a->budget_id, &balance) != 0) return -1;
+    bf_event_t ev;
+    msgpack_packer *pk = bf_event_begin(&ev);
+    msgpack_pack_map(pk, 9);
+    bf_mp_kv_int(pk, "id", alloc_id);
+    bf_mp_kv_int(pk, "budget_id", a->budget_id);
+    bf_mp_kv_str(pk, "rule", a->rule);
+    bf_mp_kv_int(pk, "total_fen", a->total);
+    bf_mp_kv_int(pk, "recipients", (int64_t)a->n);
+    bf_mp_kv_int(pk, "transfers", nz);
+    bf_mp_kv_int(pk, "first_transfer_id", first);
+    bf_mp_kv_int(pk, "last_transfer_id", last);
+    bf_mp_kv_int(pk, "chunks", chunks);
+    if (funds_emit(r, &ev, "allocation.applied",
+                   bf_arena_printf(r->arena, "allocation/%lld", (long long)alloc_id)) != 0)
+        return -1;
+    msgpack_pack_map(r->out, 11);
+    bf_mp_kv_int(r->out, "id", alloc_id);
+    bf_mp_kv_int(r->out, "budget_id", a->budget_id);
+    bf_mp_kv_str(r->out, "rule", a->rule);
+    bf_mp_kv_int(r->out, "total_fen", a->total);
+    bf_mp_kv_int(r->out, "recipients", (int64_t)a->n);
+    bf_mp_kv_int(r->out, "transfers", nz);
+    bf_mp_kv_int(r->out, "first_transfer_id", first);
+    bf_mp_kv_int(r->out, "last_transfer_id", last);
+    bf_mp_kv_int(r->out, "budget_balance_fen", balance);
+    bf_mp_kv_int(r->out, "chunks", chunks);
+    bf_mp_kv_bool(r->out, "complete", true);
+    return 0;
+}
+
+/* allocation.apply: started in one transaction (key, hold), then applied in
+ * chunks of funds.chunk_rows recipients, each its own transaction that takes
+ * the ledger head only for its own rows; progress is kept on the allocation
+ * row, so a retry with the same key after a crash continues where the last
+ * committed chunk ended. The first chunk shares the starting transaction, so
+ * an allocation of at most chunk_rows recipients is one transaction. */
 int allocation_apply(bf_req_t *r)
 {
     s_alloc_t a;
     if (s_read_alloc(r, &a) != 0) return -1;
     funds_idem_t idem;
-    int rc = funds_idem_begin(r, &idem);
-    if (rc != 0) return rc > 0 ? 0 : -1;
-    funds_head_t head;
-    if (funds_ledger_lock(r, &head) != 0) return -1;
-    const char *bp[] = {bf_req_itoa(r, a.budget_id)};
-    PGresult *res = bf_db_prep(r->db, "funds_budget_row",
-                               "SELECT root_id, year FROM budget WHERE id = $1", 1, bp, NULL,
-                               NULL);
-    if (!res) return bf_req_db_fail(r);
-    if (PQntuples(res) != 1) {
-        PQclear(res);
-        return bf_req_fail(r, BF_E_NOT_FOUND, "budget_id", "no budget %lld",
-                           (long long)a.budget_id);
+    int rc = funds_idem_begin_resumable(r, &idem);
+    if (rc < 0) return -1;
+    if (rc == 1) return 0;
+    bool open = rc == 0; /* the starting transaction is open */
+    if (open) {
+        funds_head_t head0;
+        if (funds_ledger_lock(r, &head0) != 0) return -1;
+        if (s_alloc_start(r, &a, idem.key) != 0) return -1;
     }
-    int64_t root = bf_db_int(res, 0, "root_id");
-    int year = (int)bf_db_int(res, 0, "year");
-    PQclear(res);
-    const char *ap[] = {bp[0], a.rule, bf_req_itoa(r, a.total),
-                        bf_req_itoa(r, (int64_t)a.n), idem.key, r->actor};
-    res = bf_db_prep(r->db, "funds_allocation_create",
-                     "INSERT INTO allocation (budget_id, rule, total_fen, recipients, request_key, "
-                     "  created_by) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-                     6, ap, NULL, NULL);
-    if (!res) return bf_req_db_fail(r);
-    int64_t alloc_id = bf_db_int(res, 0, "id");
-    PQclear(res);
 
-    /* only recipients with a part get a child budget and a transfer */
+    /* only recipients with a part get a child budget and a transfer, in
+     * input order: the chunks walk this list */
     size_t nz = 0;
     for (size_t i = 0; i < a.n; i++)
         if (a.parts[i] > 0) nz++;
     const char **names = bf_arena_alloc(r->arena, nz * sizeof *names + 1);
-    int64_t *ids = bf_arena_alloc(r->arena, nz * sizeof *ids + 1);
-    funds_xfer_t *x = bf_arena_alloc(r->arena, nz * sizeof *x + 1);
-    if (!names || !ids || !x) return bf_req_fail(r, BF_E_EXHAUSTED, "recipients", "out of memory");
+    int64_t *parts = bf_arena_alloc(r->arena, nz * sizeof *parts + 1);
+    size_t chunk = (size_t)bf_cfg_int(r->cfg, "funds.chunk_rows");
+    if (chunk > nz) chunk = nz;
+    int64_t *ids = bf_arena_alloc(r->arena, chunk * sizeof *ids + 1);
+    funds_xfer_t *x = bf_arena_alloc(r->arena, chunk * sizeof *x + 1);
+    if (!names || !parts || !ids || !x)
+        return bf_req_fail(r, BF_E_EXHAUSTED, "recipients", "out of memory");
     for (size_t i = 0, k = 0; i < a.n; i++)
-        if (a.parts[i] > 0) names[k++] = a.names[i];
-    if (s_children(r, a.budget_id, root, year, names, nz, ids) != 0) return -1;
-    const char *ref = bf_arena_printf(r->arena, "allocation/%lld", (long long)alloc_id);
-    for (size_t i = 0, k = 0; i < a.n; i++) {
-        if (a.parts[i] <= 0) continue;
-        x[k] = (funds_xfer_t){.from = a.budget_id,
-                              .to = ids[k],
-                              .amount = a.parts[i],
-                              .kind = "allocation",
-                              .year = year,
-                              .budget_id = root,
-                              .ref = ref};
-        k++;
+        if (a.parts[i] > 0) {
+            names[k] = a.names[i];
+            parts[k++] = a.parts[i];
+        }
+    const char *kp[] = {idem.key};
+    for (;;) {
+        funds_head_t head;
+        if (!open && bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
+        open = true;
+        if (funds_ledger_lock(r, &head) != 0) return -1;
+        PGresult *res = bf_db_prep(
+            r->db, "funds_alloc_progress",
+            "SELECT l.id, l.state, l.applied, l.chunks, l.first_transfer_id, b.root_id, b.year "
+            "FROM allocation l JOIN budget b ON b.id = l.budget_id "
+            "WHERE l.request_key = $1 FOR UPDATE OF l",
+            1, kp, NULL, NULL);
+        if (!res) return bf_req_db_fail(r);
+        if (PQntuples(res) != 1) {
+            PQclear(res);
+            return bf_req_fail(r, BF_E_INTERNAL, "request_key",
+                               "the allocation of request_key %s is missing", idem.key);
+        }
+        int64_t alloc_id = bf_db_int(res, 0, "id"), root = bf_db_int(res, 0, "root_id");
+        int year = (int)bf_db_int(res, 0, "year");
+        size_t done = (size_t)bf_db_int(res, 0, "applied");
+        int64_t chunks = bf_db_int(res, 0, "chunks") + 1;
+        int64_t first = bf_db_int(res, 0, "first_transfer_id");
+        bool finished = strcmp(bf_db_str(res, 0, "state"), "done") == 0;
+        PQclear(res);
+        if (finished || done > nz) {
+            /* a concurrent retry finished it: replay its stored result */
+            bf_db_rollback(r->db);
+            rc = funds_idem_begin(r, &idem);
+            return rc > 0 ? 0 : -1;
+        }
+        size_t k = nz - done < chunk ? nz - done : chunk;
+        if (s_children(r, a.budget_id, root, year, names + done, k, ids) != 0) return -1;
+        const char *ref = bf_arena_printf(r->arena, "allocation/%lld", (long long)alloc_id);
+        int64_t sum = 0;
+        for (size_t i = 0; i < k; i++) {
+            x[i] = (funds_xfer_t){.from = a.budget_id,
+                                  .to = ids[i],
+                                  .amount = parts[done + i],
+                                  .kind = "allocation",
+                                  .year = year,
+                                  .budget_id = root,
+                                  .ref = ref};
+            sum += parts[done + i]; /* parts sum to a.total, which fits */
+        }
+        /* this chunk's part of the hold is released as it is spent */
+        const char *hp[] = {bf_req_itoa(r, a.budget_id), bf_req_itoa(r, sum)};
+        res = bf_db_prep(r->db, "funds_alloc_release",
+                         "UPDATE account SET held_fen = held_fen - $2 WHERE id = $1", 2, hp,
+                         NULL, NULL);
+        if (!res) return bf_req_db_fail(r);
+        PQclear(res);
+        if (funds_ledger_append(r, &head, x, k, idem.key, "amount_fen") != 0) return -1;
+        if (!first) first = x[0].id;
+        int64_t last = x[k - 1].id;
+        bool complete = done + k == nz;
+        const char *up[] = {bf_req_itoa(r, alloc_id), bf_req_itoa(r, first),
+                            bf_req_itoa(r, last), bf_req_itoa(r, (int64_t)k),
+                            bf_req_itoa(r, sum), complete ? "done" : "running"};
+        res = bf_db_prep(r->db, "funds_alloc_step",
+                         "UPDATE allocation SET first_transfer_id = $2, last_transfer_id = $3, "
+                         "  applied = applied + $4, transfers = transfers + $4, "
+                         "  applied_fen = applied_fen + $5, chunks = chunks + 1, state = $6, "
+                         "  completed_at = CASE WHEN $6 = 'done' THEN now() END "
+                         "WHERE id = $1",
+                         6, up, NULL, NULL);
+        if (!res) return bf_req_db_fail(r);
+        PQclear(res);
+        if (complete) {
+            if (s_alloc_finish(r, &a, alloc_id, (int64_t)nz, first, last, chunks) != 0)
+                return -1;
+            return funds_idem_commit(r, &idem);
+        }
+        if (funds_evidence_flush(r) != 0) return -1;
+        if (bf_db_commit(r->db) != 0) return bf_req_db_fail(r);
+        open = false;
     }
-    if (funds_ledger_append(r, &head, x, nz, idem.key, "amount_fen") != 0) return -1;
-    int64_t first = nz ? x[0].id : 0, last = nz ? x[nz - 1].id : 0;
-    const char *up[] = {bf_req_itoa(r, alloc_id), first ? bf_req_itoa(r, first) : NULL,
-                        last ? bf_req_itoa(r, last) : NULL};
-    res = bf_db_prep(r->db, "funds_allocation_done",
-                     "UPDATE allocation SET first_transfer_id = $2, last_transfer_id = $3 "
-                     "WHERE id = $1",
-                     3, up, NULL, NULL);
-    if (!res) return bf_req_db_fail(r);
-    PQclear(res);
-    int64_t balance;
-    if (funds_account_balance(r, a.budget_id, &balance) != 0) return -1;
-
-    bf_event_t ev;
-    msgpack_packer *pk = bf_event_begin(&ev);
-    msgpack_pack_map(pk, 8);
-    bf_mp_kv_int(pk, "id", alloc_id);
-    bf_mp_kv_int(pk, "budget_id", a.budget_id);
-    bf_mp_kv_str(pk, "rule", a.rule);
-    bf_mp_kv_int(pk, "total_fen", a.total);
-    bf_mp_kv_int(pk, "recipients", (int64_t)a.n);
-    bf_mp_kv_int(pk, "transfers", (int64_t)nz);
-    bf_mp_kv_int(pk, "first_transfer_id", first);
-    bf_mp_kv_int(pk, "last_transfer_id", last);
-    if (funds_emit(r, &ev, "allocation.applied",
-                   bf_arena_printf(r->arena, "allocation/%lld", (long long)alloc_id)) != 0)
-        return -1;
-    msgpack_pack_map(r->out, 9);
-    bf_mp_kv_int(r->out, "id", alloc_id);
-    bf_mp_kv_int(r->out, "budget_id", a.budget_id);
-    bf_mp_kv_str(r->out, "rule", a.rule);
-    bf_mp_kv_int(r->out, "total_fen", a.total);
-    bf_mp_kv_int(r->out, "recipients", (int64_t)a.n);
-    bf_mp_kv_int(r->out, "transfers", (int64_t)nz);
-    bf_mp_kv_int(r->out, "first_transfer_id", first);
-    bf_mp_kv_int(r->out, "last_transfer_id", last);
-    bf_mp_kv_int(r->out, "budget_balance_fen", balance);
-    return funds_idem_commit(r, &idem);
 }

@@ -19,6 +19,13 @@
  *   money transaction sees every earlier one committed.
  * - Every write carries a request_key (funds_idem_*): a retry with the same
  *   params replays the first result; different params are `conflict`.
+ * - What transfers depend on (an account's kind, ref, floor; a tranche's
+ *   request and approval) cannot be UPDATEd (triggers) and is recorded in a
+ *   second hash chain, the evidence chain (evidence.c), that ledger.verify
+ *   compares every row with.
+ * - allocation.apply runs in chunks of funds.chunk_rows, each its own
+ *   transaction; its whole is held on the budget (account.held_fen) meanwhile
+ *   and a retry with the same request_key resumes it.
  *
  * Lock order in a money transaction, always: the request key row, then the
  * ledger head, then entity rows (tranche, batch), then account rows (in id
@@ -30,6 +37,7 @@
 #include "bf_outbox.h"
 #include "bf_rpc.h"
 
+#include <libpq-fe.h>
 #include <msgpack.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -42,6 +50,7 @@
 #define FUNDS_MAX_LINES 20000 /* disbursement batch lines */
 #define FUNDS_HASH_LEN 32
 #define FUNDS_HASH_FIELDS 15
+#define FUNDS_EV_FIELDS 16 /* fields of an evidence entry's hash */
 
 /* ---- util.c ------------------------------------------------------------- */
 
@@ -103,6 +112,12 @@ typedef struct {
  * transaction is closed; -1: error (conflict if the params differ). */
 int funds_idem_begin(bf_req_t *r, funds_idem_t *idem);
 
+/* As funds_idem_begin, for an operation applied in chunks (allocation.apply):
+ * also returns 2, with no transaction open, when the key was claimed with the
+ * same params by an operation that has not finished (a crash or a concurrent
+ * retry): the caller continues it. */
+int funds_idem_begin_resumable(bf_req_t *r, funds_idem_t *idem);
+
 /* Stores the result packed so far in r->out with the key, then commits.
  * Returns 0 or -1. */
 int funds_idem_commit(bf_req_t *r, funds_idem_t *idem);
@@ -156,6 +171,9 @@ int64_t funds_account_create(bf_req_t *r, const char *kind, const char *ref, con
 /* Balance of an account (cached), -1 on error with r->err set. */
 int funds_account_balance(bf_req_t *r, int64_t account, int64_t *balance);
 
+/* Balance less what a running allocation holds on it (what may be spent). */
+int funds_account_available(bf_req_t *r, int64_t account, int64_t *available);
+
 /* Net money that came into an account: transfers in, less reversals of them. */
 int funds_account_net_in(bf_req_t *r, int64_t account, int64_t *net_in);
 
@@ -163,6 +181,34 @@ int ledger_verify(bf_req_t *r);
 int account_get(bf_req_t *r);
 int transfer_get(bf_req_t *r);
 int transfer_reverse(bf_req_t *r);
+
+/* ---- evidence.c: the evidence chain (accounts, approvals) --------------- */
+
+/* Chains every account created and every tranche approved by the open
+ * transaction (evidence_pending), locking the head if there are any. Called
+ * by every write just before it commits (funds_idem_commit, chunk commits).
+ * Returns 0 or -1. */
+int funds_evidence_flush(bf_req_t *r);
+
+typedef struct {
+    int64_t head_id, entries, bad_id;
+    char head_hash[2 * FUNDS_HASH_LEN + 1];
+    const char *problem, *message; /* NULL: the chain verifies */
+    PGresult *diffs; /* rows (tbl, id, entry_id, col, expected, found); PQclear it */
+} funds_ev_result_t;
+
+/* Re-walks the evidence chain and compares accounts and approved tranches
+ * with their chained records, in the caller's snapshot. Returns 0 (out
+ * filled; out->diffs to PQclear) or -1. */
+int funds_evidence_verify(bf_req_t *r, funds_ev_result_t *out);
+/* Packs out->diffs as an array of {table, id, column, expected, found,
+ * evidence_id}. */
+void funds_evidence_pack_diffs(msgpack_packer *pk, const PGresult *diffs);
+
+/* The published head: SHA-256 of netstrings("bangfu.funds.head.v1",
+ * ledger id, ledger hash hex, evidence id, evidence hash hex), as hex. */
+void funds_head_hash(int64_t ledger_id, const char *ledger_hash, int64_t ev_id,
+                     const char *ev_hash, char out[2 * FUNDS_HASH_LEN + 1]);
 
 /* ---- source.c ----------------------------------------------------------- */
 int source_create(bf_req_t *r);
@@ -194,6 +240,10 @@ int tranche_disburse(bf_req_t *r);
 
 /* ---- batch.c ------------------------------------------------------------ */
 int disbursement_batch(bf_req_t *r);
+
+/* ---- list.c ------------------------------------------------------------- */
+int budget_list(bf_req_t *r);
+int project_list(bf_req_t *r);
 
 /* ---- report.c ----------------------------------------------------------- */
 int report_utilisation(bf_req_t *r);

@@ -92,6 +92,14 @@ void funds_canonical_hash(const msgpack_object *o, const char *skip, const char 
 
 int funds_idem_begin(bf_req_t *r, funds_idem_t *idem)
 {
+    int rc = funds_idem_begin_resumable(r, idem);
+    if (rc == 2)
+        return bf_req_fail(r, BF_E_INTERNAL, NULL, "request key without a stored result");
+    return rc;
+}
+
+int funds_idem_begin_resumable(bf_req_t *r, funds_idem_t *idem)
+{
     if (bf_req_str(r, r->params, NULL, "request_key", true, FUNDS_KEY_MAX, &idem->key) != 0)
         return -1;
     if (!*idem->key)
@@ -134,7 +142,7 @@ int funds_idem_begin(bf_req_t *r, funds_idem_t *idem)
             return bf_req_fail(r, BF_E_CONFLICT, "request_key",
                                "request_key %s was already used with different params",
                                idem->key);
-        return bf_req_fail(r, BF_E_INTERNAL, NULL, "request key without a stored result");
+        return 2; /* a chunked operation started with this key and not finished */
     }
     size_t len = 0;
     unsigned char *bytes = PQunescapeBytea((const unsigned char *)result, &len);
@@ -148,6 +156,7 @@ int funds_idem_begin(bf_req_t *r, funds_idem_t *idem)
 
 int funds_idem_commit(bf_req_t *r, funds_idem_t *idem)
 {
+    if (funds_evidence_flush(r) != 0) return -1;
     const msgpack_sbuffer *out = (const msgpack_sbuffer *)r->out->data;
     const char *p[] = {idem->key, out->data};
     int lens[] = {0, (int)out->size};

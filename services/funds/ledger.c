@@ -109,6 +109,23 @@ int funds_account_balance(bf_req_t *r, int64_t account, int64_t *balance)
     return 0;
 }
 
+int funds_account_available(bf_req_t *r, int64_t account, int64_t *available)
+{
+    const char *p[] = {bf_req_itoa(r, account)};
+    PGresult *res = bf_db_prep(r->db, "funds_account_available",
+                               "SELECT balance_fen - held_fen AS available FROM account "
+                               "WHERE id = $1",
+                               1, p, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        return bf_req_fail(r, BF_E_NOT_FOUND, NULL, "no account %lld", (long long)account);
+    }
+    *available = bf_db_int(res, 0, "available");
+    PQclear(res);
+    return 0;
+}
+
 int funds_account_net_in(bf_req_t *r, int64_t account, int64_t *net_in)
 {
     const char *p[] = {bf_req_itoa(r, account)};
@@ -214,7 +231,7 @@ int funds_ledger_append(bf_req_t *r, funds_head_t *head, funds_xfer_t *x, size_t
          * lock this transaction holds; the CHECK on account guards the floor
          * a second time */
         res = bf_db_prep(r->db, "funds_accounts_read",
-                         "SELECT id, name, floor_fen, balance_fen FROM account "
+                         "SELECT id, name, floor_fen, balance_fen, held_fen FROM account "
                          "WHERE id = ANY($1::bigint[]) ORDER BY id",
                          1, p, NULL, NULL);
     }
@@ -240,13 +257,25 @@ int funds_ledger_append(bf_req_t *r, funds_head_t *head, funds_xfer_t *x, size_t
                         (long long)d[i].account, bf_db_str(res, (int)i, "name"));
             goto cleanup;
         }
-        if (!bf_db_null(res, (int)i, "floor_fen") && nb < bf_db_int(res, (int)i, "floor_fen")) {
+        /* what a running chunked allocation holds is not spendable by others
+         * (its chunks release their part of the hold before appending) */
+        int64_t held = bf_db_int(res, (int)i, "held_fen"), avail_after;
+        if (bf_money_sub(nb, held, &avail_after) != 0) avail_after = INT64_MIN;
+        if (!bf_db_null(res, (int)i, "floor_fen") &&
+            avail_after < bf_db_int(res, (int)i, "floor_fen")) {
             int64_t need;
             if (bf_money_sub(bal, nb, &need) != 0) need = INT64_MAX;
-            bf_req_fail(r, BF_E_PRECONDITION, field,
-                        "insufficient funds: account %lld (%s) has %s yuan, %s yuan needed",
-                        (long long)d[i].account, bf_db_str(res, (int)i, "name"),
-                        funds_yuan(r, bal), funds_yuan(r, need));
+            if (held)
+                bf_req_fail(r, BF_E_PRECONDITION, field,
+                            "insufficient funds: account %lld (%s) has %s yuan, of which %s "
+                            "yuan are held for a running allocation; %s yuan needed",
+                            (long long)d[i].account, bf_db_str(res, (int)i, "name"),
+                            funds_yuan(r, bal), funds_yuan(r, held), funds_yuan(r, need));
+            else
+                bf_req_fail(r, BF_E_PRECONDITION, field,
+                            "insufficient funds: account %lld (%s) has %s yuan, %s yuan needed",
+                            (long long)d[i].account, bf_db_str(res, (int)i, "name"),
+                            funds_yuan(r, bal), funds_yuan(r, need));
             goto cleanup;
         }
         funds_arr_int(&a_ids, d[i].account, false);
@@ -711,40 +740,56 @@ int ledger_verify(bf_req_t *r)
                                  : "the ledger head does not point at the last entry";
     }
 
-    /* books: cached balances against the ledger, floors, and the total */
+    /* books: cached balances against the ledger, floors, holds, and the total */
     PGresult *bad = bf_db_prep(
         r->db, "funds_verify_accounts",
-        "SELECT a.id, a.name, a.floor_fen, a.balance_fen, "
-        "  COALESCE(i.s, 0) - COALESCE(o.s, 0) AS ledger_fen "
+        "SELECT a.id, a.name, a.floor_fen, a.balance_fen, a.held_fen, "
+        "  COALESCE(i.s, 0) - COALESCE(o.s, 0) AS ledger_fen, COALESCE(h.s, 0) AS hold_fen "
         "FROM account a "
         "LEFT JOIN (SELECT to_account AS id, sum(amount_fen) AS s FROM transfer GROUP BY 1) i "
         "  ON i.id = a.id "
         "LEFT JOIN (SELECT from_account AS id, sum(amount_fen) AS s FROM transfer GROUP BY 1) o "
         "  ON o.id = a.id "
+        "LEFT JOIN (SELECT budget_id AS id, sum(total_fen - applied_fen) AS s FROM allocation "
+        "           WHERE state = 'running' GROUP BY 1) h ON h.id = a.id "
         "WHERE a.balance_fen <> COALESCE(i.s, 0) - COALESCE(o.s, 0) "
-        "   OR (a.floor_fen IS NOT NULL AND COALESCE(i.s, 0) - COALESCE(o.s, 0) < a.floor_fen) "
+        "   OR a.held_fen <> COALESCE(h.s, 0) "
+        "   OR (a.floor_fen IS NOT NULL AND "
+        "       COALESCE(i.s, 0) - COALESCE(o.s, 0) - a.held_fen < a.floor_fen) "
         "ORDER BY a.id LIMIT 100",
         0, NULL, NULL, NULL);
     if (!bad) return bf_req_db_fail(r);
     PGresult *tot = bf_db_prep(r->db, "funds_verify_total",
-                               "SELECT count(*) AS accounts, COALESCE(sum(balance_fen), 0) AS sum "
+                               "SELECT count(*) AS accounts, COALESCE(sum(balance_fen), 0) AS sum, "
+                               "  (SELECT to_char(created_at AT TIME ZONE 'UTC', " S_TS_FMT ") "
+                               "   FROM transfer t WHERE t.id = (SELECT last_id FROM ledger_head)) "
+                               "  AS head_time "
                                "FROM account",
                                0, NULL, NULL, NULL);
     if (!tot) {
         PQclear(bad);
         return bf_req_db_fail(r);
     }
-    int nbad = PQntuples(bad);
+    funds_ev_result_t ev;
+    if (funds_evidence_verify(r, &ev) != 0) {
+        PQclear(tot);
+        PQclear(bad);
+        return -1;
+    }
+    int nbad = PQntuples(bad), ndiff = PQntuples(ev.diffs);
     const char *sum = bf_db_str(tot, 0, "sum");
     bool sum_zero = sum && strcmp(sum, "0") == 0;
     bool books_ok = nbad == 0 && sum_zero;
-    msgpack_pack_map(r->out, 9);
-    bf_mp_kv_bool(r->out, "ok", !problem && books_ok);
+    bool evidence_ok = !ev.problem && ndiff == 0;
+    char hx[2 * FUNDS_HASH_LEN + 1], published[2 * FUNDS_HASH_LEN + 1];
+    funds_hex(head_hash, FUNDS_HASH_LEN, hx);
+    funds_head_hash(head_id, hx, ev.head_id, ev.head_hash, published);
+    msgpack_pack_map(r->out, 17);
+    bf_mp_kv_bool(r->out, "ok", !problem && books_ok && evidence_ok);
     bf_mp_kv_int(r->out, "entries", last);
     bf_mp_kv_int(r->out, "head_id", head_id);
-    char hx[2 * FUNDS_HASH_LEN + 1];
-    funds_hex(head_hash, FUNDS_HASH_LEN, hx);
     bf_mp_kv_str(r->out, "head_hash", hx);
+    bf_mp_kv_str(r->out, "head_time", bf_db_str(tot, 0, "head_time"));
     bf_mp_key(r->out, "first_bad");
     if (problem) {
         msgpack_pack_map(r->out, 3);
@@ -760,13 +805,32 @@ int ledger_verify(bf_req_t *r)
     bf_mp_key(r->out, "bad_accounts");
     msgpack_pack_array(r->out, (size_t)nbad);
     for (int i = 0; i < nbad; i++) {
-        msgpack_pack_map(r->out, 5);
+        msgpack_pack_map(r->out, 7);
         bf_mp_kv_int(r->out, "id", bf_db_int(bad, i, "id"));
         bf_mp_kv_str(r->out, "name", bf_db_str(bad, i, "name"));
         s_kv_opt_int(r->out, bad, i, "floor_fen");
         bf_mp_kv_int(r->out, "balance_fen", bf_db_int(bad, i, "balance_fen"));
         bf_mp_kv_int(r->out, "ledger_fen", bf_db_int(bad, i, "ledger_fen"));
+        bf_mp_kv_int(r->out, "held_fen", bf_db_int(bad, i, "held_fen"));
+        bf_mp_kv_int(r->out, "hold_fen", bf_db_int(bad, i, "hold_fen"));
     }
+    bf_mp_kv_bool(r->out, "evidence_ok", evidence_ok);
+    bf_mp_kv_int(r->out, "evidence_entries", ev.entries);
+    bf_mp_kv_int(r->out, "evidence_head_id", ev.head_id);
+    bf_mp_kv_str(r->out, "evidence_head_hash", ev.head_hash);
+    bf_mp_key(r->out, "evidence_first_bad");
+    if (ev.problem) {
+        msgpack_pack_map(r->out, 3);
+        bf_mp_kv_int(r->out, "id", ev.bad_id);
+        bf_mp_kv_str(r->out, "problem", ev.problem);
+        bf_mp_kv_str(r->out, "message", ev.message);
+    } else {
+        msgpack_pack_nil(r->out);
+    }
+    bf_mp_key(r->out, "differences");
+    funds_evidence_pack_diffs(r->out, ev.diffs);
+    bf_mp_kv_str(r->out, "published_hash", published);
+    PQclear(ev.diffs);
     PQclear(tot);
     PQclear(bad);
     bf_db_rollback(r->db);

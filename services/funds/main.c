@@ -9,6 +9,9 @@ extern const bf_migration_t funds_migrations[];
 static const bf_cfg_def_t s_funds_cfg[] = {
     {"funds.bind", BF_CFG_STR, "tcp://127.0.0.1:7102", 0, 0,
      "address the funds service's RPC ROUTER socket binds"},
+    {"funds.chunk_rows", BF_CFG_INT, "2000", 1, 200000,
+     "recipients per transaction of a long ledger operation (allocation.apply): each chunk "
+     "holds the ledger head only for its own rows"},
     {NULL, 0, NULL, 0, 0, NULL},
 };
 
@@ -137,6 +140,29 @@ static const bf_param_t p_trace[] = {
     {"recipient", BF_T_STR, BF_REQ, FUNDS_RECIPIENT_MAX, "the recipient reference"},
     P_END,
 };
+static const bf_param_t p_budget_list[] = {
+    {"year", BF_T_INT, 0, 0, "only this budget year"},
+    {"source_id", BF_T_INT, 0, 0, "only budgets (and their children) funded by this source"},
+    {"parent_id", BF_T_INT, 0, 0, "only the child budgets of this budget"},
+    {"root", BF_T_BOOL, 0, 0, "true: only root budgets; false: only child budgets"},
+    {"recipient", BF_T_STR, 0, FUNDS_RECIPIENT_MAX, "only this recipient, e.g. village:42"},
+    {"region", BF_T_STR, 0, 12, "only region:<code> recipients under this division code"},
+    {"status", BF_T_STR, 0, 8, "open (balance > 0) | spent (balance 0)"},
+    {"cursor", BF_T_STR, 0, 20, "from a previous page's next_cursor"},
+    {"limit", BF_T_INT, 0, 0, "page size, 1..1000 (default 100)"},
+    P_END,
+};
+static const bf_param_t p_project_list[] = {
+    {"year", BF_T_INT, 0, 0, "only projects of budgets of this year"},
+    {"budget_id", BF_T_INT, 0, 0, "only projects funded by this budget"},
+    {"source_id", BF_T_INT, 0, 0, "only projects whose root budget this source funded"},
+    {"kind", BF_T_STR, 0, 16, "only this kind"},
+    {"region", BF_T_STR, 0, 12, "only projects located under this division code"},
+    {"status", BF_T_STR, 0, 8, "open (balance > 0) | spent (balance 0)"},
+    {"cursor", BF_T_STR, 0, 20, "from a previous page's next_cursor"},
+    {"limit", BF_T_INT, 0, 0, "page size, 1..1000 (default 100)"},
+    P_END,
+};
 static const bf_param_t p_none[] = {P_END};
 
 static const bf_method_t s_methods[] = {
@@ -149,6 +175,8 @@ static const bf_method_t s_methods[] = {
      "a budget for a recipient and year, funded by sources", BF_ROLE_ADMIN},
     {"budget.fund", budget_fund, true, p_budget_fund, "more funding for a root budget", BF_ROLE_ADMIN},
     {"budget.get", budget_get, false, p_id, "one budget with its figures", BF_ROLE_READERS},
+    {"budget.list", budget_list, false, p_budget_list,
+     "budgets, paged, by year, source, parent, recipient, region, status", BF_ROLE_READERS},
     {"allocation.preview", allocation_preview, false, p_alloc_preview,
      "split an amount across recipients, without effect", BF_ROLE_READERS},
     {"allocation.apply", allocation_apply, true, p_alloc_apply,
@@ -156,6 +184,8 @@ static const bf_method_t s_methods[] = {
     {"project.create", project_create, true, p_project_create,
      "admit a project (target required) and fund it from a budget", BF_ROLE_ADMIN},
     {"project.get", project_get, false, p_id, "one project with its tranches", BF_ROLE_READERS},
+    {"project.list", project_list, false, p_project_list,
+     "projects, paged, by year, budget, source, kind, region, status", BF_ROLE_READERS},
     {"tranche.plan", tranche_plan, true, p_tranche_plan, "plan the next payment stage", BF_ROLE_ADMIN},
     {"tranche.approve", tranche_approve, true, p_tranche_approve,
      "approve a planned tranche (not by its requester)", BF_ROLE_ADMIN},

@@ -342,6 +342,10 @@ int tranche_approve(bf_req_t *r)
     funds_idem_t idem;
     int rc = funds_idem_begin(r, &idem);
     if (rc != 0) return rc > 0 ? 0 : -1;
+    /* the approval enters the evidence chain at commit: take its head before
+     * the tranche row (lock order: request key, head, entity rows) */
+    funds_head_t head;
+    if (funds_ledger_lock(r, &head) != 0) return -1;
     PGresult *t = s_tranche_lock(r, id);
     if (!t) return -1;
     const char *state = bf_db_str(t, 0, "state");

@@ -11,7 +11,6 @@
 #include "bf_valid.h"
 
 #include <ctype.h>
-#include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -324,12 +323,16 @@ int subscription_delete(bf_req_t *r)
 
 static const char *const s_ep_channels[] = {"webhook", "email", "sms", NULL};
 
-static bool s_url_ok(const char *u)
+/* A webhook URL: http(s), a host, no user info, no control characters.
+ * Where it may connect is checked at send time (netguard.c). */
+static int s_url(bf_req_t *r, const char *u)
 {
-    if (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0) return false;
+    const char *why = NULL;
     for (const char *c = u; *c; c++)
-        if ((unsigned char)*c <= ' ' || *c == 0x7f) return false;
-    return strlen(u) > 8;
+        if ((unsigned char)*c <= ' ' || *c == 0x7f)
+            return bf_req_fail(r, BF_E_INVALID, "url", "url must not contain spaces or controls");
+    if (notify_url_check(u, &why) != 0) return bf_req_fail(r, BF_E_INVALID, "url", "%s", why);
+    return 0;
 }
 
 static bool s_email_ok(const char *a)
@@ -364,11 +367,14 @@ static int s_address(bf_req_t *r, const char *channel, const char *address)
 #define EP_COLS                                                                                \
     "id, name, channel, url, address, rate_per_sec, rate_burst, status, failing_since_ms, "    \
     "disabled_reason, " TS("disabled_at") " AS disabled_at, previous_until_ms, "               \
-    "(previous_secret IS NOT NULL) AS rotating, " TS("created_at") " AS created_at"
+    "(previous_secret IS NOT NULL) AS rotating, " TS("created_at") " AS created_at, "         \
+    "CASE WHEN secret IS NULL THEN NULL ELSE 'sha256:' || "                                    \
+    "left(encode(sha256(convert_to(secret, 'UTF8')), 'hex'), 12) END AS secret_fingerprint, "  \
+    "consecutive_failures, paused_until_ms"
 
 static void s_pack_ep(msgpack_packer *pk, const PGresult *res, int i)
 {
-    msgpack_pack_map(pk, 13);
+    msgpack_pack_map(pk, 17);
     bf_mp_kv_int(pk, "id", bf_db_int(res, i, "id"));
     bf_mp_kv_str(pk, "name", bf_db_str(res, i, "name"));
     bf_mp_kv_str(pk, "channel", bf_db_str(res, i, "channel"));
@@ -386,6 +392,12 @@ static void s_pack_ep(msgpack_packer *pk, const PGresult *res, int i)
     if (bf_db_bool(res, i, "rotating")) bf_mp_kv_int(pk, "previous_until_ms", bf_db_int(res, i, "previous_until_ms"));
     else bf_mp_kv_nil(pk, "previous_until_ms");
     bf_mp_kv_str(pk, "created_at", bf_db_str(res, i, "created_at"));
+    /* never the secret: whether there is one and a short fingerprint of it */
+    bf_mp_kv_bool(pk, "secret_set", !bf_db_null(res, i, "secret_fingerprint"));
+    bf_mp_kv_str(pk, "secret_fingerprint", bf_db_str(res, i, "secret_fingerprint"));
+    bf_mp_kv_int(pk, "consecutive_failures", bf_db_int(res, i, "consecutive_failures"));
+    if (bf_db_null(res, i, "paused_until_ms")) bf_mp_kv_nil(pk, "paused_until_ms");
+    else bf_mp_kv_int(pk, "paused_until_ms", bf_db_int(res, i, "paused_until_ms"));
 }
 
 /* The endpoint as an event (no secret) and the admin record. */
@@ -424,8 +436,7 @@ int endpoint_create(bf_req_t *r)
     char gen[80];
     if (!strcmp(channel, "webhook")) {
         if (!url) return bf_req_fail(r, BF_E_INVALID, "url", "a webhook endpoint needs a url");
-        if (!s_url_ok(url))
-            return bf_req_fail(r, BF_E_INVALID, "url", "url must be an http:// or https:// URL");
+        if (s_url(r, url) != 0) return -1;
         if (address) return bf_req_fail(r, BF_E_INVALID, "address", "a webhook has no address");
         if (secret && !s_secret_ok(secret))
             return bf_req_fail(r, BF_E_INVALID, "secret",
@@ -509,8 +520,7 @@ int endpoint_update(bf_req_t *r)
     const char *url = NULL, *address = NULL, *status = NULL;
     if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
     if (bf_req_str(r, r->params, NULL, "url", false, 2048, &url) < 0) return -1;
-    if (url && !s_url_ok(url))
-        return bf_req_fail(r, BF_E_INVALID, "url", "url must be an http:// or https:// URL");
+    if (url && s_url(r, url) != 0) return -1;
     if (bf_req_str(r, r->params, NULL, "address", false, 320, &address) < 0) return -1;
     if (bf_req_int(r, r->params, NULL, "rate_per_sec", false, 0, 1000000, &rate) < 0) return -1;
     if (bf_req_int(r, r->params, NULL, "rate_burst", false, 1, 1000000, &burst) < 0) return -1;
@@ -607,94 +617,26 @@ int endpoint_rotate_secret(bf_req_t *r)
     return 0;
 }
 
-int endpoint_test(bf_req_t *r)
+/* ---------------------------------------------------------------- inbox */
+
+/* Inbox recipients are keyed "cadre:<id>" (ingest.c). A caller holding the
+ * cadre role without admin sees and marks only its own inbox: "cadre:<its
+ * cadre_id>", or its actor when that names a person. Returns 0 with *own =
+ * NULL (unrestricted) or the caller's own key; -1 (failed) when a restricted
+ * caller has no person of its own. */
+static int s_inbox_owner(bf_req_t *r, const char **own)
 {
-    notify_t *n = r->svc;
-    int64_t id;
-    if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
-    const char *p[] = {bf_req_itoa(r, id)};
-    PGresult *res = bf_db_prep(r->db, "notify_ep_secret",
-                               "SELECT name, channel, url, address, secret, previous_secret, "
-                               "previous_until_ms FROM endpoint WHERE id = $1",
-                               1, p, NULL, NULL);
-    if (!res) return bf_req_db_fail(r);
-    if (PQntuples(res) != 1) {
-        PQclear(res);
-        return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no endpoint with id %lld", (long long)id);
-    }
-    /* a synthetic event, sent now, outside the queues */
-    char eid[37], when[32], msg_id[48], subject[48];
-    bf_uuid_v7(eid);
-    bf_time_rfc3339(when);
-    snprintf(msg_id, sizeof msg_id, "test_%s", eid);
-    snprintf(subject, sizeof subject, "endpoint/%lld", (long long)id);
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 9);
-    bf_mp_kv_str(&pk, "specversion", "1.0");
-    bf_mp_kv_str(&pk, "id", eid);
-    bf_mp_kv_str(&pk, "source", "bangfu/notify");
-    bf_mp_kv_str(&pk, "type", "bangfu.notify.endpoint.test");
-    bf_mp_kv_str(&pk, "subject", subject);
-    bf_mp_kv_str(&pk, "time", when);
-    bf_mp_kv_str(&pk, "datacontenttype", "application/msgpack");
-    bf_mp_kv_str(&pk, "actor", r->actor);
-    bf_mp_key(&pk, "data");
-    msgpack_pack_map(&pk, 2);
-    bf_mp_kv_int(&pk, "endpoint_id", id);
-    bf_mp_kv_str(&pk, "message", "这是一条测试消息 / a test message");
-    char *body = notify_event_json(sb.data, sb.size);
-    msgpack_sbuffer_destroy(&sb);
-    CURL *curl = curl_easy_init();
-    notify_result_t out = {0, ""};
-    int rc = -1;
-    int64_t t0 = notify_wall_ms();
-    const char *channel = bf_db_str(res, 0, "channel");
-    if (!body || !curl) {
-        snprintf(out.error, sizeof out.error, "out of memory");
-    } else if (!strcmp(channel, "webhook")) {
-        const char *prev = NULL;
-        if (!bf_db_null(res, 0, "previous_secret") &&
-            bf_db_int(res, 0, "previous_until_ms") > notify_now_ms(n))
-            prev = bf_db_str(res, 0, "previous_secret");
-        rc = notify_send_webhook(curl, bf_db_str(res, 0, "url"), bf_db_str(res, 0, "secret"), prev,
-                                 msg_id, (long long)(t0 / 1000), body, strlen(body),
-                                 (long)n->webhook_timeout_ms, &out);
-    } else if (!strcmp(channel, "email")) {
-        rc = notify_send_email(curl, n->smtp_url, n->mail_from, bf_db_str(res, 0, "address"),
-                               "【测试】bangfu 通知测试 / test", body, msg_id,
-                               (long)n->webhook_timeout_ms, &out);
-    } else {
-        rc = notify_send_sms(curl, n->sms_url, bf_db_str(res, 0, "address"),
-                             "【测试】bangfu 通知测试 / test", msg_id, (long)n->webhook_timeout_ms,
-                             &out);
-    }
-    int64_t ms = notify_wall_ms() - t0;
-    if (curl) curl_easy_cleanup(curl);
-    free(body);
-    PQclear(res);
-    if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
-    bf_event_t ev;
-    msgpack_packer *epk = bf_event_begin(&ev);
-    msgpack_pack_map(epk, 4);
-    bf_mp_kv_int(epk, "endpoint_id", id);
-    bf_mp_kv_bool(epk, "ok", rc == 0);
-    bf_mp_kv_int(epk, "status", out.status);
-    bf_mp_kv_str(epk, "error", rc == 0 ? NULL : out.error);
-    if (notify_admin_record(r, &ev, "endpoint.tested", subject) != 0) return -1;
-    if (bf_db_commit(r->db) != 0) return bf_req_db_fail(r);
-    msgpack_pack_map(r->out, 5);
-    bf_mp_kv_bool(r->out, "ok", rc == 0);
-    bf_mp_kv_int(r->out, "status", out.status);
-    bf_mp_kv_str(r->out, "error", rc == 0 ? NULL : out.error);
-    bf_mp_kv_int(r->out, "ms", ms);
-    bf_mp_kv_str(r->out, "webhook_id", msg_id);
+    *own = NULL;
+    if (!(r->roles & BF_ROLE_CADRE) || (r->roles & BF_ROLE_ADMIN)) return 0;
+    if (r->cadre_id > 0)
+        *own = bf_arena_printf(r->arena, "cadre:%lld", (long long)r->cadre_id);
+    else if (r->actor && s_person_ok(r->actor))
+        *own = r->actor;
+    else
+        return bf_req_fail(r, BF_E_PERMISSION, "person",
+                           "a cadre reads only its own inbox, and this caller names no cadre");
     return 0;
 }
-
-/* ---------------------------------------------------------------- inbox */
 
 int inbox_list(bf_req_t *r)
 {
@@ -704,6 +646,11 @@ int inbox_list(bf_req_t *r)
     if (bf_req_str(r, r->params, NULL, "person", true, 128, &person) != 0) return -1;
     if (!s_person_ok(person))
         return bf_req_fail(r, BF_E_INVALID, "person", "person looks like cadre:42");
+    const char *own;
+    if (s_inbox_owner(r, &own) != 0) return -1;
+    if (own && strcmp(own, person) != 0)
+        return bf_req_fail(r, BF_E_PERMISSION, "person",
+                           "a cadre reads only its own inbox (%s)", own);
     if (bf_req_bool(r, r->params, NULL, "unread", false, &unread) < 0) return -1;
     if (bf_req_str(r, r->params, NULL, "cursor", false, 64, &cursor) < 0) return -1;
     if (bf_req_int(r, r->params, NULL, "limit", false, 1, 500, &limit) < 0) return -1;
@@ -768,6 +715,12 @@ int inbox_ack(bf_req_t *r)
     const char *id, *person = NULL;
     if (bf_req_str(r, r->params, NULL, "id", true, 64, &id) != 0) return -1;
     if (bf_req_str(r, r->params, NULL, "person", false, 128, &person) < 0) return -1;
+    const char *own;
+    if (s_inbox_owner(r, &own) != 0) return -1;
+    if (own && person && strcmp(own, person) != 0)
+        return bf_req_fail(r, BF_E_PERMISSION, "person",
+                           "a cadre marks only its own inbox (%s)", own);
+    if (own) person = own; /* another's message is simply not found */
     const char *p[] = {id, person, r->actor};
     PGresult *res = bf_db_prep(r->db, "notify_inbox_ack",
                                "UPDATE inbox SET acked_at = COALESCE(acked_at, now()), "

@@ -8,7 +8,10 @@
  * timeout is success. Email: a MIME message (UTF-8, base64 body, RFC 2047
  * encoded subject) through the configured SMTP relay. SMS: POST JSON {to,
  * text} to the configured gateway. The CURL handle is the worker's, reused
- * (curl_easy_reset) so connections are kept alive.
+ * (curl_easy_reset) so connections are kept alive. Webhook connections go
+ * through the connect-time address check of netguard.c and their errors are
+ * generic ("timeout", "connection failed", "HTTP 500", "refused: address not
+ * allowed"), never libcurl's text.
  */
 #include "notify.h"
 #include "bf_json.h"
@@ -99,13 +102,37 @@ static void s_curl_error(notify_result_t *res, CURLcode rc, const char *errbuf)
     snprintf(res->error, sizeof res->error, "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
 }
 
-/* POSTs body with headers; 2xx within the timeout is success. */
-static int s_post(CURL *c, const char *url, struct curl_slist *headers, const char *body,
-                  size_t body_len, long timeout_ms, notify_result_t *res)
+/* A reason a webhook failed that tells nothing about the network behind
+ * notify (libcurl's text names hosts and ports and tells open from closed). */
+static void s_generic_error(notify_result_t *res, CURLcode rc, const notify_guard_t *g)
+{
+    const char *why;
+    if (g && g->refused) why = "refused: address not allowed";
+    else if (rc == CURLE_OPERATION_TIMEDOUT) why = "timeout";
+    else if (rc == CURLE_COULDNT_RESOLVE_HOST) why = "host not found";
+    else if (rc == CURLE_SSL_CONNECT_ERROR || rc == CURLE_PEER_FAILED_VERIFICATION ||
+             rc == CURLE_SSL_CERTPROBLEM || rc == CURLE_SSL_CACERT_BADFILE)
+        why = "TLS failed";
+    else why = "connection failed";
+    snprintf(res->error, sizeof res->error, "%s", why);
+}
+
+/* POSTs body with headers; 2xx within the timeout is success. A guard (for
+ * webhooks) checks every address before it is connected and makes the
+ * errors generic; NULL for the operator-configured SMS gateway. */
+static int s_post(CURL *c, notify_guard_t *g, const char *url, struct curl_slist *headers,
+                  const char *body, size_t body_len, long timeout_ms, notify_result_t *res)
 {
     char errbuf[CURL_ERROR_SIZE] = "";
     size_t seen = 0;
+    res->no_answer = false;
     curl_easy_reset(c);
+    if (g && notify_guard_setup(c, g, url) != 0) {
+        res->status = 0;
+        res->no_answer = true;
+        snprintf(res->error, sizeof res->error, "refused: url not allowed");
+        return -1;
+    }
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
@@ -122,9 +149,12 @@ static int s_post(CURL *c, const char *url, struct curl_slist *headers, const ch
     CURLcode rc = curl_easy_perform(c);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
+    curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, NULL);
     if (rc != CURLE_OK) {
         res->status = 0;
-        s_curl_error(res, rc, errbuf);
+        res->no_answer = true;
+        if (g) s_generic_error(res, rc, g);
+        else s_curl_error(res, rc, errbuf);
         return -1;
     }
     long code = 0;
@@ -138,9 +168,9 @@ static int s_post(CURL *c, const char *url, struct curl_slist *headers, const ch
     return -1;
 }
 
-int notify_send_webhook(void *curl, const char *url, const char *secret, const char *secret2,
-                        const char *msg_id, long long ts, const char *body, size_t body_len,
-                        long timeout_ms, notify_result_t *res)
+int notify_send_webhook(void *curl, const notify_allow_t *allow, const char *url,
+                        const char *secret, const char *secret2, const char *msg_id, long long ts,
+                        const char *body, size_t body_len, long timeout_ms, notify_result_t *res)
 {
     char sig[512] = "";
     if (notify_webhook_sign(secret, msg_id, ts, body, body_len, sig, sizeof sig) != 0 ||
@@ -165,7 +195,8 @@ int notify_send_webhook(void *curl, const char *url, const char *secret, const c
         }
         h = t;
     }
-    int rc = s_post(curl, url, h, body, body_len, timeout_ms, res);
+    notify_guard_t guard = {.allow = allow};
+    int rc = s_post(curl, &guard, url, h, body, body_len, timeout_ms, res);
     curl_slist_free_all(h);
     return rc;
 }
@@ -187,7 +218,7 @@ int notify_send_sms(void *curl, const char *gateway_url, const char *to, const c
     }
     struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
     int rc = -1;
-    if (h) rc = s_post(curl, gateway_url, h, body, strlen(body), timeout_ms, res);
+    if (h) rc = s_post(curl, NULL, gateway_url, h, body, strlen(body), timeout_ms, res);
     else snprintf(res->error, sizeof res->error, "out of memory");
     curl_slist_free_all(h);
     free(body);
@@ -336,6 +367,7 @@ int notify_send_email(void *curl, const char *smtp_url, const char *from, const 
     res->status = (int)code;
     curl_slist_free_all(rcpts);
     free(msg);
+    res->no_answer = rc != CURLE_OK && code == 0;
     if (rc != CURLE_OK) {
         s_curl_error(res, rc, errbuf);
         return -1;

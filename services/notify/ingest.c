@@ -770,7 +770,10 @@ void *notify_ingest_main(void *arg)
         backoff = 100;
         if (rep->type == REDIS_REPLY_ERROR) {
             bf_log(BF_WARN, "ingest: XREADGROUP: %s", rep->str);
-            if (strstr(rep->str, "NOGROUP")) notify_queue_init(n, in.rd);
+            /* the group is gone (Redis lost data, or an admin removed it):
+             * re-create it from the start of what the stream holds now, so
+             * events the relays send again are read (ids de-duplicate) */
+            if (strstr(rep->str, "NOGROUP")) notify_queue_init_from(n, in.rd, "0");
             freeReplyObject(rep);
             s_sleep_ms(500);
             continue;

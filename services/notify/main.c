@@ -62,6 +62,33 @@ static const bf_cfg_def_t s_notify_cfg[] = {
      "how often unfinished deliveries missing from Redis are re-queued (0 = at start only)"},
     {"notify.max_fanout", BF_CFG_INT, "1000", 1, 1000000,
      "most deliveries one event may produce"},
+    {"notify.webhook_allow", BF_CFG_STR, "", 0, 0,
+     "webhook destinations allowed although loopback/private/link-local/CGNAT/multicast: "
+     "comma list of CIDRs, address[:port] or host:port (empty = none)"},
+    {"notify.test_timeout_ms", BF_CFG_INT, "3000", 100, 3000,
+     "hard timeout of one endpoint.test call (at most 3 s)"},
+    {"notify.test_concurrency", BF_CFG_INT, "2", 1, NOTIFY_MAX_TESTERS,
+     "tester threads: endpoint tests sent at once (endpoint.test itself only records one)"},
+    {"notify.test_pending_max", BF_CFG_INT, "100", 1, 100000,
+     "endpoint tests waiting at most; endpoint.test beyond that gets resource_exhausted"},
+    {"notify.endpoint_concurrency", BF_CFG_INT, "2", 1, NOTIFY_MAX_WORKERS,
+     "sends to one endpoint in flight at once per notify process; more wait (not an attempt)"},
+    {"notify.breaker_failures", BF_CFG_INT, "5", 1, 1000,
+     "consecutive failures without an answer (timeout, connection) that pause an endpoint"},
+    {"notify.breaker_cooldown_ms", BF_CFG_INT, "30000", 100, 86400000,
+     "first pause of a tripped endpoint; doubles on each further trip"},
+    {"notify.breaker_cooldown_cap_ms", BF_CFG_INT, "1800000", 100, 604800000,
+     "longest pause of a tripped endpoint"},
+    {"notify.retention_deliveries_days", BF_CFG_INT, "90", 0, 36500,
+     "sent and dropped deliveries older than this are deleted (0 = keep forever)"},
+    {"notify.retention_inbox_days", BF_CFG_INT, "180", 0, 36500,
+     "inbox messages older than this are deleted (0 = keep forever)"},
+    {"notify.retention_admin_days", BF_CFG_INT, "730", 0, 36500,
+     "admin action records older than this are deleted (0 = keep forever)"},
+    {"notify.retention_interval_s", BF_CFG_INT, "3600", 1, 604800,
+     "how often the retention job runs"},
+    {"notify.retention_batch", BF_CFG_INT, "1000", 1, 100000,
+     "rows deleted per statement by the retention job (it pauses between batches)"},
     {NULL, 0, NULL, 0, 0, NULL},
 };
 
@@ -93,6 +120,10 @@ static const bf_param_t p_sub_update[] = {
 };
 static const bf_param_t p_id[] = {
     {"id", BF_T_INT, BF_REQ, 0, "id"},
+    {NULL, 0, 0, 0, NULL},
+};
+static const bf_param_t p_test_result[] = {
+    {"id", BF_T_STR, BF_REQ, 64, "test_id from endpoint.test"},
     {NULL, 0, 0, 0, NULL},
 };
 static const bf_param_t p_ep_create[] = {
@@ -197,9 +228,12 @@ static const bf_method_t s_methods[] = {
      "change an endpoint; status active re-enables it and releases held deliveries", BF_ROLE_ADMIN},
     {"endpoint.rotate_secret", endpoint_rotate_secret, true, p_ep_rotate,
      "new signing secret; the old one also signs during the overlap", BF_ROLE_ADMIN},
-    {"endpoint.test", endpoint_test, true, p_id, "send a test event now and report the answer", BF_ROLE_ADMIN},
-    {"inbox.list", inbox_list, false, p_inbox_list, "a person's in-app messages, newest first", BF_ROLE_READERS},
-    {"inbox.ack", inbox_ack, true, p_inbox_ack, "mark a message read", BF_ROLE_ADMIN},
+    {"endpoint.test", endpoint_test, true, p_id,
+     "queue a test event for an endpoint; returns test_id (see endpoint.test_result)", BF_ROLE_ADMIN},
+    {"endpoint.test_result", endpoint_test_result, false, p_test_result,
+     "the outcome of an endpoint test: pending, running, or done with ok/status/error", BF_ROLE_READERS},
+    {"inbox.list", inbox_list, false, p_inbox_list, "a person's in-app messages, newest first (a cadre: only its own)", BF_ROLE_READERS},
+    {"inbox.ack", inbox_ack, true, p_inbox_ack, "mark a message read (a cadre: only its own)", BF_ROLE_CADRE},
     {"template.put", template_put, true, p_tpl_put, "set the template of an event type and locale", BF_ROLE_ADMIN},
     {"template.list", template_list, false, p_tpl_list, "templates (stored and built-in)", BF_ROLE_READERS},
     {"delivery.get", delivery_get, false, p_delivery_get, "one delivery and its state", BF_ROLE_READERS},
@@ -238,9 +272,48 @@ int64_t notify_now_ms(notify_t *n)
 
 bool notify_stopping(notify_t *n) { return bf_service_stopping || atomic_load(&n->stop); }
 
+/* Keys whose values never reach the admin record. */
+static bool s_secret_key(const msgpack_object *k)
+{
+    static const char *const keys[] = {"secret", "previous_secret", "password", "token", NULL};
+    for (int i = 0; keys[i]; i++)
+        if (bf_mp_str_eq(k, keys[i])) return true;
+    return false;
+}
+
+/* The parameters as JSON for admin_action.detail, with every secret value
+ * replaced by "[redacted]" (top level: notify's methods take secrets only
+ * there). Returns a malloc'd string or NULL. */
+static char *s_redacted_detail(const msgpack_object *params)
+{
+    if (!params || params->type != MSGPACK_OBJECT_MAP) return NULL;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    const msgpack_object_map *m = &params->via.map;
+    msgpack_pack_map(&pk, m->size);
+    for (uint32_t i = 0; i < m->size; i++) {
+        bf_mp_obj(&pk, &m->ptr[i].key);
+        if (s_secret_key(&m->ptr[i].key) && m->ptr[i].val.type != MSGPACK_OBJECT_NIL)
+            bf_mp_str(&pk, "[redacted]");
+        else
+            bf_mp_obj(&pk, &m->ptr[i].val);
+    }
+    char *json = NULL;
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    size_t off = 0;
+    if (msgpack_unpack_next(&u, sb.data, sb.size, &off) == MSGPACK_UNPACK_SUCCESS)
+        json = bf_json_from_msgpack(&u.data, BF_JSON_COMPACT);
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&sb);
+    return json;
+}
+
 int notify_admin_record(bf_req_t *r, bf_event_t *ev, const char *what, const char *subject)
 {
-    char *detail = bf_json_from_msgpack(r->params, BF_JSON_COMPACT);
+    char *detail = s_redacted_detail(r->params);
     const char *p[] = {r->actor, r->method, r->id, detail ? detail : "{}"};
     PGresult *res = bf_db_prep(r->db, "notify_admin_record",
                                "INSERT INTO admin_action (actor, method, request_id, detail) "
@@ -347,6 +420,27 @@ static int s_start(const bf_cfg_t *cfg, bf_db_t *db, void **svc)
     n->rotation_overlap_s = bf_cfg_int(cfg, "notify.rotation_overlap_s");
     n->redrive_interval_s = bf_cfg_int(cfg, "notify.redrive_interval_s");
     n->max_fanout = (int)bf_cfg_int(cfg, "notify.max_fanout");
+    n->test_timeout_ms = bf_cfg_int(cfg, "notify.test_timeout_ms");
+    n->test_concurrency = (int)bf_cfg_int(cfg, "notify.test_concurrency");
+    n->endpoint_concurrency = (int)bf_cfg_int(cfg, "notify.endpoint_concurrency");
+    n->breaker_failures = (int)bf_cfg_int(cfg, "notify.breaker_failures");
+    n->breaker_cooldown_ms = bf_cfg_int(cfg, "notify.breaker_cooldown_ms");
+    n->breaker_cooldown_cap_ms = bf_cfg_int(cfg, "notify.breaker_cooldown_cap_ms");
+    n->retain_deliveries_days = (int)bf_cfg_int(cfg, "notify.retention_deliveries_days");
+    n->retain_inbox_days = (int)bf_cfg_int(cfg, "notify.retention_inbox_days");
+    n->retain_admin_days = (int)bf_cfg_int(cfg, "notify.retention_admin_days");
+    n->retention_interval_s = bf_cfg_int(cfg, "notify.retention_interval_s");
+    n->retention_batch = (int)bf_cfg_int(cfg, "notify.retention_batch");
+    n->test_pending_max = (int)bf_cfg_int(cfg, "notify.test_pending_max");
+    {
+        char aerr[256];
+        n->allow = notify_allow_parse(bf_cfg_str(cfg, "notify.webhook_allow"), aerr, sizeof aerr);
+        if (!n->allow) {
+            bf_log(BF_ERROR, "config: %s", aerr);
+            free(n);
+            return -1;
+        }
+    }
     s_resolve_rpc(cfg, "notify.registry_rpc", "BANGFU_REGISTRY_RPC", "tcp://127.0.0.1:7101",
                   n->registry_rpc, sizeof n->registry_rpc);
     s_resolve_rpc(cfg, "notify.tasks_rpc", "BANGFU_TASKS_RPC", "tcp://127.0.0.1:7103",
@@ -356,22 +450,26 @@ static int s_start(const bf_cfg_t *cfg, bf_db_t *db, void **svc)
         n->manual_clock = true;
     } else if (strcmp(clock, "system") != 0) {
         bf_log(BF_ERROR, "config: notify.clock must be system or manual");
+        notify_allow_free(n->allow);
         free(n);
         return -1;
     }
     if (strcmp(n->group_start, "$") != 0 && strcmp(n->group_start, "0") != 0) {
         bf_log(BF_ERROR, "config: notify.group_start must be $ or 0");
+        notify_allow_free(n->allow);
         free(n);
         return -1;
     }
     if (n->webhook_timeout_ms >= n->visibility_ms) {
         bf_log(BF_ERROR, "config: notify.webhook_timeout_ms must be below notify.visibility_ms");
+        notify_allow_free(n->allow);
         free(n);
         return -1;
     }
     atomic_store(&n->manual_ms, notify_wall_ms());
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
         bf_log(BF_ERROR, "libcurl failed to initialise");
+        notify_allow_free(n->allow);
         free(n);
         return -1;
     }
@@ -382,25 +480,36 @@ static int s_start(const bf_cfg_t *cfg, bf_db_t *db, void **svc)
     bf_redis_t *rd = bf_login_redis(cfg, NOTIFY_SERVICE, err, sizeof err);
     if (!rd) {
         bf_log(BF_ERROR, "redis: %s", err);
+        notify_allow_free(n->allow);
         free(n);
         return -1;
     }
     int rc = notify_queue_init(n, rd);
     bf_redis_destroy(&rd);
     if (rc != 0) {
+        notify_allow_free(n->allow);
         free(n);
         return -1;
     }
+    pthread_mutex_init(&n->inflight_lock, NULL);
     if (pthread_create(&n->sched_thread, NULL, notify_sched_main, n) != 0) goto fail;
     n->sched_started = true;
     if (pthread_create(&n->ingest_thread, NULL, notify_ingest_main, n) != 0) goto fail;
     n->ingest_started = true;
+    if (pthread_create(&n->retention_thread, NULL, notify_retention_main, n) != 0) goto fail;
+    n->retention_started = true;
+    for (int i = 0; i < n->test_concurrency; i++) {
+        if (pthread_create(&n->tester_threads[i], NULL, notify_tester_main, n) != 0) goto fail;
+        n->ntesters_started++;
+    }
     for (int i = 0; i < n->workers; i++) {
         if (pthread_create(&n->worker_threads[i], NULL, notify_worker_main, n) != 0) goto fail;
         n->nthreads_started++;
     }
-    bf_log(BF_INFO, "notify: instance %s, %d delivery workers, clock %s, registry %s",
-           n->instance, n->workers, n->manual_clock ? "manual" : "system", n->registry_rpc);
+    bf_log(BF_INFO, "notify: instance %s, %d delivery workers, clock %s, registry %s, "
+           "%d webhook allow-list entries",
+           n->instance, n->workers, n->manual_clock ? "manual" : "system", n->registry_rpc,
+           notify_allow_count(n->allow));
     *svc = n;
     return 0;
 fail:
@@ -417,7 +526,11 @@ static void s_stop(void *svc)
     if (n->ingest_started) pthread_join(n->ingest_thread, NULL);
     for (int i = 0; i < n->nthreads_started; i++) pthread_join(n->worker_threads[i], NULL);
     if (n->sched_started) pthread_join(n->sched_thread, NULL);
+    if (n->retention_started) pthread_join(n->retention_thread, NULL);
+    for (int i = 0; i < n->ntesters_started; i++) pthread_join(n->tester_threads[i], NULL);
     if (n->ingest_started || n->nthreads_started > 0) s_forget_own_consumers(n);
+    pthread_mutex_destroy(&n->inflight_lock);
+    notify_allow_free(n->allow);
     free(n);
 }
 

@@ -41,8 +41,10 @@ extern const char *const notify_channels[NOTIFY_NCHANNELS + 1]; /* webhook email
 
 #define NOTIFY_ID_LEN 34 /* "d_" + 32 hex */
 #define NOTIFY_MAX_WORKERS 64
+#define NOTIFY_MAX_TESTERS 16
 
 typedef struct notify notify_t;
+typedef struct notify_allow notify_allow_t; /* the webhook allow-list (netguard.c) */
 
 struct notify {
     const bf_cfg_t *cfg;
@@ -65,6 +67,26 @@ struct notify {
     long long rotation_overlap_s;
     long long redrive_interval_s;
     int max_fanout;
+    /* webhook destinations (netguard.c): the operator's allow-list */
+    notify_allow_t *allow;
+    /* endpoint.test (tester.c): hard timeout, tester threads, most waiting */
+    long long test_timeout_ms;
+    int test_concurrency;
+    int test_pending_max;
+    /* isolation: sends in flight per endpoint in this process, and the
+     * circuit breaker (consecutive failures without an answer -> paused) */
+    int endpoint_concurrency;
+    int breaker_failures;
+    long long breaker_cooldown_ms, breaker_cooldown_cap_ms;
+    pthread_mutex_t inflight_lock;
+    struct {
+        int64_t endpoint;
+        int count;
+    } inflight[NOTIFY_MAX_WORKERS];
+    /* retention (retention.c): ages in days, 0 = keep forever */
+    int retain_deliveries_days, retain_inbox_days, retain_admin_days;
+    long long retention_interval_s;
+    int retention_batch;
     /* "<hostname>:<pid>:<8 hex>", the random part drawn once at start: every
      * consumer name of this process begins with it and ":" (containers on
      * the host network share the hostname and all run as pid 1) */
@@ -73,9 +95,10 @@ struct notify {
     atomic_llong manual_ms;
     /* threads */
     atomic_int stop;
-    pthread_t ingest_thread, sched_thread, worker_threads[NOTIFY_MAX_WORKERS];
-    int nthreads_started;
-    bool ingest_started, sched_started;
+    pthread_t ingest_thread, sched_thread, retention_thread, worker_threads[NOTIFY_MAX_WORKERS];
+    pthread_t tester_threads[NOTIFY_MAX_TESTERS];
+    int nthreads_started, ntesters_started;
+    bool ingest_started, sched_started, retention_started;
     atomic_llong events_seen, deliveries_sent, deliveries_failed;
 };
 
@@ -98,6 +121,9 @@ int notify_admin_record(bf_req_t *r, bf_event_t *ev, const char *what, const cha
 /* Creates the consumer groups (events stream and every delivery stream) if
  * missing. Returns 0 or -1. */
 int notify_queue_init(notify_t *n, bf_redis_t *rd);
+/* The same with the events group starting at events_start ("0" when the group
+ * vanished: Redis lost it, and every entry the stream has now is unread). */
+int notify_queue_init_from(notify_t *n, bf_redis_t *rd, const char *events_start);
 
 /* The stream key of a channel's deliveries, into buf. */
 void notify_queue_key(const char *channel, char *buf, size_t len);
@@ -150,11 +176,50 @@ long notify_rate_take(bf_redis_t *rd, int64_t endpoint_id, int rate_per_sec, int
 /* The stream id's millisecond part ("1700000000000-0" -> 1700000000000). */
 int64_t notify_stream_id_ms(const char *id);
 
+/* netguard.c --------------------------------------------------------- */
+
+struct sockaddr;
+
+/* Parses notify.webhook_allow (comma list of CIDRs, address[:port],
+ * host:port). Returns the list (empty for "" or NULL) or NULL with err. */
+notify_allow_t *notify_allow_parse(const char *spec, char *err, size_t errlen);
+void notify_allow_free(notify_allow_t *a);
+int notify_allow_count(const notify_allow_t *a);
+
+/* Whether an address is of a kind webhooks may not reach by default
+ * (loopback, private, link-local, CGNAT, multicast, unspecified, reserved,
+ * and their IPv6 embeddings). */
+bool notify_addr_blocked(const struct sockaddr *sa);
+/* Whether a webhook may connect to sa: not blocked, or allowed by the list. */
+bool notify_allow_addr(const notify_allow_t *al, const struct sockaddr *sa);
+/* Whether the list names host:port (a host-name entry). */
+bool notify_allow_host(const notify_allow_t *al, const char *host, int port);
+
+/* Checks an endpoint URL: http/https, a host, no user info. Returns 0, or
+ * -1 with *why (a static message naming the problem). */
+int notify_url_check(const char *url, const char **why);
+
+/* Per-request state of the connect-time check. */
+typedef struct {
+    const notify_allow_t *allow;
+    bool host_allowed; /* the URL's host:port is on the list by name */
+    bool refused;      /* a connection was refused by the check */
+} notify_guard_t;
+
+/* Installs the check on a CURL handle for url (after curl_easy_reset):
+ * CURLOPT_OPENSOCKETFUNCTION, no redirects, no proxy. Returns -1 for a URL
+ * that fails notify_url_check. */
+int notify_guard_setup(void *curl, notify_guard_t *g, const char *url);
+
 /* channel.c ---------------------------------------------------------- */
 
 typedef struct {
     int status;       /* HTTP status, SMTP code, or 0 */
-    char error[512];  /* "" on success */
+    char error[512];  /* "" on success: a generic reason, never libcurl's text
+                       * for webhooks ("refused: address not allowed",
+                       * "timeout", "connection failed", "HTTP 500") */
+    bool no_answer;   /* failed without an answer from the receiver (timeout,
+                       * connection failed, refused): counts for the breaker */
 } notify_result_t;
 
 /* Signs body for webhook id and timestamp with a "whsec_<base64>" secret and
@@ -168,9 +233,9 @@ void notify_secret_new(char *out, size_t len);
 
 /* Posts body as JSON with the Standard Webhooks headers. secret2 may be NULL
  * (no rotation). Returns 0 on a 2xx, -1 otherwise (res says why). */
-int notify_send_webhook(void *curl, const char *url, const char *secret, const char *secret2,
-                        const char *msg_id, long long ts, const char *body, size_t body_len,
-                        long timeout_ms, notify_result_t *res);
+int notify_send_webhook(void *curl, const notify_allow_t *allow, const char *url,
+                        const char *secret, const char *secret2, const char *msg_id, long long ts,
+                        const char *body, size_t body_len, long timeout_ms, notify_result_t *res);
 
 /* Sends a UTF-8 email through the SMTP relay. */
 int notify_send_email(void *curl, const char *smtp_url, const char *from, const char *to,
@@ -210,6 +275,17 @@ void *notify_ingest_main(void *arg);
 void *notify_worker_main(void *arg);
 void *notify_sched_main(void *arg);
 
+/* retention.c -------------------------------------------------------- */
+
+/* The retention thread: every notify.retention_interval_s deletes, in
+ * batches of notify.retention_batch, sent/dropped deliveries (and events no
+ * delivery refers to any more), inbox messages and admin records older than
+ * their configured ages. Never an unfinished or dead delivery. */
+void *notify_retention_main(void *arg);
+
+/* One retention pass; returns the rows deleted or -1. */
+long notify_retention_run(notify_t *n, bf_db_t *db);
+
 /* Puts back into Redis every unfinished delivery that Redis does not hold
  * (after a Redis crash or a crash between PostgreSQL and Redis). Returns the
  * number re-driven or -1. */
@@ -230,7 +306,10 @@ int endpoint_get(bf_req_t *r);
 int endpoint_list(bf_req_t *r);
 int endpoint_update(bf_req_t *r);
 int endpoint_rotate_secret(bf_req_t *r);
+/* tester.c: endpoint.test records a request, tester threads send it */
 int endpoint_test(bf_req_t *r);
+int endpoint_test_result(bf_req_t *r);
+void *notify_tester_main(void *arg);
 int inbox_list(bf_req_t *r);
 int inbox_ack(bf_req_t *r);
 int delivery_get(bf_req_t *r);

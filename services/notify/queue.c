@@ -40,7 +40,12 @@ static int s_group_create(bf_redis_t *rd, const char *stream, const char *group,
 
 int notify_queue_init(notify_t *n, bf_redis_t *rd)
 {
-    if (s_group_create(rd, n->events_stream, n->group, n->group_start) != 0) return -1;
+    return notify_queue_init_from(n, rd, n->group_start);
+}
+
+int notify_queue_init_from(notify_t *n, bf_redis_t *rd, const char *events_start)
+{
+    if (s_group_create(rd, n->events_stream, n->group, events_start) != 0) return -1;
     for (int i = 0; notify_channels[i]; i++) {
         char key[96];
         notify_queue_key(notify_channels[i], key, sizeof key);

@@ -62,8 +62,15 @@ static int s_ack(s_worker_t *w, const char *channel, const char *msg_id)
 }
 
 /* Records an endpoint failure; disables it (with its event) when it has been
- * failing for longer than notify.disable_after_ms. */
-static void s_endpoint_failed(s_worker_t *w, int64_t ep, const char *error)
+ * failing for longer than notify.disable_after_ms. A failure without an
+ * answer (timeout, no connection, refused) counts for the circuit breaker:
+ * notify.breaker_failures of them in a row pause the endpoint's deliveries
+ * for notify.breaker_cooldown_ms, doubled on each further trip (up to
+ * notify.breaker_cooldown_cap_ms); after the pause deliveries try again
+ * (half open, within the concurrency cap) and a further failure trips it
+ * again; failures of sends already in flight when it tripped do not extend
+ * the pause. An answer of any kind resets the count. */
+static void s_endpoint_failed(s_worker_t *w, int64_t ep, const char *error, bool no_answer)
 {
     notify_t *n = w->n;
     int64_t now = notify_now_ms(n);
@@ -99,6 +106,38 @@ static void s_endpoint_failed(s_worker_t *w, int64_t ep, const char *error)
         return;
     }
     PQclear(res);
+    {
+        char thr[16], cool[24], cap[24], nows[24];
+        snprintf(thr, sizeof thr, "%d", n->breaker_failures);
+        snprintf(cool, sizeof cool, "%lld", n->breaker_cooldown_ms);
+        snprintf(cap, sizeof cap, "%lld", n->breaker_cooldown_cap_ms);
+        snprintf(nows, sizeof nows, "%lld", (long long)now);
+        const char *bp[] = {id, no_answer ? "1" : "0", thr, cool, cap, nows};
+        res = bf_db_prep(
+            w->db, "notify_ep_breaker",
+            "UPDATE endpoint SET "
+            "consecutive_failures = CASE WHEN $2 = '1' THEN consecutive_failures + 1 ELSE 0 END, "
+            "breaker_trips = CASE WHEN $2 = '1' AND consecutive_failures + 1 >= $3::int "
+            "  AND (paused_until_ms IS NULL OR paused_until_ms <= $6::bigint) "
+            "  THEN breaker_trips + 1 ELSE breaker_trips END, "
+            "paused_until_ms = CASE WHEN $2 = '1' AND consecutive_failures + 1 >= $3::int "
+            "  AND (paused_until_ms IS NULL OR paused_until_ms <= $6::bigint) "
+            "  THEN $6::bigint + LEAST($5::bigint, $4::bigint * power(2, LEAST(breaker_trips, 30))::bigint) "
+            "  ELSE paused_until_ms END "
+            "WHERE id = $1 RETURNING paused_until_ms, consecutive_failures",
+            6, bp, NULL, NULL);
+        if (!res) {
+            bf_db_rollback(w->db);
+            return;
+        }
+        if (PQntuples(res) == 1 && no_answer &&
+            bf_db_int(res, 0, "consecutive_failures") >= n->breaker_failures)
+            bf_log(BF_WARN, "endpoint %lld: %lld failures in a row without an answer; its "
+                            "deliveries pause until %lld (notify clock)",
+                   (long long)ep, (long long)bf_db_int(res, 0, "consecutive_failures"),
+                   (long long)bf_db_int(res, 0, "paused_until_ms"));
+        PQclear(res);
+    }
     if (disable) {
         bf_event_t ev;
         msgpack_packer *pk = bf_event_begin(&ev);
@@ -127,8 +166,11 @@ static void s_endpoint_ok(s_worker_t *w, int64_t ep)
     snprintf(id, sizeof id, "%lld", (long long)ep);
     const char *p[] = {id};
     PGresult *res = bf_db_prep(w->db, "notify_ep_ok",
-                               "UPDATE endpoint SET failing_since_ms = NULL "
-                               "WHERE id = $1 AND failing_since_ms IS NOT NULL",
+                               "UPDATE endpoint SET failing_since_ms = NULL, "
+                               "consecutive_failures = 0, breaker_trips = 0, "
+                               "paused_until_ms = NULL "
+                               "WHERE id = $1 AND (failing_since_ms IS NOT NULL OR "
+                               "consecutive_failures <> 0 OR paused_until_ms IS NOT NULL)",
                                1, p, NULL, NULL);
     if (res) PQclear(res);
 }
@@ -157,6 +199,45 @@ static int s_set_state(s_worker_t *w, const char *id, const char *state, int64_t
     return 0;
 }
 
+#define DEAD_LETTERED "bangfu.notify.delivery.dead_lettered"
+
+/* The last attempt failed: state dead and the event
+ * bangfu.notify.delivery.dead_lettered through the outbox, in one
+ * transaction (none for a delivery of that event itself, so a dead-lettered
+ * notice to a dead endpoint does not beget another). */
+static int s_dead(s_worker_t *w, const PGresult *res, const char *did, const char *channel,
+                  const char *type, int attempts, const notify_result_t *out)
+{
+    bool emit = strcmp(type, DEAD_LETTERED) != 0;
+    if (emit && bf_db_begin(w->db) != 0) return -1;
+    if (s_set_state(w, did, "dead", 0, out->error, out->status, false) != 0) {
+        if (emit) bf_db_rollback(w->db);
+        return -1;
+    }
+    if (!emit) return 0;
+    bf_event_t ev;
+    msgpack_packer *pk = bf_event_begin(&ev);
+    msgpack_pack_map(pk, 9);
+    bf_mp_kv_str(pk, "delivery_id", did);
+    bf_mp_kv_str(pk, "event_id", bf_db_str(res, 0, "event_id"));
+    bf_mp_kv_str(pk, "event_type", type);
+    bf_mp_kv_str(pk, "channel", channel);
+    bf_mp_kv_int(pk, "subscription_id", bf_db_int(res, 0, "subscription_id"));
+    if (bf_db_null(res, 0, "endpoint_id")) bf_mp_kv_nil(pk, "endpoint_id");
+    else bf_mp_kv_int(pk, "endpoint_id", bf_db_int(res, 0, "endpoint_id"));
+    bf_mp_kv_str(pk, "recipient", bf_db_str(res, 0, "recipient"));
+    bf_mp_kv_int(pk, "attempts", attempts);
+    bf_mp_kv_str(pk, "error", out->error);
+    char subject[64];
+    snprintf(subject, sizeof subject, "delivery/%s", did);
+    if (bf_event_commit(&ev, w->db, NOTIFY_SERVICE, DEAD_LETTERED, subject, "system:notify") != 0 ||
+        bf_db_commit(w->db) != 0) {
+        bf_db_rollback(w->db);
+        return -1;
+    }
+    return 0;
+}
+
 /* One message of a delivery stream. */
 static void s_process(s_worker_t *w, const char *channel, const char *msg_id, const char *did)
 {
@@ -180,7 +261,8 @@ static void s_process(s_worker_t *w, const char *channel, const char *msg_id, co
         "(state = 'sending' AND lease_until < now())) RETURNING *) "
         "SELECT c.id, c.event_id, c.event_type, c.channel, c.recipient, c.address, c.subject, "
         "c.body, c.attempts, c.endpoint_id, e.url, e.secret, e.previous_secret, "
-        "e.previous_until_ms, e.rate_per_sec, e.rate_burst, e.status AS ep_status, ev.payload "
+        "e.previous_until_ms, e.rate_per_sec, e.rate_burst, e.status AS ep_status, "
+        "e.paused_until_ms, c.subscription_id, ev.payload "
         "FROM c JOIN event ev ON ev.id = c.event_id LEFT JOIN endpoint e ON e.id = c.endpoint_id",
         4, p, NULL, NULL);
     if (!res) {
@@ -206,10 +288,20 @@ static void s_process(s_worker_t *w, const char *channel, const char *msg_id, co
     int attempts = (int)bf_db_int(res, 0, "attempts");
     int64_t ep = bf_db_int(res, 0, "endpoint_id");
     const char *type = bf_db_str(res, 0, "event_type");
-    notify_result_t out = {0, ""};
+    notify_result_t out = {0, "", false};
     int rc = -1;
     if (ep && !strcmp(bf_db_str(res, 0, "ep_status"), "disabled")) {
         if (s_set_state(w, did, "held", 0, "endpoint disabled", 0, true) == 0)
+            s_ack(w, channel, msg_id);
+        PQclear(res);
+        return;
+    }
+    if (ep && !bf_db_null(res, 0, "paused_until_ms") && bf_db_int(res, 0, "paused_until_ms") > now) {
+        /* the endpoint's circuit is open: wait for the end of its pause,
+         * not an attempt */
+        int64_t due = bf_db_int(res, 0, "paused_until_ms");
+        if (s_set_state(w, did, "retry", due, "paused: endpoint circuit open", 0, true) == 0 &&
+            notify_queue_retry(w->rd, channel, did, due) == 0)
             s_ack(w, channel, msg_id);
         PQclear(res);
         return;
@@ -242,9 +334,10 @@ static void s_process(s_worker_t *w, const char *channel, const char *msg_id, co
         if (!body) {
             snprintf(out.error, sizeof out.error, "the event payload is not a msgpack map");
         } else {
-            rc = notify_send_webhook(w->curl, bf_db_str(res, 0, "url"), bf_db_str(res, 0, "secret"),
-                                     prev, did, (long long)(notify_wall_ms() / 1000), body,
-                                     strlen(body), (long)n->webhook_timeout_ms, &out);
+            rc = notify_send_webhook(w->curl, n->allow, bf_db_str(res, 0, "url"),
+                                     bf_db_str(res, 0, "secret"), prev, did,
+                                     (long long)(notify_wall_ms() / 1000), body, strlen(body),
+                                     (long)n->webhook_timeout_ms, &out);
         }
         free(body);
     } else if (!strcmp(channel, "email")) {
@@ -288,7 +381,7 @@ static void s_process(s_worker_t *w, const char *channel, const char *msg_id, co
     notify_stat_count(n, w->rd, channel, false, 1);
     bf_log(BF_INFO, "delivery %s (%s) attempt %d failed: %s", did, channel, attempts, out.error);
     if (attempts >= n->max_attempts) {
-        if (s_set_state(w, did, "dead", 0, out.error, out.status, false) == 0 &&
+        if (s_dead(w, res, did, channel, type, attempts, &out) == 0 &&
             notify_queue_dead(w->rd, did, channel, type, attempts, out.error) == 0)
             s_ack(w, channel, msg_id);
     } else {
@@ -297,13 +390,85 @@ static void s_process(s_worker_t *w, const char *channel, const char *msg_id, co
             notify_queue_retry(w->rd, channel, did, due) == 0)
             s_ack(w, channel, msg_id);
     }
-    if (ep) s_endpoint_failed(w, ep, out.error);
+    if (ep) s_endpoint_failed(w, ep, out.error, out.no_answer);
     PQclear(res);
+}
+
+/* Per-endpoint concurrency (notify.endpoint_concurrency, per process): a
+ * slot in n->inflight for each send in flight. Returns false when the
+ * endpoint has all its slots taken. */
+static bool s_slot_take(notify_t *n, int64_t ep)
+{
+    bool ok = false;
+    int free_i = -1;
+    pthread_mutex_lock(&n->inflight_lock);
+    for (int i = 0; i < NOTIFY_MAX_WORKERS; i++) {
+        if (n->inflight[i].count > 0 && n->inflight[i].endpoint == ep) {
+            if (n->inflight[i].count < n->endpoint_concurrency) {
+                n->inflight[i].count++;
+                ok = true;
+            }
+            free_i = -2;
+            break;
+        }
+        if (n->inflight[i].count == 0 && free_i == -1) free_i = i;
+    }
+    if (free_i >= 0) {
+        n->inflight[free_i].endpoint = ep;
+        n->inflight[free_i].count = 1;
+        ok = true;
+    }
+    pthread_mutex_unlock(&n->inflight_lock);
+    return ok;
+}
+
+static void s_slot_release(notify_t *n, int64_t ep)
+{
+    pthread_mutex_lock(&n->inflight_lock);
+    for (int i = 0; i < NOTIFY_MAX_WORKERS; i++)
+        if (n->inflight[i].count > 0 && n->inflight[i].endpoint == ep) {
+            n->inflight[i].count--;
+            break;
+        }
+    pthread_mutex_unlock(&n->inflight_lock);
+}
+
+/* The endpoint a delivery goes to (0 for people deliveries or unknown). */
+static int64_t s_endpoint_of(s_worker_t *w, const char *did)
+{
+    const char *p[] = {did};
+    PGresult *res = bf_db_prep(w->db, "notify_delivery_ep",
+                               "SELECT endpoint_id FROM delivery WHERE id = $1", 1, p, NULL, NULL);
+    if (!res) return 0;
+    int64_t ep = PQntuples(res) == 1 && !bf_db_null(res, 0, "endpoint_id")
+                     ? bf_db_int(res, 0, "endpoint_id") : 0;
+    PQclear(res);
+    return ep;
+}
+
+/* One message, within its endpoint's concurrency cap: a delivery whose
+ * endpoint has every slot in flight goes back to the end of its stream (a
+ * copy first, then ack+delete: a crash in between leaves a harmless
+ * duplicate), so this worker moves on to other endpoints' work instead of
+ * queueing behind a slow one. Returns true if it was put back. */
+static bool s_process_capped(s_worker_t *w, const char *channel, const char *msg_id,
+                             const char *did)
+{
+    int64_t ep = 0;
+    if (strcmp(channel, "inbox") != 0 && strlen(did) == NOTIFY_ID_LEN) ep = s_endpoint_of(w, did);
+    if (ep && !s_slot_take(w->n, ep)) {
+        if (notify_queue_push(w->rd, channel, &did, 1) == 0) s_ack(w, channel, msg_id);
+        return true;
+    }
+    s_process(w, channel, msg_id, did);
+    if (ep) s_slot_release(w->n, ep);
+    return false;
 }
 
 /* Entries of one stream reply for a channel. */
 static void s_entries(s_worker_t *w, const char *channel, const redisReply *entries)
 {
+    bool put_back = false;
     if (!entries || entries->type != REDIS_REPLY_ARRAY) return;
     for (size_t i = 0; i < entries->elements && !notify_stopping(w->n); i++) {
         const redisReply *e = entries->element[i];
@@ -321,8 +486,10 @@ static void s_entries(s_worker_t *w, const char *channel, const redisReply *entr
                     snprintf(did, sizeof did, "%s", val->str);
             }
         }
-        s_process(w, channel, e->element[0]->str, did);
+        put_back |= s_process_capped(w, channel, e->element[0]->str, did);
     }
+    /* only capped work in hand: do not spin on it */
+    if (put_back) s_sleep_ms(20);
 }
 
 /* A queue paused while this worker was blocked reading it: the messages go

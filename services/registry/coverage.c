@@ -8,6 +8,11 @@
  * the region's code prefix; a cadre is listed if over the cap overall and
  * responsible for at least one household in the region (a cap is per cadre,
  * not per region).
+ *
+ * Scope: a caller bound to a region gets the report of its region, or of
+ * the region asked for if that lies under its own (a wider one is narrowed
+ * to its own; one elsewhere is not found). A cadre-only caller gets
+ * permission_denied: the report names households it does not help.
  */
 #include "registry.h"
 #include "bf_db.h"
@@ -29,6 +34,27 @@ int coverage_report(bf_req_t *r)
 {
     const char *region = NULL;
     if (registry_code_param(r, "region_code", false, &region) < 0) return -1;
+    if (registry_cadre_only(r))
+        return bf_req_fail(r, BF_E_PERMISSION, "method",
+                           "coverage.report lists households of other cadres: a cadre reads its "
+                           "own households (household.list)");
+    if (r->region && *r->region) {
+        char mine[13], asked[13];
+        bf_region_prefix(r->region, mine);
+        if (!region) {
+            region = r->region;
+        } else {
+            bf_region_prefix(region, asked);
+            if (strncmp(asked, mine, strlen(mine)) == 0) {
+                /* under the caller's region: as asked */
+            } else if (strncmp(mine, asked, strlen(asked)) == 0) {
+                region = r->region; /* wider than the caller's: narrowed */
+            } else {
+                return bf_req_fail(r, BF_E_NOT_FOUND, "region_code", "no region with code %s",
+                                   region);
+            }
+        }
+    }
     const char *prefix = NULL;
     if (region) {
         const char *rp[] = {region};

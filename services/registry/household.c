@@ -368,19 +368,31 @@ static int s_store(bf_req_t *r, hh_row_t *rows, size_t n, bool import)
         if (!rows[i].err_code) registry_arr_int(&arr, rows[i].village_id);
     const char *vp[] = {registry_arr_end(&arr)};
     if (!vp[0]) return s_oom(r);
-    PGresult *res = bf_db_prep(r->db, "hh_villages",
-                               "SELECT id FROM village WHERE id = ANY($1::bigint[])", 1, vp,
-                               NULL, NULL);
+    PGresult *res = bf_db_prep(r->db, "hh_villages2",
+                               "SELECT id, region_code FROM village WHERE id = ANY($1::bigint[])",
+                               1, vp, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
     size_t nvillages;
     int64_t *villages = s_ids_of(r, res, "id", &nvillages);
+    /* villages outside the caller's region (sorted like villages) */
+    int64_t *outside = bf_arena_alloc(r->arena, ((size_t)PQntuples(res) + 1) * sizeof *outside);
+    size_t noutside = 0;
+    for (int k = 0; outside && k < PQntuples(res); k++)
+        if (!bf_req_in_region(r, bf_db_str(res, k, "region_code")))
+            outside[noutside++] = bf_db_int(res, k, "id");
     PQclear(res);
-    if (!villages) return s_oom(r);
-    for (size_t i = 0; i < n; i++)
-        if (!rows[i].err_code && !s_has_id(villages, nvillages, rows[i].village_id))
+    if (!villages || !outside) return s_oom(r);
+    qsort(outside, noutside, sizeof *outside, s_cmp_i64);
+    for (size_t i = 0; i < n; i++) {
+        if (rows[i].err_code) continue;
+        if (!s_has_id(villages, nvillages, rows[i].village_id))
             s_reject(r, &rows[i], BF_E_NOT_FOUND, "village_id",
                      bf_arena_printf(r->arena, "no village with id %" PRId64,
                                      rows[i].village_id));
+        else if (s_has_id(outside, noutside, rows[i].village_id))
+            s_reject(r, &rows[i], BF_E_PERMISSION, "village_id",
+                     "village_id lies outside the region the caller is bound to");
+    }
 
     /* 2. persons already registered (in any household) */
     s_idset_t seen;
@@ -697,7 +709,7 @@ static void s_pack_causes(msgpack_packer *pk, const PGresult *res, int row)
 
 static void s_pack_member(msgpack_packer *pk, const PGresult *res, int row, bool reveal)
 {
-    msgpack_pack_map(pk, 9);
+    msgpack_pack_map(pk, 8);
     bf_mp_kv_int(pk, "id", bf_db_int(res, row, "id"));
     bf_mp_kv_str(pk, "name", bf_db_str(res, row, "name"));
     if (reveal)
@@ -706,171 +718,235 @@ static void s_pack_member(msgpack_packer *pk, const PGresult *res, int row, bool
         registry_pack_masked_id(pk, "id_number", bf_db_str(res, row, "id_number"));
     bf_mp_kv_str(pk, "relation", bf_db_str(res, row, "relation"));
     bf_mp_kv_str(pk, "gender", bf_db_str(res, row, "gender"));
-    bf_mp_kv_str(pk, "birth_date", bf_db_str(res, row, "birth_date"));
     bf_mp_kv_str(pk, "phone", bf_db_str(res, row, "phone"));
     bf_mp_kv_bool(pk, "disability", bf_db_bool(res, row, "disability"));
     bf_mp_kv_str(pk, "labour", bf_db_str(res, row, "labour"));
 }
 
+/* No birth_date: the ID number's digits 7-14 are never shown unrevealed. */
 #define S_MEMBER_COLS \
-    "id, household_id, name, id_number, relation, gender, birth_date, phone, disability, labour"
+    "id, household_id, name, id_number, relation, gender, phone, disability, labour"
 
+/* household.get and household.reveal read a household in ONE statement: the
+ * household row (part 0), its members (1, head first), its active responsible
+ * cadres (2) and social helpers (3), as rows of generic text columns c1..c13
+ * sorted by (part, k1, k2). $1 id, $2 region pattern, $3 cadre id (scope). */
+static const char *const s_hh_get_sql =
+    "WITH h AS (SELECT h.id, h.village_id, v.name AS village_name, v.region_code, "
+    "    h.categories, h.cause_main, h.cause_secondary, h.route, h.income_fen, h.address, "
+    "    h.phone, h.status, h.created_at, h.updated_at "
+    "  FROM household h JOIN village v ON v.id = h.village_id "
+    "  WHERE h.id = $1 AND " REGISTRY_HH_VISIBLE("h.id", "v.region_code", "$2", "$3") ") "
+    "SELECT 0 AS part, 0 AS k1, 0::bigint AS k2, h.village_id::text AS c1, "
+    "  h.village_name AS c2, h.region_code::text AS c3, h.categories::text AS c4, "
+    "  h.cause_main AS c5, h.cause_secondary::text AS c6, h.route AS c7, "
+    "  h.income_fen::text AS c8, h.address AS c9, h.phone AS c10, h.status AS c11, "
+    "  " REGISTRY_TS("h.created_at") " AS c12, " REGISTRY_TS("h.updated_at") " AS c13 FROM h "
+    "UNION ALL SELECT 1, (p.relation <> 'head')::int, p.id, p.id::text, p.name, "
+    "  p.id_number::text, p.relation, p.gender, p.phone, p.disability::text, p.labour, "
+    "  NULL, NULL, NULL, NULL, NULL "
+    "  FROM h JOIN person p ON p.household_id = h.id "
+    "UNION ALL SELECT 2, 0, pr.id, pr.id::text, c.id::text, c.name, c.rank, c.unit_id::text, "
+    "  c.phone, pr.starts_on::text, pr.ends_on::text, NULL, NULL, NULL, NULL, NULL "
+    "  FROM h JOIN pairing pr ON pr.kind = 'cadre_household' AND pr.target_id = h.id "
+    "    AND pr.ended_at IS NULL JOIN cadre c ON c.id = pr.helper_id "
+    "UNION ALL SELECT 3, 0, pr.id, pr.id::text, u.id::text, u.name, u.contact_cadre_id::text, "
+    "  pr.starts_on::text, pr.ends_on::text, NULL, NULL, NULL, NULL, NULL, NULL, NULL "
+    "  FROM h JOIN pairing pr ON pr.kind = 'helper_household' AND pr.target_id = h.id "
+    "    AND pr.ended_at IS NULL JOIN unit u ON u.id = pr.helper_id "
+    "ORDER BY part, k1, k2";
+
+#define s_c registry_c
+#define s_ci registry_ci
+#define s_kv_ci registry_kv_ci
+
+/* Packs the result of s_hh_get_sql (row 0 is the household). */
+static void s_pack_household(msgpack_packer *pk, const PGresult *res, int64_t id, bool reveal)
+{
+    int n = PQntuples(res), count[4] = {0, 0, 0, 0};
+    for (int i = 0; i < n; i++) {
+        int64_t part = bf_db_int(res, i, "part");
+        if (part >= 0 && part < 4) count[part]++;
+    }
+    msgpack_pack_map(pk, 18);
+    bf_mp_kv_int(pk, "id", id);
+    bf_mp_kv_int(pk, "village_id", s_ci(res, 0, 1));
+    bf_mp_kv_str(pk, "village_name", s_c(res, 0, 2));
+    bf_mp_kv_str(pk, "region_code", s_c(res, 0, 3));
+    bf_mp_key(pk, "categories");
+    registry_pack_text_array(pk, s_c(res, 0, 4));
+    bf_mp_key(pk, "causes");
+    msgpack_pack_map(pk, 2);
+    bf_mp_kv_str(pk, "main", s_c(res, 0, 5));
+    bf_mp_key(pk, "secondary");
+    registry_pack_text_array(pk, s_c(res, 0, 6));
+    bf_mp_kv_str(pk, "route", s_c(res, 0, 7));
+    bf_mp_kv_int(pk, "income_fen", s_ci(res, 0, 8));
+    bf_mp_kv_str(pk, "address", s_c(res, 0, 9));
+    bf_mp_kv_str(pk, "phone", s_c(res, 0, 10));
+    bf_mp_kv_str(pk, "status", s_c(res, 0, 11));
+    bf_mp_kv_str(pk, "created_at", s_c(res, 0, 12));
+    bf_mp_kv_str(pk, "updated_at", s_c(res, 0, 13));
+    bf_mp_kv_bool(pk, "id_numbers_revealed", reveal);
+    bf_mp_key(pk, "members");
+    msgpack_pack_array(pk, (size_t)count[1]);
+    for (int i = 0; i < n; i++) {
+        if (bf_db_int(res, i, "part") != 1) continue;
+        msgpack_pack_map(pk, 8);
+        bf_mp_kv_int(pk, "id", s_ci(res, i, 1));
+        bf_mp_kv_str(pk, "name", s_c(res, i, 2));
+        if (reveal)
+            bf_mp_kv_str(pk, "id_number", s_c(res, i, 3));
+        else
+            registry_pack_masked_id(pk, "id_number", s_c(res, i, 3));
+        bf_mp_kv_str(pk, "relation", s_c(res, i, 4));
+        bf_mp_kv_str(pk, "gender", s_c(res, i, 5));
+        bf_mp_kv_str(pk, "phone", s_c(res, i, 6));
+        const char *dis = s_c(res, i, 7);
+        bf_mp_kv_bool(pk, "disability", dis && dis[0] == 't');
+        bf_mp_kv_str(pk, "labour", s_c(res, i, 8));
+    }
+    bf_mp_key(pk, "responsible_cadre_ids");
+    msgpack_pack_array(pk, (size_t)count[2]);
+    for (int i = 0; i < n; i++)
+        if (bf_db_int(res, i, "part") == 2) msgpack_pack_int64(pk, s_ci(res, i, 2));
+    bf_mp_key(pk, "responsible");
+    msgpack_pack_array(pk, (size_t)count[2]);
+    for (int i = 0; i < n; i++) {
+        if (bf_db_int(res, i, "part") != 2) continue;
+        msgpack_pack_map(pk, 8);
+        bf_mp_kv_int(pk, "pairing_id", s_ci(res, i, 1));
+        bf_mp_kv_int(pk, "cadre_id", s_ci(res, i, 2));
+        bf_mp_kv_str(pk, "name", s_c(res, i, 3));
+        bf_mp_kv_str(pk, "rank", s_c(res, i, 4));
+        bf_mp_kv_int(pk, "unit_id", s_ci(res, i, 5));
+        bf_mp_kv_str(pk, "phone", s_c(res, i, 6));
+        bf_mp_kv_str(pk, "starts_on", s_c(res, i, 7));
+        bf_mp_kv_str(pk, "ends_on", s_c(res, i, 8));
+    }
+    bf_mp_key(pk, "helpers");
+    msgpack_pack_array(pk, (size_t)count[3]);
+    for (int i = 0; i < n; i++) {
+        if (bf_db_int(res, i, "part") != 3) continue;
+        msgpack_pack_map(pk, 6);
+        bf_mp_kv_int(pk, "pairing_id", s_ci(res, i, 1));
+        bf_mp_kv_int(pk, "unit_id", s_ci(res, i, 2));
+        bf_mp_kv_str(pk, "name", s_c(res, i, 3));
+        s_kv_ci(pk, "contact_cadre_id", res, i, 4);
+        bf_mp_kv_str(pk, "starts_on", s_c(res, i, 5));
+        bf_mp_kv_str(pk, "ends_on", s_c(res, i, 6));
+    }
+}
+
+/* household.get: one statement, masked, scoped (a household the caller may
+ * not see is not found). Full numbers only through household.reveal. */
 int household_get(bf_req_t *r)
 {
     int64_t id;
-    bool reveal = false;
     if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
-    if (bf_req_bool(r, r->params, NULL, "reveal", false, &reveal) < 0) return -1;
-    if (reveal && !r->actor)
+    const msgpack_object *rv = bf_mp_get(r->params, "reveal");
+    if (rv && rv->type != MSGPACK_OBJECT_NIL)
+        return bf_req_fail(r, BF_E_INVALID, "reveal",
+                           "household.get never reveals ID numbers: call household.reveal "
+                           "{id, reason} (auditor role; every reveal is recorded)");
+    registry_scope_t sc;
+    if (registry_scope(r, &sc) != 0) return -1;
+    const char *p[] = {bf_req_itoa(r, id), sc.region, sc.cadre};
+    PGresult *res = bf_db_prep(r->db, "hh_get1", s_hh_get_sql, 3, p, NULL, NULL);
+    if (!res) return s_person_db_fail(r);
+    if (PQntuples(res) == 0 || bf_db_int(res, 0, "part") != 0) {
+        PQclear(res);
+        return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no household with id %" PRId64, id);
+    }
+    s_pack_household(r->out, res, id, false);
+    PQclear(res);
+    return 0;
+}
+
+/* household.reveal: the full ID numbers of a household's members, for an
+ * auditor with a reason. In one transaction: the household is read, one
+ * id_reveal row per member records principal, actor, reason, peer, request
+ * and time, one person.revealed event per member (no number in it) is
+ * written, and only after the commit is the answer packed. */
+int household_reveal(bf_req_t *r)
+{
+    int64_t id;
+    const char *reason;
+    if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
+    if (bf_req_str(r, r->params, NULL, "reason", true, 1000, &reason) != 0) return -1;
+    if (!reason[strspn(reason, " \t\r\n")])
+        return bf_req_fail(r, BF_E_INVALID, "reason",
+                           "reason must say why the ID numbers are needed");
+    if (!r->actor)
         return bf_req_fail(r, BF_E_UNAUTHENTICATED, "actor",
                            "revealing ID numbers is recorded: the request must name its actor");
-    PGresult *h = NULL, *m = NULL, *c = NULL, *s = NULL, *rv = NULL;
+    const char *principal = r->principal && *r->principal ? r->principal : r->actor;
+    const char *peer = r->peer && *r->peer ? r->peer : NULL;
+    PGresult *res = NULL, *rv = NULL;
     bf_outbox_batch_t *batch = NULL;
     int rc = -1;
-    const char *p[] = {bf_req_itoa(r, id)};
-    if (reveal && bf_db_begin(r->db) != 0) {
+    const char *p[] = {bf_req_itoa(r, id), NULL, NULL};
+    if (bf_db_begin(r->db) != 0) {
         bf_req_db_fail(r);
         goto cleanup;
     }
-    h = bf_db_prep(r->db, "hh_get",
-                   "SELECT h.id, h.village_id, v.name AS village_name, v.region_code, "
-                   "  h.categories, h.cause_main, h.cause_secondary, h.route, h.income_fen, "
-                   "  h.address, h.phone, h.status, "
-                   REGISTRY_TS("h.created_at") " AS created_at, "
-                   REGISTRY_TS("h.updated_at") " AS updated_at "
-                   "FROM household h JOIN village v ON v.id = h.village_id WHERE h.id = $1",
-                   1, p, NULL, NULL);
-    if (!h) {
-        bf_req_db_fail(r);
+    res = bf_db_prep(r->db, "hh_get1", s_hh_get_sql, 3, p, NULL, NULL);
+    if (!res) {
+        s_person_db_fail(r);
         goto cleanup;
     }
-    if (PQntuples(h) == 0) {
+    if (PQntuples(res) == 0 || bf_db_int(res, 0, "part") != 0) {
+        bf_db_rollback(r->db);
         bf_req_fail(r, BF_E_NOT_FOUND, "id", "no household with id %" PRId64, id);
         goto cleanup;
     }
-    m = bf_db_prep(r->db, "hh_members",
-                   "SELECT " S_MEMBER_COLS " FROM person WHERE household_id = $1 "
-                   "ORDER BY (relation = 'head') DESC, id",
-                   1, p, NULL, NULL);
-    c = m ? bf_db_prep(r->db, "hh_cadres",
-                       "SELECT p.id AS pairing_id, c.id AS cadre_id, c.name, c.rank, c.unit_id, "
-                       "  c.phone, p.starts_on, p.ends_on "
-                       "FROM pairing p JOIN cadre c ON c.id = p.helper_id "
-                       "WHERE p.kind = 'cadre_household' AND p.target_id = $1 "
-                       "  AND p.ended_at IS NULL ORDER BY p.id",
-                       1, p, NULL, NULL)
-          : NULL;
-    s = c ? bf_db_prep(r->db, "hh_social",
-                       "SELECT p.id AS pairing_id, u.id AS unit_id, u.name, u.contact_cadre_id, "
-                       "  p.starts_on, p.ends_on "
-                       "FROM pairing p JOIN unit u ON u.id = p.helper_id "
-                       "WHERE p.kind = 'helper_household' AND p.target_id = $1 "
-                       "  AND p.ended_at IS NULL ORDER BY p.id",
-                       1, p, NULL, NULL)
-          : NULL;
-    if (!s) {
+    if (registry_region_denied(r, "id", s_c(res, 0, 3)) != 0) goto cleanup;
+    const char *rp[] = {p[0], r->actor, r->id, r->method, principal, reason, peer};
+    rv = bf_db_prep(r->db, "hh_reveal2",
+                    "INSERT INTO id_reveal (person_id, actor, request_id, method, principal, "
+                    "  reason, peer) "
+                    "SELECT id, $2, $3, $4, $5, $6, $7 FROM person WHERE household_id = $1 "
+                    "ORDER BY id RETURNING person_id",
+                    7, rp, NULL, NULL);
+    if (!rv) {
         bf_req_db_fail(r);
         goto cleanup;
     }
-    if (reveal) {
-        const char *rp[] = {p[0], r->actor, r->id, r->method};
-        rv = bf_db_prep(r->db, "hh_reveal",
-                        "INSERT INTO id_reveal (person_id, actor, request_id, method) "
-                        "SELECT id, $2, $3, $4 FROM person WHERE household_id = $1 ORDER BY id "
-                        "RETURNING person_id",
-                        4, rp, NULL, NULL);
-        if (!rv) {
-            bf_req_db_fail(r);
-            goto cleanup;
-        }
-        batch = bf_outbox_batch_new(REGISTRY_SERVICE, r->actor);
-        if (!batch) {
-            s_oom(r);
-            goto cleanup;
-        }
-        msgpack_sbuffer sb;
-        msgpack_sbuffer_init(&sb);
-        msgpack_packer ep;
-        msgpack_packer_init(&ep, &sb, msgpack_sbuffer_write);
-        int erc = 0;
-        for (int i = 0; i < PQntuples(rv) && erc == 0; i++) {
-            int64_t pid = bf_db_int(rv, i, "person_id");
-            msgpack_sbuffer_clear(&sb);
-            msgpack_pack_map(&ep, 3);
-            bf_mp_kv_int(&ep, "person_id", pid);
-            bf_mp_kv_int(&ep, "household_id", id);
-            bf_mp_kv_str(&ep, "actor", r->actor);
-            erc = bf_outbox_batch_add(batch, "bangfu.registry.person.revealed",
-                                      registry_subject(r, "person", pid), sb.data, sb.size);
-        }
-        msgpack_sbuffer_destroy(&sb);
-        if (erc != 0) {
-            s_oom(r);
-            goto cleanup;
-        }
-        if (bf_outbox_batch_insert(batch, r->db) != 0 || bf_db_commit(r->db) != 0) {
-            bf_req_db_fail(r);
-            goto cleanup;
-        }
+    batch = bf_outbox_batch_new(REGISTRY_SERVICE, r->actor);
+    if (!batch) {
+        s_oom(r);
+        goto cleanup;
     }
-
-    msgpack_packer *pk = r->out;
-    msgpack_pack_map(pk, 18);
-    bf_mp_kv_int(pk, "id", id);
-    bf_mp_kv_int(pk, "village_id", bf_db_int(h, 0, "village_id"));
-    bf_mp_kv_str(pk, "village_name", bf_db_str(h, 0, "village_name"));
-    bf_mp_kv_str(pk, "region_code", bf_db_str(h, 0, "region_code"));
-    bf_mp_key(pk, "categories");
-    registry_pack_text_array(pk, bf_db_str(h, 0, "categories"));
-    s_pack_causes(pk, h, 0);
-    bf_mp_kv_str(pk, "route", bf_db_str(h, 0, "route"));
-    bf_mp_kv_int(pk, "income_fen", bf_db_int(h, 0, "income_fen"));
-    bf_mp_kv_str(pk, "address", bf_db_str(h, 0, "address"));
-    bf_mp_kv_str(pk, "phone", bf_db_str(h, 0, "phone"));
-    bf_mp_kv_str(pk, "status", bf_db_str(h, 0, "status"));
-    bf_mp_kv_str(pk, "created_at", bf_db_str(h, 0, "created_at"));
-    bf_mp_kv_str(pk, "updated_at", bf_db_str(h, 0, "updated_at"));
-    bf_mp_kv_bool(pk, "id_numbers_revealed", reveal);
-    bf_mp_key(pk, "members");
-    msgpack_pack_array(pk, (size_t)PQntuples(m));
-    for (int i = 0; i < PQntuples(m); i++) s_pack_member(pk, m, i, reveal);
-    bf_mp_key(pk, "responsible_cadre_ids");
-    msgpack_pack_array(pk, (size_t)PQntuples(c));
-    for (int i = 0; i < PQntuples(c); i++) msgpack_pack_int64(pk, bf_db_int(c, i, "cadre_id"));
-    bf_mp_key(pk, "responsible");
-    msgpack_pack_array(pk, (size_t)PQntuples(c));
-    for (int i = 0; i < PQntuples(c); i++) {
-        msgpack_pack_map(pk, 8);
-        bf_mp_kv_int(pk, "pairing_id", bf_db_int(c, i, "pairing_id"));
-        bf_mp_kv_int(pk, "cadre_id", bf_db_int(c, i, "cadre_id"));
-        bf_mp_kv_str(pk, "name", bf_db_str(c, i, "name"));
-        bf_mp_kv_str(pk, "rank", bf_db_str(c, i, "rank"));
-        bf_mp_kv_int(pk, "unit_id", bf_db_int(c, i, "unit_id"));
-        bf_mp_kv_str(pk, "phone", bf_db_str(c, i, "phone"));
-        bf_mp_kv_str(pk, "starts_on", bf_db_str(c, i, "starts_on"));
-        bf_mp_kv_str(pk, "ends_on", bf_db_str(c, i, "ends_on"));
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer ep;
+    msgpack_packer_init(&ep, &sb, msgpack_sbuffer_write);
+    int erc = 0;
+    for (int i = 0; i < PQntuples(rv) && erc == 0; i++) {
+        int64_t pid = bf_db_int(rv, i, "person_id");
+        msgpack_sbuffer_clear(&sb);
+        msgpack_pack_map(&ep, 4);
+        bf_mp_kv_int(&ep, "person_id", pid);
+        bf_mp_kv_int(&ep, "household_id", id);
+        bf_mp_kv_str(&ep, "actor", r->actor);
+        bf_mp_kv_str(&ep, "principal", principal);
+        erc = bf_outbox_batch_add(batch, "bangfu.registry.person.revealed",
+                                  registry_subject(r, "person", pid), sb.data, sb.size);
     }
-    bf_mp_key(pk, "helpers");
-    msgpack_pack_array(pk, (size_t)PQntuples(s));
-    for (int i = 0; i < PQntuples(s); i++) {
-        msgpack_pack_map(pk, 6);
-        bf_mp_kv_int(pk, "pairing_id", bf_db_int(s, i, "pairing_id"));
-        bf_mp_kv_int(pk, "unit_id", bf_db_int(s, i, "unit_id"));
-        bf_mp_kv_str(pk, "name", bf_db_str(s, i, "name"));
-        if (bf_db_null(s, i, "contact_cadre_id"))
-            bf_mp_kv_nil(pk, "contact_cadre_id");
-        else
-            bf_mp_kv_int(pk, "contact_cadre_id", bf_db_int(s, i, "contact_cadre_id"));
-        bf_mp_kv_str(pk, "starts_on", bf_db_str(s, i, "starts_on"));
-        bf_mp_kv_str(pk, "ends_on", bf_db_str(s, i, "ends_on"));
+    msgpack_sbuffer_destroy(&sb);
+    if (erc != 0) {
+        s_oom(r);
+        goto cleanup;
     }
+    if (bf_outbox_batch_insert(batch, r->db) != 0 || bf_db_commit(r->db) != 0) {
+        bf_req_db_fail(r);
+        goto cleanup;
+    }
+    s_pack_household(r->out, res, id, true);
     rc = 0;
 cleanup:
     bf_outbox_batch_destroy(&batch);
-    PQclear(h);
-    PQclear(m);
-    PQclear(c);
-    PQclear(s);
+    PQclear(res);
     PQclear(rv);
     return rc;
 }
@@ -895,8 +971,10 @@ int household_list(bf_req_t *r)
     if (u < 0) return -1;
     has_uncovered = u == 0;
     if (bf_page_params(r, &after, &limit) != 0) return -1;
+    registry_scope_t sc;
+    if (registry_scope(r, &sc) != 0) return -1;
 
-    const char *params[10];
+    const char *params[12];
     int np = 0;
     unsigned mask = 0;
     registry_sb_t sql;
@@ -907,7 +985,7 @@ int household_list(bf_req_t *r)
                      "  EXISTS (SELECT 1 FROM pairing p WHERE p.kind = 'cadre_household' "
                      "    AND p.target_id = h.id AND p.ended_at IS NULL) AS covered "
                      "FROM household h ");
-    if (region) registry_sb_adds(&sql, "JOIN village v ON v.id = h.village_id ");
+    if (region || sc.region) registry_sb_adds(&sql, "JOIN village v ON v.id = h.village_id ");
     params[np++] = bf_req_itoa(r, after);
     registry_sb_adds(&sql, "WHERE h.id > $1::bigint ");
 #define S_FILTER(bit, cond, value)                                       \
@@ -927,6 +1005,15 @@ int household_list(bf_req_t *r)
     if (category) S_FILTER(8u, "h.categories @> ARRAY[$", category);
     if (category) registry_sb_adds(&sql, "::text] ");
     if (status) S_FILTER(16u, "h.status = $", status);
+    /* the caller's scope: its region, or (a cadre) its own households */
+    if (sc.region) S_FILTER(128u, "v.region_code::text LIKE $", sc.region);
+    if (sc.cadre) {
+        S_FILTER(256u,
+                 "EXISTS (SELECT 1 FROM pairing sp WHERE sp.kind = 'cadre_household' "
+                 "AND sp.target_id = h.id AND sp.ended_at IS NULL AND sp.helper_id = $",
+                 sc.cadre);
+        registry_sb_adds(&sql, "::bigint) ");
+    }
 #undef S_FILTER
     if (has_uncovered) {
         mask |= uncovered ? 32u : 64u;
@@ -1067,15 +1154,21 @@ int household_update(bf_req_t *r)
 
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
     const char *p[] = {bf_req_itoa(r, id)};
-    PGresult *old = bf_db_prep(r->db, "hh_lock",
-                               "SELECT categories, cause_main, cause_secondary, route, income_fen, "
-                               "  address, phone, status FROM household WHERE id = $1 FOR UPDATE",
+    PGresult *old = bf_db_prep(r->db, "hh_lock2",
+                               "SELECT h.categories, h.cause_main, h.cause_secondary, h.route, "
+                               "  h.income_fen, h.address, h.phone, h.status, v.region_code "
+                               "FROM household h JOIN village v ON v.id = h.village_id "
+                               "WHERE h.id = $1 FOR UPDATE OF h",
                                1, p, NULL, NULL);
     if (!old) return bf_req_db_fail(r);
     if (PQntuples(old) == 0) {
         PQclear(old);
         bf_db_rollback(r->db);
         return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no household with id %" PRId64, id);
+    }
+    if (!bf_req_in_region(r, bf_db_str(old, 0, "region_code"))) {
+        PQclear(old);
+        return registry_region_denied(r, "id", NULL);
     }
     const char *o_cats = bf_db_str(old, 0, "categories"), *o_cm = bf_db_str(old, 0, "cause_main");
     const char *o_cs = bf_db_str(old, 0, "cause_secondary"), *o_route = bf_db_str(old, 0, "route");
@@ -1185,19 +1278,22 @@ int household_add_member(bf_req_t *r)
                            "the household already has its head");
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
     const char *p[] = {bf_req_itoa(r, hid)};
-    PGresult *res = bf_db_prep(r->db, "hh_lock_count",
-                               "SELECT (SELECT count(*) FROM person WHERE household_id = h.id) AS n "
-                               "FROM household h WHERE h.id = $1 FOR UPDATE",
+    PGresult *res = bf_db_prep(r->db, "hh_lock_count2",
+                               "SELECT (SELECT count(*) FROM person WHERE household_id = h.id) AS n, "
+                               "  v.region_code FROM household h "
+                               "JOIN village v ON v.id = h.village_id WHERE h.id = $1 FOR UPDATE OF h",
                                1, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
     int found = PQntuples(res) > 0;
     int64_t count = found ? bf_db_int(res, 0, "n") : 0;
+    bool inside = found && bf_req_in_region(r, bf_db_str(res, 0, "region_code"));
     PQclear(res);
     if (!found) {
         bf_db_rollback(r->db);
         return bf_req_fail(r, BF_E_NOT_FOUND, "household_id", "no household with id %" PRId64,
                            hid);
     }
+    if (!inside) return registry_region_denied(r, "household_id", NULL);
     if (count >= REGISTRY_MAX_MEMBERS) {
         bf_db_rollback(r->db);
         return bf_req_fail(r, BF_E_PRECONDITION, "household_id",
@@ -1258,17 +1354,21 @@ int household_remove_member(bf_req_t *r)
         return bf_req_fail(r, BF_E_INVALID, "reason", "reason must not be empty");
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
     const char *p[] = {bf_req_itoa(r, hid), bf_req_itoa(r, pid), r->actor, reason};
-    PGresult *res = bf_db_prep(r->db, "hh_lock_only",
-                               "SELECT 1 FROM household WHERE id = $1 FOR UPDATE", 1, p, NULL,
-                               NULL);
+    PGresult *res = bf_db_prep(r->db, "hh_lock_only2",
+                               "SELECT v.region_code FROM household h "
+                               "JOIN village v ON v.id = h.village_id WHERE h.id = $1 "
+                               "FOR UPDATE OF h",
+                               1, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
     int found = PQntuples(res) > 0;
+    bool inside = found && bf_req_in_region(r, bf_db_str(res, 0, "region_code"));
     PQclear(res);
     if (!found) {
         bf_db_rollback(r->db);
         return bf_req_fail(r, BF_E_NOT_FOUND, "household_id", "no household with id %" PRId64,
                            hid);
     }
+    if (!inside) return registry_region_denied(r, "household_id", NULL);
     res = bf_db_prep(r->db, "person_relation",
                      "SELECT relation FROM person WHERE id = $2 AND household_id = $1", 2, p,
                      NULL, NULL);

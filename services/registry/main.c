@@ -76,7 +76,12 @@ static const bf_param_t p_household_create[] = {
 };
 static const bf_param_t p_household_get[] = {
     {"id", BF_T_INT, BF_REQ, 0, "household id"},
-    {"reveal", BF_T_BOOL, 0, 0, "true: full ID numbers (needs an actor; every reveal is recorded)"},
+    {"reveal", BF_T_ANY, 0, 0, "refused: full ID numbers only through household.reveal"},
+    {NULL, 0, 0, 0, NULL},
+};
+static const bf_param_t p_household_reveal[] = {
+    {"id", BF_T_INT, BF_REQ, 0, "household id"},
+    {"reason", BF_T_STR, BF_REQ, 1000, "why the full ID numbers are needed (recorded), non-blank"},
     {NULL, 0, 0, 0, NULL},
 };
 static const bf_param_t p_household_update[] = {
@@ -209,7 +214,10 @@ static const bf_method_t s_methods[] = {
     {"household.create", household_create, true, p_household_create,
      "register a household and its members", BF_ROLE_ADMIN},
     {"household.get", household_get, false, p_household_get,
-     "one household: members (ID numbers masked unless revealed), responsible cadres, helpers", BF_ROLE_READERS},
+     "one household: members (ID numbers masked), responsible cadres, helpers", BF_ROLE_READERS},
+    {"household.reveal", household_reveal, true, p_household_reveal,
+     "one household with its members' full ID numbers, for an auditor with a reason (recorded)",
+     BF_ROLE_AUDITOR},
     {"household.update", household_update, true, p_household_update,
      "change a household's categories, causes, route, income, address, phone or status", BF_ROLE_ADMIN},
     {"household.list", household_list, false, p_household_list, "households, paged, filtered", BF_ROLE_READERS},

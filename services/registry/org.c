@@ -46,6 +46,7 @@ int unit_create(bf_req_t *r)
     if (s_name(r, &name) != 0) return -1;
     if (bf_req_enum(r, r->params, NULL, "kind", true, registry_unit_kinds, &kind) != 0) return -1;
     if (registry_code_param(r, "region_code", false, &region) < 0) return -1;
+    if (region && registry_region_denied(r, "region_code", region) != 0) return -1;
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
     if (region) {
         const char *rp[] = {region};
@@ -91,87 +92,90 @@ int unit_create(bf_req_t *r)
     return 0;
 }
 
+/* One statement: the unit with its contact (part 0) and its active pairings
+ * as helper (1), those the caller's scope may see. A cadre-only caller sees
+ * only its own unit. */
 int unit_get(bf_req_t *r)
 {
     int64_t id;
     if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
-    const char *p[] = {bf_req_itoa(r, id)};
-    PGresult *u = bf_db_prep(r->db, "unit_get",
-                             "SELECT u.id, u.name, u.kind, u.region_code, u.contact_cadre_id, "
-                             "  c.name AS contact_name, c.phone AS contact_phone, "
-                             "  (SELECT count(*) FROM cadre WHERE unit_id = u.id) AS cadres "
-                             "FROM unit u LEFT JOIN cadre c ON c.id = u.contact_cadre_id "
-                             "WHERE u.id = $1",
-                             1, p, NULL, NULL);
-    if (!u) return bf_req_db_fail(r);
-    if (PQntuples(u) == 0) {
-        PQclear(u);
-        return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no unit with id %" PRId64, id);
-    }
-    PGresult *pr = bf_db_prep(
-        r->db, "unit_pairings",
-        "SELECT p.id, p.kind, p.target_id, p.target_code, p.starts_on, p.ends_on, "
-        "  COALESCE(v.name, g.name) AS target_name "
-        "FROM pairing p "
+    registry_scope_t sc;
+    if (registry_scope(r, &sc) != 0) return -1;
+    const char *p[] = {bf_req_itoa(r, id), sc.region, sc.cadre};
+    PGresult *res = bf_db_prep(
+        r->db, "unit_get1",
+        "WITH u AS (SELECT u.id, u.name, u.kind, u.region_code, u.contact_cadre_id, "
+        "    c.name AS contact_name, c.phone AS contact_phone, "
+        "    (SELECT count(*) FROM cadre WHERE unit_id = u.id) AS cadres "
+        "  FROM unit u LEFT JOIN cadre c ON c.id = u.contact_cadre_id "
+        "  WHERE u.id = $1 AND ($3::bigint IS NULL OR "
+        "    u.id = (SELECT cu.unit_id FROM cadre cu WHERE cu.id = $3::bigint))) "
+        "SELECT 0 AS part, 0::bigint AS k, u.name AS c1, u.kind AS c2, u.region_code::text AS c3, "
+        "  u.contact_cadre_id::text AS c4, u.contact_name AS c5, u.contact_phone AS c6, "
+        "  u.cadres::text AS c7 FROM u "
+        "UNION ALL SELECT 1, p.id, p.id::text, p.kind, p.target_id::text, p.target_code::text, "
+        "  COALESCE(v.name, g.name), p.starts_on::text, p.ends_on::text "
+        "FROM u JOIN pairing p ON p.helper_id = u.id AND p.ended_at IS NULL "
+        "  AND p.kind IN ('unit_village', 'district_county', 'helper_household') "
         "LEFT JOIN village v ON p.kind = 'unit_village' AND v.id = p.target_id "
         "LEFT JOIN region g ON p.kind = 'district_county' AND g.code = p.target_code "
-        "WHERE p.helper_id = $1 AND p.ended_at IS NULL "
-        "  AND p.kind IN ('unit_village', 'district_county', 'helper_household') "
-        "ORDER BY p.id",
-        1, p, NULL, NULL);
-    if (!pr) {
-        PQclear(u);
-        return bf_req_db_fail(r);
+        "WHERE " REGISTRY_PAIRING_VISIBLE("$2", "$3") " "
+        "ORDER BY part, k",
+        3, p, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    if (PQntuples(res) == 0 || bf_db_int(res, 0, "part") != 0) {
+        PQclear(res);
+        return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no unit with id %" PRId64, id);
     }
     msgpack_packer *pk = r->out;
+    int n = PQntuples(res);
     msgpack_pack_map(pk, 10);
     bf_mp_kv_int(pk, "id", id);
-    bf_mp_kv_str(pk, "name", bf_db_str(u, 0, "name"));
-    bf_mp_kv_str(pk, "kind", bf_db_str(u, 0, "kind"));
-    bf_mp_kv_str(pk, "region_code", bf_db_str(u, 0, "region_code"));
-    s_kv_id_or_nil(pk, "contact_cadre_id", u, 0, "contact_cadre_id");
+    bf_mp_kv_str(pk, "name", registry_c(res, 0, 1));
+    bf_mp_kv_str(pk, "kind", registry_c(res, 0, 2));
+    bf_mp_kv_str(pk, "region_code", registry_c(res, 0, 3));
+    registry_kv_ci(pk, "contact_cadre_id", res, 0, 4);
     bf_mp_key(pk, "contact");
-    if (bf_db_null(u, 0, "contact_cadre_id")) {
+    if (!registry_c(res, 0, 4)) {
         msgpack_pack_nil(pk);
     } else {
         msgpack_pack_map(pk, 3);
-        bf_mp_kv_int(pk, "id", bf_db_int(u, 0, "contact_cadre_id"));
-        bf_mp_kv_str(pk, "name", bf_db_str(u, 0, "contact_name"));
-        bf_mp_kv_str(pk, "phone", bf_db_str(u, 0, "contact_phone"));
+        bf_mp_kv_int(pk, "id", registry_ci(res, 0, 4));
+        bf_mp_kv_str(pk, "name", registry_c(res, 0, 5));
+        bf_mp_kv_str(pk, "phone", registry_c(res, 0, 6));
     }
-    bf_mp_kv_int(pk, "cadres", bf_db_int(u, 0, "cadres"));
+    bf_mp_kv_int(pk, "cadres", registry_ci(res, 0, 7));
     /* the active pairings a unit is the helper of, by kind */
     static const char *const lists[][2] = {{"villages", "unit_village"},
                                            {"counties", "district_county"}};
     for (int l = 0; l < 2; l++) {
         bf_mp_key(pk, lists[l][0]);
-        size_t n = 0;
-        for (int i = 0; i < PQntuples(pr); i++)
-            if (!strcmp(bf_db_str(pr, i, "kind"), lists[l][1])) n++;
-        msgpack_pack_array(pk, n);
-        for (int i = 0; i < PQntuples(pr); i++) {
-            if (strcmp(bf_db_str(pr, i, "kind"), lists[l][1]) != 0) continue;
+        size_t cnt = 0;
+        for (int i = 1; i < n; i++)
+            if (!strcmp(registry_c(res, i, 2), lists[l][1])) cnt++;
+        msgpack_pack_array(pk, cnt);
+        for (int i = 1; i < n; i++) {
+            if (strcmp(registry_c(res, i, 2), lists[l][1]) != 0) continue;
             msgpack_pack_map(pk, 5);
-            bf_mp_kv_int(pk, "pairing_id", bf_db_int(pr, i, "id"));
+            bf_mp_kv_int(pk, "pairing_id", registry_ci(res, i, 1));
             if (l == 0)
-                bf_mp_kv_int(pk, "village_id", bf_db_int(pr, i, "target_id"));
+                bf_mp_kv_int(pk, "village_id", registry_ci(res, i, 3));
             else
-                bf_mp_kv_str(pk, "code", bf_db_str(pr, i, "target_code"));
-            bf_mp_kv_str(pk, "name", bf_db_str(pr, i, "target_name"));
-            bf_mp_kv_str(pk, "starts_on", bf_db_str(pr, i, "starts_on"));
-            bf_mp_kv_str(pk, "ends_on", bf_db_str(pr, i, "ends_on"));
+                bf_mp_kv_str(pk, "code", registry_c(res, i, 4));
+            bf_mp_kv_str(pk, "name", registry_c(res, i, 5));
+            bf_mp_kv_str(pk, "starts_on", registry_c(res, i, 6));
+            bf_mp_kv_str(pk, "ends_on", registry_c(res, i, 7));
         }
     }
     bf_mp_key(pk, "household_ids");
     size_t nh = 0;
-    for (int i = 0; i < PQntuples(pr); i++)
-        if (!strcmp(bf_db_str(pr, i, "kind"), "helper_household")) nh++;
+    for (int i = 1; i < n; i++)
+        if (!strcmp(registry_c(res, i, 2), "helper_household")) nh++;
     msgpack_pack_array(pk, nh);
-    for (int i = 0; i < PQntuples(pr); i++)
-        if (!strcmp(bf_db_str(pr, i, "kind"), "helper_household"))
-            msgpack_pack_int64(pk, bf_db_int(pr, i, "target_id"));
-    PQclear(pr);
-    PQclear(u);
+    for (int i = 1; i < n; i++)
+        if (!strcmp(registry_c(res, i, 2), "helper_household"))
+            msgpack_pack_int64(pk, registry_ci(res, i, 3));
+    PQclear(res);
     return 0;
 }
 
@@ -185,13 +189,17 @@ int unit_list(bf_req_t *r)
     const char *prefix = region ? bf_arena_printf(r->arena, "%.*s%%", registry_prefix_len(region),
                                                   region)
                                 : NULL;
-    const char *p[] = {kind, prefix, bf_req_itoa(r, after), bf_req_itoa(r, limit + 1)};
-    PGresult *res = bf_db_prep(r->db, "unit_list",
+    registry_scope_t sc;
+    if (registry_scope(r, &sc) != 0) return -1;
+    const char *p[] = {kind, prefix, bf_req_itoa(r, after), bf_req_itoa(r, limit + 1), sc.cadre};
+    PGresult *res = bf_db_prep(r->db, "unit_list2",
                                "SELECT id, name, kind, region_code, contact_cadre_id FROM unit "
                                "WHERE ($1::text IS NULL OR kind = $1) "
                                "  AND ($2::text IS NULL OR region_code::text LIKE $2) "
+                               "  AND ($5::bigint IS NULL OR "
+                               "    id = (SELECT cu.unit_id FROM cadre cu WHERE cu.id = $5::bigint)) "
                                "  AND id > $3::bigint ORDER BY id LIMIT $4::int",
-                               4, p, NULL, NULL);
+                               5, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
     int shown = bf_page_begin(r, res, limit);
     for (int i = 0; i < shown; i++) {
@@ -333,62 +341,67 @@ int cadre_create(bf_req_t *r)
     return 0;
 }
 
+/* One statement: the cadre (part 0), the households it is responsible for
+ * (1, those the caller's scope may see; "households" counts them all, as the
+ * cap does) and its teams (2). A cadre-only caller sees only itself. */
 int cadre_get(bf_req_t *r)
 {
     int64_t id;
     if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
-    const char *p[] = {bf_req_itoa(r, id)};
-    PGresult *c = bf_db_prep(r->db, "cadre_get",
-                             "SELECT c.id, c.name, c.rank, c.unit_id, u.name AS unit_name, "
-                             "  c.party_member, c.phone "
-                             "FROM cadre c JOIN unit u ON u.id = c.unit_id WHERE c.id = $1",
-                             1, p, NULL, NULL);
-    if (!c) return bf_req_db_fail(r);
-    if (PQntuples(c) == 0) {
-        PQclear(c);
+    registry_scope_t sc;
+    if (registry_scope(r, &sc) != 0) return -1;
+    const char *p[] = {bf_req_itoa(r, id), sc.region, sc.cadre};
+    PGresult *res = bf_db_prep(
+        r->db, "cadre_get1",
+        "WITH c AS (SELECT c.id, c.name, c.rank, c.unit_id, u.name AS unit_name, "
+        "    c.party_member, c.phone, "
+        "    (SELECT count(*) FROM pairing WHERE kind = 'cadre_household' "
+        "      AND helper_id = c.id AND ended_at IS NULL) AS households "
+        "  FROM cadre c JOIN unit u ON u.id = c.unit_id "
+        "  WHERE c.id = $1 AND ($3::bigint IS NULL OR c.id = $3::bigint)) "
+        "SELECT 0 AS part, 0::bigint AS k, c.name AS c1, c.rank AS c2, c.unit_id::text AS c3, "
+        "  c.unit_name AS c4, c.party_member::text AS c5, c.phone AS c6, "
+        "  c.households::text AS c7 FROM c "
+        "UNION ALL SELECT 1, p.target_id, p.target_id::text, NULL, NULL, NULL, NULL, NULL, NULL "
+        "FROM c JOIN pairing p ON p.kind = 'cadre_household' AND p.helper_id = c.id "
+        "  AND p.ended_at IS NULL WHERE " REGISTRY_PAIRING_VISIBLE("$2", "$3") " "
+        "UNION ALL SELECT 2, t.id, t.id::text, t.name, m.role, NULL, NULL, NULL, NULL "
+        "FROM c JOIN team_member m ON m.cadre_id = c.id JOIN team t ON t.id = m.team_id "
+        "ORDER BY part, k",
+        3, p, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    if (PQntuples(res) == 0 || bf_db_int(res, 0, "part") != 0) {
+        PQclear(res);
         return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no cadre with id %" PRId64, id);
     }
-    PGresult *h = bf_db_prep(r->db, "cadre_households",
-                             "SELECT target_id FROM pairing WHERE kind = 'cadre_household' "
-                             "  AND helper_id = $1 AND ended_at IS NULL ORDER BY target_id",
-                             1, p, NULL, NULL);
-    PGresult *t = h ? bf_db_prep(r->db, "cadre_teams",
-                                 "SELECT t.id, t.name, m.role FROM team_member m "
-                                 "JOIN team t ON t.id = m.team_id WHERE m.cadre_id = $1 "
-                                 "ORDER BY t.id",
-                                 1, p, NULL, NULL)
-                    : NULL;
-    if (!t) {
-        PQclear(c);
-        PQclear(h);
-        return bf_req_db_fail(r);
-    }
-    const char *rank = bf_db_str(c, 0, "rank");
+    int n = PQntuples(res);
+    const char *rank = registry_c(res, 0, 2);
+    const char *party = registry_c(res, 0, 5);
     msgpack_packer *pk = r->out;
     msgpack_pack_map(pk, 11);
     bf_mp_kv_int(pk, "id", id);
-    bf_mp_kv_str(pk, "name", bf_db_str(c, 0, "name"));
+    bf_mp_kv_str(pk, "name", registry_c(res, 0, 1));
     bf_mp_kv_str(pk, "rank", rank);
-    bf_mp_kv_int(pk, "unit_id", bf_db_int(c, 0, "unit_id"));
-    bf_mp_kv_str(pk, "unit_name", bf_db_str(c, 0, "unit_name"));
-    bf_mp_kv_bool(pk, "party_member", bf_db_bool(c, 0, "party_member"));
-    bf_mp_kv_str(pk, "phone", bf_db_str(c, 0, "phone"));
-    bf_mp_kv_int(pk, "households", PQntuples(h));
-    bf_mp_kv_int(pk, "cap", registry_cap_for_rank(r->svc, rank));
+    bf_mp_kv_int(pk, "unit_id", registry_ci(res, 0, 3));
+    bf_mp_kv_str(pk, "unit_name", registry_c(res, 0, 4));
+    bf_mp_kv_bool(pk, "party_member", party && party[0] == 't');
+    bf_mp_kv_str(pk, "phone", registry_c(res, 0, 6));
+    bf_mp_kv_int(pk, "households", registry_ci(res, 0, 7));
+    bf_mp_kv_int(pk, "cap", registry_cap_for_rank(r->svc, rank ? rank : ""));
     bf_mp_key(pk, "household_ids");
-    msgpack_pack_array(pk, (size_t)PQntuples(h));
-    for (int i = 0; i < PQntuples(h); i++) msgpack_pack_int64(pk, bf_db_int(h, i, "target_id"));
+    msgpack_pack_array(pk, registry_part_count(res, 1));
+    for (int i = 1; i < n; i++)
+        if (bf_db_int(res, i, "part") == 1) msgpack_pack_int64(pk, registry_ci(res, i, 1));
     bf_mp_key(pk, "teams");
-    msgpack_pack_array(pk, (size_t)PQntuples(t));
-    for (int i = 0; i < PQntuples(t); i++) {
+    msgpack_pack_array(pk, registry_part_count(res, 2));
+    for (int i = 1; i < n; i++) {
+        if (bf_db_int(res, i, "part") != 2) continue;
         msgpack_pack_map(pk, 3);
-        bf_mp_kv_int(pk, "team_id", bf_db_int(t, i, "id"));
-        bf_mp_kv_str(pk, "name", bf_db_str(t, i, "name"));
-        bf_mp_kv_str(pk, "role", bf_db_str(t, i, "role"));
+        bf_mp_kv_int(pk, "team_id", registry_ci(res, i, 1));
+        bf_mp_kv_str(pk, "name", registry_c(res, i, 2));
+        bf_mp_kv_str(pk, "role", registry_c(res, i, 3));
     }
-    PQclear(t);
-    PQclear(h);
-    PQclear(c);
+    PQclear(res);
     return 0;
 }
 
@@ -400,17 +413,20 @@ int cadre_list(bf_req_t *r)
     if (has_unit < 0) return -1;
     if (bf_req_enum(r, r->params, NULL, "rank", false, registry_ranks, &rank) < 0) return -1;
     if (bf_page_params(r, &after, &limit) != 0) return -1;
+    registry_scope_t sc;
+    if (registry_scope(r, &sc) != 0) return -1;
     const char *p[] = {has_unit == 0 ? bf_req_itoa(r, unit_id) : NULL, rank,
-                       bf_req_itoa(r, after), bf_req_itoa(r, limit + 1)};
+                       bf_req_itoa(r, after), bf_req_itoa(r, limit + 1), sc.cadre};
     PGresult *res = bf_db_prep(
-        r->db, "cadre_list",
+        r->db, "cadre_list2",
         "SELECT c.id, c.name, c.rank, c.unit_id, c.party_member, c.phone, "
         "  (SELECT count(*) FROM pairing p WHERE p.kind = 'cadre_household' "
         "    AND p.helper_id = c.id AND p.ended_at IS NULL) AS households "
         "FROM cadre c WHERE ($1::bigint IS NULL OR c.unit_id = $1) "
         "  AND ($2::text IS NULL OR c.rank = $2) AND c.id > $3::bigint "
+        "  AND ($5::bigint IS NULL OR c.id = $5::bigint) "
         "ORDER BY c.id LIMIT $4::int",
-        4, p, NULL, NULL);
+        5, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
     int shown = bf_page_begin(r, res, limit);
     for (int i = 0; i < shown; i++) {
@@ -508,21 +524,33 @@ int team_create(bf_req_t *r)
     for (size_t i = 0; i < nvillages; i++) registry_arr_int(&a, villages[i]);
     const char *vp[] = {registry_arr_end(&a)};
     if (!vp[0]) return bf_req_fail(r, BF_E_EXHAUSTED, NULL, "out of memory");
-    res = bf_db_prep(r->db, "team_villages",
-                     "SELECT id FROM village WHERE id = ANY($1::bigint[])", 1, vp, NULL, NULL);
+    res = bf_db_prep(r->db, "team_villages2",
+                     "SELECT id, region_code FROM village WHERE id = ANY($1::bigint[])", 1, vp,
+                     NULL, NULL);
     if (!res) return bf_req_db_fail(r);
     int64_t *vhave = bf_arena_alloc(r->arena, ((size_t)PQntuples(res) + 1) * sizeof *vhave);
-    size_t nvhave = 0;
-    for (int i = 0; vhave && i < PQntuples(res); i++) vhave[nvhave++] = bf_db_int(res, i, "id");
+    int64_t *vout = bf_arena_alloc(r->arena, ((size_t)PQntuples(res) + 1) * sizeof *vout);
+    size_t nvhave = 0, nvout = 0;
+    for (int i = 0; vhave && vout && i < PQntuples(res); i++) {
+        vhave[nvhave++] = bf_db_int(res, i, "id");
+        if (!bf_req_in_region(r, bf_db_str(res, i, "region_code")))
+            vout[nvout++] = bf_db_int(res, i, "id");
+    }
     PQclear(res);
-    if (!vhave) return bf_req_fail(r, BF_E_EXHAUSTED, NULL, "out of memory");
-    for (size_t i = 0; i < nvillages; i++)
+    if (!vhave || !vout) return bf_req_fail(r, BF_E_EXHAUSTED, NULL, "out of memory");
+    for (size_t i = 0; i < nvillages; i++) {
+        const char *f = bf_arena_printf(r->arena, "village_ids[%zu]", i);
         if (!s_in(vhave, nvhave, villages[i])) {
             bf_db_rollback(r->db);
-            return bf_req_fail(r, BF_E_NOT_FOUND,
-                               bf_arena_printf(r->arena, "village_ids[%zu]", i),
-                               "no village with id %" PRId64, villages[i]);
+            return bf_req_fail(r, BF_E_NOT_FOUND, f, "no village with id %" PRId64, villages[i]);
         }
+        if (s_in(vout, nvout, villages[i])) {
+            bf_db_rollback(r->db);
+            return bf_req_fail(r, BF_E_PERMISSION, f,
+                               "village %" PRId64 " lies outside the region the caller is "
+                               "bound to", villages[i]);
+        }
+    }
 
     const char *tp[] = {name, bf_req_itoa(r, unit_id), bf_req_itoa(r, leader_id), r->actor};
     res = bf_db_prep(r->db, "team_create",
@@ -587,79 +615,94 @@ int team_create(bf_req_t *r)
     return 0;
 }
 
+/* SQL: team t is visible under scope parameters P (it works in a village
+ * under the region) and C (a cadre-only caller: a team it is in). */
+#define S_TEAM_VISIBLE(P, C)                                                                   \
+    "(" P "::text IS NULL OR EXISTS (SELECT 1 FROM pairing tp JOIN village tv "                \
+    "ON tv.id = tp.target_id WHERE tp.kind = 'team_village' AND tp.helper_id = t.id "          \
+    "AND tp.ended_at IS NULL AND tv.region_code::text LIKE " P ")) AND (" C "::bigint IS NULL " \
+    "OR EXISTS (SELECT 1 FROM team_member tm WHERE tm.team_id = t.id "                         \
+    "AND tm.cadre_id = " C "::bigint))"
+
+/* One statement: the team (part 0), its members, leader first (1), and the
+ * villages it is paired with (2; under the caller's region). */
 int team_get(bf_req_t *r)
 {
     int64_t id;
     if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
-    const char *p[] = {bf_req_itoa(r, id)};
-    PGresult *t = bf_db_prep(r->db, "team_get",
-                             "SELECT id, name, unit_id, leader_id, "
-                             REGISTRY_TS("created_at") " AS created_at FROM team WHERE id = $1",
-                             1, p, NULL, NULL);
-    if (!t) return bf_req_db_fail(r);
-    if (PQntuples(t) == 0) {
-        PQclear(t);
+    registry_scope_t sc;
+    if (registry_scope(r, &sc) != 0) return -1;
+    const char *p[] = {bf_req_itoa(r, id), sc.region, sc.cadre};
+    PGresult *res = bf_db_prep(
+        r->db, "team_get1",
+        "WITH t AS (SELECT t.id, t.name, t.unit_id, t.leader_id, t.created_at FROM team t "
+        "  WHERE t.id = $1 AND " S_TEAM_VISIBLE("$2", "$3") ") "
+        "SELECT 0 AS part, 0 AS k1, 0::bigint AS k2, t.name AS c1, t.unit_id::text AS c2, "
+        "  t.leader_id::text AS c3, " REGISTRY_TS("t.created_at") " AS c4, NULL::text AS c5, "
+        "  NULL::text AS c6 FROM t "
+        "UNION ALL SELECT 1, (m.role <> 'leader')::int, c.id, c.id::text, c.name, c.rank, m.role, "
+        "  c.party_member::text, c.phone "
+        "FROM t JOIN team_member m ON m.team_id = t.id JOIN cadre c ON c.id = m.cadre_id "
+        "UNION ALL SELECT 2, 0, p.id, p.id::text, v.id::text, v.name, v.region_code::text, "
+        "  p.starts_on::text, p.ends_on::text "
+        "FROM t JOIN pairing p ON p.kind = 'team_village' AND p.helper_id = t.id "
+        "  AND p.ended_at IS NULL JOIN village v ON v.id = p.target_id "
+        "WHERE $2::text IS NULL OR v.region_code::text LIKE $2 "
+        "ORDER BY part, k1, k2",
+        3, p, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    if (PQntuples(res) == 0 || bf_db_int(res, 0, "part") != 0) {
+        PQclear(res);
         return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no team with id %" PRId64, id);
     }
-    PGresult *m = bf_db_prep(r->db, "team_get_members",
-                             "SELECT c.id, c.name, c.rank, c.party_member, c.phone, m.role "
-                             "FROM team_member m JOIN cadre c ON c.id = m.cadre_id "
-                             "WHERE m.team_id = $1 ORDER BY (m.role = 'leader') DESC, c.id",
-                             1, p, NULL, NULL);
-    PGresult *v = m ? bf_db_prep(r->db, "team_get_villages",
-                                 "SELECT p.id AS pairing_id, v.id, v.name, v.region_code, "
-                                 "  p.starts_on, p.ends_on "
-                                 "FROM pairing p JOIN village v ON v.id = p.target_id "
-                                 "WHERE p.kind = 'team_village' AND p.helper_id = $1 "
-                                 "  AND p.ended_at IS NULL ORDER BY p.id",
-                                 1, p, NULL, NULL)
-                    : NULL;
-    if (!v) {
-        PQclear(t);
-        PQclear(m);
-        return bf_req_db_fail(r);
-    }
     msgpack_packer *pk = r->out;
-    int nm = PQntuples(m), nv = PQntuples(v);
+    int n = PQntuples(res);
+    size_t nm = registry_part_count(res, 1), nv = registry_part_count(res, 2);
     msgpack_pack_map(pk, 9);
     bf_mp_kv_int(pk, "id", id);
-    bf_mp_kv_str(pk, "name", bf_db_str(t, 0, "name"));
-    bf_mp_kv_int(pk, "unit_id", bf_db_int(t, 0, "unit_id"));
-    bf_mp_kv_int(pk, "leader_id", bf_db_int(t, 0, "leader_id"));
+    bf_mp_kv_str(pk, "name", registry_c(res, 0, 1));
+    bf_mp_kv_int(pk, "unit_id", registry_ci(res, 0, 2));
+    bf_mp_kv_int(pk, "leader_id", registry_ci(res, 0, 3));
     bf_mp_key(pk, "member_ids");
-    msgpack_pack_array(pk, (size_t)(nm > 0 ? nm - 1 : 0));
-    for (int i = 0; i < nm; i++)
-        if (strcmp(bf_db_str(m, i, "role"), "leader") != 0)
-            msgpack_pack_int64(pk, bf_db_int(m, i, "id"));
+    size_t nonleaders = 0;
+    for (int i = 1; i < n; i++)
+        if (bf_db_int(res, i, "part") == 1 && strcmp(registry_c(res, i, 4), "leader") != 0)
+            nonleaders++;
+    msgpack_pack_array(pk, nonleaders);
+    for (int i = 1; i < n; i++)
+        if (bf_db_int(res, i, "part") == 1 && strcmp(registry_c(res, i, 4), "leader") != 0)
+            msgpack_pack_int64(pk, registry_ci(res, i, 1));
     bf_mp_key(pk, "members");
-    msgpack_pack_array(pk, (size_t)nm);
-    for (int i = 0; i < nm; i++) {
+    msgpack_pack_array(pk, nm);
+    for (int i = 1; i < n; i++) {
+        if (bf_db_int(res, i, "part") != 1) continue;
+        const char *party = registry_c(res, i, 5);
         msgpack_pack_map(pk, 6);
-        bf_mp_kv_int(pk, "id", bf_db_int(m, i, "id"));
-        bf_mp_kv_str(pk, "name", bf_db_str(m, i, "name"));
-        bf_mp_kv_str(pk, "rank", bf_db_str(m, i, "rank"));
-        bf_mp_kv_str(pk, "role", bf_db_str(m, i, "role"));
-        bf_mp_kv_bool(pk, "party_member", bf_db_bool(m, i, "party_member"));
-        bf_mp_kv_str(pk, "phone", bf_db_str(m, i, "phone"));
+        bf_mp_kv_int(pk, "id", registry_ci(res, i, 1));
+        bf_mp_kv_str(pk, "name", registry_c(res, i, 2));
+        bf_mp_kv_str(pk, "rank", registry_c(res, i, 3));
+        bf_mp_kv_str(pk, "role", registry_c(res, i, 4));
+        bf_mp_kv_bool(pk, "party_member", party && party[0] == 't');
+        bf_mp_kv_str(pk, "phone", registry_c(res, i, 6));
     }
     bf_mp_key(pk, "village_ids");
-    msgpack_pack_array(pk, (size_t)nv);
-    for (int i = 0; i < nv; i++) msgpack_pack_int64(pk, bf_db_int(v, i, "id"));
+    msgpack_pack_array(pk, nv);
+    for (int i = 1; i < n; i++)
+        if (bf_db_int(res, i, "part") == 2) msgpack_pack_int64(pk, registry_ci(res, i, 2));
     bf_mp_key(pk, "villages");
-    msgpack_pack_array(pk, (size_t)nv);
-    for (int i = 0; i < nv; i++) {
+    msgpack_pack_array(pk, nv);
+    for (int i = 1; i < n; i++) {
+        if (bf_db_int(res, i, "part") != 2) continue;
         msgpack_pack_map(pk, 6);
-        bf_mp_kv_int(pk, "pairing_id", bf_db_int(v, i, "pairing_id"));
-        bf_mp_kv_int(pk, "village_id", bf_db_int(v, i, "id"));
-        bf_mp_kv_str(pk, "name", bf_db_str(v, i, "name"));
-        bf_mp_kv_str(pk, "region_code", bf_db_str(v, i, "region_code"));
-        bf_mp_kv_str(pk, "starts_on", bf_db_str(v, i, "starts_on"));
-        bf_mp_kv_str(pk, "ends_on", bf_db_str(v, i, "ends_on"));
+        bf_mp_kv_int(pk, "pairing_id", registry_ci(res, i, 1));
+        bf_mp_kv_int(pk, "village_id", registry_ci(res, i, 2));
+        bf_mp_kv_str(pk, "name", registry_c(res, i, 3));
+        bf_mp_kv_str(pk, "region_code", registry_c(res, i, 4));
+        bf_mp_kv_str(pk, "starts_on", registry_c(res, i, 5));
+        bf_mp_kv_str(pk, "ends_on", registry_c(res, i, 6));
     }
-    bf_mp_kv_str(pk, "created_at", bf_db_str(t, 0, "created_at"));
-    PQclear(v);
-    PQclear(m);
-    PQclear(t);
+    bf_mp_kv_str(pk, "created_at", registry_c(res, 0, 4));
+    PQclear(res);
     return 0;
 }
 
@@ -669,18 +712,23 @@ int team_list(bf_req_t *r)
     int has_unit = bf_req_int(r, r->params, NULL, "unit_id", false, 1, INT64_MAX, &unit_id);
     if (has_unit < 0) return -1;
     if (bf_page_params(r, &after, &limit) != 0) return -1;
+    registry_scope_t sc;
+    if (registry_scope(r, &sc) != 0) return -1;
     const char *p[] = {has_unit == 0 ? bf_req_itoa(r, unit_id) : NULL, bf_req_itoa(r, after),
-                       bf_req_itoa(r, limit + 1)};
+                       bf_req_itoa(r, limit + 1), sc.region, sc.cadre};
     PGresult *res = bf_db_prep(
-        r->db, "team_list",
+        r->db, "team_list2",
         "SELECT t.id, t.name, t.unit_id, t.leader_id, "
         "  ARRAY(SELECT m.cadre_id FROM team_member m WHERE m.team_id = t.id "
         "        AND m.role = 'member' ORDER BY m.cadre_id) AS member_ids, "
-        "  ARRAY(SELECT p.target_id FROM pairing p WHERE p.kind = 'team_village' "
-        "        AND p.helper_id = t.id AND p.ended_at IS NULL ORDER BY p.id) AS village_ids "
+        "  ARRAY(SELECT p.target_id FROM pairing p JOIN village v ON v.id = p.target_id "
+        "        WHERE p.kind = 'team_village' AND p.helper_id = t.id AND p.ended_at IS NULL "
+        "          AND ($4::text IS NULL OR v.region_code::text LIKE $4) "
+        "        ORDER BY p.id) AS village_ids "
         "FROM team t WHERE ($1::bigint IS NULL OR t.unit_id = $1) AND t.id > $2::bigint "
+        "  AND " S_TEAM_VISIBLE("$4", "$5") " "
         "ORDER BY t.id LIMIT $3::int",
-        3, p, NULL, NULL);
+        5, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
     int shown = bf_page_begin(r, res, limit);
     for (int i = 0; i < shown; i++) {

@@ -26,6 +26,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The region code a pairing's target lies in (a county's code, a village's
+ * region, a household's village's region), for scope checks on writes. */
+#define S_TARGET_REGION                                                                     \
+    "CASE WHEN p.kind = 'district_county' THEN p.target_code::text "                        \
+    "WHEN p.kind IN ('unit_village','team_village') THEN "                                  \
+    "(SELECT region_code::text FROM village WHERE id = p.target_id) "                       \
+    "ELSE (SELECT v.region_code::text FROM household h JOIN village v ON v.id = h.village_id " \
+    "WHERE h.id = p.target_id) END AS target_region"
+
 #define S_PAIRING_COLS                                                                      \
     "id, kind, helper_id, target_id, target_code, starts_on, ends_on, created_by, "         \
     REGISTRY_TS("created_at") " AS created_at, " REGISTRY_TS("ended_at") " AS ended_at, " \
@@ -190,18 +199,26 @@ int pairing_create(bf_req_t *r)
             bf_db_rollback(r->db);
             return bf_req_fail(r, BF_E_NOT_FOUND, "target_code", "no county with code %s", code);
         }
+        if (registry_region_denied(r, "target_code", code) != 0) return -1;
     } else if (!strcmp(kind, "unit_village") || !strcmp(kind, "team_village")) {
-        res = s_lookup(r, "pairing_village", "SELECT 1 FROM village WHERE id = $1", target_id);
+        res = s_lookup(r, "pairing_village2", "SELECT region_code FROM village WHERE id = $1",
+                       target_id);
         if (!res) return -1;
         if (s_need_row(r, res, "target_id", "village", target_id) != 0) return -1;
+        bool inside = bf_req_in_region(r, bf_db_str(res, 0, "region_code"));
         PQclear(res);
+        if (!inside) return registry_region_denied(r, "target_id", NULL);
     } else {
-        res = s_lookup(r, "pairing_household", "SELECT status FROM household WHERE id = $1",
+        res = s_lookup(r, "pairing_household2",
+                       "SELECT h.status, v.region_code FROM household h "
+                       "JOIN village v ON v.id = h.village_id WHERE h.id = $1",
                        target_id);
         if (!res) return -1;
         if (s_need_row(r, res, "target_id", "household", target_id) != 0) return -1;
         bool active = !strcmp(bf_db_str(res, 0, "status"), "active");
+        bool inside = bf_req_in_region(r, bf_db_str(res, 0, "region_code"));
         PQclear(res);
+        if (!inside) return registry_region_denied(r, "target_id", NULL);
         if (!active) {
             bf_db_rollback(r->db);
             return bf_req_fail(r, BF_E_PRECONDITION, "target_id",
@@ -275,10 +292,16 @@ int pairing_end(bf_req_t *r)
     if (s_text(r, "reason", 1000, &reason) != 0) return -1;
     if (s_text(r, "approval_ref", 200, &approval) != 0) return -1;
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
-    PGresult *res = s_lookup(r, "pairing_lock",
-                             "SELECT " S_PAIRING_COLS " FROM pairing WHERE id = $1 FOR UPDATE", id);
+    PGresult *res = s_lookup(r, "pairing_lock2",
+                             "SELECT " S_PAIRING_COLS ", " S_TARGET_REGION " FROM pairing p "
+                             "WHERE id = $1 FOR UPDATE OF p",
+                             id);
     if (!res) return -1;
     if (s_need_row(r, res, "id", "pairing", id) != 0) return -1;
+    if (!bf_req_in_region(r, bf_db_str(res, 0, "target_region"))) {
+        PQclear(res);
+        return registry_region_denied(r, "id", NULL);
+    }
     if (!bf_db_null(res, 0, "ended_at")) {
         const char *when = bf_arena_strndup(r->arena, bf_db_str(res, 0, "ended_at"), 32);
         PQclear(res);
@@ -325,9 +348,14 @@ int pairing_get(bf_req_t *r)
 {
     int64_t id;
     if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
-    PGresult *res = s_lookup(r, "pairing_get", "SELECT " S_PAIRING_COLS " FROM pairing WHERE id = $1",
-                             id);
-    if (!res) return -1;
+    registry_scope_t sc;
+    if (registry_scope(r, &sc) != 0) return -1;
+    const char *gp[] = {bf_req_itoa(r, id), sc.region, sc.cadre};
+    PGresult *res = bf_db_prep(r->db, "pairing_get2",
+                               "SELECT " S_PAIRING_COLS " FROM pairing p WHERE id = $1 AND "
+                               REGISTRY_PAIRING_VISIBLE("$2", "$3"),
+                               3, gp, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
     if (PQntuples(res) == 0) {
         PQclear(res);
         return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no pairing with id %" PRId64, id);
@@ -356,20 +384,26 @@ int pairing_list(bf_req_t *r)
         target_id = strtoll(code, NULL, 10);
         has_target = 0;
     }
+    registry_scope_t sc;
+    if (registry_scope(r, &sc) != 0) return -1;
     const char *p[] = {has_helper == 0 ? bf_req_itoa(r, helper_id) : NULL,
                        has_target == 0 ? bf_req_itoa(r, target_id) : NULL,
                        kind,
                        has_active == 0 ? (active ? "t" : "f") : NULL,
                        bf_req_itoa(r, after),
-                       bf_req_itoa(r, limit + 1)};
-    PGresult *res = bf_db_prep(r->db, "pairing_list",
-                               "SELECT " S_PAIRING_COLS " FROM pairing "
+                       bf_req_itoa(r, limit + 1),
+                       sc.region,
+                       sc.cadre};
+    PGresult *res = bf_db_prep(r->db, "pairing_list2",
+                               "SELECT " S_PAIRING_COLS " FROM pairing p "
                                "WHERE ($1::bigint IS NULL OR helper_id = $1) "
                                "  AND ($2::bigint IS NULL OR target_id = $2) "
                                "  AND ($3::text IS NULL OR kind = $3) "
                                "  AND ($4::boolean IS NULL OR (ended_at IS NULL) = $4) "
-                               "  AND id > $5::bigint ORDER BY id LIMIT $6::int",
-                               6, p, NULL, NULL);
+                               "  AND id > $5::bigint "
+                               "  AND " REGISTRY_PAIRING_VISIBLE("$7", "$8") " "
+                               "ORDER BY id LIMIT $6::int",
+                               8, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
     int shown = bf_page_begin(r, res, limit);
     for (int i = 0; i < shown; i++) s_pack_pairing(r->out, res, i);

@@ -42,6 +42,7 @@ int region_put(bf_req_t *r)
     if (s_code(r, "parent_code", false, &parent) < 0) return -1;
     if (parent && strcmp(parent, code) == 0)
         return bf_req_fail(r, BF_E_INVALID, "parent_code", "a region cannot be its own parent");
+    if (registry_region_denied(r, "code", code) != 0) return -1;
 
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
     if (parent) {
@@ -99,6 +100,8 @@ int region_get(bf_req_t *r)
 {
     const char *code;
     if (s_code(r, "code", true, &code) != 0) return -1;
+    if (!bf_req_in_region(r, code))
+        return bf_req_fail(r, BF_E_NOT_FOUND, "code", "no region with code %s", code);
     const char *p[] = {code};
     PGresult *res = bf_db_prep(r->db, "region_get",
                                "SELECT code, name, level, parent_code FROM region WHERE code = $1",
@@ -124,14 +127,17 @@ int region_list(bf_req_t *r)
         return bf_req_fail(r, BF_E_INVALID, "cursor", "cursor is not one this method returned");
     if (bf_req_int(r, r->params, NULL, "limit", false, BF_PAGE_MIN, BF_PAGE_MAX, &limit) < 0)
         return -1;
-    const char *p[] = {parent, level, cursor, bf_req_itoa(r, limit + 1)};
-    PGresult *res = bf_db_prep(r->db, "region_list",
+    registry_scope_t sc;
+    if (registry_scope(r, &sc) != 0) return -1;
+    const char *p[] = {parent, level, cursor, bf_req_itoa(r, limit + 1), sc.region};
+    PGresult *res = bf_db_prep(r->db, "region_list2",
                                "SELECT code, name, level, parent_code FROM region "
                                "WHERE ($1::char(12) IS NULL OR parent_code = $1) "
+                               "  AND ($5::text IS NULL OR code::text LIKE $5) "
                                "  AND ($2::text IS NULL OR level = $2) "
                                "  AND ($3::char(12) IS NULL OR code > $3) "
                                "ORDER BY code LIMIT $4::int",
-                               4, p, NULL, NULL);
+                               5, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
     int shown = bf_page_begin(r, res, limit);
     for (int i = 0; i < shown; i++) s_pack_region(r->out, res, i);

@@ -14,6 +14,7 @@
 #include "bf_arena.h"
 #include "bf_cfg.h"
 #include "bf_outbox.h"
+#include "bf_db.h"
 #include "bf_rpc.h"
 
 #include <stdbool.h>
@@ -124,11 +125,62 @@ int registry_date_param(bf_req_t *r, const char *key, bool required, const char 
 /* "entity/123" in the arena. */
 const char *registry_subject(bf_req_t *r, const char *entity, int64_t id);
 
-/* Packs the 18-character ID number masked (110105********002X). */
+/* Packs the 18-character ID number masked (110105************: the region
+ * of registration only, see bf_id_mask). */
 void registry_pack_masked_id(msgpack_packer *pk, const char *key, const char *id18);
 
 /* True if the row exists: runs sql (one $1 = id) under stmt. -1 on db error. */
 int registry_exists(bf_req_t *r, const char *stmt, const char *sql, int64_t id);
+
+/* ---- scope (docs/registry.md#scoping) -------------------------------------
+ * A caller bound to a region (r->region) sees and changes only what lies
+ * under it; a caller that is a cadre only (cadre role without admin,
+ * county_operator, auditor or service) reads only the households it is the
+ * active responsible cadre of, and its own cadre record. Reads pass the two
+ * values below as statement parameters (NULL = no restriction), so a hidden
+ * entity is simply not found; writes check with registry_region_denied. */
+typedef struct {
+    const char *region; /* LIKE pattern of the caller's region ("120110%"), or NULL */
+    const char *cadre;  /* the cadre id (text) a cadre-only caller is, or NULL */
+} registry_scope_t;
+
+/* True if the caller holds the cadre role and none of admin, county_operator,
+ * auditor, service. */
+bool registry_cadre_only(const bf_req_t *r);
+/* Fills s from the caller; 0, or -1 with the request failed (out of memory). */
+int registry_scope(bf_req_t *r, registry_scope_t *s);
+/* 0 if code (a 12-digit division code, NULL = none) lies under the caller's
+ * region; else rolls back an open transaction and fails with
+ * permission_denied naming field. */
+int registry_region_denied(bf_req_t *r, const char *field, const char *code);
+
+/* SQL: household hid (column or $n) in village region vrc is visible under
+ * scope parameters $P (region pattern) and $C (cadre id). */
+#define REGISTRY_HH_VISIBLE(hid, vrc, P, C)                                                        "(" P "::text IS NULL OR " vrc "::text LIKE " P ") AND (" C "::bigint IS NULL OR EXISTS "      "(SELECT 1 FROM pairing sp WHERE sp.kind = 'cadre_household' AND sp.helper_id = " C            "::bigint AND sp.target_id = " hid " AND sp.ended_at IS NULL))"
+
+/* SQL: pairing p is visible under scope parameters P and C: its target (a
+ * village, a household's village, or a county's code) lies under the region,
+ * and for a cadre-only caller it is one of the cadre's own pairings. */
+#define REGISTRY_PAIRING_VISIBLE(P, C)                                                         \
+    "(" P "::text IS NULL OR (p.kind = 'district_county' AND p.target_code::text LIKE " P ") " \
+    "OR (p.kind IN ('unit_village','team_village') AND EXISTS (SELECT 1 FROM village pv "      \
+    "WHERE pv.id = p.target_id AND pv.region_code::text LIKE " P ")) "                          \
+    "OR (p.kind IN ('cadre_household','helper_household') AND EXISTS (SELECT 1 FROM household " \
+    "ph JOIN village pv ON pv.id = ph.village_id WHERE ph.id = p.target_id "                   \
+    "AND pv.region_code::text LIKE " P "))) AND (" C "::bigint IS NULL OR "                     \
+    "(p.kind = 'cadre_household' AND p.helper_id = " C "::bigint))"
+
+/* ---- one-statement reads ----------------------------------------------------
+ * A get reads its entity and every list in it with ONE statement: UNION ALL
+ * of parts, each row a "part" number (0 = the entity itself, then one number
+ * per list), sort keys, and generic text columns c1, c2, ... (docs/registry.md).
+ * These read column cN of a row. */
+const char *registry_c(const PGresult *res, int row, int col);
+int64_t registry_ci(const PGresult *res, int row, int col); /* 0 if NULL */
+/* key: cN as an integer, or nil if NULL. */
+void registry_kv_ci(msgpack_packer *pk, const char *key, const PGresult *res, int row, int col);
+/* Rows of res whose column "part" is part. */
+size_t registry_part_count(const PGresult *res, int part);
 
 /* region.c */
 int region_put(bf_req_t *r);
@@ -143,6 +195,7 @@ int village_list(bf_req_t *r);
 /* household.c */
 int household_create(bf_req_t *r);
 int household_get(bf_req_t *r);
+int household_reveal(bf_req_t *r);
 int household_update(bf_req_t *r);
 int household_list(bf_req_t *r);
 int household_import(bf_req_t *r);

@@ -10,6 +10,7 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 const char *const registry_categories[] = {
@@ -325,4 +326,69 @@ int registry_exists(bf_req_t *r, const char *stmt, const char *sql, int64_t id)
     int found = PQntuples(res) > 0;
     PQclear(res);
     return found;
+}
+
+/* ------------------------------------------------------------ scope */
+
+bool registry_cadre_only(const bf_req_t *r)
+{
+    return (r->roles & BF_ROLE_CADRE) &&
+           !(r->roles & (BF_ROLE_ADMIN | BF_ROLE_OPERATOR | BF_ROLE_AUDITOR | BF_ROLE_SERVICE));
+}
+
+int registry_scope(bf_req_t *r, registry_scope_t *s)
+{
+    s->region = NULL;
+    s->cadre = NULL;
+    if (r->region && *r->region) {
+        const char *p = bf_req_region_prefix(r);
+        s->region = p ? bf_arena_printf(r->arena, "%s%%", p) : NULL;
+        if (!s->region) return bf_req_fail(r, BF_E_EXHAUSTED, NULL, "out of memory");
+    }
+    if (registry_cadre_only(r)) {
+        /* cadre 0 (none bound) matches no pairing: fails closed */
+        s->cadre = bf_req_itoa(r, r->cadre_id > 0 ? r->cadre_id : 0);
+        if (!s->cadre) return bf_req_fail(r, BF_E_EXHAUSTED, NULL, "out of memory");
+    }
+    return 0;
+}
+
+int registry_region_denied(bf_req_t *r, const char *field, const char *code)
+{
+    if (bf_req_in_region(r, code)) return 0;
+    if (bf_db_in_tx(r->db)) bf_db_rollback(r->db);
+    return bf_req_fail(r, BF_E_PERMISSION, field,
+                       "%s lies outside the region the caller is bound to (%s)", field,
+                       r->region ? r->region : "?");
+}
+
+/* ------------------------------------------------------------ one-statement reads */
+
+const char *registry_c(const PGresult *res, int row, int col)
+{
+    char name[8];
+    snprintf(name, sizeof name, "c%d", col);
+    return bf_db_str(res, row, name);
+}
+
+int64_t registry_ci(const PGresult *res, int row, int col)
+{
+    const char *v = registry_c(res, row, col);
+    return v ? strtoll(v, NULL, 10) : 0;
+}
+
+void registry_kv_ci(msgpack_packer *pk, const char *key, const PGresult *res, int row, int col)
+{
+    if (registry_c(res, row, col))
+        bf_mp_kv_int(pk, key, registry_ci(res, row, col));
+    else
+        bf_mp_kv_nil(pk, key);
+}
+
+size_t registry_part_count(const PGresult *res, int part)
+{
+    size_t n = 0;
+    for (int i = 0; i < PQntuples(res); i++)
+        if (bf_db_int(res, i, "part") == part) n++;
+    return n;
 }

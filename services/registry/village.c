@@ -5,6 +5,7 @@
 #include "bf_page.h"
 #include "bf_valid.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -48,6 +49,7 @@ int village_create(bf_req_t *r)
     const char *reasons_lit = registry_text_array(r, reasons, "reasons", 200);
     if (!reasons_lit) return -1;
 
+    if (registry_region_denied(r, "region_code", region) != 0) return -1;
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
     const char *rp[] = {region};
     PGresult *res = bf_db_prep(r->db, "region_level", "SELECT level FROM region WHERE code = $1",
@@ -99,56 +101,68 @@ int village_create(bf_req_t *r)
     return 0;
 }
 
+/* SQL: village v is visible under scope parameters P (region pattern) and C
+ * (a cadre-only caller: villages of its own households). */
+#define S_VILLAGE_VISIBLE(P, C)                                                                \
+    "(" P "::text IS NULL OR v.region_code::text LIKE " P ") AND (" C "::bigint IS NULL OR "  \
+    "EXISTS (SELECT 1 FROM household sh JOIN pairing sp ON sp.target_id = sh.id "              \
+    "AND sp.kind = 'cadre_household' AND sp.ended_at IS NULL "                                 \
+    "WHERE sh.village_id = v.id AND sp.helper_id = " C "::bigint))"
+
+/* One statement: the village (part 0) and its active unit/team pairings (1). */
 int village_get(bf_req_t *r)
 {
     int64_t id;
     if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
-    char ids[24];
-    snprintf(ids, sizeof ids, "%lld", (long long)id);
-    const char *p[] = {ids};
-    char *sql = bf_arena_printf(r->arena, "SELECT %s FROM village v WHERE v.id = $1",
-                                s_village_cols);
-    PGresult *res = bf_db_prep(r->db, "village_get", sql, 1, p, NULL, NULL);
+    registry_scope_t sc;
+    if (registry_scope(r, &sc) != 0) return -1;
+    const char *p[] = {bf_req_itoa(r, id), sc.region, sc.cadre};
+    PGresult *res = bf_db_prep(
+        r->db, "village_get1",
+        "WITH v AS (SELECT v.id, v.region_code, v.name, v.category, v.code, v.reasons, "
+        "    (SELECT count(*) FROM household h WHERE h.village_id = v.id) AS households "
+        "  FROM village v WHERE v.id = $1 AND " S_VILLAGE_VISIBLE("$2", "$3") ") "
+        "SELECT 0 AS part, 0::bigint AS k, v.region_code::text AS c1, v.name AS c2, "
+        "  v.category AS c3, v.code::text AS c4, v.reasons::text AS c5, "
+        "  v.households::text AS c6, NULL::text AS c7 FROM v "
+        "UNION ALL SELECT 1, p.id, p.id::text, p.kind, p.helper_id::text, "
+        "  COALESCE(u.name, t.name), "
+        "  (CASE WHEN p.kind = 'team_village' THEN t.leader_id ELSE u.contact_cadre_id END)::text, "
+        "  p.starts_on::text, p.ends_on::text "
+        "FROM v JOIN pairing p ON p.kind IN ('unit_village','team_village') "
+        "  AND p.target_id = v.id AND p.ended_at IS NULL "
+        "LEFT JOIN unit u ON p.kind = 'unit_village' AND u.id = p.helper_id "
+        "LEFT JOIN team t ON p.kind = 'team_village' AND t.id = p.helper_id "
+        "ORDER BY part, k",
+        3, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
-    if (PQntuples(res) == 0) {
+    if (PQntuples(res) == 0 || bf_db_int(res, 0, "part") != 0) {
         PQclear(res);
         return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no village with id %lld", (long long)id);
     }
-    PGresult *helpers = bf_db_prep(
-        r->db, "village_helpers",
-        "SELECT p.id, p.kind, p.helper_id, p.starts_on, p.ends_on, "
-        "  COALESCE(u.name, t.name) AS helper_name, "
-        "  CASE WHEN p.kind = 'team_village' THEN t.leader_id ELSE u.contact_cadre_id END "
-        "    AS contact_cadre_id "
-        "FROM pairing p "
-        "LEFT JOIN unit u ON p.kind = 'unit_village' AND u.id = p.helper_id "
-        "LEFT JOIN team t ON p.kind = 'team_village' AND t.id = p.helper_id "
-        "WHERE p.kind IN ('unit_village','team_village') AND p.target_id = $1 "
-        "  AND p.ended_at IS NULL ORDER BY p.id",
-        1, p, NULL, NULL);
-    if (!helpers) {
-        PQclear(res);
-        return bf_req_db_fail(r);
-    }
-    s_pack_village(r->out, res, 0, 1);
-    bf_mp_key(r->out, "helpers");
-    int n = PQntuples(helpers);
-    msgpack_pack_array(r->out, (size_t)n);
-    for (int i = 0; i < n; i++) {
-        msgpack_pack_map(r->out, 7);
-        bf_mp_kv_int(r->out, "pairing_id", bf_db_int(helpers, i, "id"));
-        bf_mp_kv_str(r->out, "kind", bf_db_str(helpers, i, "kind"));
-        bf_mp_kv_int(r->out, "helper_id", bf_db_int(helpers, i, "helper_id"));
-        bf_mp_kv_str(r->out, "helper_name", bf_db_str(helpers, i, "helper_name"));
+    msgpack_packer *pk = r->out;
+    msgpack_pack_map(pk, 8);
+    bf_mp_kv_int(pk, "id", id);
+    bf_mp_kv_str(pk, "region_code", registry_c(res, 0, 1));
+    bf_mp_kv_str(pk, "name", registry_c(res, 0, 2));
+    bf_mp_kv_str(pk, "category", registry_c(res, 0, 3));
+    bf_mp_kv_str(pk, "code", registry_c(res, 0, 4));
+    bf_mp_key(pk, "reasons");
+    registry_pack_text_array(pk, registry_c(res, 0, 5));
+    bf_mp_kv_int(pk, "households", registry_ci(res, 0, 6));
+    bf_mp_key(pk, "helpers");
+    msgpack_pack_array(pk, registry_part_count(res, 1));
+    for (int i = 1; i < PQntuples(res); i++) {
+        msgpack_pack_map(pk, 7);
+        bf_mp_kv_int(pk, "pairing_id", registry_ci(res, i, 1));
+        bf_mp_kv_str(pk, "kind", registry_c(res, i, 2));
+        bf_mp_kv_int(pk, "helper_id", registry_ci(res, i, 3));
+        bf_mp_kv_str(pk, "helper_name", registry_c(res, i, 4));
         /* whom to tell: the team's leader or the unit's contact */
-        if (bf_db_null(helpers, i, "contact_cadre_id"))
-            bf_mp_kv_nil(r->out, "contact_cadre_id");
-        else
-            bf_mp_kv_int(r->out, "contact_cadre_id", bf_db_int(helpers, i, "contact_cadre_id"));
-        bf_mp_kv_str(r->out, "starts_on", bf_db_str(helpers, i, "starts_on"));
-        bf_mp_kv_str(r->out, "ends_on", bf_db_str(helpers, i, "ends_on"));
+        registry_kv_ci(pk, "contact_cadre_id", res, i, 5);
+        bf_mp_kv_str(pk, "starts_on", registry_c(res, i, 6));
+        bf_mp_kv_str(pk, "ends_on", registry_c(res, i, 7));
     }
-    PQclear(helpers);
     PQclear(res);
     return 0;
 }
@@ -164,17 +178,20 @@ int village_list(bf_req_t *r)
     if (bf_req_enum(r, r->params, NULL, "category", false, s_categories, &category) < 0)
         return -1;
     if (bf_page_params(r, &after, &limit) != 0) return -1;
+    registry_scope_t sc;
+    if (registry_scope(r, &sc) != 0) return -1;
     char prefix[16] = "";
     if (region) snprintf(prefix, sizeof prefix, "%.*s%%", registry_prefix_len(region), region);
     const char *p[] = {region ? prefix : NULL, category, bf_req_itoa(r, after),
-                       bf_req_itoa(r, limit + 1)};
+                       bf_req_itoa(r, limit + 1), sc.region, sc.cadre};
     char *sql = bf_arena_printf(r->arena,
                                 "SELECT %s FROM village v "
                                 "WHERE ($1::text IS NULL OR v.region_code::text LIKE $1) "
                                 "  AND ($2::text IS NULL OR v.category = $2) AND v.id > $3::bigint "
+                                "  AND " S_VILLAGE_VISIBLE("$5", "$6") " "
                                 "ORDER BY v.id LIMIT $4::int",
                                 s_village_cols);
-    PGresult *res = bf_db_prep(r->db, "village_list", sql, 4, p, NULL, NULL);
+    PGresult *res = bf_db_prep(r->db, "village_list2", sql, 6, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
     int shown = bf_page_begin(r, res, limit);
     for (int i = 0; i < shown; i++) s_pack_village(r->out, res, i, 0);

@@ -136,6 +136,26 @@ def test_call_unavailable_exits_3():
     eq(rc, 3, err)
 
 
+def test_call_accepts_a_comma_separated_endpoint_list():
+    """docs/operations.md: an address variable may list several endpoints; the
+    CLI connects to each and round-robins, so a dead one next to a live one
+    still answers, and a malformed list is refused."""
+    live = S.endpoint("registry")
+    dead = "tcp://127.0.0.1:%d" % bftest.free_port()
+    env = _env(BANGFU_REGISTRY_RPC="%s,%s" % (live, dead))
+    rc, out, err = bangfu("call", "registry", "sys.health", env=env)
+    eq(rc, 0, err)
+    eq(json.loads(out)["service"], "registry")
+    env = _env(BANGFU_REGISTRY_RPC="%s,%s" % (live, live))
+    for _ in range(4):
+        rc, out, err = bangfu("call", "registry", "sys.health", env=env)
+        eq(rc, 0, err)
+    rc, _, err = bangfu("call", "registry", "sys.health",
+                        env=_env(BANGFU_REGISTRY_RPC=live + ",not-an-endpoint"))
+    eq(rc, 2, err)
+    check("bad endpoint" in err, err)
+
+
 def test_help_on_every_command():
     rc, out, _ = bangfu("help")
     eq(rc, 0)

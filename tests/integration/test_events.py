@@ -205,6 +205,104 @@ def test_relay_survives_redis_outage():
         stop_redis()
 
 
+def test_events_redis_lost_are_sent_again_from_the_outbox():
+    # Redis accepted events, then restarted without its data (no AOF): the
+    # relay notices the new connection, finds its newest relayed events
+    # missing from the stream and sends them again, before and with new ones
+    port = free_port()
+    rdir = os.path.join(TMP, "redis-loss-%s" % uid())
+    os.makedirs(rdir)
+
+    def start_redis():
+        subprocess.check_call(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                               "--dir", rdir, "--daemonize", "yes", "--save", "",
+                               "--appendonly", "no", "--pidfile", rdir + "/r.pid",
+                               "--logfile", rdir + "/r.log"] + bftest.redis_server_args())
+        wait_for(lambda: subprocess.call(cli + ["ping"], env=cli_env,
+                                         stdout=subprocess.DEVNULL) == 0)
+
+    def stop_redis():
+        subprocess.call(cli + ["shutdown", "nosave"], env=cli_env,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: subprocess.call(cli + ["ping"], env=cli_env,
+                                         stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL) != 0)
+
+    cli = ["redis-cli", "-p", str(port)] + bftest.redis_cli_auth()
+    cli_env = bftest.redis_cli_env()
+    start_redis()
+    url = "redis://127.0.0.1:%d/0" % port
+    conn = pg()
+    try:
+        with Stack(["registry"], extra_env={"BANGFU_REDIS_URL": url}) as s:
+            c = s.client("registry")
+            seq0 = _max_seq(conn)
+            base = "14%04d" % (int(uid(), 16) % 10000)
+            for i in range(20):
+                c.call("region.put", {"code": "%s%03d000" % (base, i), "name": "失",
+                                      "level": "township"})
+            ids = _outbox_ids(conn, seq0)
+            eq(len(ids), 20)
+            rr = bftest.redis_admin(port)
+            wait_for(lambda: set(ids) <= {e["id"] for _, e in stream_events(rr)}, timeout=20,
+                     msg="relayed before the loss")
+            stop_redis()
+            start_redis()  # empty: everything it had is gone
+            rr = bftest.redis_admin(port)
+            eq(stream_events(rr), [], "the new Redis starts empty")
+            # one more write right away: it must not hide the loss
+            c.call("region.put", {"code": "%s%03d000" % (base, 20), "name": "新",
+                                  "level": "township"})
+            ids = _outbox_ids(conn, seq0)
+            eq(len(ids), 21)
+            wait_for(lambda: set(ids) <= {e["id"] for _, e in stream_events(rr)}, timeout=30,
+                     msg="every event, lost ones included, in the new stream")
+            order = [e["id"] for _, e in stream_events(rr) if e["id"] in set(ids)]
+            eq(order, ids, "sent again in outbox order, the new one last")
+            check("no longer has" in s.procs["registry"].output(), "the loss is logged")
+            # and it stays correct: nothing sent a third time
+            time.sleep(1.5)
+            eq(len([1 for _, e in stream_events(rr) if e["id"] in set(ids)]), 21)
+    finally:
+        stop_redis()
+
+
+def test_stream_is_trimmed_by_consumer_lag_never_past_unread():
+    # two groups: "fast" reads and acknowledges 10 and holds 10 more pending;
+    # "slow" is created after the first 5 were read by nobody else; the relay
+    # trims what every group has read and acknowledged, and nothing else
+    stream = "t:trim:%s" % uid()
+    r = redis_client()
+    r.xgroup_create(stream, "fast", id="0", mkstream=True)
+    env = {"BANGFU_RELAY_STREAM": stream, "BANGFU_RELAY_STREAM_KEEP_S": "0",
+           "BANGFU_RELAY_TRIM_INTERVAL_S": "1"}
+    with Stack(["registry"], extra_env=env) as s:
+        c = s.client("registry")
+        base = "41%04d" % (int(uid(), 16) % 10000)
+        for i in range(5):
+            c.call("region.put", {"code": "%s%03d000" % (base, i), "name": "剪",
+                                  "level": "township"})
+        wait_for(lambda: r.xlen(stream) == 5, msg="5 in the stream")
+        r.xgroup_create(stream, "slow", id="$")
+        for i in range(5, 30):
+            c.call("region.put", {"code": "%s%03d000" % (base, i), "name": "剪",
+                                  "level": "township"})
+        wait_for(lambda: r.xlen(stream) >= 30 - 0, timeout=10, msg="30 in the stream")
+        ids = [sid for sid, _ in r.xrange(stream)]
+        got = r.xreadgroup("fast", "c1", {stream: ">"}, count=20)
+        fast_ids = [sid for sid, _ in got[0][1]]
+        r.xack(stream, "fast", *fast_ids[:10])       # 10 read and done, 10 pending
+        slow = r.xreadgroup("slow", "c1", {stream: ">"}, count=25)
+        r.xack(stream, "slow", *[sid for sid, _ in slow[0][1]])  # slow: all 25 done
+        # the oldest entry some group still needs is fast's first pending one
+        wait_for(lambda: r.xlen(stream) == 20, timeout=10,
+                 msg="trimmed to the oldest entry a group still needs (len %d)" % r.xlen(stream))
+        time.sleep(2.5)
+        eq(r.xlen(stream), 20, "never past an unread entry")
+        eq(r.xrange(stream, count=1)[0][0], ids[10], "the first pending entry is kept")
+    r.delete(stream)
+
+
 def test_two_instances_relay_each_event_once():
     conn = pg()
     r = redis_client()

@@ -175,6 +175,9 @@ def setup_module():
         "BANGFU_NOTIFY_RATE_PER_SEC": "0",
         "BANGFU_NOTIFY_GROUP_START": "0",
         "BANGFU_NOTIFY_REDRIVE_INTERVAL_S": "0",
+        # the receivers of these tests are on loopback, which webhooks may
+        # reach only when the allow-list names it (docs/notify.md)
+        "BANGFU_NOTIFY_WEBHOOK_ALLOW": "127.0.0.1/32",
     }
     services = ["registry"]
     if os.path.exists(os.path.join(BUILD, "bin", "bangfu-tasks")):
@@ -355,6 +358,17 @@ def test_failing_endpoint_retried_on_schedule_dead_lettered_then_admin_retry_del
     entries = [f for _, f in R.xrange("bangfu:notify:dead") if f[b"d"].decode() == did]
     eq(len(entries), 1, "in the dead-letter stream")
     eq(entries[0][b"error"], b"HTTP 500")
+    # and the event bangfu.notify.delivery.dead_lettered, through the outbox
+    dl = wait_for(lambda: [e for _, e in stream_tail(200)
+                           if e["type"] == "bangfu.notify.delivery.dead_lettered"
+                           and e["data"]["delivery_id"] == did],
+                  msg="no bangfu.notify.delivery.dead_lettered event")
+    eq(len(dl), 1, "one dead_lettered event")
+    eq(dl[0]["subject"], "delivery/" + did)
+    eq({k: dl[0]["data"][k] for k in ("event_id", "event_type", "channel", "endpoint_id",
+                                      "attempts", "error")},
+       {"event_id": ev["id"], "event_type": ev["type"], "channel": "webhook",
+        "endpoint_id": ep["id"], "attempts": MAX_ATTEMPTS, "error": "HTTP 500"})
     shown = nc().call("queues.dead.show", {"id": did})
     eq(shown["event"]["id"], ev["id"])
     # the receiver is fixed; an admin retries the one delivery

@@ -1,6 +1,6 @@
 """The registry service (docs/registry.md), against real processes: households
-and their members (ID check digit, masking, the reveal record, duplicates),
-units, cadres, teams, every pairing rule (caps per rank, the race between
+and their members (ID check digit, masking, household.reveal and its record,
+duplicates), units, cadres, teams, every pairing rule (caps per rank, the race between
 concurrent requests, duplicates, ending with reason and approval, history),
 the coverage report, a small import, and for each write its event on the bus
 and in the Redis stream, never with a full ID number.
@@ -181,7 +181,8 @@ def assert_no_id_in(blob, ids=()):
 
 def test_methods_are_listed():
     ms = {m["name"]: m for m in c().call("sys.methods", actor=None)}
-    for name in ("household.create", "household.get", "household.update", "household.list",
+    for name in ("household.create", "household.get", "household.reveal", "household.update",
+                 "household.list",
                  "household.import", "household.add_member", "household.remove_member",
                  "unit.create", "unit.get",
                  "unit.list", "unit.set_contact", "cadre.create", "cadre.get", "cadre.list",
@@ -190,6 +191,7 @@ def test_methods_are_listed():
         check(name in ms, name + " missing from sys.methods")
     eq(ms["household.import"]["writes"], True)
     eq(ms["household.get"]["writes"], False)
+    eq(ms["household.reveal"]["writes"], True)
     rows = [p for p in ms["household.import"]["params"] if p["name"] == "rows"][0]
     eq(rows["max"], 5000)
 
@@ -210,7 +212,7 @@ def test_household_create_get_masks_and_emits():
     eq(res["village_id"], vid)
     eq(res["categories"], ["dibao", "registered_poor"], "categories in code-list order")
     eq(len(res["members"]), 3)
-    eq(res["members"][0]["id_number"], head[:6] + "********" + head[14:])
+    eq(res["members"][0]["id_number"], head[:6] + "*" * 12)
 
     h = cl.call("household.get", {"id": hid})
     eq(h["id"], hid)
@@ -225,8 +227,8 @@ def test_household_create_get_masks_and_emits():
     eq(h["members"][0]["relation"], "head")
     for m, given in zip(h["members"], params["members"]):
         idn = given["id_number"]
-        eq(m["id_number"], idn[:6] + "********" + idn[14:], "masked")
-        eq(m["birth_date"], "%s-%s-%s" % (idn[6:10], idn[10:12], idn[12:14]))
+        eq(m["id_number"], idn[:6] + "*" * 12, "masked: the region only")
+        check("birth_date" not in m, "no birth date in an unrevealed member")
         eq(m["gender"], "male" if int(idn[16]) % 2 else "female")
     eq(h["members"][1]["disability"], True)
     eq(h["members"][1]["labour"], "weak")
@@ -280,7 +282,7 @@ def test_lower_case_x_is_accepted_and_stored_upper_case():
     cur.execute("SELECT id_number FROM registry.person WHERE household_id = %s", (hid,))
     eq(cur.fetchone()[0], idn)
     conn.close()
-    h = cl.call("household.get", {"id": hid, "reveal": True})
+    h = cl.call("household.reveal", {"id": hid, "reason": "核对身份"})
     eq(h["members"][0]["id_number"], idn)
     # the same person with an upper-case X is the same person
     p2 = household_params(vid, 1)
@@ -357,10 +359,14 @@ def test_duplicate_person_is_already_exists():
     conn.close()
 
 
-def test_reveal_needs_an_actor():
+def test_get_refuses_reveal_and_reveal_needs_an_actor():
     cl = c()
     hid = household(cl, village(cl), 1)["id"]
-    e = cl.err("household.get", {"id": hid, "reveal": True}, actor=None)
+    e = expect_error(cl, "household.get", {"id": hid, "reveal": True}, "invalid_argument",
+                     "reveal")
+    check("household.reveal" in e["message"], "points to household.reveal: " + e["message"])
+    expect_error(cl, "household.get", {"id": hid, "reveal": False}, "invalid_argument", "reveal")
+    e = cl.err("household.reveal", {"id": hid, "reason": "核对"}, actor=None)
     eq(e["code"], "unauthenticated")
     eq(e["field"], "actor")
     # a masked read needs none
@@ -373,7 +379,8 @@ def test_reveal_is_recorded_and_emitted_without_the_number():
     params = household_params(village(cl), 3)
     hid = cl.call("household.create", params)["id"]
     rid = "reveal-" + bftest.uid()
-    reply = cl.request("household.get", {"id": hid, "reveal": True}, actor="cadre:77", rid=rid)
+    reply = cl.request("household.reveal", {"id": hid, "reason": "低保复核"}, actor="auditor:77",
+                       rid=rid)
     check(reply["ok"], repr(reply))
     h = reply["result"]
     eq(h["id_numbers_revealed"], True)
@@ -381,7 +388,8 @@ def test_reveal_is_recorded_and_emitted_without_the_number():
        sorted(m["id_number"] for m in params["members"]))
     conn = bftest.pg()
     cur = conn.cursor()
-    cur.execute("SELECT r.person_id, r.actor, r.request_id, r.method, r.at IS NOT NULL "
+    cur.execute("SELECT r.person_id, r.actor, r.request_id, r.method, r.reason, "
+                "  r.principal IS NOT NULL AND r.principal <> '', r.at IS NOT NULL "
                 "FROM registry.id_reveal r JOIN registry.person p ON p.id = r.person_id "
                 "WHERE p.household_id = %s ORDER BY r.person_id", (hid,))
     rows = cur.fetchall()
@@ -389,10 +397,12 @@ def test_reveal_is_recorded_and_emitted_without_the_number():
     eq(len(rows), 3, "one reveal row per person")
     eq(sorted(r[0] for r in rows), sorted(m["id"] for m in h["members"]))
     for row in rows:
-        eq(row[1:], ("cadre:77", rid, "household.get", True))
+        eq(row[1:], ("auditor:77", rid, "household.reveal", "低保复核", True, True))
     for m in h["members"]:
         ev = wait_event("bangfu.registry.person.revealed", "person/%d" % m["id"])
-        eq(ev["data"], {"person_id": m["id"], "household_id": hid, "actor": "cadre:77"})
+        eq(ev["data"]["person_id"], m["id"])
+        eq(ev["data"]["household_id"], hid)
+        eq(ev["data"]["actor"], "auditor:77")
         assert_no_id_in(msgpack.packb(ev), [m["id_number"]])
     # a masked read records nothing
     cl.call("household.get", {"id": hid}, actor="cadre:78")
@@ -466,7 +476,7 @@ def test_remove_member_keeps_history_and_frees_the_person():
     hid = res["id"]
     head_id, leaving = res["members"][0]["id"], res["members"][2]["id"]
     leaving_idn = params["members"][2]["id_number"]
-    cl.call("household.get", {"id": hid, "reveal": True}, actor="cadre:5")  # a reveal record
+    cl.call("household.reveal", {"id": hid, "reason": "迁出核对"}, actor="auditor:5")  # a record
     expect_error(cl, "household.remove_member", {"household_id": hid, "person_id": head_id,
                                                  "reason": "x"}, "failed_precondition",
                  "person_id")
@@ -953,7 +963,7 @@ def test_import_reports_bad_rows_and_lands_good_ones():
     eq(len(res["ids"]), 9)
     eq([i for i, x in enumerate(res["ids"]) if x is not None], [0, 3])
     for i in (0, 3):
-        h = cl.call("household.get", {"id": res["ids"][i], "reveal": True})
+        h = cl.call("household.reveal", {"id": res["ids"][i], "reason": "导入核对"})
         eq(sorted(m["id_number"] for m in h["members"]),
            sorted(m["id_number"] for m in rows[i]["members"]))
         wait_event("bangfu.registry.household.created", "household/%d" % res["ids"][i])

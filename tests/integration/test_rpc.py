@@ -4,6 +4,7 @@ REQ and DEALER clients, sys.health / sys.methods, clean shutdown."""
 import msgpack
 import zmq
 
+import bftest
 from bftest import (CTX, Client, Stack, check, eq, expect_error, TestFailure)
 
 S = None
@@ -193,6 +194,39 @@ def test_ten_megabyte_string_is_refused_and_service_keeps_serving():
     cl.close()
     # the socket drops an over-size frame (ZMQ_MAXMSGSIZE): no reply, no crash
     eq(got, None, "an over-size frame must not be answered")
+    eq(c().call("sys.health", actor=None)["status"], "ok")
+
+
+def _rss_peak_kb(proc):
+    with open("/proc/%d/status" % proc.proc.pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise TestFailure("no VmHWM")
+
+
+def test_a_frame_of_millions_of_nils_is_refused_before_decoding():
+    # 8 MiB of nils in household.import's rows list: refused by its object
+    # budget before msgpack-c allocates (it would spend ~24 bytes an object),
+    # so the service's peak memory stays far below what decoding would take
+    n = 8 * 1024 * 1024 - 64
+    body = (b"\x84\xa1v\x01\xa2id\xa3nil\xa6method\xb0household.import"
+            b"\xa6params\x81\xa4rows\xdd" + n.to_bytes(4, "big") + b"\xc0" * n)
+    cl = Client(S.endpoint("registry"), timeout_ms=10000)
+    got = cl.raw(body, timeout_ms=10000)
+    cl.close()
+    check(got is not None, "no reply to the frame of nils")
+    eq(got[0]["error"]["code"], "resource_exhausted")
+    check("msgpack objects" in got[0]["error"]["message"], got[0]["error"]["message"])
+    # the same for a method without list parameters, at a smaller size
+    m = 100000
+    body = (b"\x84\xa1v\x01\xa2id\xa3ni2\xa6method\xaaregion.get"
+            b"\xa6params\x81\xa4code\xdd" + m.to_bytes(4, "big") + b"\xc0" * m)
+    got = c().raw(body)
+    eq(got[0]["error"]["code"], "resource_exhausted")
+    peak_mb = _rss_peak_kb(S.procs["registry"]) / 1024.0
+    if not bftest.SANITIZE:  # ASan's shadow memory alone exceeds the bound
+        check(peak_mb < 64, "registry peak RSS %.1f MB after the nils (bound 64 MB)" % peak_mb)
     eq(c().call("sys.health", actor=None)["status"], "ok")
 
 

@@ -92,6 +92,14 @@ def redis_cli_auth():
     return ["--user", "bangfu_admin"] if SECRETS_DIR else []
 
 
+def redis_admin(port):
+    """A redis-py client of the private Redis on port, as bangfu_admin."""
+    import redis
+    if not SECRETS_DIR:
+        return redis.Redis(port=port)
+    return redis.Redis(port=port, username="bangfu_admin", password=redis_password("admin"))
+
+
 def uid():
     return uuid.uuid4().hex[:10]
 

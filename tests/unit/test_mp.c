@@ -17,6 +17,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* ------------------------------------------------------------- helpers */
 
@@ -762,6 +763,56 @@ static void test_fuzz(void)
                              s_fuzz_fail);
 }
 
+/* The object budget: counted before anything is decoded; the count is the
+ * number of objects msgpack-c would make. */
+static void test_object_budget(void)
+{
+    size_t n = 0;
+    /* {"a": [nil, nil, nil], "b": 1} = map, 2 keys, array, 3 nils, 1 = 8 */
+    const char buf[] = "\x82\xa1" "a" "\x93\xc0\xc0\xc0\xa1" "b" "\x01";
+    size_t len = sizeof buf - 1;
+    ASSERT(bf_mp_check_budget(buf, len, BF_MP_MAX_DEPTH, 8, &n) == 0);
+    ASSERT(n == 8);
+    ASSERT(bf_mp_check_budget(buf, len, BF_MP_MAX_DEPTH, 7, &n) == -3);
+    ASSERT(bf_mp_check_budget(buf, len, BF_MP_MAX_DEPTH, 1000, NULL) == 0);
+    ASSERT(bf_mp_check_budget(buf, len - 1, BF_MP_MAX_DEPTH, 1000, NULL) == -2);
+    /* a million nils in an array: refused at the budget, having walked only
+     * the budget's worth */
+    size_t big = 1000000;
+    char *nils = malloc(big + 5);
+    ASSERT(nils != NULL);
+    if (!nils) return;
+    nils[0] = (char)0xdd;
+    nils[1] = 0x00;
+    nils[2] = 0x0f;
+    nils[3] = 0x42;
+    nils[4] = 0x40; /* 1,000,000 */
+    memset(nils + 5, 0xc0, big);
+    ASSERT(bf_mp_check_budget(nils, big + 5, BF_MP_MAX_DEPTH, 4096, &n) == -3);
+    ASSERT(n == 4096);
+    ASSERT(bf_mp_check_budget(nils, big + 5, BF_MP_MAX_DEPTH, big + 1, &n) == 0);
+    ASSERT(n == big + 1);
+    ASSERT(bf_mp_check(nils, big + 5, BF_MP_MAX_DEPTH) == 0);
+    free(nils);
+}
+
+static void test_peek_str(void)
+{
+    const char *v = NULL;
+    size_t n = 0;
+    /* {"v": 1, "params": {"method": "x"}, "method": "household.get"} */
+    const char buf[] = "\x83\xa1v\x01\xa6params\x81\xa6method\xa1x"
+                       "\xa6method\xad" "household.get";
+    size_t len = sizeof buf - 1;
+    ASSERT(bf_mp_peek_str(buf, len, "method", &v, &n) == 0);
+    ASSERT(n == 13 && memcmp(v, "household.get", 13) == 0);
+    ASSERT(bf_mp_peek_str(buf, len, "id", &v, &n) == -1);
+    ASSERT(bf_mp_peek_str(buf, len, "v", &v, &n) == -1); /* not a string */
+    ASSERT(bf_mp_peek_str(buf, len - 3, "method", &v, &n) == -1); /* truncated */
+    ASSERT(bf_mp_peek_str("\x91\xa1x", 3, "x", &v, &n) == -1);  /* not a map */
+    ASSERT(bf_mp_peek_str("", 0, "x", &v, &n) == -1);
+}
+
 int main(void)
 {
     RUN(accepts_every_type);
@@ -775,5 +826,7 @@ int main(void)
     RUN(int);
     RUN(writers);
     RUN(fuzz);
+    RUN(object_budget);
+    RUN(peek_str);
     return TEST_REPORT();
 }

@@ -451,7 +451,7 @@ static void s_setup(void)
     }
     s_db = bf_db_new(s_dsn, s_schema);
     if (!s_db || bf_db_connect(s_db, 3) != 0 ||
-        bf_db_migrate(s_db, s_schema, bf_outbox_migrations) != 1) {
+        bf_db_migrate(s_db, s_schema, bf_outbox_migrations) < 1) {
         fprintf(stderr, "  database: %s\n", s_db ? bf_db_errmsg(s_db) : "out of memory");
         bf_db_destroy(&s_db);
         return;

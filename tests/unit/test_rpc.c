@@ -687,7 +687,20 @@ static void test_envelope_checks(void)
     bf_mp_kv_str(pk, "method", "test.context");
     bf_mp_kv_str(pk, "auth", "reserved");
     rc = s_raw(&b, &rep);
-    EXPECT_OK(rc, &rep);
+    EXPECT_ERROR(rc, &rep, BF_E_INVALID, "auth", "auth must be a map");
+    bf_reply_destroy(&rep);
+    s_mp_free(&b);
+    pk = s_mp_new(&b);
+    msgpack_pack_map(pk, 3);
+    bf_mp_kv_int(pk, "v", 1);
+    bf_mp_kv_str(pk, "method", "test.context");
+    bf_mp_key(pk, "auth");
+    msgpack_pack_map(pk, 1);
+    bf_mp_key(pk, "roles");
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_str_with_body(pk, "wizard", 6);
+    rc = s_raw(&b, &rep);
+    EXPECT_ERROR(rc, &rep, BF_E_INVALID, "auth.roles", "unknown role wizard");
     bf_reply_destroy(&rep);
     s_mp_free(&b);
 }
