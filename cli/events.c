@@ -21,6 +21,7 @@
  */
 #include "bf_json.h"
 #include "bf_keys.h"
+#include "bf_login.h"
 #include "bf_mp.h"
 #include "bf_redis.h"
 #include "bf_rpc.h"
@@ -400,10 +401,24 @@ int cli_events(int argc, char **argv)
     zmq_setsockopt(t.sub, ZMQ_SUBSCRIBE, t.prefix, t.prefix_len);
 
     if (t.from) {
-        env = getenv("BANGFU_REDIS_URL");
-        const char *url = env && *env ? env : "redis://127.0.0.1:6379/0";
-        char err[256];
-        if (!(t.redis = bf_redis_new(url, err, sizeof err))) {
+        /* redis.url, redis.user and redis.password_file as the services read
+         * them (BANGFU_* variables, $BANGFU_CONFIG), as the user bangfu_cli,
+         * which may only read the event stream (docs/security.md) */
+        const bf_cfg_def_t *const tables[] = {bf_cfg_common, NULL};
+        char err[1200];
+        bf_cfg_t *cfg = bf_cfg_load(tables, NULL, err, sizeof err);
+        if (!cfg) {
+            fprintf(stderr, "bangfu events: config: %s\n", err);
+            exit_code = CLI_USAGE;
+            goto cleanup;
+        }
+        char url[512];
+        snprintf(url, sizeof url, "%s", bf_cfg_str(cfg, "redis.url"));
+        char *at = strrchr(url, '@'); /* never print a password */
+        if (at) memmove(url + 8, at + 1, strlen(at + 1) + 1);
+        t.redis = bf_login_redis(cfg, "cli", err, sizeof err);
+        bf_cfg_destroy(&cfg);
+        if (!t.redis) {
             fprintf(stderr, "bangfu events: %s\n", err);
             exit_code = CLI_USAGE;
             goto cleanup;

@@ -180,9 +180,12 @@ for s in ss: s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in ss))')
 ENVF="$TMP/test.env"
 PGPW="ct-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+# the per-service PostgreSQL and Redis passwords (docs/security.md)
+bash scripts/gen-secrets.sh "$TMP/secrets" >/dev/null || { fail "scripts/gen-secrets.sh"; summary; exit 1; }
 cat >"$ENVF" <<EOF
 # docker/compose-test.sh: generated, removed with its temp dir
 POSTGRES_PASSWORD=$PGPW
+BANGFU_SECRETS_DIR=$TMP/secrets
 BANGFU_ENV_FILE=$ENVF
 BANGFU_LOG_LEVEL=info
 BF_HOSTNET_PG_PORT=$P_PG
@@ -304,7 +307,8 @@ fi
 export BANGFU_REGISTRY_RPC="tcp://127.0.0.1:$P_REG" BANGFU_FUNDS_RPC="tcp://127.0.0.1:$P_FUNDS"
 export BANGFU_TASKS_RPC="tcp://127.0.0.1:$P_TASKS" BANGFU_NOTIFY_RPC="tcp://127.0.0.1:$P_NOTIFY"
 export BANGFU_BUS_PUB="tcp://127.0.0.1:$P_PUB" BANGFU_BUS_XSUB="tcp://127.0.0.1:$P_XSUB"
-export BANGFU_REDIS_URL="redis://127.0.0.1:$P_REDIS/0"
+# the host's CLI and the scenario read Redis as bangfu_admin
+export BANGFU_REDIS_URL="redis://bangfu_admin:$(cat "$TMP/secrets/redis-admin.password")@127.0.0.1:$P_REDIS/0"
 if out=$("$BANGFU_CLI" health "${SERVICES[@]}" --strict 2>&1); then
     pass "bangfu health --strict ${SERVICES[*]} (from the host)"
 else

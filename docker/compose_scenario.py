@@ -150,10 +150,8 @@ def check(cond, msg):
 
 
 def redis_client():
-    url = os.environ["BANGFU_REDIS_URL"]  # redis://host:port/db
-    hostport, _, db = url[len("redis://"):].partition("/")
-    host, _, port = hostport.partition(":")
-    return redis.Redis(host=host, port=int(port or 6379), db=int(db or 0))
+    # redis://[user:password@]host:port/db (compose-test.sh passes bangfu_admin's)
+    return redis.Redis.from_url(os.environ["BANGFU_REDIS_URL"])
 
 
 def stream_events(r, since="-"):

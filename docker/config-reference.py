@@ -23,7 +23,7 @@ import sys
 
 ORDER = ["bus", "registry", "funds", "tasks", "notify", "gateway"]
 # Set by docker/docker-compose.yml for every container: operators don't.
-COMPOSE_SETS = re.compile(r"^(pg\.dsn|redis\.url|bus\.xsub|bus\.pub|bus\.xsub_bind|bus\.pub_bind|"
+COMPOSE_SETS = re.compile(r"^(pg\.dsn|pg\.password_file|redis\.url|redis\.password_file|bus\.xsub|bus\.pub|bus\.xsub_bind|bus\.pub_bind|"
                           r"[a-z]+\.bind)$")
 
 

@@ -8,6 +8,8 @@
 # and the password from $POSTGRES_PASSWORD (or the file $POSTGRES_PASSWORD_FILE),
 # creates the database $POSTGRES_DB (bangfu) and accepts password (SCRAM)
 # connections from any address. The password is never baked into the image.
+# On every start it makes one login role per service (bangfu-db-bootstrap, from
+# scripts/db-bootstrap.sh) with the passwords mounted at /run/bangfu/secrets.
 FROM debian:bookworm-slim
 ARG DEBIAN_FRONTEND=noninteractive
 # No "main" cluster from the package: the entrypoint makes the one we use.
@@ -22,7 +24,9 @@ RUN mkdir -p /etc/postgresql-common/createcluster.d \
  && chmod 2775 /var/run/postgresql
 COPY docker/postgres/entrypoint.sh /usr/local/bin/postgres-entrypoint
 COPY docker/postgres/healthcheck.sh /usr/local/bin/postgres-healthcheck
-RUN chmod 0755 /usr/local/bin/postgres-entrypoint /usr/local/bin/postgres-healthcheck
+COPY scripts/db-bootstrap.sh /usr/local/bin/bangfu-db-bootstrap
+RUN chmod 0755 /usr/local/bin/postgres-entrypoint /usr/local/bin/postgres-healthcheck \
+    /usr/local/bin/bangfu-db-bootstrap
 ENV PATH=/usr/lib/postgresql/15/bin:$PATH \
     PGDATA=/var/lib/postgresql/data \
     POSTGRES_USER=bangfu \

@@ -5,7 +5,8 @@
  * Live: a ZeroMQ SUB socket on the bus ($BANGFU_BUS_PUB), filtered by the
  * type prefix (the topic frame is the event type). Catch-up (--from): the
  * recipe of docs/events-catchup.md: subscribe to the bus FIRST, then read the
- * Redis Stream bangfu:events ($BANGFU_REDIS_URL) after STREAM_ID to its end,
+ * Redis Stream bangfu:events ($BANGFU_REDIS_URL, redis://user:password@host:
+ * port/db: a read-only user such as bangfu_cli) after STREAM_ID to its end,
  * then switch to the bus, dropping any live event whose id was already seen.
  * Prints "<type> <event id>" per event, one line each.
  *
@@ -143,10 +144,20 @@ static void s_event(const char *data, size_t len, const char *prefix, int rememb
 static redisContext *s_redis(void)
 {
     const char *url = getenv("BANGFU_REDIS_URL");
-    char host[256] = "127.0.0.1";
+    char host[256] = "127.0.0.1", user[128] = "", pass[256] = "";
     int port = 6379, db = 0;
     if (url && !strncmp(url, "redis://", 8)) {
-        const char *p = url + 8, *colon = strchr(p, ':'), *slash = strchr(p, '/');
+        const char *p = url + 8;
+        /* user:password@ (Redis ACL; docs/security.md: bangfu_cli may read the stream) */
+        const char *at = strrchr(p, '@'), *pc = at ? memchr(p, ':', (size_t)(at - p)) : NULL;
+        if (at && pc && (size_t)(pc - p) < sizeof user && (size_t)(at - pc - 1) < sizeof pass) {
+            memcpy(user, p, (size_t)(pc - p));
+            user[pc - p] = '\0';
+            memcpy(pass, pc + 1, (size_t)(at - pc - 1));
+            pass[at - pc - 1] = '\0';
+            p = at + 1;
+        }
+        const char *colon = strchr(p, ':'), *slash = strchr(p, '/');
         size_t hl = colon ? (size_t)(colon - p) : slash ? (size_t)(slash - p) : strlen(p);
         if (hl > 0 && hl < sizeof host) {
             memcpy(host, p, hl);
@@ -160,6 +171,17 @@ static redisContext *s_redis(void)
         fprintf(stderr, "subscriber: redis %s:%d: %s\n", host, port, c ? c->errstr : "no memory");
         if (c) redisFree(c);
         return NULL;
+    }
+    if (pass[0]) {
+        redisReply *r = user[0] ? redisCommand(c, "AUTH %s %s", user, pass)
+                                : redisCommand(c, "AUTH %s", pass);
+        int ok = r && r->type == REDIS_REPLY_STATUS;
+        if (!ok) fprintf(stderr, "subscriber: redis AUTH as %s refused\n", user[0] ? user : "default");
+        if (r) freeReplyObject(r);
+        if (!ok) {
+            redisFree(c);
+            return NULL;
+        }
     }
     if (db) {
         redisReply *r = redisCommand(c, "SELECT %d", db);

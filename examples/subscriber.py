@@ -7,7 +7,8 @@ python3-msgpack; python3-redis for the catch-up).
 Live: a ZeroMQ SUB socket on the bus ($BANGFU_BUS_PUB) filtered by the type
 prefix (the topic frame is the event type). With --from, the catch-up recipe
 of docs/events-catchup.md: subscribe to the bus first, read the Redis Stream
-bangfu:events ($BANGFU_REDIS_URL) after STREAM_ID to its end, then go live,
+bangfu:events ($BANGFU_REDIS_URL, redis://user:password@host:port/db with a
+read-only user such as bangfu_cli, docs/security.md) after STREAM_ID to its end, then go live,
 skipping live events whose id the catch-up already handled. Prints
 "<type> <event id>" per event.
 

@@ -12,10 +12,24 @@ const bf_cfg_def_t bf_cfg_common[] = {
     {"log.level", BF_CFG_STR, "info", 0, 0, "debug | info | warn | error"},
     {"pg.dsn", BF_CFG_STR, "postgresql://bangfu@127.0.0.1:5432/bangfu", 0, 0,
      "libpq connection URI of the PostgreSQL database"},
+    {"pg.user", BF_CFG_STR, "bangfu_{service}", 0, 0,
+     "PostgreSQL role the service logs in as, overriding the DSN's user ({service}: the "
+     "service's name; empty: the DSN's)"},
+    {"pg.password_file", BF_CFG_STR, "", 0, 0,
+     "file holding that role's password ({service} replaced); empty: the DSN's, "
+     "PGPASSWORD or ~/.pgpass"},
     {"pg.connect_attempts", BF_CFG_INT, "30", 1, 100000,
      "connection attempts at start (backoff 100 ms doubling to 2 s)"},
     {"redis.url", BF_CFG_STR, "redis://127.0.0.1:6379/0", 0, 0,
-     "Redis URL redis://host:port[/db]"},
+     "Redis URL redis://[[user]:password@]host:port[/db]"},
+    {"redis.user", BF_CFG_STR, "bangfu_{service}", 0, 0,
+     "Redis ACL user the service logs in as ({service} replaced); used with "
+     "redis.password_file"},
+    {"redis.password_file", BF_CFG_STR, "", 0, 0,
+     "file holding that user's password ({service} replaced); empty: the URL's "
+     "credentials, or none"},
+    {"redis.memory_alert_pct", BF_CFG_INT, "80", 1, 100,
+     "sys.health sets redis_memory.alert when used_memory exceeds this % of maxmemory"},
     {"bus.xsub", BF_CFG_STR, "tcp://127.0.0.1:7100", 0, 0,
      "the bus's XSUB address: relays connect here to publish events"},
     {"bus.pub", BF_CFG_STR, "tcp://127.0.0.1:7099", 0, 0,

@@ -12,6 +12,8 @@
 struct bf_db {
     char *dsn;
     char *schema;
+    char *user;     /* overrides the DSN's user (NULL: the DSN's) */
+    char *password; /* overrides the DSN's password (NULL: the DSN's / libpq's) */
     PGconn *conn;
     bool in_tx;
     bool request_tx; /* the dispatcher's per-request transaction is open */
@@ -51,9 +53,31 @@ void bf_db_destroy(bf_db_t **self_p)
     s_forget_prepared(db);
     free(db->dsn);
     free(db->schema);
+    free(db->user);
+    if (db->password) explicit_bzero(db->password, strlen(db->password));
+    free(db->password);
     free(db);
     *self_p = NULL;
 }
+
+int bf_db_set_login(bf_db_t *db, const char *user, const char *password)
+{
+    char *u = user && *user ? strdup(user) : NULL;
+    char *p = password && *password ? strdup(password) : NULL;
+    if ((user && *user && !u) || (password && *password && !p)) {
+        free(u);
+        free(p);
+        return -1;
+    }
+    free(db->user);
+    if (db->password) explicit_bzero(db->password, strlen(db->password));
+    free(db->password);
+    db->user = u;
+    db->password = p;
+    return 0;
+}
+
+const char *bf_db_user(const bf_db_t *db) { return db->user; }
 
 static void s_set_err(bf_db_t *db, const PGresult *res)
 {
@@ -87,7 +111,20 @@ static int s_connect_once(bf_db_t *db)
     db->in_tx = false;
     db->request_tx = false;
     db->depth = 0;
-    db->conn = PQconnectdb(db->dsn);
+    /* the DSN first, expanded (expand_dbname); a role and password set with
+     * bf_db_set_login come later, so they override the DSN's */
+    const char *keys[4] = {"dbname", NULL, NULL, NULL};
+    const char *vals[4] = {db->dsn, NULL, NULL, NULL};
+    int k = 1;
+    if (db->user) {
+        keys[k] = "user";
+        vals[k++] = db->user;
+    }
+    if (db->password) {
+        keys[k] = "password";
+        vals[k++] = db->password;
+    }
+    db->conn = PQconnectdbParams(keys, vals, 1);
     if (!db->conn || PQstatus(db->conn) != CONNECTION_OK) {
         s_set_err(db, NULL);
         return -1;
@@ -321,11 +358,22 @@ int bf_db_migrate(bf_db_t *db, const char *schema, const bf_migration_t *list)
         return -1;
     }
     PQclear(r);
+    /* A service's role owns its schema (made by the bootstrap, docs/security.md)
+     * but may not create schemas: CREATE SCHEMA IF NOT EXISTS checks that
+     * right even when the schema exists, so it runs only when it is missing
+     * (a superuser's development database). */
+    r = bf_db_exec(db, "SELECT 1 FROM pg_namespace WHERE nspname = $1", 1, lockp);
+    if (!r) goto fail;
+    int have_schema = PQntuples(r) > 0;
+    PQclear(r);
+    if (!have_schema) {
+        snprintf(sql, sizeof sql, "CREATE SCHEMA IF NOT EXISTS %s", ident);
+        if (bf_db_cmd(db, sql) != 0) goto fail;
+    }
     snprintf(sql, sizeof sql,
-             "CREATE SCHEMA IF NOT EXISTS %s;"
              "CREATE TABLE IF NOT EXISTS %s.schema_migrations ("
              " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
-             ident, ident);
+             ident);
     if (bf_db_cmd(db, sql) != 0) goto fail;
     for (const bf_migration_t *m = list; m && m->name; m++) {
         snprintf(sql, sizeof sql, "SELECT 1 FROM %s.schema_migrations WHERE name = $1", ident);

@@ -29,6 +29,15 @@ bf_db_t *bf_db_new(const char *dsn, const char *schema);
 /* Closes and frees; NULLs *self_p; safe on NULL. */
 void bf_db_destroy(bf_db_t **self_p);
 
+/* The role and password to log in with, overriding the DSN's (libpq's
+ * PQconnectdbParams with expand_dbname: later keywords win). NULL or "" keeps
+ * the DSN's. Takes effect at the next connect. Returns 0, or -1 if out of
+ * memory. The password is wiped from memory when the handle is destroyed. */
+int bf_db_set_login(bf_db_t *db, const char *user, const char *password);
+
+/* The role set by bf_db_set_login (NULL: the DSN's). */
+const char *bf_db_user(const bf_db_t *db);
+
 /* Connects, trying up to attempts times with backoff (100 ms doubling to 2 s).
  * Returns 0, or -1 (bf_db_errmsg says why). */
 int bf_db_connect(bf_db_t *db, int attempts);

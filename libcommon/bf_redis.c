@@ -11,6 +11,8 @@ struct bf_redis {
     char host[256];
     int port;
     int db;
+    char *user;     /* ACL user for AUTH (NULL: "default") */
+    char *password; /* NULL: no AUTH is sent */
     redisContext *ctx;
     char err[256];
     unsigned long connects; /* successful connections made so far */
@@ -25,15 +27,33 @@ bf_redis_t *bf_redis_new(const char *url, char *err, size_t errlen)
         return NULL;
     }
     p += 8;
-    const char *at = strchr(p, '@'); /* ignore user:password@ (not supported: say so) */
-    if (at) {
-        snprintf(err, errlen, "redis.url: credentials in the URL are not supported");
-        return NULL;
-    }
     bf_redis_t *r = calloc(1, sizeof *r);
     if (!r) {
         snprintf(err, errlen, "out of memory");
         return NULL;
+    }
+    /* [user[:password]@] or [:password@]: the userinfo ends at the last '@'
+     * before the path; the password is never copied into a message */
+    const char *pathp = strchr(p, '/');
+    const char *at = NULL;
+    for (const char *q = p; *q && (!pathp || q < pathp); q++)
+        if (*q == '@') at = q;
+    if (at) {
+        const char *pc = memchr(p, ':', (size_t)(at - p));
+        const char *uend = pc ? pc : at;
+        if (!pc || pc + 1 == at) {
+            snprintf(err, errlen, "redis.url: credentials need a password (user:password@)");
+            free(r);
+            return NULL;
+        }
+        r->user = uend > p ? strndup(p, (size_t)(uend - p)) : NULL;
+        r->password = strndup(pc + 1, (size_t)(at - pc - 1));
+        if ((uend > p && !r->user) || !r->password) {
+            snprintf(err, errlen, "out of memory");
+            bf_redis_destroy(&r);
+            return NULL;
+        }
+        p = at + 1;
     }
     const char *colon = strchr(p, ':');
     const char *slash = strchr(p, '/');
@@ -41,7 +61,7 @@ bf_redis_t *bf_redis_new(const char *url, char *err, size_t errlen)
     size_t hl = (size_t)(hend - p);
     if (hl == 0 || hl >= sizeof r->host) {
         snprintf(err, errlen, "redis.url: bad host");
-        free(r);
+        bf_redis_destroy(&r);
         return NULL;
     }
     memcpy(r->host, p, hl);
@@ -51,7 +71,7 @@ bf_redis_t *bf_redis_new(const char *url, char *err, size_t errlen)
         long port = strtol(colon + 1, &end, 10);
         if (end == colon + 1 || port <= 0 || port > 65535 || (*end && *end != '/')) {
             snprintf(err, errlen, "redis.url: bad port");
-            free(r);
+            bf_redis_destroy(&r);
             return NULL;
         }
         r->port = (int)port;
@@ -61,7 +81,7 @@ bf_redis_t *bf_redis_new(const char *url, char *err, size_t errlen)
         long db = strtol(slash + 1, &end, 10);
         if (slash[1] && (end == slash + 1 || *end || db < 0 || db > 1000)) {
             snprintf(err, errlen, "redis.url: bad database number");
-            free(r);
+            bf_redis_destroy(&r);
             return NULL;
         }
         r->db = (int)db;
@@ -75,12 +95,42 @@ void bf_redis_drop(bf_redis_t *r)
     r->ctx = NULL;
 }
 
+static void s_free_auth(bf_redis_t *r)
+{
+    free(r->user);
+    if (r->password) explicit_bzero(r->password, strlen(r->password));
+    free(r->password);
+    r->user = r->password = NULL;
+}
+
 void bf_redis_destroy(bf_redis_t **self_p)
 {
     if (!self_p || !*self_p) return;
     bf_redis_drop(*self_p);
+    s_free_auth(*self_p);
     free(*self_p);
     *self_p = NULL;
+}
+
+int bf_redis_set_auth(bf_redis_t *r, const char *user, const char *password)
+{
+    char *u = user && *user ? strdup(user) : NULL;
+    char *p = password && *password ? strdup(password) : NULL;
+    if ((user && *user && !u) || (password && *password && !p)) {
+        free(u);
+        free(p);
+        return -1;
+    }
+    s_free_auth(r);
+    r->user = u;
+    r->password = p;
+    bf_redis_drop(r); /* the next call logs in with these */
+    return 0;
+}
+
+const char *bf_redis_user(const bf_redis_t *r)
+{
+    return r->password ? (r->user ? r->user : "default") : NULL;
 }
 
 int bf_redis_ensure(bf_redis_t *r)
@@ -97,6 +147,24 @@ int bf_redis_ensure(bf_redis_t *r)
     }
     struct timeval io = {10, 0};
     redisSetTimeout(r->ctx, io);
+    if (r->password) {
+        /* hiredis 0.14 has no AUTH helper: AUTH [user] password, on every
+         * (re)connect; the reply's text never carries the password */
+        const char *argv[] = {"AUTH", r->user ? r->user : r->password, r->password};
+        int argc = r->user ? 3 : 2;
+        redisReply *rep = redisCommandArgv(r->ctx, argc, argv, NULL);
+        int ok = rep && rep->type == REDIS_REPLY_STATUS;
+        snprintf(r->err, sizeof r->err, "redis %s:%d: AUTH as %s refused: %s", r->host, r->port,
+                 r->user ? r->user : "default",
+                 rep && rep->type == REDIS_REPLY_ERROR ? rep->str
+                                                       : (rep ? "unexpected reply" : r->ctx->errstr));
+        if (rep) freeReplyObject(rep);
+        if (!ok) {
+            bf_redis_drop(r);
+            return -1;
+        }
+        r->err[0] = 0;
+    }
     if (r->db) {
         redisReply *rep = redisCommand(r->ctx, "SELECT %d", r->db);
         int ok = rep && rep->type == REDIS_REPLY_STATUS;

@@ -1,7 +1,8 @@
 /* bf_redis: a Redis connection through hiredis (0.14, the classic API).
  *
- * Parses redis://host:port[/db] URLs, connects with a timeout, selects the
- * database, and reconnects on the next call after the connection broke (a
+ * Parses redis://[[user]:password@]host:port[/db] URLs, connects with a
+ * timeout, logs in (AUTH [user] password, on every connect, when a password
+ * is known: from the URL or bf_redis_set_auth), selects the database, and reconnects on the next call after the connection broke (a
  * failed hiredis context cannot be reused: it is dropped and re-made). Every
  * reply returned is the caller's to freeReplyObject. One bf_redis_t per
  * thread.
@@ -19,8 +20,16 @@ typedef struct bf_redis bf_redis_t;
  * (message in err) or memory ran out. */
 bf_redis_t *bf_redis_new(const char *url, char *err, size_t errlen);
 
-/* Closes and frees; NULLs *self_p; safe on NULL. */
+/* Closes and frees; NULLs *self_p; safe on NULL. The password is wiped. */
 void bf_redis_destroy(bf_redis_t **self_p);
+
+/* The ACL user and password to log in with, replacing the URL's (user NULL
+ * or "": Redis's "default" user; password NULL or "": no AUTH). Drops the
+ * connection so the next call logs in with them. 0, or -1 if out of memory. */
+int bf_redis_set_auth(bf_redis_t *r, const char *user, const char *password);
+
+/* The user AUTH is sent as ("default" if only a password), NULL if none. */
+const char *bf_redis_user(const bf_redis_t *r);
 
 /* Connects if not connected. Returns 0 or -1 (bf_redis_errmsg says why). */
 int bf_redis_ensure(bf_redis_t *r);

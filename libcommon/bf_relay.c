@@ -1,6 +1,7 @@
 /* bf_relay: outbox -> Redis Stream + bus; see bf_relay.h. */
 #include "bf_relay.h"
 #include "bf_keys.h"
+#include "bf_login.h"
 #include "bf_db.h"
 #include "bf_log.h"
 #include "bf_redis.h"
@@ -415,8 +416,8 @@ static void *s_main(void *arg)
 {
     bf_relay_t *rl = arg;
     char err[256];
-    bf_db_t *db = bf_db_new(bf_cfg_str(rl->cfg, "pg.dsn"), rl->schema);
-    bf_redis_t *redis = bf_redis_new(bf_cfg_str(rl->cfg, "redis.url"), err, sizeof err);
+    bf_db_t *db = bf_login_db(rl->cfg, rl->service, rl->schema);
+    bf_redis_t *redis = bf_login_redis(rl->cfg, rl->service, err, sizeof err);
     void *pub = zmq_socket(bf_zmq_ctx(), ZMQ_PUB);
     if (!db || !redis || !pub) {
         bf_log(BF_ERROR, "relay: cannot start: %s", redis ? "out of memory" : err);

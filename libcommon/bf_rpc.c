@@ -9,6 +9,7 @@
 #include "bf_rpc.h"
 #include "bf_idem.h"
 #include "bf_keys.h"
+#include "bf_login.h"
 #include "bf_log.h"
 #include "bf_mp.h"
 #include "bf_principals.h"
@@ -678,6 +679,24 @@ static int s_apply_caller(bf_req_t *r, const char *principal, const msgpack_obje
 
 /* ------------------------------------------------ built-in sys.* methods */
 
+/* Redis's used_memory and maxmemory (INFO memory), for the maxmemory alert
+ * (docs/operations.md). Returns 0, or -1 if Redis did not answer. */
+static int s_redis_memory(bf_redis_t *redis, long long *used, long long *max)
+{
+    redisReply *rep = bf_redis_cmdf(redis, "INFO memory");
+    int ok = rep && rep->type == REDIS_REPLY_STRING;
+    *used = *max = -1;
+    if (ok) {
+        for (const char *p = rep->str; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+            if (!strncmp(p, "used_memory:", 12)) *used = strtoll(p + 12, NULL, 10);
+            else if (!strncmp(p, "maxmemory:", 10)) *max = strtoll(p + 10, NULL, 10);
+        }
+        ok = *used >= 0 && *max >= 0;
+    }
+    if (rep) freeReplyObject(rep);
+    return ok ? 0 : -1;
+}
+
 static int s_sys_health(bf_req_t *r, struct bf_rpc_server *s)
 {
     bool db_ok = false, redis_ok = false;
@@ -689,13 +708,30 @@ static int s_sys_health(bf_req_t *r, struct bf_rpc_server *s)
         }
     }
     if (r->redis) redis_ok = bf_redis_ping(r->redis);
-    msgpack_pack_map(r->out, 6);
+    long long used = -1, max = -1;
+    bool mem = redis_ok && s_redis_memory(r->redis, &used, &max) == 0;
+    msgpack_pack_map(r->out, 7);
     bf_mp_kv_str(r->out, "status", db_ok && redis_ok ? "ok" : "degraded");
     bf_mp_kv_str(r->out, "service", s->cfg.service);
     bf_mp_kv_str(r->out, "version", s->cfg.version);
     bf_mp_kv_int(r->out, "uptime_s", (int64_t)(time(NULL) - s->started));
     bf_mp_kv_str(r->out, "db", db_ok ? "ok" : "down");
     bf_mp_kv_str(r->out, "redis", redis_ok ? "ok" : "down");
+    /* redis_memory: {used, max (0: no limit), pct, alert} or nil if unknown */
+    bf_mp_key(r->out, "redis_memory");
+    if (!mem) {
+        msgpack_pack_nil(r->out);
+    } else {
+        long long pct = max > 0 ? used * 100 / max : 0;
+        msgpack_pack_map(r->out, 4);
+        bf_mp_kv_int(r->out, "used", used);
+        bf_mp_kv_int(r->out, "max", max);
+        bf_mp_kv_int(r->out, "pct", pct);
+        /* no maxmemory is itself a reason to alert: Redis would grow until
+         * the host runs out (docs/operations.md) */
+        bf_mp_kv_bool(r->out, "alert",
+                      max == 0 || pct >= bf_cfg_int(s->cfg.cfg, "redis.memory_alert_pct"));
+    }
     return 0;
 }
 
@@ -731,7 +767,7 @@ static int s_sys_methods(bf_req_t *r, struct bf_rpc_server *s)
 {
     msgpack_pack_array(r->out, s->nmethods + 3);
     s_pack_method(r->out, "sys.health", false, NULL,
-                  "status, service, version, uptime_s, db, redis", BF_ROLE_ALL);
+                  "status, service, version, uptime_s, db, redis, redis_memory", BF_ROLE_ALL);
     s_pack_method(r->out, "sys.methods", false, NULL, "this list", BF_ROLE_READERS);
     s_pack_method(r->out, "sys.stats", false, NULL, "request counters per method",
                   BF_ROLE_READERS);
@@ -1063,9 +1099,9 @@ static void *s_worker_main(void *arg)
     r.svc = s->cfg.svc;
     r.worker = w->index;
     r.arena = bf_arena_new();
-    r.db = bf_db_new(bf_cfg_str(s->cfg.cfg, "pg.dsn"), s->cfg.schema);
+    r.db = bf_login_db(s->cfg.cfg, s->cfg.service, s->cfg.schema);
     char err[256];
-    r.redis = bf_redis_new(bf_cfg_str(s->cfg.cfg, "redis.url"), err, sizeof err);
+    r.redis = bf_login_redis(s->cfg.cfg, s->cfg.service, err, sizeof err);
     msgpack_sbuffer reply;
     msgpack_sbuffer_init(&reply);
     zmq_msg_t frames[BF_RPC_MAX_FRAMES];

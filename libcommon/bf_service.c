@@ -2,6 +2,7 @@
 #include "bf_service.h"
 #include "bf_idem.h"
 #include "bf_keys.h"
+#include "bf_login.h"
 #include "bf_log.h"
 #include "bf_outbox.h"
 #include "bf_relay.h"
@@ -86,7 +87,7 @@ int bf_service_main(const bf_service_def_t *def, int argc, char **argv)
     bool started = false;
     bf_relay_t *relay = NULL;
     bf_rpc_server_t *server = NULL;
-    bf_db_t *db = bf_db_new(bf_cfg_str(cfg, "pg.dsn"), def->name);
+    bf_db_t *db = bf_login_db(cfg, def->name, def->name);
     if (!db) goto out;
     if (bf_db_connect(db, (int)bf_cfg_int(cfg, "pg.connect_attempts")) != 0) {
         bf_log(BF_ERROR, "cannot reach postgresql: %s", bf_db_errmsg(db));

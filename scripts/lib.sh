@@ -53,16 +53,62 @@ bf_pg_stop() {
   return 0
 }
 
-# bf_redis_start DIR PORT [aof]
+# ---- least privilege (docs/security.md "PostgreSQL and Redis privileges") ----
+# Per-service PostgreSQL roles and Redis ACL users. The passwords live in one
+# secrets directory (0700), next to the CURVE keys: one file per login,
+# pg-<service>.password and redis-<user>.password, made once and kept.
+
+BF_PRIV_SERVICES="registry funds tasks notify"
+BF_REDIS_USERS="admin registry funds tasks notify cli"
+
+# bf_secrets_init DIR: creates the password files that are missing.
+bf_secrets_init() {
+  local dir=$1 name
+  mkdir -p "$dir" && chmod 700 "$dir" || return 1
+  for name in $(for s in $BF_PRIV_SERVICES; do echo "pg-$s"; done) \
+              $(for u in $BF_REDIS_USERS; do echo "redis-$u"; done); do
+    [ -s "$dir/$name.password" ] && continue
+    ( umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/$name.password" ) \
+      || return 1
+  done
+}
+
+# bf_redis_admin_url PORT SECRETS_DIR: the bangfu_admin URL (tests, operators).
+bf_redis_admin_url() {
+  echo "redis://bangfu_admin:$(cat "$2/redis-admin.password")@127.0.0.1:$1/0"
+}
+
+# bf_pg_bootstrap PORT: the service roles and schemas (scripts/db-bootstrap.sh),
+# without passwords: loopback trust authentication, but each service still
+# logs in as its own role.
+bf_pg_bootstrap() {
+  local bin; bin=$(bf_pg_bindir) || return 1
+  PSQL="$bin/psql" PGHOST=127.0.0.1 PGPORT=$1 PGUSER=bangfu PGDATABASE=bangfu \
+    "$(dirname "${BASH_SOURCE[0]}")/db-bootstrap.sh" >/dev/null \
+    || { echo "PostgreSQL bootstrap (roles, schemas) failed" >&2; return 1; }
+}
+
+# bf_redis_start DIR PORT [aof] [SECRETS_DIR] [MAXMEMORY]: with SECRETS_DIR,
+# Redis runs with the ACL users of scripts/redis-acl.sh (no unauthenticated
+# access), and maxmemory (default 256mb) with policy noeviction: streams and
+# queues are never evicted, writes fail instead (docs/operations.md).
 bf_redis_start() {
-  local dir=$1 port=$2 aof=${3:-no}
+  local dir=$1 port=$2 aof=${3:-no} secrets=${4:-} maxmem=${5:-256mb}
   mkdir -p "$dir"
+  local acl=() auth=() pw=""
+  if [ -n "$secrets" ]; then
+    "$(dirname "${BASH_SOURCE[0]}")/redis-acl.sh" "$secrets" >"$dir/users.acl" || return 1
+    acl=(--aclfile "$dir/users.acl")
+    auth=(--user bangfu_admin)
+    pw=$(cat "$secrets/redis-admin.password")
+  fi
   redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --daemonize yes \
     --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --save "" \
-    --appendonly "$aof" --appendfsync everysec >/dev/null || return 1
+    --appendonly "$aof" --appendfsync everysec \
+    --maxmemory "$maxmem" --maxmemory-policy noeviction "${acl[@]}" >/dev/null || return 1
   local i
   for i in $(seq 1 50); do
-    redis-cli -p "$port" ping >/dev/null 2>&1 && return 0
+    REDISCLI_AUTH=$pw redis-cli -p "$port" "${auth[@]}" ping 2>/dev/null | grep -q PONG && return 0
     sleep 0.1
   done
   echo "redis did not start" >&2; return 1

@@ -14,6 +14,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 BUILD=${BUILD:-build}
 VAR="${BANGFU_VAR:-$ROOT/var}"  # BANGFU_VAR: another directory (tests)
+SECRETS="$VAR/secrets"          # database and Redis passwords (0700)
 . scripts/lib.sh
 
 SERVICES=(registry funds tasks notify gateway)
@@ -74,6 +75,7 @@ write_endpoints() {
     echo "BANGFU_PRINCIPAL=admin"
     echo "BANGFU_PG_DSN=postgresql://bangfu@127.0.0.1:$PG_PORT/bangfu"
     echo "BANGFU_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
+    echo "BANGFU_REDIS_PASSWORD_FILE=$SECRETS/redis-{service}.password"
     echo "BANGFU_BUS_XSUB=tcp://127.0.0.1:$BUS_XSUB_PORT"
     echo "BANGFU_BUS_PUB=tcp://127.0.0.1:$BUS_PUB_PORT"
     for s in "${SERVICES[@]}"; do
@@ -130,11 +132,17 @@ up() {
   ports
   [ -x "$BUILD/bin/bangfu" ] || { echo "build first: make" >&2; return 1; }
   if ! bf_as_pg true 2>/dev/null; then :; fi
+  # least privilege (docs/security.md): passwords in $SECRETS (made once, kept),
+  # one PostgreSQL role per service (bootstrapped on every up: idempotent),
+  # Redis with ACL users and maxmemory (noeviction)
+  bf_secrets_init "$SECRETS" || return 1
   if [ ! -f "$VAR/pg/data/postmaster.pid" ]; then
     bf_pg_start "$VAR/pg" "$PG_PORT" durable || return 1
   fi
+  bf_pg_bootstrap "$PG_PORT" || return 1
   [ -f "$VAR/redis/redis.pid" ] && kill -0 "$(cat "$VAR/redis/redis.pid")" 2>/dev/null \
-    || bf_redis_start "$VAR/redis" "$REDIS_PORT" yes || return 1
+    || bf_redis_start "$VAR/redis" "$REDIS_PORT" yes "$SECRETS" "${BANGFU_REDIS_MAXMEMORY:-512mb}" \
+    || return 1
   make_keys || { echo "bangfu keygen failed" >&2; return 1; }
   write_endpoints
   export_env

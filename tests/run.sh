@@ -42,10 +42,19 @@ fi
 
 PG_PORT=$(bf_free_port)
 REDIS_PORT=$(bf_free_port)
+# least privilege (docs/security.md): services log in to PostgreSQL as their
+# own roles (trust on loopback) and to Redis as their own ACL users with the
+# passwords in $TMP/secrets; BANGFU_PG_DSN stays the superuser's, for tests
+bf_secrets_init "$TMP/secrets" || { echo "0 passed, 1 failed"; exit 1; }
 bf_pg_start "$TMP/pg" "$PG_PORT" || { echo "0 passed, 1 failed"; exit 1; }
-bf_redis_start "$TMP/redis" "$REDIS_PORT" || { echo "0 passed, 1 failed"; exit 1; }
+bf_pg_bootstrap "$PG_PORT" || { echo "0 passed, 1 failed"; exit 1; }
+bf_redis_start "$TMP/redis" "$REDIS_PORT" no "$TMP/secrets" || { echo "0 passed, 1 failed"; exit 1; }
 export BANGFU_PG_DSN="postgresql://bangfu@127.0.0.1:$PG_PORT/bangfu"
 export BANGFU_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+export BANGFU_REDIS_PASSWORD_FILE="$TMP/secrets/redis-{service}.password"
+export BANGFU_TEST_SECRETS_DIR="$TMP/secrets" BANGFU_TEST_REDIS_ACL="$TMP/redis/users.acl"
+BANGFU_TEST_REDIS_ADMIN_URL=$(bf_redis_admin_url "$REDIS_PORT" "$TMP/secrets")
+export BANGFU_TEST_REDIS_ADMIN_URL
 export BANGFU_TEST_PG_PORT=$PG_PORT BANGFU_TEST_REDIS_PORT=$REDIS_PORT
 export BANGFU_TEST_PG_DIR="$TMP/pg" BANGFU_TEST_REDIS_DIR="$TMP/redis"
 if [ -n "${SANITIZE:-}" ]; then
@@ -74,10 +83,12 @@ for t in "$BUILD"/tests/test_*; do
   [ -x "$t" ] || continue
   name=$(basename "$t")
   log="$TMP/$name.log"
+  # unit tests exercise libcommon as the superuser and the Redis admin
+  unit_env=(BANGFU_PG_USER= BANGFU_REDIS_PASSWORD_FILE= BANGFU_REDIS_URL="$BANGFU_TEST_REDIS_ADMIN_URL")
   if [ -n "${MEMCHECK:-}" ]; then
-    valgrind -q --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99 "$t" >"$log" 2>&1
+    env "${unit_env[@]}" valgrind -q --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99 "$t" >"$log" 2>&1
   else
-    "$t" >"$log" 2>&1
+    env "${unit_env[@]}" "$t" >"$log" 2>&1
   fi
   rc=$?
   grep -E '^(ok|not ok)' "$log" | grep -v '^ok' ; grep -E '^  ' "$log" | head -20

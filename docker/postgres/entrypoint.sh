@@ -10,6 +10,9 @@
 # Then it becomes the server (exec), listening on $POSTGRES_LISTEN (default
 # every address) port $POSTGRES_PORT; extra arguments go to postgres
 # (e.g. `-c max_connections=300`). Logs go to stderr, read by `docker logs`.
+# Before that, on every start, it runs bangfu-db-bootstrap (scripts/db-bootstrap.sh)
+# with the passwords in $BANGFU_SECRETS (/run/bangfu/secrets/pg-<service>.password):
+# a login role bangfu_<service> per file, owning only its schema.
 set -eu
 
 : "${PGDATA:=/var/lib/postgresql/data}"
@@ -21,7 +24,21 @@ SOCKDIR=/var/run/postgresql
 
 say() { echo "postgres-entrypoint: $*" >&2; }
 
+# The service roles' passwords (docs/security.md): read here, as root, from the
+# mounted secrets directory and copied where only the postgres user reads them.
+SECRETS=${BANGFU_SECRETS:-/run/bangfu/secrets}
+PRIV_SECRETS=/run/bangfu-pg-secrets
+
 if [ "$(id -u)" = 0 ]; then
+    if [ -d "$SECRETS" ]; then
+        rm -rf "$PRIV_SECRETS"
+        mkdir -m 0700 "$PRIV_SECRETS"
+        for f in "$SECRETS"/pg-*.password; do
+            [ -e "$f" ] && cp "$f" "$PRIV_SECRETS/"
+        done
+        chown -R postgres:postgres "$PRIV_SECRETS"
+        chmod 0600 "$PRIV_SECRETS"/* 2>/dev/null || true
+    fi
     mkdir -p "$PGDATA" "$SOCKDIR"
     # A restored or copied volume may carry other owners: give all of it back.
     find "$PGDATA" \! -user postgres -exec chown postgres:postgres {} +
@@ -60,6 +77,28 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     fi
     pg_ctl -D "$PGDATA" -m fast -w stop >&2
     say "initialised"
+fi
+
+# On every start (new services, rotated passwords): one login role per service
+# owning only its schema, with its password (bangfu-db-bootstrap, idempotent),
+# again on the Unix socket only, before anyone can connect.
+if [ -d "$PRIV_SECRETS" ] && ls "$PRIV_SECRETS"/pg-*.password >/dev/null 2>&1; then
+    services=""
+    for f in "$PRIV_SECRETS"/pg-*.password; do
+        s=${f##*/pg-}
+        services="$services ${s%.password}"
+    done
+    pg_ctl -D "$PGDATA" -o "-c listen_addresses='' -p $POSTGRES_PORT -k $SOCKDIR" -w -t 60 start >&2
+    if ! PGHOST=$SOCKDIR PGPORT=$POSTGRES_PORT PGUSER=$POSTGRES_USER PGDATABASE=$POSTGRES_DB \
+        BANGFU_DB_SERVICES=$services bangfu-db-bootstrap "$PRIV_SECRETS" >&2; then
+        pg_ctl -D "$PGDATA" -m fast -w stop >&2
+        say "bootstrap of the service roles failed"
+        exit 1
+    fi
+    pg_ctl -D "$PGDATA" -m fast -w stop >&2
+    say "service roles:$services"
+else
+    say "warning: no $SECRETS/pg-<service>.password: service roles not made (docs/operations.md)"
 fi
 
 exec postgres -D "$PGDATA" -c listen_addresses="$POSTGRES_LISTEN" -p "$POSTGRES_PORT" \

@@ -15,6 +15,7 @@
  * registry cannot be reached the event is left pending and tried again.
  */
 #include "notify.h"
+#include "bf_login.h"
 #include "bf_client.h"
 #include "bf_log.h"
 #include "bf_mp.h"
@@ -732,8 +733,8 @@ void *notify_ingest_main(void *arg)
     s_ingest_t in = {.n = n};
     char err[256];
     snprintf(in.consumer, sizeof in.consumer, "%s:ingest", n->instance);
-    in.db = bf_db_new(bf_cfg_str(n->cfg, "pg.dsn"), NOTIFY_SERVICE);
-    in.rd = bf_redis_new(bf_cfg_str(n->cfg, "redis.url"), err, sizeof err);
+    in.db = bf_login_db(n->cfg, NOTIFY_SERVICE, NOTIFY_SERVICE);
+    in.rd = bf_login_redis(n->cfg, NOTIFY_SERVICE, err, sizeof err);
     in.registry = bf_client_open("registry", n->registry_rpc, n->rpc_timeout_ms);
     in.tasks = bf_client_open("tasks", n->tasks_rpc, n->rpc_timeout_ms);
     if (!in.db || !in.rd || !in.registry || !in.tasks) {

@@ -1,6 +1,7 @@
 /* bangfu-notify: main, configuration, the method table, the clock, and the
  * threads (see notify.h). */
 #include "notify.h"
+#include "bf_login.h"
 #include "bf_json.h"
 #include "bf_log.h"
 #include "bf_mp.h"
@@ -383,7 +384,7 @@ static void s_instance_id(char *buf, size_t len)
 static void s_forget_own_consumers(notify_t *n)
 {
     char err[256];
-    bf_redis_t *rd = bf_redis_new(bf_cfg_str(n->cfg, "redis.url"), err, sizeof err);
+    bf_redis_t *rd = bf_login_redis(n->cfg, NOTIFY_SERVICE, err, sizeof err);
     if (!rd) {
         bf_log(BF_WARN, "notify: consumers not removed at stop: %s", err);
         return;
@@ -484,7 +485,7 @@ static int s_start(const bf_cfg_t *cfg, bf_db_t *db, void **svc)
 
     /* the groups exist before any thread reads */
     char err[256];
-    bf_redis_t *rd = bf_redis_new(bf_cfg_str(cfg, "redis.url"), err, sizeof err);
+    bf_redis_t *rd = bf_login_redis(cfg, NOTIFY_SERVICE, err, sizeof err);
     if (!rd) {
         bf_log(BF_ERROR, "redis: %s", err);
         notify_allow_free(n->allow);

@@ -13,6 +13,7 @@
  * An age of 0 keeps that kind forever. Ages are wall time (PostgreSQL's
  * now()), not the manual test clock.
  */
+#include "bf_login.h"
 #include "notify.h"
 #include "bf_log.h"
 
@@ -88,7 +89,7 @@ long notify_retention_run(notify_t *n, bf_db_t *db)
 void *notify_retention_main(void *arg)
 {
     notify_t *n = arg;
-    bf_db_t *db = bf_db_new(bf_cfg_str(n->cfg, "pg.dsn"), NOTIFY_SERVICE);
+    bf_db_t *db = bf_login_db(n->cfg, NOTIFY_SERVICE, NOTIFY_SERVICE);
     if (!db) {
         bf_log(BF_ERROR, "retention: cannot start");
         return NULL;

@@ -15,6 +15,7 @@
  * Webhook answers are generic (channel.c): "refused: address not allowed",
  * "timeout", "connection failed", "HTTP 500"; never libcurl's text.
  */
+#include "bf_login.h"
 #include "notify.h"
 #include "bf_log.h"
 #include "bf_mp.h"
@@ -228,7 +229,7 @@ static void s_run_test(notify_t *n, bf_db_t *db, CURL *curl, const char *tid, in
 void *notify_tester_main(void *arg)
 {
     notify_t *n = arg;
-    bf_db_t *db = bf_db_new(bf_cfg_str(n->cfg, "pg.dsn"), NOTIFY_SERVICE);
+    bf_db_t *db = bf_login_db(n->cfg, NOTIFY_SERVICE, NOTIFY_SERVICE);
     CURL *curl = curl_easy_init();
     if (!db || !curl) {
         bf_log(BF_ERROR, "tester: cannot start");

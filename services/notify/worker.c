@@ -18,6 +18,7 @@
  * that died long ago (its own go when it stops, main.c).
  */
 #include "notify.h"
+#include "bf_login.h"
 #include "bf_log.h"
 #include "bf_mp.h"
 
@@ -560,8 +561,8 @@ void *notify_worker_main(void *arg)
     s_worker_t w = {.n = n, .index = atomic_fetch_add(&next_index, 1)};
     char err[256];
     snprintf(w.consumer, sizeof w.consumer, "%s:w%d", n->instance, w.index);
-    w.db = bf_db_new(bf_cfg_str(n->cfg, "pg.dsn"), NOTIFY_SERVICE);
-    w.rd = bf_redis_new(bf_cfg_str(n->cfg, "redis.url"), err, sizeof err);
+    w.db = bf_login_db(n->cfg, NOTIFY_SERVICE, NOTIFY_SERVICE);
+    w.rd = bf_login_redis(n->cfg, NOTIFY_SERVICE, err, sizeof err);
     w.curl = curl_easy_init();
     if (!w.db || !w.rd || !w.curl) {
         bf_log(BF_ERROR, "worker %d: cannot start", w.index);
@@ -830,8 +831,8 @@ void *notify_sched_main(void *arg)
 {
     notify_t *n = arg;
     char err[256];
-    bf_db_t *db = bf_db_new(bf_cfg_str(n->cfg, "pg.dsn"), NOTIFY_SERVICE);
-    bf_redis_t *rd = bf_redis_new(bf_cfg_str(n->cfg, "redis.url"), err, sizeof err);
+    bf_db_t *db = bf_login_db(n->cfg, NOTIFY_SERVICE, NOTIFY_SERVICE);
+    bf_redis_t *rd = bf_login_redis(n->cfg, NOTIFY_SERVICE, err, sizeof err);
     if (!db || !rd) {
         bf_log(BF_ERROR, "scheduler: cannot start");
         goto out;

@@ -19,6 +19,7 @@
  * in the same transaction.
  */
 #include "tasks.h"
+#include "bf_login.h"
 #include "bf_db.h"
 #include "bf_log.h"
 #include "bf_mp.h"
@@ -536,7 +537,7 @@ static void *s_thread(void *arg)
     r.method = "scheduler";
     r.actor = SCHED_ACTOR;
     r.arena = bf_arena_new();
-    r.db = bf_db_new(bf_cfg_str(ts->cfg, "pg.dsn"), TASKS_SERVICE);
+    r.db = bf_login_db(ts->cfg, TASKS_SERVICE, TASKS_SERVICE);
     msgpack_sbuffer scratch;
     msgpack_sbuffer_init(&scratch);
     msgpack_packer pk;

@@ -32,7 +32,7 @@ from bftest import Stack, TestFailure, check, eq, free_port, wait_for
 RUN = bftest.uid()
 OPS = int(os.environ.get("CHAOS_OPS", "0")) or (100 if bftest.SANITIZE else 300)
 THREADS = 4
-STREAM = "chaos:events:%s" % RUN
+STREAM = "bangfu:events:chaos:%s" % RUN  # under bangfu:events:, as the ACL allows
 
 
 class Receiver:
@@ -87,7 +87,8 @@ class Redis:
         self.url = "redis://127.0.0.1:%d/0" % self.port
 
     def cli(self, *args):
-        return subprocess.call(["redis-cli", "-p", str(self.port)] + list(args),
+        return subprocess.call(["redis-cli", "-p", str(self.port)] + bftest.redis_cli_auth() +
+                               list(args), env=bftest.redis_cli_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def start(self):
@@ -95,7 +96,7 @@ class Redis:
                                "--dir", self.dir, "--daemonize", "yes", "--save", "",
                                "--appendonly", "yes", "--appendfsync", "everysec",
                                "--pidfile", self.dir + "/r.pid", "--logfile",
-                               self.dir + "/r.log"])
+                               self.dir + "/r.log"] + bftest.redis_server_args())
         wait_for(lambda: self.cli("ping") == 0, msg="chaos redis up")
 
     def stop(self, keep=True):
@@ -108,8 +109,7 @@ class Redis:
                     shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
 
     def client(self):
-        import redis as redislib
-        return redislib.Redis(port=self.port)
+        return bftest.redis_admin(self.port)
 
 
 def pg_restart():

@@ -10,12 +10,13 @@ import subprocess
 import threading
 import time
 
+import bftest
 import msgpack
 
 from bftest import (Stack, Subscriber, check, eq, free_port, pg, redis_client, stream_events,
                     stream_last_id, uid, wait_for, TMP, RpcError)
 
-STREAM_OWN = "t:events:%s" % uid()
+STREAM_OWN = "bangfu:events:own:%s" % uid()  # under bangfu:events:, as the ACL allows
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
 
@@ -163,16 +164,19 @@ def test_relay_survives_redis_outage():
         subprocess.check_call(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
                                "--dir", rdir, "--daemonize", "yes", "--save", "",
                                "--appendonly", "no", "--pidfile", rdir + "/r.pid",
-                               "--logfile", rdir + "/r.log"])
-        wait_for(lambda: subprocess.call(["redis-cli", "-p", str(port), "ping"],
+                               "--logfile", rdir + "/r.log"] + bftest.redis_server_args())
+        wait_for(lambda: subprocess.call(cli + ["ping"], env=cli_env,
                                          stdout=subprocess.DEVNULL) == 0)
 
     def stop_redis():
-        subprocess.call(["redis-cli", "-p", str(port), "shutdown", "nosave"],
+        subprocess.call(cli + ["shutdown", "nosave"], env=cli_env,
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: subprocess.call(["redis-cli", "-p", str(port), "ping"],
+        wait_for(lambda: subprocess.call(cli + ["ping"], env=cli_env,
                                          stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL) != 0)
+
+    cli = ["redis-cli", "-p", str(port)] + bftest.redis_cli_auth()
+    cli_env = bftest.redis_cli_env()
 
     import redis as redislib
     start_redis()
@@ -198,7 +202,8 @@ def test_relay_survives_redis_outage():
             eq(h["redis"], "down")
             start_redis()
             wait_for(lambda: _pending(conn) == 0, timeout=30, msg="relay caught up after Redis returned")
-            rr = redislib.Redis(port=port)
+            rr = redislib.Redis(port=port, username="bangfu_admin",
+                                password=bftest.redis_password("admin"))
             streamed = {e["id"] for _, e in stream_events(rr, stream=STREAM_OWN)}
             eq([i for i in ids if i not in streamed], [], "every event written during the outage")
     finally:
@@ -217,18 +222,19 @@ def test_events_redis_lost_are_sent_again_from_the_outbox():
         subprocess.check_call(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
                                "--dir", rdir, "--daemonize", "yes", "--save", "",
                                "--appendonly", "no", "--pidfile", rdir + "/r.pid",
-                               "--logfile", rdir + "/r.log"])
-        wait_for(lambda: subprocess.call(["redis-cli", "-p", str(port), "ping"],
+                               "--logfile", rdir + "/r.log"] + bftest.redis_server_args())
+        wait_for(lambda: subprocess.call(cli + ["ping"], env=cli_env,
                                          stdout=subprocess.DEVNULL) == 0)
 
     def stop_redis():
-        subprocess.call(["redis-cli", "-p", str(port), "shutdown", "nosave"],
+        subprocess.call(cli + ["shutdown", "nosave"], env=cli_env,
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: subprocess.call(["redis-cli", "-p", str(port), "ping"],
+        wait_for(lambda: subprocess.call(cli + ["ping"], env=cli_env,
                                          stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL) != 0)
 
-    import redis as redislib
+    cli = ["redis-cli", "-p", str(port)] + bftest.redis_cli_auth()
+    cli_env = bftest.redis_cli_env()
     start_redis()
     url = "redis://127.0.0.1:%d/0" % port
     conn = pg()
@@ -246,12 +252,12 @@ def test_events_redis_lost_are_sent_again_from_the_outbox():
                                       "level": "township"})
             ids = _outbox_ids(conn, seq0)
             eq(len(ids), 20)
-            rr = redislib.Redis(port=port)
+            rr = bftest.redis_admin(port)
             wait_for(lambda: set(ids) <= {e["id"] for _, e in stream_events(rr, stream=STREAM_OWN)},
                      timeout=20, msg="relayed before the loss")
             stop_redis()
             start_redis()  # empty: everything it had is gone
-            rr = redislib.Redis(port=port)
+            rr = bftest.redis_admin(port)
             eq(stream_events(rr, stream=STREAM_OWN), [], "the new Redis starts empty")
             # one more write right away: it must not hide the loss
             c.call("region.put", {"code": "%s%03d000" % (base, 20), "name": "新",
@@ -274,7 +280,8 @@ def test_stream_is_trimmed_by_consumer_lag_never_past_unread():
     # two groups: "fast" reads and acknowledges 10 and holds 10 more pending;
     # "slow" is created after the first 5 were read by nobody else; the relay
     # trims what every group has read and acknowledged, and nothing else
-    stream = "t:trim:%s" % uid()
+    # under bangfu:events:, where the relays' Redis users may write (docs/security.md)
+    stream = "bangfu:events:trim:%s" % uid()
     r = redis_client()
     r.xgroup_create(stream, "fast", id="0", mkstream=True)
     env = {"BANGFU_RELAY_STREAM": stream, "BANGFU_RELAY_STREAM_KEEP_S": "0",

@@ -18,6 +18,7 @@ import uuid
 import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import bftest
 import msgpack
 
 from bftest import (BUILD, TMP, Stack, Subscriber, TestFailure, check, eq, expect_error,
@@ -852,6 +853,9 @@ def test_example_subscribers_in_c_and_python_receive_events():
                         capture_output=True)
     eq(cc.returncode, 0, cc.stderr.decode())
     env = dict(S.env)
+    # the catch-up reads the stream as the read-only Redis user (docs/security.md)
+    env["BANGFU_REDIS_URL"] = bftest.REDIS_URL.replace(
+        "redis://", "redis://bangfu_cli:%s@" % bftest.redis_password("cli"), 1)
     u = uid()
     since = stream_last_id(R, STREAM)
     procs = []

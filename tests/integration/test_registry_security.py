@@ -439,7 +439,10 @@ def test_gets_are_one_statement_each_and_unchanged():
     eq(expected["household.get"]["responsible_cadre_ids"], [cid])
     eq(expected["team.get"]["member_ids"], [cid])
 
-    st = Stack([], extra_env={"BANGFU_PG_DSN": dsn, "BANGFU_RPC_WORKERS": "1"})
+    # log_statement may only be set by a superuser: this one registry logs in
+    # as the DSN's user (the test superuser), not as bangfu_registry
+    st = Stack([], extra_env={"BANGFU_PG_DSN": dsn, "BANGFU_PG_USER": "",
+                              "BANGFU_RPC_WORKERS": "1"})
     st.__enter__()
     try:
         st.start("registry")

@@ -71,9 +71,50 @@ def pg():
     return conn
 
 
+# Redis runs with ACL users (docs/security.md): tests use bangfu_admin, whose
+# URL tests/run.sh exports; services use their own users.
+REDIS_ADMIN_URL = os.environ.get("BANGFU_TEST_REDIS_ADMIN_URL", REDIS_URL)
+SECRETS_DIR = os.environ.get("BANGFU_TEST_SECRETS_DIR", "")
+REDIS_ACL = os.environ.get("BANGFU_TEST_REDIS_ACL", "")
+
+
 def redis_client():
+    """A redis-py client logged in as bangfu_admin."""
     import redis
-    return redis.Redis.from_url(REDIS_URL)
+    return redis.Redis.from_url(REDIS_ADMIN_URL)
+
+
+def redis_password(user):
+    """The password of Redis ACL user bangfu_<user> (admin, registry, ...)."""
+    with open(os.path.join(SECRETS_DIR, "redis-%s.password" % user)) as f:
+        return f.readline().strip()
+
+
+def redis_server_args():
+    """redis-server options for a private Redis with the same ACL users (and
+    maxmemory policy) as the one tests/run.sh started."""
+    args = ["--maxmemory", "256mb", "--maxmemory-policy", "noeviction"]
+    return args + (["--aclfile", REDIS_ACL] if REDIS_ACL else [])
+
+
+def redis_cli_env():
+    """Environment for redis-cli --user bangfu_admin (REDISCLI_AUTH)."""
+    e = dict(os.environ)
+    if SECRETS_DIR:
+        e["REDISCLI_AUTH"] = redis_password("admin")
+    return e
+
+
+def redis_cli_auth():
+    return ["--user", "bangfu_admin"] if SECRETS_DIR else []
+
+
+def redis_admin(port):
+    """A redis-py client of the private Redis on port, as bangfu_admin."""
+    import redis
+    if not SECRETS_DIR:
+        return redis.Redis(port=port)
+    return redis.Redis(port=port, username="bangfu_admin", password=redis_password("admin"))
 
 
 def uid():

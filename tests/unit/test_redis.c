@@ -123,8 +123,9 @@ static void test_url_bad(void)
         {"redis://h:abc", "port"},
         {"redis://h:12ab", "port"},
         {"redis://h:99999999999999999999999", "port"},
-        {"redis://user:secret@h:6379/0", "credentials"},
-        {"redis://:secret@h", "credentials"},
+        {"redis://user@h:6379/0", "password"},      /* a user needs a password */
+        {"redis://user:@h:6379/0", "password"},
+        {"redis://user:secret@:6379/0", "host"},
         {"redis://h:6379/x", "database"},
         {"redis://h:6379/-1", "database"},
         {"redis://h:6379/1x", "database"},
@@ -145,9 +146,57 @@ static void test_url_bad(void)
     }
     /* the credentials never appear in the message */
     char err[256] = "";
-    bf_redis_t *r = bf_redis_new("redis://user:hunter2@h:6379", err, sizeof err);
+    bf_redis_t *r = bf_redis_new("redis://user:hunter2@h:0", err, sizeof err);
     ASSERT(r == NULL);
     ASSERT(strstr(err, "hunter2") == NULL);
+}
+
+/* redis://[[user]:password@]host...: the user AUTH is sent as */
+static void test_url_credentials(void)
+{
+    char err[256] = "";
+    bf_redis_t *r = bf_redis_new("redis://bangfu_x:p%40ss:w@rd@h:6380/2", err, sizeof err);
+    ASSERT(r != NULL);
+    if (r) {
+        ASSERT_STR_EQ(bf_redis_host(r), "h");
+        ASSERT_EQ(bf_redis_port(r), 6380);
+        ASSERT_STR_EQ(bf_redis_user(r), "bangfu_x");
+        ASSERT(bf_redis_set_auth(r, "other", "pw") == 0);
+        ASSERT_STR_EQ(bf_redis_user(r), "other");
+        ASSERT(bf_redis_set_auth(r, NULL, NULL) == 0);
+        ASSERT(bf_redis_user(r) == NULL);
+        bf_redis_destroy(&r);
+    }
+    r = bf_redis_new("redis://:only@h", err, sizeof err);
+    ASSERT(r != NULL);
+    if (r) {
+        ASSERT_STR_EQ(bf_redis_user(r), "default");
+        bf_redis_destroy(&r);
+    }
+    r = bf_redis_new("redis://h:1", err, sizeof err);
+    ASSERT(r != NULL && bf_redis_user(r) == NULL);
+    bf_redis_destroy(&r);
+}
+
+/* against the test server (ACL users, tests/run.sh): a wrong password is
+ * refused at connect, named by user, and the password is not in the message */
+static void test_auth_refused(void)
+{
+    const char *url = getenv("BANGFU_REDIS_URL");
+    if (!url) return;
+    char err[256] = "";
+    bf_redis_t *r = bf_redis_new(url, err, sizeof err);
+    ASSERT(r != NULL);
+    if (!r) return;
+    bool acl = bf_redis_user(r) != NULL; /* run.sh gives the admin's URL */
+    ASSERT(bf_redis_set_auth(r, "bangfu_admin", "not-the-password-x7") == 0);
+    if (acl) {
+        ASSERT(bf_redis_ensure(r) != 0);
+        ASSERT(strstr(bf_redis_errmsg(r), "bangfu_admin") != NULL);
+        ASSERT(strstr(bf_redis_errmsg(r), "not-the-password-x7") == NULL);
+        ASSERT(!bf_redis_ping(r));
+    }
+    bf_redis_destroy(&r);
 }
 
 /* ------------------------------------------------------------- server tests */
@@ -458,6 +507,7 @@ int main(void)
     signal(SIGPIPE, SIG_IGN); /* as bf_service does: a dead peer is an error, not death */
     RUN(url_good);
     RUN(url_bad);
+    RUN(url_credentials);
     s_url = getenv("BANGFU_REDIS_URL");
     if (s_url && !*s_url) s_url = NULL;
     RUN(environment);
@@ -465,6 +515,7 @@ int main(void)
     if (!s_url) return TEST_REPORT();
     snprintf(s_prefix, sizeof s_prefix, "t_redis:%d:", (int)getpid());
     RUN(ping_and_commands);
+    RUN(auth_refused);
     RUN(pipelining);
     RUN(binary_safe);
     RUN(database_from_url);

@@ -1446,7 +1446,13 @@ static void test_sys_health(void)
         ASSERT(bf_mp_str_eq(bf_mp_get(res, "redis"), "ok"));
         int64_t up = -1;
         ASSERT(bf_mp_int(bf_mp_get(res, "uptime_s"), &up) && up >= 0 && up < 3600);
-        ASSERT_EQ(res->via.map.size, 6);
+        ASSERT_EQ(res->via.map.size, 7);
+        /* tests/run.sh's Redis has a maxmemory: used, max, pct, alert */
+        const msgpack_object *mem = bf_mp_get(res, "redis_memory");
+        int64_t used = -1, max = -1;
+        ASSERT(mem && mem->type == MSGPACK_OBJECT_MAP);
+        ASSERT(bf_mp_int(bf_mp_get(mem, "used"), &used) && used > 0);
+        ASSERT(bf_mp_int(bf_mp_get(mem, "max"), &max) && max > 0);
     }
     bf_reply_destroy(&rep);
 }
