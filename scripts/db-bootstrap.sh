@@ -21,7 +21,7 @@
 # BANGFU_DB_SERVICES overrides the list of services.
 set -eu
 secrets=${1:-}
-services=${BANGFU_DB_SERVICES:-registry funds tasks notify}
+services=${BANGFU_DB_SERVICES:-registry funds tasks notify gateway}
 PSQL=${PSQL:-psql}
 
 for svc in $services; do

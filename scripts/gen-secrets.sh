@@ -2,7 +2,7 @@
 # gen-secrets.sh DIR: makes the database and Redis passwords of a bangfu
 # deployment in DIR (0700), one file per login, keeping any that exist:
 #   pg-<service>.password     PostgreSQL role bangfu_<service>
-#   redis-<user>.password     Redis ACL user bangfu_<user> (admin, the four
+#   redis-<user>.password     Redis ACL user bangfu_<user> (admin, the five
 #                             services, cli)
 # For docker-compose (DIR = docker/secrets by default, BANGFU_SECRETS_DIR):
 # run as root, it gives the files a service container reads to uid 10001 (the

@@ -58,8 +58,8 @@ bf_pg_stop() {
 # secrets directory (0700), next to the CURVE keys: one file per login,
 # pg-<service>.password and redis-<user>.password, made once and kept.
 
-BF_PRIV_SERVICES="registry funds tasks notify"
-BF_REDIS_USERS="admin registry funds tasks notify cli"
+BF_PRIV_SERVICES="registry funds tasks notify gateway"
+BF_REDIS_USERS="admin registry funds tasks notify gateway cli"
 
 # bf_secrets_init DIR: creates the password files that are missing.
 bf_secrets_init() {

@@ -34,7 +34,7 @@ hash() { # user -> "#<sha256 of its password>"
 base="+ping +select +info +hello"
 echo "user default off resetpass resetkeys resetchannels -@all"
 echo "user bangfu_admin on $(hash admin) ~* &* +@all"
-for s in registry funds tasks; do
+for s in registry funds tasks gateway; do  # relays (the gateway has one too)
     echo "user bangfu_$s on $(hash "$s") resetchannels -@all $base $ev" \
         "+xadd +xtrim +xrange +xpending +xinfo|stream +xinfo|groups"
 done
