@@ -610,7 +610,10 @@ void *notify_worker_main(void *arg)
         backoff = 100;
         if (rep->type == REDIS_REPLY_ERROR) {
             bf_log(BF_WARN, "worker: XREADGROUP: %s", rep->str);
-            if (strstr(rep->str, "NOGROUP")) notify_queue_init(n, w.rd);
+            /* Redis lost its data: re-create every group from the start of
+             * what each stream holds now (the events group too: "$" here would
+             * skip the events the relays are sending again) */
+            if (strstr(rep->str, "NOGROUP")) notify_queue_init_from(n, w.rd, "0");
             freeReplyObject(rep);
             s_sleep_ms(500);
             continue;

@@ -399,6 +399,9 @@ def verify(s, load, redis, recv):
         cur.execute("SELECT count(*) FROM notify.event WHERE id = ANY(%s)", (list(missing),))
         print("# of which notify ingested: %d" % cur.fetchone()[0])
         conn.close()
+        log = s.procs["notify"].output()
+        warns = [l for l in log.splitlines() if '"level":"warn"' in l or '"level":"error"' in l]
+        print("# notify's last warnings:\n#   " + "\n#   ".join(warns[-15:]))
     v = s.client("funds").call("ledger.verify")
     check(v["ok"], "ledger.verify after chaos: %r" % v)
     return lost, dup
