@@ -359,7 +359,8 @@ say "docker-compose restart postgres redis"
 started_before=$($DOCKER inspect -f '{{.State.StartedAt}}' "$("${COMPOSE[@]}" ps -q postgres)" "$("${COMPOSE[@]}" ps -q redis)")
 if "${COMPOSE[@]}" restart postgres redis >"$TMP/restart.log" 2>&1 && wait_healthy postgres redis; then
     started_after=$($DOCKER inspect -f '{{.State.StartedAt}}' "$("${COMPOSE[@]}" ps -q postgres)" "$("${COMPOSE[@]}" ps -q redis)")
-    aof=$("${COMPOSE[@]}" exec -T redis sh -c 'redis-cli -p "$REDIS_PORT" config get appendonly | tail -1' 2>&1)
+    # Redis answers nobody without a password: ask as bangfu_admin, as the health check does
+    aof=$("${COMPOSE[@]}" exec -T redis sh -c 'REDISCLI_AUTH=$(head -n 1 "${BANGFU_SECRETS:-/run/bangfu/secrets}/redis-admin.password") redis-cli -p "$REDIS_PORT" --user bangfu_admin config get appendonly | tail -1' 2>&1)
     if [ "$started_before" = "$started_after" ]; then
         fail "postgres and redis were not restarted"
     elif [ "$aof" != yes ]; then
