@@ -43,10 +43,12 @@ EXPECTED = {
         "household.create": OP, "household.get": READERS, "household.update": OP,
         "household.list": READERS, "household.import": OP, "household.add_member": OP,
         "household.remove_member": OP, "household.reveal": AUD,
-        "unit.create": OP, "unit.get": STAFF, "unit.list": STAFF, "unit.set_contact": OP,
-        "cadre.create": OP, "cadre.get": STAFF, "cadre.list": STAFF,
-        "team.create": OP, "team.get": STAFF, "team.list": STAFF,
-        "pairing.create": OP, "pairing.end": OP, "pairing.get": STAFF, "pairing.list": STAFF,
+        # a cadre reads its own record, unit, teams and pairings (the registry scopes it)
+        "unit.create": OP, "unit.get": READERS, "unit.list": STAFF, "unit.set_contact": OP,
+        "cadre.create": OP, "cadre.get": READERS, "cadre.list": READERS,
+        "team.create": OP, "team.get": READERS, "team.list": READERS,
+        "pairing.create": OP, "pairing.end": OP, "pairing.get": READERS,
+        "pairing.list": READERS,
         "coverage.report": STAFF,
     },
     "funds": {
