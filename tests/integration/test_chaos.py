@@ -115,8 +115,11 @@ class Redis:
 def pg_restart():
     bindir = next(d for d in sorted(os.listdir("/usr/lib/postgresql"), reverse=True))
     pg_ctl = "/usr/lib/postgresql/%s/bin/pg_ctl" % bindir
-    cmd = [pg_ctl, "-D", os.path.join(os.environ["BANGFU_TEST_PG_DIR"], "data"), "-m", "fast",
-           "-w", "-t", "60", "restart"]
+    pg_dir = os.environ["BANGFU_TEST_PG_DIR"]
+    # -l: the server keeps logging to the file other tests read (without it a
+    # restarted server logs to pg_ctl's output, which goes nowhere)
+    cmd = [pg_ctl, "-D", os.path.join(pg_dir, "data"), "-l", os.path.join(pg_dir, "postgres.log"),
+           "-m", "fast", "-w", "-t", "60", "restart"]
     if os.getuid() == 0:
         cmd = ["runuser", "-u", "postgres", "--"] + cmd
     subprocess.check_call(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
