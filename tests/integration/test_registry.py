@@ -740,7 +740,7 @@ def test_cap_holds_under_concurrent_requests():
     barrier = threading.Barrier(len(hids))
 
     def attempt(i):
-        own = Client(S.endpoint("registry"))
+        own = Client(S.endpoint("registry"), timeout_ms=120000)  # sanitizers on a busy machine
         try:
             barrier.wait()
             reply = own.request("pairing.create", {"kind": "cadre_household", "helper_id": cid,
@@ -987,7 +987,7 @@ def test_concurrent_imports_of_the_same_people_land_each_once():
     barrier = threading.Barrier(len(batches))
 
     def run(i):
-        own = Client(S.endpoint("registry"))
+        own = Client(S.endpoint("registry"), timeout_ms=120000)  # sanitizers on a busy machine
         try:
             barrier.wait()
             results[i] = own.call("household.import", {"rows": batches[i]})
