@@ -65,6 +65,10 @@ XSUB_PORT=$(bf_free_port); PUB_PORT=$(bf_free_port)
 REG_PORT=$(bf_free_port); FUNDS_PORT=$(bf_free_port)
 echo "bench: starting PostgreSQL (durable) and Redis (appendonly) in $T"
 bf_pg_start "$T/pg" "$PG_PORT" durable || exit 1
+# the services log in as their own roles, as deployed (docs/security.md); the
+# raw baselines run as the superuser. Redis runs without ACL users here: the
+# services and the raw XADD both use the default user.
+bf_pg_bootstrap "$PG_PORT" || exit 1
 bf_redis_start "$T/redis" "$REDIS_PORT" yes || exit 1
 
 # CURVE keys as `make run` makes them: the deployment set; the bench acts as admin
