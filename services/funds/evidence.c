@@ -46,28 +46,10 @@ static const char *const s_cols[FUNDS_EV_FIELDS] = {
     "floor_fen", "payer_id",   "seq",        "amount_fen",   "recipient",    "requested_by",
     "approved_by", "note",     "actor",      "created_at"};
 
-static void s_net(EVP_MD_CTX *ctx, const char *s)
-{
-    if (!s) {
-        EVP_DigestUpdate(ctx, "~,", 2);
-        return;
-    }
-    char len[24];
-    int k = snprintf(len, sizeof len, "%zu:", strlen(s));
-    EVP_DigestUpdate(ctx, len, (size_t)k);
-    EVP_DigestUpdate(ctx, s, strlen(s));
-    EVP_DigestUpdate(ctx, ",", 1);
-}
-
 static void s_hash(EVP_MD_CTX *ctx, const unsigned char prev[FUNDS_HASH_LEN],
                    const char *const f[FUNDS_EV_FIELDS], unsigned char out[FUNDS_HASH_LEN])
 {
-    unsigned int len = 0;
-    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
-    EVP_DigestUpdate(ctx, prev, FUNDS_HASH_LEN);
-    s_net(ctx, s_tag);
-    for (int i = 0; i < FUNDS_EV_FIELDS; i++) s_net(ctx, f[i]);
-    EVP_DigestFinal_ex(ctx, out, &len);
+    funds_chain_hash(ctx, s_tag, prev, f, FUNDS_EV_FIELDS, out);
 }
 
 void funds_head_hash(int64_t ledger_id, const char *ledger_hash, int64_t ev_id,
@@ -84,11 +66,11 @@ void funds_head_hash(int64_t ledger_id, const char *ledger_hash, int64_t ev_id,
         return;
     }
     EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
-    s_net(ctx, "bangfu.funds.head.v1");
-    s_net(ctx, a);
-    s_net(ctx, ledger_hash);
-    s_net(ctx, b);
-    s_net(ctx, ev_hash);
+    funds_chain_field(ctx, "bangfu.funds.head.v1");
+    funds_chain_field(ctx, a);
+    funds_chain_field(ctx, ledger_hash);
+    funds_chain_field(ctx, b);
+    funds_chain_field(ctx, ev_hash);
     EVP_DigestFinal_ex(ctx, h, &len);
     EVP_MD_CTX_free(ctx);
     funds_hex(h, FUNDS_HASH_LEN, out);

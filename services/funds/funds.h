@@ -39,6 +39,7 @@
 
 #include <libpq-fe.h>
 #include <msgpack.h>
+#include <openssl/evp.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -133,11 +134,6 @@ int funds_idem_begin_resumable(bf_req_t *r, funds_idem_t *idem);
  * Returns 0 or -1. */
 int funds_idem_commit(bf_req_t *r, funds_idem_t *idem);
 
-/* SHA-256 of the canonical msgpack form of o (maps sorted by key; at top
- * level the key `skip`, if not NULL, left out), prefixed by the strings in
- * pre (NULL-terminated). */
-void funds_canonical_hash(const msgpack_object *o, const char *skip, const char *const *pre,
-                          unsigned char out[FUNDS_HASH_LEN]);
 
 /* ---- ledger.c ----------------------------------------------------------- */
 
@@ -175,6 +171,13 @@ int funds_ledger_append(bf_req_t *r, funds_head_t *head, funds_xfer_t *x, size_t
 void funds_entry_hash(const unsigned char prev[FUNDS_HASH_LEN],
                       const char *const fields[FUNDS_HASH_FIELDS],
                       unsigned char out[FUNDS_HASH_LEN]);
+
+/* The chained hash both hash chains (ledger, evidence) use: SHA-256 over the
+ * previous hash, the chain's tag and the n fields, each written as
+ * "<length>:<text>," (NULL as "~,"), so no two field lists hash alike. */
+void funds_chain_field(EVP_MD_CTX *ctx, const char *s);
+void funds_chain_hash(EVP_MD_CTX *ctx, const char *tag, const unsigned char prev[FUNDS_HASH_LEN],
+                      const char *const *fields, int n, unsigned char out[FUNDS_HASH_LEN]);
 
 /* Creates an account; returns its id or 0 (request failed). */
 int64_t funds_account_create(bf_req_t *r, const char *kind, const char *ref, const char *name);

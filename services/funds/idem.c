@@ -9,86 +9,22 @@
  *
  * The params hash covers the method, the actor and the params in a canonical
  * msgpack form (map keys sorted bytewise at every level, request_key left
- * out), so the order a client happens to write keys in does not matter.
+ * out), so the order a client happens to write keys in does not matter: the
+ * same hash as every other service's request keys (libcommon bf_idem_hash).
+ * Funds keeps its own key table because its long operations commit in
+ * chunks and resume by key (funds_idem_begin_resumable).
  */
 #include "funds.h"
 #include "bf_db.h"
+#include "bf_idem.h"
 #include "bf_mp.h"
 
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    const msgpack_object_kv *kv;
-} s_kv_ref_t;
+_Static_assert(FUNDS_HASH_LEN == BF_IDEM_HASH_LEN, "one hash length for request keys");
 
-static int s_key_cmp(const void *a, const void *b)
-{
-    const msgpack_object *ka = &((const s_kv_ref_t *)a)->kv->key;
-    const msgpack_object *kb = &((const s_kv_ref_t *)b)->kv->key;
-    /* params keys are strings (the dispatcher checked); order others by type */
-    if (ka->type != MSGPACK_OBJECT_STR || kb->type != MSGPACK_OBJECT_STR)
-        return (int)ka->type - (int)kb->type;
-    size_t na = ka->via.str.size, nb = kb->via.str.size;
-    int c = memcmp(ka->via.str.ptr, kb->via.str.ptr, na < nb ? na : nb);
-    if (c) return c;
-    return na < nb ? -1 : na > nb;
-}
-
-static void s_pack_canonical(msgpack_packer *pk, const msgpack_object *o, const char *skip)
-{
-    if (o->type == MSGPACK_OBJECT_ARRAY) {
-        msgpack_pack_array(pk, o->via.array.size);
-        for (uint32_t i = 0; i < o->via.array.size; i++)
-            s_pack_canonical(pk, &o->via.array.ptr[i], NULL);
-        return;
-    }
-    if (o->type != MSGPACK_OBJECT_MAP) {
-        if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-            msgpack_pack_int64(pk, o->via.i64);
-        else if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-            msgpack_pack_uint64(pk, o->via.u64);
-        else
-            msgpack_pack_object(pk, *o);
-        return;
-    }
-    uint32_t n = o->via.map.size;
-    s_kv_ref_t small[16];
-    s_kv_ref_t *refs = n <= 16 ? small : malloc(n * sizeof *refs);
-    if (!refs) {
-        msgpack_pack_object(pk, *o); /* out of memory: still deterministic per input */
-        return;
-    }
-    uint32_t m = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        const msgpack_object_kv *kv = &o->via.map.ptr[i];
-        if (skip && bf_mp_str_eq(&kv->key, skip)) continue;
-        if (kv->val.type == MSGPACK_OBJECT_NIL) continue; /* nil = absent */
-        refs[m++].kv = kv;
-    }
-    qsort(refs, m, sizeof *refs, s_key_cmp);
-    msgpack_pack_map(pk, m);
-    for (uint32_t i = 0; i < m; i++) {
-        s_pack_canonical(pk, &refs[i].kv->key, NULL);
-        s_pack_canonical(pk, &refs[i].kv->val, NULL);
-    }
-    if (refs != small) free(refs);
-}
-
-void funds_canonical_hash(const msgpack_object *o, const char *skip, const char *const *pre,
-                          unsigned char out[FUNDS_HASH_LEN])
-{
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    for (const char *const *p = pre; p && *p; p++) bf_mp_str(&pk, *p);
-    s_pack_canonical(&pk, o, skip);
-    unsigned int len = 0;
-    EVP_Digest(sb.data, sb.size, out, &len, EVP_sha256(), NULL);
-    msgpack_sbuffer_destroy(&sb);
-}
 
 int funds_idem_begin(bf_req_t *r, funds_idem_t *idem)
 {
@@ -105,7 +41,7 @@ int funds_idem_begin_resumable(bf_req_t *r, funds_idem_t *idem)
     if (!*idem->key)
         return bf_req_fail(r, BF_E_INVALID, "request_key", "request_key must not be empty");
     const char *pre[] = {r->method, r->actor ? r->actor : "", NULL};
-    funds_canonical_hash(r->params, "request_key", pre, idem->params_hash);
+    bf_idem_hash(r->params, "request_key", pre, idem->params_hash);
 
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
     const char *p[] = {idem->key, r->method, (const char *)idem->params_hash, r->actor};

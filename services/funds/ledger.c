@@ -38,7 +38,7 @@ static const char s_tag[] = "bangfu.funds.transfer.v1";
 
 /* ------------------------------------------------------------ hashing */
 
-static void s_net(EVP_MD_CTX *ctx, const char *s)
+void funds_chain_field(EVP_MD_CTX *ctx, const char *s)
 {
     if (!s) {
         EVP_DigestUpdate(ctx, "~,", 2);
@@ -51,15 +51,21 @@ static void s_net(EVP_MD_CTX *ctx, const char *s)
     EVP_DigestUpdate(ctx, ",", 1);
 }
 
-static void s_hash(EVP_MD_CTX *ctx, const unsigned char prev[FUNDS_HASH_LEN],
-                   const char *const f[FUNDS_HASH_FIELDS], unsigned char out[FUNDS_HASH_LEN])
+void funds_chain_hash(EVP_MD_CTX *ctx, const char *tag, const unsigned char prev[FUNDS_HASH_LEN],
+                      const char *const *f, int n, unsigned char out[FUNDS_HASH_LEN])
 {
     unsigned int len = 0;
     EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
     EVP_DigestUpdate(ctx, prev, FUNDS_HASH_LEN);
-    s_net(ctx, s_tag);
-    for (int i = 0; i < FUNDS_HASH_FIELDS; i++) s_net(ctx, f[i]);
+    funds_chain_field(ctx, tag);
+    for (int i = 0; i < n; i++) funds_chain_field(ctx, f[i]);
     EVP_DigestFinal_ex(ctx, out, &len);
+}
+
+static void s_hash(EVP_MD_CTX *ctx, const unsigned char prev[FUNDS_HASH_LEN],
+                   const char *const f[FUNDS_HASH_FIELDS], unsigned char out[FUNDS_HASH_LEN])
+{
+    funds_chain_hash(ctx, s_tag, prev, f, FUNDS_HASH_FIELDS, out);
 }
 
 void funds_entry_hash(const unsigned char prev[FUNDS_HASH_LEN],

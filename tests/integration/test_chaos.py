@@ -19,15 +19,13 @@ under the sanitizers; `make chaos` uses 10,000): the load goes on until both
 that many are acknowledged and every fault has been injected."""
 import json
 import os
-import random
-import shutil
 import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import bftest
-from bftest import Stack, TestFailure, check, eq, free_port, wait_for
+from bftest import Stack, TestFailure, check, eq, wait_for
 
 RUN = bftest.uid()
 OPS = int(os.environ.get("CHAOS_OPS", "0")) or (100 if bftest.SANITIZE else 300)
@@ -75,41 +73,6 @@ class Receiver:
     def seen(self):
         with self.lock:
             return dict(self.ids)
-
-
-class Redis:
-    """A private Redis with AOF on, which the test may restart or wipe."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.dir = os.path.join(bftest.TMP, "chaos-redis-%s" % RUN)
-        os.makedirs(self.dir)
-        self.url = "redis://127.0.0.1:%d/0" % self.port
-
-    def cli(self, *args):
-        return subprocess.call(["redis-cli", "-p", str(self.port)] + bftest.redis_cli_auth() +
-                               list(args), env=bftest.redis_cli_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def start(self):
-        subprocess.check_call(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                               "--dir", self.dir, "--daemonize", "yes", "--save", "",
-                               "--appendonly", "yes", "--appendfsync", "everysec",
-                               "--pidfile", self.dir + "/r.pid", "--logfile",
-                               self.dir + "/r.log"] + bftest.redis_server_args())
-        wait_for(lambda: self.cli("ping") == 0, msg="chaos redis up")
-
-    def stop(self, keep=True):
-        self.cli("shutdown") if keep else self.cli("shutdown", "nosave")
-        wait_for(lambda: self.cli("ping") != 0, msg="chaos redis down")
-        if not keep:
-            for name in os.listdir(self.dir):
-                if name.startswith("appendonly") or name.endswith(".rdb"):
-                    p = os.path.join(self.dir, name)
-                    shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
-
-    def client(self):
-        return bftest.redis_admin(self.port)
 
 
 def pg_restart():
@@ -209,24 +172,7 @@ class Load:
 
 def setup_fixtures(stack):
     reg = stack.client("registry")
-    while True:
-        county = "%02d%02d%02d" % (random.choice([13, 14, 41, 42, 43]), random.randint(1, 99),
-                                   random.randint(1, 99))
-        try:
-            reg.call("region.get", {"code": county + "000000"})
-        except bftest.RpcError as e:
-            if e.code == "not_found":
-                break
-            raise
-    prov, city = county[:2], county[:4]
-    reg.call("region.put", {"code": prov + "0" * 10, "name": "省", "level": "province"})
-    reg.call("region.put", {"code": city + "0" * 8, "name": "市", "level": "city",
-                            "parent_code": prov + "0" * 10})
-    reg.call("region.put", {"code": county + "000000", "name": "县", "level": "county",
-                            "parent_code": city + "0" * 8})
-    town = county + "001000"
-    reg.call("region.put", {"code": town, "name": "镇", "level": "township",
-                            "parent_code": county + "000000"})
+    town = bftest.fresh_town(reg)
     unit = reg.call("unit.create", {"name": "混沌单位" + RUN, "kind": "department"})["id"]
     funds = stack.client("funds")
     src = funds.call("source.create", {"name": "chaos-" + RUN, "kind": "central",
@@ -241,7 +187,7 @@ def setup_fixtures(stack):
 
 
 def test_nothing_lost_nothing_doubled_under_faults():
-    redis = Redis()
+    redis = bftest.PrivateRedis("chaos", aof=True)
     redis.start()
     recv = Receiver()
     # a stream of its own (the shared database's outboxes also hold what other

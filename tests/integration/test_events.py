@@ -156,31 +156,10 @@ def test_relay_killed_mid_stream_resumes_without_gaps():
 
 
 def test_relay_survives_redis_outage():
-    port = free_port()
-    rdir = os.path.join(TMP, "redis-outage-%s" % uid())
-    os.makedirs(rdir)
-
-    def start_redis():
-        subprocess.check_call(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                               "--dir", rdir, "--daemonize", "yes", "--save", "",
-                               "--appendonly", "no", "--pidfile", rdir + "/r.pid",
-                               "--logfile", rdir + "/r.log"] + bftest.redis_server_args())
-        wait_for(lambda: subprocess.call(cli + ["ping"], env=cli_env,
-                                         stdout=subprocess.DEVNULL) == 0)
-
-    def stop_redis():
-        subprocess.call(cli + ["shutdown", "nosave"], env=cli_env,
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: subprocess.call(cli + ["ping"], env=cli_env,
-                                         stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL) != 0)
-
-    cli = ["redis-cli", "-p", str(port)] + bftest.redis_cli_auth()
-    cli_env = bftest.redis_cli_env()
-
-    import redis as redislib
-    start_redis()
-    url = "redis://127.0.0.1:%d/0" % port
+    rd = bftest.PrivateRedis("outage")
+    rd.start()
+    port, url = rd.port, rd.url
+    start_redis, stop_redis = rd.start, lambda: rd.stop(keep=False)
     conn = pg()
     try:
         # a stream of its own: the shared database's outbox also holds what
@@ -202,8 +181,7 @@ def test_relay_survives_redis_outage():
             eq(h["redis"], "down")
             start_redis()
             wait_for(lambda: _pending(conn) == 0, timeout=30, msg="relay caught up after Redis returned")
-            rr = redislib.Redis(port=port, username="bangfu_admin",
-                                password=bftest.redis_password("admin"))
+            rr = rd.client()
             streamed = {e["id"] for _, e in stream_events(rr, stream=STREAM_OWN)}
             eq([i for i in ids if i not in streamed], [], "every event written during the outage")
     finally:
@@ -214,29 +192,10 @@ def test_events_redis_lost_are_sent_again_from_the_outbox():
     # Redis accepted events, then restarted without its data (no AOF): the
     # relay notices the new connection, finds its newest relayed events
     # missing from the stream and sends them again, before and with new ones
-    port = free_port()
-    rdir = os.path.join(TMP, "redis-loss-%s" % uid())
-    os.makedirs(rdir)
-
-    def start_redis():
-        subprocess.check_call(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                               "--dir", rdir, "--daemonize", "yes", "--save", "",
-                               "--appendonly", "no", "--pidfile", rdir + "/r.pid",
-                               "--logfile", rdir + "/r.log"] + bftest.redis_server_args())
-        wait_for(lambda: subprocess.call(cli + ["ping"], env=cli_env,
-                                         stdout=subprocess.DEVNULL) == 0)
-
-    def stop_redis():
-        subprocess.call(cli + ["shutdown", "nosave"], env=cli_env,
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: subprocess.call(cli + ["ping"], env=cli_env,
-                                         stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL) != 0)
-
-    cli = ["redis-cli", "-p", str(port)] + bftest.redis_cli_auth()
-    cli_env = bftest.redis_cli_env()
-    start_redis()
-    url = "redis://127.0.0.1:%d/0" % port
+    rd = bftest.PrivateRedis("loss")
+    rd.start()
+    port, url = rd.port, rd.url
+    start_redis, stop_redis = rd.start, lambda: rd.stop(keep=False)
     conn = pg()
     try:
         # a stream of its own: the shared database's outbox also holds what

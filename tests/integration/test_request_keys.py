@@ -4,7 +4,6 @@ params replays the first reply and changes nothing more; other params get
 conflict naming request_key; concurrent requests with one key do the write
 once; a failed write is not remembered, so its retry runs afresh; the key, the
 change and the stored reply commit together."""
-import random
 import threading
 
 import bftest
@@ -17,25 +16,7 @@ TOWN = None
 def setup_module():
     global S, TOWN
     S = Stack(["registry", "tasks", "notify"]).__enter__()
-    reg = S.client("registry")
-    while True:
-        county = "%02d%02d%02d" % (random.choice([13, 14, 41, 42, 43]), random.randint(1, 99),
-                                   random.randint(1, 99))
-        try:
-            reg.call("region.get", {"code": county + "000000"})
-        except bftest.RpcError as e:
-            if e.code == "not_found":
-                break
-            raise
-    prov, city = county[:2], county[:4]
-    reg.call("region.put", {"code": prov + "0" * 10, "name": "省", "level": "province"})
-    reg.call("region.put", {"code": city + "0" * 8, "name": "市", "level": "city",
-                            "parent_code": prov + "0" * 10})
-    reg.call("region.put", {"code": county + "000000", "name": "县", "level": "county",
-                            "parent_code": city + "0" * 8})
-    TOWN = county + "001000"
-    reg.call("region.put", {"code": TOWN, "name": "镇", "level": "township",
-                            "parent_code": county + "000000"})
+    TOWN = bftest.fresh_town(S.client("registry"))
 
 
 def teardown_module():

@@ -117,6 +117,70 @@ def redis_admin(port):
     return redis.Redis(port=port, username="bangfu_admin", password=redis_password("admin"))
 
 
+class PrivateRedis:
+    """A Redis of a test's own (same ACL users as the shared one), which the
+    test may stop, restart or wipe: `aof` keeps its data across a restart."""
+
+    def __init__(self, tag, aof=False):
+        self.port = free_port()
+        self.aof = aof
+        self.dir = os.path.join(TMP, "redis-%s-%s" % (tag, uid()))
+        os.makedirs(self.dir)
+        self.url = "redis://127.0.0.1:%d/0" % self.port
+
+    def cli(self, *args):
+        return subprocess.call(["redis-cli", "-p", str(self.port)] + redis_cli_auth() +
+                               list(args), env=redis_cli_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def start(self):
+        subprocess.check_call(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                               "--dir", self.dir, "--daemonize", "yes", "--save", "",
+                               "--appendonly", "yes" if self.aof else "no",
+                               "--appendfsync", "everysec", "--pidfile", self.dir + "/r.pid",
+                               "--logfile", self.dir + "/r.log"] + redis_server_args())
+        wait_for(lambda: self.cli("ping") == 0, msg="private redis up")
+
+    def stop(self, keep=True):
+        """Shuts it down; keep=False also removes its data (a Redis lost)."""
+        self.cli("shutdown") if keep else self.cli("shutdown", "nosave")
+        wait_for(lambda: self.cli("ping") != 0, msg="private redis down")
+        if not keep:
+            import shutil
+            for name in os.listdir(self.dir):
+                if name.startswith("appendonly") or name.endswith(".rdb"):
+                    p = os.path.join(self.dir, name)
+                    shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
+
+    def client(self):
+        return redis_admin(self.port)
+
+
+def fresh_town(reg):
+    """Province, city, county and one township under a county code no other
+    test uses (registry client reg, as admin); returns the township's code."""
+    import random
+    while True:
+        county = "%02d%02d%02d" % (random.choice([13, 14, 41, 42, 43]), random.randint(1, 99),
+                                   random.randint(1, 99))
+        try:
+            reg.call("region.get", {"code": county + "000000"})
+        except RpcError as e:
+            if e.code == "not_found":
+                break
+            raise
+    prov, city = county[:2], county[:4]
+    reg.call("region.put", {"code": prov + "0" * 10, "name": "省", "level": "province"})
+    reg.call("region.put", {"code": city + "0" * 8, "name": "市", "level": "city",
+                            "parent_code": prov + "0" * 10})
+    reg.call("region.put", {"code": county + "000000", "name": "县", "level": "county",
+                            "parent_code": city + "0" * 8})
+    town = county + "001000"
+    reg.call("region.put", {"code": town, "name": "镇", "level": "township",
+                            "parent_code": county + "000000"})
+    return town
+
+
 def uid():
     return uuid.uuid4().hex[:10]
 
