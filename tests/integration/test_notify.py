@@ -867,12 +867,26 @@ def test_example_subscribers_in_c_and_python_receive_events():
         procs.append(subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT))
         outs.append(out)
     try:
-        time.sleep(1.5)  # slow joiner: start-up, CURVE handshake, subscription to the bus
-        ep = nc().call("endpoint.create", {"name": "sub-ex-" + u, "url": "http://127.0.0.1:1/"})
-        ev = wait_for(lambda: [e for _, e in stream_tail(50)
-                               if e["type"] == "bangfu.notify.endpoint.created"
-                               and e["data"]["id"] == ep["id"]], msg="no event in the stream")[0]
-        line = "bangfu.notify.endpoint.created %s" % ev["id"]
+        # A live subscriber sees only what is published after its
+        # subscription reached the bus (start-up, CURVE handshake and the
+        # slow joiner take longer under the sanitizers): publish one event at a
+        # time until each live subscriber has printed one, instead of trusting
+        # a fixed sleep.
+        lines = []
+        deadline = time.time() + 30
+        while True:
+            ep = nc().call("endpoint.create", {"name": "sub-ex-%s-%d" % (u, len(lines)),
+                                               "url": "http://127.0.0.1:1/"})
+            ev = wait_for(lambda: [e for _, e in stream_tail(50)
+                                   if e["type"] == "bangfu.notify.endpoint.created"
+                                   and e["data"]["id"] == ep["id"]],
+                          msg="no event in the stream")[0]
+            lines.append("bangfu.notify.endpoint.created %s" % ev["id"])
+            time.sleep(0.5)
+            if all(any(ln in open(out.name).read() for ln in lines) for out in outs):
+                break
+            check(time.time() < deadline, "a live subscriber printed none of %r" % lines)
+        line = lines[-1]
         for out in outs:
             wait_for(lambda: line in open(out.name).read(), timeout=10,
                      msg="a live subscriber did not print %s" % line)
