@@ -469,7 +469,11 @@ def test_recurring_tasks_once_per_period_with_two_instances_racing():
             barrier = threading.Barrier(4)
 
             def racer(endpoint):
-                c = Client(endpoint)
+                # a tick also works off every other test's schedules the jump of
+                # the clock made due (up to 120 periods each): under the
+                # sanitizers on a loaded machine that takes longer than the
+                # default 30 s request timeout
+                c = Client(endpoint, timeout_ms=240000)
                 try:
                     barrier.wait()
                     for _ in range(2):
