@@ -1146,6 +1146,12 @@ int household_update(bf_req_t *r)
     if (s_phone(r, r->params, NULL, &phone) < 0) return -1;
     if (bf_req_enum(r, r->params, NULL, "status", false, registry_hh_status, &status) < 0)
         return -1;
+    /* a household leaves the register by the exit procedure (exit.c); only
+     * an admin may correct the status directly */
+    if (status && !bf_req_has_role(r, 0))
+        return bf_req_fail(r, BF_E_PERMISSION, "status",
+                           "status changes by the exit procedure (household.exit_review, "
+                           "exit_verify, exit_approve); only admin may correct it directly");
     if (has_cats != 0 && !has_causes && !route && has_income != 0 && !address && !phone &&
         !status)
         return bf_req_fail(r, BF_E_INVALID, NULL,

@@ -20,6 +20,16 @@ static const bf_cfg_def_t s_registry_cfg[] = {
      "households a general cadre may be responsible for (seed 001: 1-2)"},
     {"registry.cap_village", BF_CFG_INT, "0", 0, 1000,
      "households a village cadre / party member may be responsible for (seed: at least 1)"},
+    {"registry.exit_notice_days", BF_CFG_INT, "7", 1, 365,
+     "days the public notice (公示) of an exit runs before the county may approve it"},
+    {"registry.exit_income_line_fen", BF_CFG_INT, "400000", 0, 100000000,
+     "yearly income per person, in fen, a household needs to exit (2020 line: 4,000 yuan)"},
+    {"registry.exit_incidence_permille", BF_CFG_INT, "20", 0, 1000,
+     "a village exits when its incidence of poverty is below this, per mille (2 %)"},
+    {"registry.exit_incidence_west_permille", BF_CFG_INT, "30", 0, 1000,
+     "the same for villages in the western provinces (3 %)"},
+    {"registry.exit_west_provinces", BF_CFG_STR, "15,45,50,51,52,53,54,61,62,63,64,65", 0, 0,
+     "2-digit codes of the provinces the western threshold applies to"},
     {NULL, 0, NULL, 0, 0, NULL},
 };
 
@@ -92,7 +102,7 @@ static const bf_param_t p_household_update[] = {
     {"income_fen", BF_T_INT, 0, 0, "yearly income in fen, >= 0"},
     {"address", BF_T_STR, 0, 500, "address (\"\" clears it)"},
     {"phone", BF_T_STR, 0, 32, "mobile number (\"\" clears it)"},
-    {"status", BF_T_STR, 0, 16, "active | exited"},
+    {"status", BF_T_STR, 0, 16, "active | exited (admin only: exits go through household.exit_*)"},
     {NULL, 0, 0, 0, NULL},
 };
 static const bf_param_t p_household_list[] = {
@@ -199,6 +209,69 @@ static const bf_param_t p_pairing_list[] = {
     {"limit", BF_T_INT, 0, 0, "page size, 1..1000 (default 100)"},
     {NULL, 0, 0, 0, NULL},
 };
+static const bf_param_t p_exit_review_household[] = {
+    {"id", BF_T_INT, BF_REQ, 0, "household id"},
+    {"year", BF_T_INT, BF_REQ, 0, "the year of exit"},
+    {"review_date", BF_T_STR, BF_REQ, 10, "YYYY-MM-DD of the village's democratic review"},
+    {"votes_for", BF_T_INT, BF_REQ, 0, "votes for the exit (must outnumber those against)"},
+    {"votes_against", BF_T_INT, BF_REQ, 0, "votes against"},
+    {"note", BF_T_STR, BF_REQ, 2000, "the review's minutes, non-empty"},
+    {"assured", BF_T_LIST, BF_REQ, 6,
+     "food, clothing, education, medical, housing, water: all six must be confirmed"},
+    {"evidence", BF_T_LIST, 0, 20, "document references (strings)"},
+    {NULL, 0, 0, 0, NULL},
+};
+static const bf_param_t p_exit_review_village[] = {
+    {"id", BF_T_INT, BF_REQ, 0, "village id"},
+    {"year", BF_T_INT, BF_REQ, 0, "the year of exit"},
+    {"review_date", BF_T_STR, BF_REQ, 10, "YYYY-MM-DD of the review"},
+    {"votes_for", BF_T_INT, BF_REQ, 0, "votes for the exit (must outnumber those against)"},
+    {"votes_against", BF_T_INT, BF_REQ, 0, "votes against"},
+    {"note", BF_T_STR, BF_REQ, 2000, "the review's minutes, non-empty"},
+    {"population", BF_T_INT, BF_REQ, 0, "the village's registered population (户籍人口), > 0"},
+    {"evidence", BF_T_LIST, 0, 20, "document references (strings)"},
+    {NULL, 0, 0, 0, NULL},
+};
+static const bf_param_t p_exit_verify[] = {
+    {"case_id", BF_T_INT, BF_REQ, 0, "exit case id"},
+    {"notice_start", BF_T_STR, BF_REQ, 10, "YYYY-MM-DD the public notice was posted"},
+    {"note", BF_T_STR, BF_REQ, 2000, "the township's verification, non-empty"},
+    {"evidence", BF_T_LIST, 0, 20, "document references (strings)"},
+    {NULL, 0, 0, 0, NULL},
+};
+static const bf_param_t p_exit_object[] = {
+    {"case_id", BF_T_INT, BF_REQ, 0, "exit case id"},
+    {"objection", BF_T_STR, BF_REQ, 2000, "what was objected, non-empty"},
+    {"raised_by", BF_T_STR, 0, 200, "who objected, as given (may be absent: anonymous)"},
+    {NULL, 0, 0, 0, NULL},
+};
+static const bf_param_t p_exit_resolve[] = {
+    {"case_id", BF_T_INT, BF_REQ, 0, "exit case id"},
+    {"objection_id", BF_T_INT, BF_REQ, 0, "the open objection"},
+    {"upheld", BF_T_BOOL, BF_REQ, 0, "true: the objection stands and the case is rejected"},
+    {"note", BF_T_STR, BF_REQ, 2000, "how it was looked into, non-empty"},
+    {NULL, 0, 0, 0, NULL},
+};
+static const bf_param_t p_exit_approve[] = {
+    {"case_id", BF_T_INT, BF_REQ, 0, "exit case id"},
+    {"approval_ref", BF_T_STR, BF_REQ, 200, "the county's approving document, non-empty"},
+    {"note", BF_T_STR, 0, 2000, "note"},
+    {NULL, 0, 0, 0, NULL},
+};
+static const bf_param_t p_exit_reject[] = {
+    {"case_id", BF_T_INT, BF_REQ, 0, "exit case id"},
+    {"reason", BF_T_STR, BF_REQ, 2000, "why, non-empty"},
+    {NULL, 0, 0, 0, NULL},
+};
+static const bf_param_t p_exit_list[] = {
+    {"kind", BF_T_STR, 0, 16, "household | village"},
+    {"state", BF_T_STR, 0, 16, "reviewed | notice | exited | rejected"},
+    {"region_code", BF_T_STR, 0, 12, "only cases in this region or below"},
+    {"year", BF_T_INT, 0, 0, "only this year of exit"},
+    {"cursor", BF_T_STR, 0, 20, "from a previous page's next_cursor"},
+    {"limit", BF_T_INT, 0, 0, "page size, 1..1000 (default 100)"},
+    {NULL, 0, 0, 0, NULL},
+};
 static const bf_param_t p_coverage_report[] = {
     {"region_code", BF_T_STR, 0, 12, "only this region and below"},
     {NULL, 0, 0, 0, NULL},
@@ -249,6 +322,36 @@ static const bf_method_t s_methods[] = {
      "end a pairing, with reason and approval (kept as history)", BF_ROLE_OPERATOR},
     {"pairing.get", pairing_get, false, p_id, "one pairing", BF_ROLE_READERS},
     {"pairing.list", pairing_list, false, p_pairing_list, "pairings with history, paged", BF_ROLE_READERS},
+    {"household.exit_review", exit_review, true, p_exit_review_household,
+     "exit: record the village's democratic review of a household (民主评议)",
+     BF_ROLE_OPERATOR | BF_ROLE_CADRE},
+    {"household.exit_verify", exit_verify, true, p_exit_verify,
+     "exit: township verification; opens the public notice (公示)", BF_ROLE_OPERATOR},
+    {"household.exit_object", exit_object, true, p_exit_object,
+     "exit: record an objection raised during the notice", BF_ROLE_OPERATOR | BF_ROLE_CADRE},
+    {"household.exit_resolve", exit_resolve, true, p_exit_resolve,
+     "exit: resolve an objection (upheld rejects the case)", BF_ROLE_OPERATOR},
+    {"household.exit_approve", exit_approve, true, p_exit_approve,
+     "exit: county approval after the notice; the household is struck off (销号)",
+     BF_ROLE_APPROVER},
+    {"household.exit_reject", exit_reject, true, p_exit_reject, "exit: turn the case down",
+     BF_ROLE_OPERATOR | BF_ROLE_APPROVER},
+    {"village.exit_review", exit_review, true, p_exit_review_village,
+     "exit: record a village's review with its population (incidence below the threshold)",
+     BF_ROLE_OPERATOR},
+    {"village.exit_verify", exit_verify, true, p_exit_verify,
+     "exit: township verification; opens the public notice (公示)", BF_ROLE_OPERATOR},
+    {"village.exit_object", exit_object, true, p_exit_object,
+     "exit: record an objection raised during the notice", BF_ROLE_OPERATOR},
+    {"village.exit_resolve", exit_resolve, true, p_exit_resolve,
+     "exit: resolve an objection (upheld rejects the case)", BF_ROLE_OPERATOR},
+    {"village.exit_approve", exit_approve, true, p_exit_approve,
+     "exit: county approval after the notice; the village is struck off (销号)",
+     BF_ROLE_APPROVER},
+    {"village.exit_reject", exit_reject, true, p_exit_reject, "exit: turn the case down",
+     BF_ROLE_OPERATOR | BF_ROLE_APPROVER},
+    {"exit.get", exit_get, false, p_id, "one exit case with its objections", BF_ROLE_READERS},
+    {"exit.list", exit_list, false, p_exit_list, "exit cases, paged, filtered", BF_ROLE_READERS},
     {"coverage.report", coverage_report, false, p_coverage_report,
      "uncovered households, cadres over their cap, villages without helpers", R_STAFF},
     {NULL, NULL, false, NULL, NULL, 0},
@@ -282,11 +385,26 @@ static int s_start(const bf_cfg_t *cfg, bf_db_t *db, void **svc)
     reg->cap_section = (int)bf_cfg_int(cfg, "registry.cap_section");
     reg->cap_general = (int)bf_cfg_int(cfg, "registry.cap_general");
     reg->cap_village = (int)bf_cfg_int(cfg, "registry.cap_village");
+    reg->exit_notice_days = (int)bf_cfg_int(cfg, "registry.exit_notice_days");
+    reg->exit_income_line_fen = bf_cfg_int(cfg, "registry.exit_income_line_fen");
+    reg->exit_incidence_permille = (int)bf_cfg_int(cfg, "registry.exit_incidence_permille");
+    reg->exit_incidence_west_permille =
+        (int)bf_cfg_int(cfg, "registry.exit_incidence_west_permille");
+    reg->exit_west_provinces = strdup(bf_cfg_str(cfg, "registry.exit_west_provinces"));
+    if (!reg->exit_west_provinces) {
+        free(reg);
+        return -1;
+    }
     *svc = reg;
     return 0;
 }
 
-static void s_stop(void *svc) { free(svc); }
+static void s_stop(void *svc)
+{
+    registry_t *reg = svc;
+    if (reg) free((char *)reg->exit_west_provinces);
+    free(reg);
+}
 
 int main(int argc, char **argv)
 {

@@ -36,6 +36,12 @@
 /* Read-only after start; shared by every worker. */
 typedef struct {
     int cap_county, cap_division, cap_section, cap_general, cap_village; /* 0 = no cap */
+    /* the exit procedure (exit.c) */
+    int exit_notice_days;              /* public notice length */
+    int64_t exit_income_line_fen;      /* yearly income per person a household needs */
+    int exit_incidence_permille;       /* a village exits below this incidence */
+    int exit_incidence_west_permille;  /* ... in the western provinces */
+    const char *exit_west_provinces;   /* their 2-digit codes, comma-separated */
 } registry_t;
 
 /* The cap of households per cadre for a rank (0 = none). */
@@ -224,6 +230,16 @@ int pairing_list(bf_req_t *r);
 int pairing_insert(bf_req_t *r, const char *kind, int64_t helper_id, int64_t target_id,
                    const char *target_code, const char *starts_on, const char *ends_on,
                    int64_t *id);
+
+/* exit.c: the exit procedure (退出); the kind comes from the method's name */
+int exit_review(bf_req_t *r);
+int exit_verify(bf_req_t *r);
+int exit_object(bf_req_t *r);
+int exit_resolve(bf_req_t *r);
+int exit_approve(bf_req_t *r);
+int exit_reject(bf_req_t *r);
+int exit_get(bf_req_t *r);
+int exit_list(bf_req_t *r);
 
 /* coverage.c */
 int coverage_report(bf_req_t *r);

@@ -12,14 +12,14 @@
 static const char *const s_categories[] = {"difficult", "poor", "weak", "other", NULL};
 
 static const char *s_village_cols =
-    "v.id, v.region_code, v.name, v.category, v.code, v.reasons, v.created_at, "
+    "v.id, v.region_code, v.name, v.category, v.code, v.reasons, v.status, v.created_at, "
     "(SELECT count(*) FROM household h WHERE h.village_id = v.id) AS households";
 
-/* Packs the village's 7 fields as a map of 7 + extra entries; the caller
+/* Packs the village's 8 fields as a map of 8 + extra entries; the caller
  * packs the extra ones. */
 static void s_pack_village(msgpack_packer *pk, const PGresult *res, int row, size_t extra)
 {
-    msgpack_pack_map(pk, 7 + extra);
+    msgpack_pack_map(pk, 8 + extra);
     bf_mp_kv_int(pk, "id", bf_db_int(res, row, "id"));
     bf_mp_kv_str(pk, "region_code", bf_db_str(res, row, "region_code"));
     bf_mp_kv_str(pk, "name", bf_db_str(res, row, "name"));
@@ -28,6 +28,7 @@ static void s_pack_village(msgpack_packer *pk, const PGresult *res, int row, siz
     bf_mp_key(pk, "reasons");
     registry_pack_text_array(pk, bf_db_str(res, row, "reasons"));
     bf_mp_kv_int(pk, "households", bf_db_int(res, row, "households"));
+    bf_mp_kv_str(pk, "status", bf_db_str(res, row, "status"));
 }
 
 int village_create(bf_req_t *r)
@@ -119,12 +120,12 @@ int village_get(bf_req_t *r)
     const char *p[] = {bf_req_itoa(r, id), sc.region, sc.cadre};
     PGresult *res = bf_db_prep(
         r->db, "village_get1",
-        "WITH v AS (SELECT v.id, v.region_code, v.name, v.category, v.code, v.reasons, "
+        "WITH v AS (SELECT v.id, v.region_code, v.name, v.category, v.code, v.reasons, v.status, "
         "    (SELECT count(*) FROM household h WHERE h.village_id = v.id) AS households "
         "  FROM village v WHERE v.id = $1 AND " S_VILLAGE_VISIBLE("$2", "$3") ") "
         "SELECT 0 AS part, 0::bigint AS k, v.region_code::text AS c1, v.name AS c2, "
         "  v.category AS c3, v.code::text AS c4, v.reasons::text AS c5, "
-        "  v.households::text AS c6, NULL::text AS c7 FROM v "
+        "  v.households::text AS c6, v.status AS c7 FROM v "
         "UNION ALL SELECT 1, p.id, p.id::text, p.kind, p.helper_id::text, "
         "  COALESCE(u.name, t.name), "
         "  (CASE WHEN p.kind = 'team_village' THEN t.leader_id ELSE u.contact_cadre_id END)::text, "
@@ -141,7 +142,7 @@ int village_get(bf_req_t *r)
         return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no village with id %lld", (long long)id);
     }
     msgpack_packer *pk = r->out;
-    msgpack_pack_map(pk, 8);
+    msgpack_pack_map(pk, 9);
     bf_mp_kv_int(pk, "id", id);
     bf_mp_kv_str(pk, "region_code", registry_c(res, 0, 1));
     bf_mp_kv_str(pk, "name", registry_c(res, 0, 2));
@@ -150,6 +151,7 @@ int village_get(bf_req_t *r)
     bf_mp_key(pk, "reasons");
     registry_pack_text_array(pk, registry_c(res, 0, 5));
     bf_mp_kv_int(pk, "households", registry_ci(res, 0, 6));
+    bf_mp_kv_str(pk, "status", registry_c(res, 0, 7));
     bf_mp_key(pk, "helpers");
     msgpack_pack_array(pk, registry_part_count(res, 1));
     for (int i = 1; i < PQntuples(res); i++) {
