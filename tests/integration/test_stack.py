@@ -50,7 +50,8 @@ def _counts(dsn):
     conn = psycopg2.connect(dsn)
     cur = conn.cursor()
     out = {}
-    for t in ("region", "village", "household", "person", "unit", "cadre", "team", "pairing"):
+    for t in ("region", "village", "household", "person", "unit", "cadre", "team", "pairing",
+              "exit_case"):
         cur.execute("SELECT count(*) FROM registry.%s" % t)
         out[t] = cur.fetchone()[0]
     cur.execute("SELECT count(*) FROM registry.outbox")
@@ -85,6 +86,7 @@ def test_up_writes_endpoints_and_loads_demo():
     eq(c["village"], 10, "the ten villages of seed 000")
     check(c["household"] >= 10, "households generated")
     check(c["team"] >= 5, "the teams")
+    check(c["exit_case"] >= 1, "households exited by the procedure in the demo")
 
 
 def test_demo_data_loads_twice_without_change():
