@@ -14,7 +14,9 @@ loader runs first):
 - a set of Wuqing-style indicators (seed 002) for every village, with some
   progress reported;
 - an inspection (明查暗访) with four problems, two of them already closed after
-  verification (销号), and one household help request (求助直通车).
+  verification (销号), and one household help request (求助直通车);
+- relapse-risk monitoring (防返贫监测): two households flagged again, one case
+  open (a hospital bill), one closed as assisted (a lost job, new work found).
 
 Idempotent: plans are unique per unit, kind and year; schedules, the
 inspection and the help request carry refs; indicator codes are unique;
@@ -200,9 +202,49 @@ def main():
                 "ref": "demo-help-%d" % hh["id"], "household_id": hh["id"], "channel": "wechat",
                 "text": "家中老人住院, 申请临时救助"})
 
-    print("tasks demo: %d plans, %d schedules, %d indicators on %d villages (%d values "
-          "reported now), timeline %d" % (plans, 2 * len(helper_units), len(INDICATORS),
+    monitored = demo_monitoring(villages)
+
+    print("tasks demo: %d monitoring cases, %d plans, %d schedules, %d indicators on %d villages (%d values "
+          "reported now), timeline %d" % (monitored, plans, 2 * len(helper_units), len(INDICATORS),
                                           len(villages), reported, year))
+
+
+def demo_monitoring(villages):
+    """防返贫监测: two households that left poverty are flagged again, one for a
+    large hospital bill (open, its 15-day task running), one for a lost job
+    (assisted: task done and verified, case closed). A household that already
+    has a case is left alone, so a second run changes nothing."""
+    picked = []
+    for status in ("exited", "active"):
+        for v in villages:
+            for h in list_all(REG, "household.list", {"village_id": v["id"], "status": status}):
+                hh = REG.call("household.get", {"id": h["id"]})
+                if hh.get("responsible_cadre_ids") and len(picked) < 2:
+                    picked.append(hh)
+        if len(picked) == 2:
+            break
+    done = 0
+    for k, hh in enumerate(picked):
+        if TASKS.call("monitor.list", {"household_id": hh["id"]})["items"]:
+            done += 1
+            continue
+        if k == 0:
+            TASKS.call("monitor.report", {"household_id": hh["id"], "cause": "medical_spending",
+                                          "spending_fen": 3_800_000,
+                                          "note": "户主住院手术, 自付医疗费3.8万元"})
+        else:
+            r = TASKS.call("monitor.report", {"household_id": hh["id"], "cause": "job_lost",
+                                              "note": "家中主要劳动力务工企业停产, 失去工作"})
+            owner = "cadre:%d" % hh["responsible_cadre_ids"][0]
+            TASKS.call("task.start", {"id": r["task_id"]}, actor=owner)
+            TASKS.call("task.submit", {"id": r["task_id"], "evidence": {
+                "text": "已推荐到区内企业就业, 签订劳动合同"}}, actor=owner)
+            TASKS.call("task.verify", {"id": r["task_id"], "note": "入户核实已就业"},
+                       actor=VERIFIER)
+            TASKS.call("monitor.close", {"id": r["case_id"], "outcome": "assisted",
+                                         "note": "稳定就业, 月收入3200元, 风险消除"})
+        done += 1
+    return done
 
 
 if __name__ == "__main__":

@@ -57,6 +57,12 @@ static const bf_cfg_def_t s_tasks_cfg[] = {
      "default rectification deadline of a problem"},
     {"tasks.scheduler_batch", BF_CFG_INT, "500", 1, 100000,
      "tasks handled per scheduler transaction"},
+    {"tasks.monitor_days", BF_CFG_INT, "15", 1, 365,
+     "days a flagged household's assistance task has (防返贫监测: measures within 15 days)"},
+    {"tasks.monitor_income_line_fen", BF_CFG_INT, "600000", 0, 1000000000,
+     "monitoring line: yearly income per person below this flags a household (fen)"},
+    {"tasks.monitor_spending_fen", BF_CFG_INT, "1000000", 0, 100000000000LL,
+     "a reported medical or disaster spending of at least this flags a household (fen)"},
     {NULL, 0, NULL, 0, 0, NULL},
 };
 
@@ -71,7 +77,7 @@ static const bf_param_t p_task_create[] = {
     {"title", BF_T_STR, BF_REQ, TASKS_TITLE_MAX, "what is to be done"},
     {"description", BF_T_STR, 0, TASKS_TEXT_MAX, "details"},
     {"kind", BF_T_STR, 0, 32, "duty | report | visit | timeline | rectification | help_request "
-                              "| plan | indicator | other (default duty)"},
+                              "| plan | indicator | monitoring | other (default duty)"},
     {"owner", BF_T_MAP, BF_REQ, 0, "{kind: unit|team|cadre, id}"},
     {"team_id", BF_T_INT, 0, 0, "for a cadre owner: the team whose leader is the next escalation "
                                 "level"},
@@ -242,6 +248,36 @@ static const bf_param_t p_help_request[] = {
     {"due", BF_T_STR, 0, 40, "answer by (default tasks.help_request_due_hours)"},
     END};
 
+static const bf_param_t p_monitor_report[] = {
+    {"household_id", BF_T_INT, BF_REQ, 0, "the household at risk"},
+    {"cause", BF_T_STR, BF_REQ, 32, "income_low | medical_spending | disaster_spending | job_lost"},
+    {"note", BF_T_STR, BF_REQ, TASKS_TEXT_MAX, "what was found (who, when, how)"},
+    {"income_fen", BF_T_INT, 0, 0, "newer yearly household income than the registry's (fen)"},
+    {"spending_fen", BF_T_INT, 0, 0, "medical_spending / disaster_spending: the amount (fen)"},
+    {"owner", BF_T_MAP, 0, 0, "who takes the measures (default the responsible cadre)"},
+    END};
+static const bf_param_t p_monitor_close[] = {
+    {"id", BF_T_INT, BF_REQ, 0, "monitoring case id"},
+    {"outcome", BF_T_STR, BF_REQ, 16, "risk_removed | assisted | relapsed"},
+    {"note", BF_T_STR, BF_REQ, TASKS_TEXT_MAX, "what was done and found"},
+    END};
+static const bf_param_t p_monitor_list[] = {
+    {"state", BF_T_STR, 0, 16, "open | closed"},
+    {"cause", BF_T_STR, 0, 32, "cases with a report of this cause"},
+    {"outcome", BF_T_STR, 0, 16, "closed with this outcome"},
+    {"overdue", BF_T_BOOL, 0, 0, "assistance task past due and not closed"},
+    {"region_code", BF_T_STR, 0, 12, "under this division"},
+    {"village_id", BF_T_INT, 0, 0, "in this village"},
+    {"household_id", BF_T_INT, 0, 0, "this household's cases"},
+    {"cursor", BF_T_STR, 0, 20, "from a previous page"},
+    {"limit", BF_T_INT, 0, 0, "1..1000 (default 100)"},
+    END};
+static const bf_param_t p_monitor_summary[] = {
+    {"region_code", BF_T_STR, BF_REQ, 12, "the region; rows are its children (villages below a "
+                                          "township)"},
+    {"year", BF_T_INT, 0, 0, "only cases opened in this year"},
+    END};
+
 static const bf_param_t p_survey[] = {
     {"unit_id", BF_T_INT, 0, 0, "the unit surveyed"},
     {"village_id", BF_T_INT, 0, 0, "or the village surveyed"},
@@ -303,6 +339,16 @@ static const bf_method_t s_methods[] = {
      "open / overdue / closed problems per village, unit or person", R_STAFF},
     {"help_request.create", help_request_create, true, p_help_request,
      "a household's help request becomes a livelihood problem and a task", BF_ROLE_OPERATOR},
+    {"monitor.report", monitor_report, true, p_monitor_report,
+     "report a relapse risk: the rule is checked, the first report opens a case and its "
+     "assistance task", BF_ROLE_OPERATOR},
+    {"monitor.close", monitor_close, true, p_monitor_close,
+     "close a monitoring case with its outcome once its task is verified", BF_ROLE_OPERATOR},
+    {"monitor.get", monitor_get, false, p_id, "a monitoring case with its reports", R_STAFF},
+    {"monitor.list", monitor_list, false, p_monitor_list, "monitoring cases, filtered, paged",
+     R_STAFF},
+    {"monitor.summary", monitor_summary, false, p_monitor_summary,
+     "flagged, open, overdue and closed cases, causes and outcomes per child region", R_STAFF},
     {"survey.record", survey_record, true, p_survey, "a satisfaction survey result", BF_ROLE_OPERATOR},
     {"assessment.run", assessment_run, true, p_year, "score units and villages for a year", BF_ROLE_ADMIN},
     {"assessment.get", assessment_get, false, p_assessment_get, "an assessment's results", R_STAFF},
@@ -412,6 +458,9 @@ static int s_start(const bf_cfg_t *cfg, bf_db_t *db, void **svc)
     t->help_due_hours = (int)bf_cfg_int(cfg, "tasks.help_request_due_hours");
     t->problem_due_days = (int)bf_cfg_int(cfg, "tasks.problem_due_days");
     t->batch = (int)bf_cfg_int(cfg, "tasks.scheduler_batch");
+    t->monitor_days = (int)bf_cfg_int(cfg, "tasks.monitor_days");
+    t->monitor_income_line_fen = bf_cfg_int(cfg, "tasks.monitor_income_line_fen");
+    t->monitor_spending_fen = bf_cfg_int(cfg, "tasks.monitor_spending_fen");
 
     /* the zone must be one PostgreSQL knows: all date math happens there */
     const char *zp[] = {t->timezone};

@@ -326,3 +326,16 @@ int tasks_registry_village_units(bf_req_t *r, int64_t village_id, const char *fi
     bf_reply_destroy(&reply);
     return s_ids_out(r, tmp, k, ids, n, field);
 }
+
+int tasks_registry_household_figures(bf_req_t *r, int64_t household_id, const char *field,
+                                     int64_t *income_fen, int64_t *persons)
+{
+    bf_reply_t reply;
+    if (s_call(r, "household.get", NULL, household_id, NULL, field, "household", &reply) != 0)
+        return -1;
+    *income_fen = s_int(reply.result, "income_fen");
+    const msgpack_object *m = bf_mp_get(reply.result, "members");
+    *persons = m && m->type == MSGPACK_OBJECT_ARRAY ? (int64_t)m->via.array.size : 0;
+    bf_reply_destroy(&reply);
+    return 0;
+}

@@ -21,8 +21,8 @@
 static const char *const s_rules[] = {"monthly", "quarterly", "half_yearly", "yearly", NULL};
 static const char *const s_task_kinds[] = {"duty",     "report",        "visit",
                                            "timeline", "rectification", "help_request",
-                                           "plan",     "indicator",     "other",
-                                           NULL};
+                                           "plan",     "indicator",     "monitoring",
+                                           "other",    NULL};
 
 /* ---------------------------------------------------------------- periods */
 

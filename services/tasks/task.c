@@ -25,8 +25,8 @@ static const char *const s_target_kinds[] = {"village", "household", "project", 
                                              "team",    "cadre",     "region",  NULL};
 static const char *const s_task_kinds[] = {"duty",     "report",        "visit",
                                            "timeline", "rectification", "help_request",
-                                           "plan",     "indicator",     "other",
-                                           NULL};
+                                           "plan",     "indicator",     "monitoring",
+                                           "other",    NULL};
 static const char *const s_statuses[] = {"open", "in_progress", "submitted", "rejected",
                                          "closed", NULL};
 

@@ -6,7 +6,7 @@
  * 25th), the seed 001 timeline as a template, indicators rolled up by region,
  * rectification ledgers closed one by one after verification (台账销号),
  * overdue escalation up a configurable ladder, and the yearly assessment with
- * the one-vote veto. Owners and targets are registry ids checked over RPC
+ * the one-vote veto, relapse-risk monitoring (防返贫监测). Owners and targets are registry ids checked over RPC
  * (registry.c); the scheduler (scheduler.c) is one function that the
  * scheduler thread (system clock) or scheduler.tick (manual clock) runs, and
  * does each piece of work exactly once however many instances run, by row
@@ -62,6 +62,10 @@ typedef struct {
     int help_due_hours;
     int problem_due_days;
     int batch;
+    /* relapse-risk monitoring (monitor.c) */
+    int monitor_days;
+    int64_t monitor_income_line_fen;
+    int64_t monitor_spending_fen;
     /* the scheduler thread (system clock only) */
     pthread_t sched_thread;
     bool sched_started;
@@ -127,7 +131,8 @@ int tasks_from_param(bf_req_t *r, const msgpack_object *in, const char *prefix, 
 int tasks_date_param(bf_req_t *r, const msgpack_object *in, const char *prefix,
                      const char *key, bool required, const char **out);
 
-/* A required non-empty string of at most max bytes; 0, 1 or -1. */
+/* A non-blank string (not only spaces, tabs, newlines or U+3000) of at most
+ * max bytes; 0, 1 or -1. */
 int tasks_text_param(bf_req_t *r, const msgpack_object *in, const char *prefix,
                      const char *key, bool required, size_t max, const char **out);
 
@@ -202,6 +207,10 @@ int tasks_registry_unit_teams(bf_req_t *r, int64_t unit_id, const char *field, i
 /* Active helper unit ids of a village (unit_village pairings). */
 int tasks_registry_village_units(bf_req_t *r, int64_t village_id, const char *field,
                                  int64_t **ids, size_t *n);
+/* A household's yearly income (fen) and its number of members, as the
+ * registry has them now (never cached). 0 or -1. */
+int tasks_registry_household_figures(bf_req_t *r, int64_t household_id, const char *field,
+                                     int64_t *income_fen, int64_t *persons);
 
 /* Frees the calling thread's client and cache (the thread-exit destructor
  * does this too). */
@@ -360,6 +369,13 @@ int tasks_problem_maybe_close(bf_req_t *r, int64_t problem_id);
 int survey_record(bf_req_t *r);
 int assessment_run(bf_req_t *r);
 int assessment_get(bf_req_t *r);
+
+/* monitor.c: relapse-risk monitoring (防返贫监测) */
+int monitor_report(bf_req_t *r);
+int monitor_close(bf_req_t *r);
+int monitor_get(bf_req_t *r);
+int monitor_list(bf_req_t *r);
+int monitor_summary(bf_req_t *r);
 
 /* scheduler.c */
 int clock_set(bf_req_t *r);

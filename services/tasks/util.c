@@ -79,9 +79,18 @@ int tasks_text_param(bf_req_t *r, const msgpack_object *in, const char *prefix,
     const char *s;
     int rc = bf_req_str(r, in, prefix, key, required, max, &s);
     if (rc != 0) return rc;
-    if (!*s) {
+    const char *q = s;
+    for (;;) {
+        if (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')
+            q++;
+        else if (!strncmp(q, "\xe3\x80\x80", 3)) /* U+3000 ideographic space */
+            q += 3;
+        else
+            break;
+    }
+    if (!*q) {
         const char *f = bf_req_field(r, prefix, key);
-        return bf_req_fail(r, BF_E_INVALID, f, "%s must not be empty", f);
+        return bf_req_fail(r, BF_E_INVALID, f, "%s must not be empty or blank", f);
     }
     *out = s;
     return 0;

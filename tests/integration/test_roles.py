@@ -80,6 +80,8 @@ EXPECTED = {
         "indicator.assign": OP, "indicator.report": OP, "progress.rollup": STAFF,
         "problem.open": OP, "problem.get": STAFF, "problem.list": STAFF,
         "ledger.summary": STAFF, "help_request.create": OP, "survey.record": OP,
+        "monitor.report": OP, "monitor.close": OP, "monitor.get": STAFF, "monitor.list": STAFF,
+        "monitor.summary": STAFF,
         "assessment.run": A, "assessment.get": STAFF, "clock.set": A, "clock.get": READERS,
         "scheduler.tick": A,
     },

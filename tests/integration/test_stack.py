@@ -56,6 +56,9 @@ def _counts(dsn):
         out[t] = cur.fetchone()[0]
     cur.execute("SELECT count(*) FROM registry.outbox")
     out["events"] = cur.fetchone()[0]
+    cur.execute("SELECT count(*) FILTER (WHERE state = 'open'), "
+                "count(*) FILTER (WHERE outcome = 'assisted') FROM tasks.monitor_case")
+    out["monitor_open"], out["monitor_assisted"] = cur.fetchone()
     conn.close()
     return out
 
@@ -87,6 +90,8 @@ def test_up_writes_endpoints_and_loads_demo():
     check(c["household"] >= 10, "households generated")
     check(c["team"] >= 5, "the teams")
     check(c["exit_case"] >= 1, "households exited by the procedure in the demo")
+    check(c["monitor_open"] >= 1 and c["monitor_assisted"] >= 1,
+          "relapse-risk monitoring cases in the demo: %r" % c)
 
 
 def test_demo_data_loads_twice_without_change():
