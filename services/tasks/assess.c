@@ -15,6 +15,9 @@
  * indicator not met, or a vetoing task not done on time, fails the subject
  * whatever its score. Rankings per kind: not vetoed first, then score, then
  * id; the result names the top three and the bottom three. Each run is kept.
+ * The year's exits (registry exit cases that reached 销号 in the year) are
+ * counted per village (its households, itself) and per unit (over the villages
+ * it helps), reported with each result, and break ties of score.
  */
 #include "tasks.h"
 #include "bf_db.h"
@@ -93,7 +96,8 @@ int survey_record(bf_req_t *r)
 
 /* The whole computation, as one statement over the run's parameters:
  * $1 run id, $2 year, $3 zone, $4 now, $5/$6 unit/village pairs, $7..$9
- * weights, $10 pass mark. */
+ * weights, $10 pass mark, $11/$12 the year's exits (village id, village
+ * itself?). */
 static const char *s_run_sql =
     "WITH params AS (SELECT ($2::int || '-01-01')::date::timestamp AT TIME ZONE $3 AS y0, "
     "   (($2::int + 1) || '-01-01')::date::timestamp AT TIME ZONE $3 AS y1, "
@@ -120,6 +124,12 @@ static const char *s_run_sql =
     "   UNION ALL SELECT 'unit', unit_id, count(*), count(*) FILTER (WHERE on_time), "
     "     array_agg('task ' || id || ' not done on time') FILTER (WHERE vetoing AND NOT on_time) "
     "   FROM tk WHERE unit_id IS NOT NULL GROUP BY unit_id), "
+    "ex AS (SELECT village_id, count(*) FILTER (WHERE NOT v) AS hh, "
+    "   count(*) FILTER (WHERE v) AS vil "
+    "   FROM unnest($11::bigint[], $12::boolean[]) AS x(village_id, v) GROUP BY village_id), "
+    "exs AS (SELECT 'village' AS kind, village_id AS id, hh, vil FROM ex "
+    "   UNION ALL SELECT 'unit', uv.unit_id, sum(ex.hh), sum(ex.vil) "
+    "   FROM uv JOIN ex ON ex.village_id = uv.village_id GROUP BY uv.unit_id), "
     "sat AS (SELECT subject_kind AS kind, subject_id AS id, count(*) AS n, sum(score) AS s "
     "   FROM survey WHERE year = $2::int GROUP BY 1, 2), "
     "subj AS (SELECT kind, id FROM ind UNION SELECT kind, id FROM tim UNION SELECT kind, id FROM sat), "
@@ -128,8 +138,10 @@ static const char *s_run_sql =
     "   CASE WHEN ind.total > 0 THEN ind.met * 10000 / ind.total END AS ind_bp, "
     "   CASE WHEN tim.total > 0 THEN tim.on_time * 10000 / tim.total END AS time_bp, "
     "   CASE WHEN sat.n > 0 THEN sat.s * 100 / sat.n END AS sat_bp, "
-    "   COALESCE(ind.veto, '{}') || COALESCE(tim.veto, '{}') AS veto "
+    "   COALESCE(ind.veto, '{}') || COALESCE(tim.veto, '{}') AS veto, "
+    "   COALESCE(exs.hh, 0) AS exh, COALESCE(exs.vil, 0) AS exv "
     "   FROM subj s LEFT JOIN ind ON ind.kind = s.kind AND ind.id = s.id "
+    "   LEFT JOIN exs ON exs.kind = s.kind AND exs.id = s.id "
     "   LEFT JOIN tim ON tim.kind = s.kind AND tim.id = s.id "
     "   LEFT JOIN sat ON sat.kind = s.kind AND sat.id = s.id), "
     "scored AS (SELECT c.*, "
@@ -141,10 +153,11 @@ static const char *s_run_sql =
     "   cardinality(veto) > 0 AS vetoed FROM comp c) "
     "INSERT INTO assessment_result (run_id, subject_kind, subject_id, indicators_met, "
     " indicators_total, tasks_on_time, tasks_total, surveys, indicators_bp, timeliness_bp, "
-    " satisfaction_bp, score_bp, vetoed, veto_reasons, passed, rank) "
+    " satisfaction_bp, score_bp, vetoed, veto_reasons, passed, households_exited, "
+    " villages_exited, rank) "
     "SELECT $1::bigint, kind, id, im, it, ton, tt, sn, ind_bp, time_bp, sat_bp, score, vetoed, "
-    " veto, NOT vetoed AND score >= $10::int, "
-    " row_number() OVER (PARTITION BY kind ORDER BY vetoed, score DESC, id) "
+    " veto, NOT vetoed AND score >= $10::int, exh, exv, "
+    " row_number() OVER (PARTITION BY kind ORDER BY vetoed, score DESC, exh + exv DESC, id) "
     "FROM scored";
 
 int assessment_run(bf_req_t *r)
@@ -195,6 +208,22 @@ int assessment_run(bf_req_t *r)
     if (!pu || !pv) return bf_req_fail(r, BF_E_EXHAUSTED, NULL, "out of memory");
     const char *ua = tasks_int_array(r, pu, npairs), *va = tasks_int_array(r, pv, npairs);
     if (!ua || !va) return bf_req_fail(r, BF_E_EXHAUSTED, NULL, "out of memory");
+    /* the year's exits, as the registry has them */
+    int64_t *xv;
+    bool *xk;
+    size_t nx;
+    if (tasks_registry_exits(r, year, "year", &xv, &xk, &nx) != 0) return -1;
+    const char *xva = tasks_int_array(r, xv, nx);
+    char *xka = bf_arena_alloc(r->arena, 2 * nx + 3);
+    if (!xva || !xka) return bf_req_fail(r, BF_E_EXHAUSTED, NULL, "out of memory");
+    size_t o = 0;
+    xka[o++] = '{';
+    for (size_t i = 0; i < nx; i++) {
+        if (i) xka[o++] = ',';
+        xka[o++] = xk[i] ? 't' : 'f';
+    }
+    xka[o++] = '}';
+    xka[o] = '\0';
 
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
     const char *rp[] = {bf_req_itoa(r, year), bf_req_itoa(r, ts->w_ind), bf_req_itoa(r, ts->w_time),
@@ -216,8 +245,10 @@ int assessment_run(bf_req_t *r)
                        bf_req_itoa(r, ts->w_ind),
                        bf_req_itoa(r, ts->w_time),
                        bf_req_itoa(r, ts->w_sat),
-                       bf_req_itoa(r, ts->pass_bp)};
-    res = bf_db_prep(r->db, "assess_compute", s_run_sql, 10, p, NULL, NULL);
+                       bf_req_itoa(r, ts->pass_bp),
+                       xva,
+                       xka};
+    res = bf_db_prep(r->db, "assess_compute", s_run_sql, 12, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
     PQclear(res);
     const char *sp[] = {bf_req_itoa(r, run)};
@@ -302,6 +333,10 @@ static void s_pack_result(msgpack_packer *pk, const PGresult *res, int i)
     bf_mp_kv_int(tm_pk(&m), "on_time", bf_db_int(res, i, "tasks_on_time"));
     bf_mp_kv_int(tm_pk(&m), "total", bf_db_int(res, i, "tasks_total"));
     tm_col_int(&m, "surveys", res, i, "surveys");
+    tm_key(&m, "exits");
+    msgpack_pack_map(tm_pk(&m), 2);
+    bf_mp_kv_int(tm_pk(&m), "households", bf_db_int(res, i, "households_exited"));
+    bf_mp_kv_int(tm_pk(&m), "villages", bf_db_int(res, i, "villages_exited"));
     tasks_map_end(&m, pk);
 }
 

@@ -85,8 +85,10 @@ static unsigned s_slot(const char *kind, int64_t id)
 /* Calls the registry: method with {key: id} or {code: code}. On success
  * returns 0 with *reply to destroy. On failure returns -1 with the request
  * failed (not_found naming field, or unavailable) and nothing to destroy. */
-static int s_call(bf_req_t *r, const char *method, const char *key, int64_t id,
-                  const char *code, const char *field, const char *what, bf_reply_t *reply)
+/* Sends params (packed) to method on the thread's client. 0 with *reply (ok
+ * or not) to destroy, or -1 with the request failed as unavailable. */
+static int s_send(bf_req_t *r, const char *method, const msgpack_sbuffer *params,
+                  const char *field, bf_reply_t *reply)
 {
     const tasks_t *t = tasks_of(r);
     s_tls_t *tls = s_tls();
@@ -97,6 +99,19 @@ static int s_call(bf_req_t *r, const char *method, const char *key, int64_t id,
             return bf_req_fail(r, BF_E_UNAVAILABLE, field, "cannot reach the registry at %s",
                                t->registry_rpc);
     }
+    if (bf_client_call(tls->client, method, params->data, params->size, NULL, reply) != 0) {
+        bf_log(BF_WARN, "registry %s: %s", method, reply->message);
+        bf_reply_destroy(reply);
+        /* drop the socket: whatever it queued for a dead peer goes with it */
+        bf_client_destroy(&tls->client);
+        return bf_req_fail(r, BF_E_UNAVAILABLE, field, "the registry did not answer %s", method);
+    }
+    return 0;
+}
+
+static int s_call(bf_req_t *r, const char *method, const char *key, int64_t id,
+                  const char *code, const char *field, const char *what, bf_reply_t *reply)
+{
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
@@ -112,15 +127,9 @@ static int s_call(bf_req_t *r, const char *method, const char *key, int64_t id,
         msgpack_pack_map(&pk, 1);
         bf_mp_kv_int(&pk, "id", id);
     }
-    int rc = bf_client_call(tls->client, method, sb.data, sb.size, NULL, reply);
+    int rc = s_send(r, method, &sb, field, reply);
     msgpack_sbuffer_destroy(&sb);
-    if (rc != 0) {
-        bf_log(BF_WARN, "registry %s: %s", method, reply->message);
-        bf_reply_destroy(reply);
-        /* drop the socket: whatever it queued for a dead peer goes with it */
-        bf_client_destroy(&tls->client);
-        return bf_req_fail(r, BF_E_UNAVAILABLE, field, "the registry did not answer %s", method);
-    }
+    if (rc != 0) return -1;
     if (reply->ok) return 0;
     char code_s[32], msg[256], rfield[64];
     snprintf(code_s, sizeof code_s, "%s", reply->code);
@@ -337,5 +346,70 @@ int tasks_registry_household_figures(bf_req_t *r, int64_t household_id, const ch
     const msgpack_object *m = bf_mp_get(reply.result, "members");
     *persons = m && m->type == MSGPACK_OBJECT_ARRAY ? (int64_t)m->via.array.size : 0;
     bf_reply_destroy(&reply);
+    return 0;
+}
+
+int tasks_registry_exits(bf_req_t *r, int64_t year, const char *field, int64_t **village_ids,
+                         bool **is_village, size_t *n)
+{
+    size_t cap = 64, k = 0;
+    int64_t *vids = bf_arena_alloc(r->arena, sizeof *vids * cap);
+    bool *isv = bf_arena_alloc(r->arena, sizeof *isv * cap);
+    char cursor[32] = "";
+    for (;;) {
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, cursor[0] ? 4 : 3);
+        bf_mp_kv_str(&pk, "state", "exited");
+        bf_mp_kv_int(&pk, "year", year);
+        bf_mp_kv_int(&pk, "limit", 1000);
+        if (cursor[0]) bf_mp_kv_str(&pk, "cursor", cursor);
+        bf_reply_t reply;
+        int rc = s_send(r, "exit.list", &sb, field, &reply);
+        msgpack_sbuffer_destroy(&sb);
+        if (rc != 0) return -1;
+        if (!reply.ok) {
+            rc = bf_req_fail(r, BF_E_UNAVAILABLE, field, "registry exit.list failed: %s: %s",
+                             reply.code, reply.message);
+            bf_reply_destroy(&reply);
+            return rc;
+        }
+        const msgpack_object *items = bf_mp_get(reply.result, "items");
+        for (uint32_t i = 0; items && items->type == MSGPACK_OBJECT_ARRAY &&
+                             i < items->via.array.size;
+             i++) {
+            const msgpack_object *it = &items->via.array.ptr[i];
+            if (k == cap) {
+                int64_t *v2 = bf_arena_alloc(r->arena, sizeof *v2 * cap * 2);
+                bool *b2 = bf_arena_alloc(r->arena, sizeof *b2 * cap * 2);
+                if (!v2 || !b2 || !vids || !isv) {
+                    bf_reply_destroy(&reply);
+                    return bf_req_fail(r, BF_E_EXHAUSTED, field, "out of memory");
+                }
+                memcpy(v2, vids, sizeof *vids * cap);
+                memcpy(b2, isv, sizeof *isv * cap);
+                vids = v2;
+                isv = b2;
+                cap *= 2;
+            }
+            if (!vids || !isv) break;
+            vids[k] = s_int(it, "village_id");
+            isv[k] = bf_mp_str_eq(bf_mp_get(it, "kind"), "village");
+            if (vids[k] > 0) k++;
+        }
+        const msgpack_object *next = bf_mp_get(reply.result, "next_cursor");
+        cursor[0] = '\0';
+        if (next && next->type == MSGPACK_OBJECT_STR && next->via.str.size > 0 &&
+            next->via.str.size < sizeof cursor)
+            snprintf(cursor, sizeof cursor, "%.*s", (int)next->via.str.size, next->via.str.ptr);
+        bf_reply_destroy(&reply);
+        if (!cursor[0]) break;
+    }
+    if (!vids || !isv) return bf_req_fail(r, BF_E_EXHAUSTED, field, "out of memory");
+    *village_ids = vids;
+    *is_village = isv;
+    *n = k;
     return 0;
 }

@@ -212,6 +212,12 @@ int tasks_registry_village_units(bf_req_t *r, int64_t village_id, const char *fi
 int tasks_registry_household_figures(bf_req_t *r, int64_t household_id, const char *field,
                                      int64_t *income_fen, int64_t *persons);
 
+/* The exits of a year (registry exit cases in state exited with that year),
+ * all pages: for each, its village id and whether the village itself exited
+ * (else a household of it). Arena arrays. 0 or -1. */
+int tasks_registry_exits(bf_req_t *r, int64_t year, const char *field, int64_t **village_ids,
+                         bool **is_village, size_t *n);
+
 /* Frees the calling thread's client and cache (the thread-exit destructor
  * does this too). */
 void tasks_registry_thread_done(void);

@@ -854,6 +854,29 @@ def test_help_request_becomes_a_task_for_the_responsible_cadre():
 
 # ---------------------------------------------------------------- assessment
 
+def exit_household(vid, year):
+    """A household of village vid leaves poverty in year by the registry's exit
+    procedure (docs/registry.md "Exit"): review, verification with a public
+    notice already over, county approval, each by another person."""
+    import datetime
+    day = lambda d: (datetime.date.today() + datetime.timedelta(days=d)).isoformat()  # noqa: E731
+    hid = R.call("household.create", {
+        "village_id": vid, "categories": ["dibao"], "causes": {"main": "illness"},
+        "route": "safety_net", "income_fen": 5000000,
+        "members": [{"name": "户主" + bftest.uid()[:4], "id_number": bftest.fresh_id(),
+                     "relation": "head"}]})["id"]
+    cid = R.call("household.exit_review", {
+        "id": hid, "year": year, "review_date": day(-20), "votes_for": 30, "votes_against": 1,
+        "note": "民主评议通过", "evidence": ["评议记录"],
+        "assured": ["food", "clothing", "education", "medical", "housing", "water"]},
+        actor="op.a")["case_id"]
+    R.call("household.exit_verify", {"case_id": cid, "notice_start": day(-12), "note": "核实"},
+           actor="op.b")
+    R.call("household.exit_approve", {"case_id": cid, "approval_ref": "县[%d]1号" % year},
+           actor="approver.c")
+    return hid
+
+
 def test_assessment_scores_veto_and_ranking():
     """Five units, each helping one village, in 2033. Unit 0 has the best
     numbers but misses a vetoing task: it fails and ranks last."""
@@ -896,6 +919,10 @@ def test_assessment_scores_veto_and_ranking():
     expect_error(T, "survey.record", {"unit_id": units[0], "year": 2033, "score": 101},
                  "invalid_argument", "score")
     expect_error(T, "assessment.get", {"year": 2034}, "not_found", "year")
+    # villages 0, 1 and 2 tie on score; the year's exits break the tie: village 2 has two
+    # households exited in 2033, village 1 one, village 0 one in 2032 (another year)
+    for k, year in ((2, 2033), (2, 2033), (1, 2033), (0, 2032)):
+        exit_household(vills[k], year)
     set_clock("2034-01-10T09:00:00+08:00")
     res = T.call("assessment.run", {"year": 2033})
     eq(T.call("assessment.get", {"year": 2033})["run_id"], res["run_id"])
@@ -925,6 +952,12 @@ def test_assessment_scores_veto_and_ranking():
     eq(res["units"]["bottom3"], [units[0], units[4], units[3]])
     eq([x["id"] for x in ranking], [units[1], units[2], units[3], units[4], units[0]])
     vr = {x["id"]: x for x in res["villages"]["ranking"]}
+    eq([vr[vills[k]]["exits"] for k in range(4)],
+       [{"households": 0, "villages": 0}, {"households": 1, "villages": 0},
+        {"households": 2, "villages": 0}, {"households": 0, "villages": 0}])
+    eq([vr[vills[k]]["score_bp"] for k in range(3)], [10000] * 3)
+    eq(res["villages"]["top3"], [vills[2], vills[1], vills[0]], "ties broken by exits")
+    eq(by_id[units[2]]["exits"], {"households": 2, "villages": 0})
     eq(vr[vills[0]]["indicators_bp"], 10000)
     eq(vr[vills[3]]["indicators_bp"], 0)
     ev = events("bangfu.tasks.assessment.completed", "assessment/%d" % res["run_id"])[0]
