@@ -16,7 +16,10 @@ loader runs first):
 - an inspection (明查暗访) with four problems, two of them already closed after
   verification (销号), and one household help request (求助直通车);
 - relapse-risk monitoring (防返贫监测): two households flagged again, one case
-  open (a hospital bill), one closed as assisted (a lost job, new work found).
+  open (a hospital bill), one closed as assisted (a lost job, new work found);
+- seed 002's yearly assessment: villages ranked (exits counted), a special
+  reward paid by funds to the best three, the bottom three named in a notice
+  with a rectification problem for their helper unit.
 
 Idempotent: plans are unique per unit, kind and year; schedules, the
 inspection and the help request carry refs; indicator codes are unique;
@@ -203,10 +206,66 @@ def main():
                 "text": "家中老人住院, 申请临时救助"})
 
     monitored = demo_monitoring(villages)
+    demo_assessment(year)
 
     print("tasks demo: %d monitoring cases, %d plans, %d schedules, %d indicators on %d villages (%d values "
           "reported now), timeline %d" % (monitored, plans, 2 * len(helper_units), len(INDICATORS),
                                           len(villages), reported, year))
+
+
+FUNDS_KEY = "demo-tasks-"
+
+
+def demo_assessment(year):
+    """Seed 002: the year's assessment ranks the villages (exits counted); the
+    district pays a special reward (人居环境整治专项奖励) to the best three from a
+    reward budget, and the bottom three are named in a notice (通报) with a
+    rectification problem for their helper unit. The assessment is run once a
+    year (a second load finds it); the reward carries request keys and the
+    problems refs, so nothing is done twice."""
+    try:
+        res = TASKS.call("assessment.get", {"year": year})
+    except RpcError as e:
+        if e.code != "not_found":
+            raise
+        res = TASKS.call("assessment.run", {"year": year})
+    top, bottom = res["villages"]["top3"], res["villages"]["bottom3"]
+    if not top:
+        return
+    funds = Client("funds")
+
+    def fcall(method, params, key):
+        return funds.call(method, dict(params, request_key=FUNDS_KEY + key))
+    src = next((x for x in list_all(funds, "source.list", {})
+                if x["name"] == "东丽区对口帮扶专项资金"), None)
+    if src:
+        yuan = 100
+        fcall("source.receive", {"source_id": src["id"], "amount_fen": 3_000_000 * yuan,
+                                 "year": year, "note": "人居环境整治专项奖励资金"},
+              "reward-receive-%d" % year)
+        budget = fcall("budget.create", {"recipient": "program:人居环境整治奖励", "year": year,
+                                         "funding": [{"source_id": src["id"],
+                                                      "amount_fen": 3_000_000 * yuan}]},
+                       "reward-budget-%d" % year)
+        fcall("disbursement.batch", {
+            "batch_key": "demo-reward-%d" % year, "budget_id": budget["id"],
+            "purpose": "%d年度考核排名前三位村 专项奖励" % year,
+            "lines": [{"line_key": "village-%d" % v, "recipient": "village:%d" % v,
+                       "amount_fen": amount * yuan, "note": "第%d名" % (k + 1)}
+                      for k, (v, amount) in enumerate(zip(top, (1_000_000, 600_000,
+                                                                 400_000)))]},
+            "reward-batch-%d" % year)
+    for k, v in enumerate(bottom):
+        helpers = [h["helper_id"] for h in REG.call("village.get", {"id": v}).get("helpers", [])
+                   if h.get("kind") == "unit_village"]
+        if not helpers:
+            continue
+        TASKS.ensure("problem.open", {
+            "ref": "demo-assessment-%d-bottom-%d" % (year, v), "ledger": "rectification",
+            "title": "%d年度考核排名后三位 (倒数第%d): 通报批评, 限期整改" % (year, k + 1),
+            "village_id": v, "unit_id": helpers[0],
+            "tasks": [{"title": "制定整改方案并报送整改情况", "owner": {"kind": "unit",
+                                                            "id": helpers[0]}}]})
 
 
 def demo_monitoring(villages):

@@ -59,6 +59,13 @@ def _counts(dsn):
     cur.execute("SELECT count(*) FILTER (WHERE state = 'open'), "
                 "count(*) FILTER (WHERE outcome = 'assisted') FROM tasks.monitor_case")
     out["monitor_open"], out["monitor_assisted"] = cur.fetchone()
+    cur.execute("SELECT count(*) FROM tasks.assessment_run")
+    out["assessments"] = cur.fetchone()[0]
+    cur.execute("SELECT count(*) FROM tasks.problem WHERE ref LIKE 'demo-assessment-%'")
+    out["bottom3_problems"] = cur.fetchone()[0]
+    cur.execute("SELECT count(*) FROM funds.batch_line l JOIN funds.batch b ON b.id = l.batch_id "
+                "WHERE b.batch_key LIKE 'demo-reward-%'")
+    out["rewards_paid"] = cur.fetchone()[0]
     conn.close()
     return out
 
@@ -92,14 +99,19 @@ def test_up_writes_endpoints_and_loads_demo():
     check(c["exit_case"] >= 1, "households exited by the procedure in the demo")
     check(c["monitor_open"] >= 1 and c["monitor_assisted"] >= 1,
           "relapse-risk monitoring cases in the demo: %r" % c)
+    eq(c["assessments"], 1, "the demo's yearly assessment")
+    eq(c["bottom3_problems"], 3, "the bottom three villages named with a rectification")
+    eq(c["rewards_paid"], 3, "the best three villages' rewards paid by funds")
 
 
 def test_demo_data_loads_twice_without_change():
     env = _endpoints()
     before = _counts(env["BANGFU_PG_DSN"])
-    r = subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "scripts", "demo", "registry.py")],
-                       env=dict(os.environ, **env), capture_output=True, text=True, timeout=300)
-    eq(r.returncode, 0, "second demo load: " + r.stderr[-2000:])
+    for loader in ("registry.py", "tasks.py"):
+        r = subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "scripts", "demo", loader)],
+                           env=dict(os.environ, **env), capture_output=True, text=True,
+                           timeout=300)
+        eq(r.returncode, 0, "second demo load of %s: %s" % (loader, r.stderr[-2000:]))
     eq(_counts(env["BANGFU_PG_DSN"]), before, "a second load changes nothing (no rows, no events)")
 
 
