@@ -177,6 +177,11 @@ int cli_coverage(int argc, char **argv)
         msgpack_sbuffer_destroy(&params);
         return CLI_USAGE;
     }
+    if (cli_require("bangfu coverage", "registry", ep) != 0) {
+        cli_rpc_destroy(&c);
+        msgpack_sbuffer_destroy(&params);
+        return CLI_UNAVAILABLE;
+    }
     cli_reply_t reply;
     int rc = cli_rpc_call(c, "coverage.report", params.data, params.size, NULL, timeout, &reply);
     int exit_code;

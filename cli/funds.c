@@ -106,6 +106,10 @@ static int s_verify(long timeout, bool export_head)
         fprintf(stderr, "bangfu funds: bad endpoint %s\n", ep ? ep : "(none)");
         return CLI_USAGE;
     }
+    if (cli_require("bangfu funds", "funds", ep) != 0) {
+        bf_client_destroy(&c);
+        return CLI_UNAVAILABLE;
+    }
     bf_reply_t reply;
     int rc = bf_client_call(c, "ledger.verify", NULL, 0, NULL, &reply);
     int code;

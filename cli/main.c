@@ -46,12 +46,54 @@ static void s_usage(FILE *f)
     fprintf(f, "usage: bangfu <command> [args]\n\ncommands:\n");
     for (const cli_command_t *c = s_commands; c->name; c++)
         fprintf(f, "  %-60s %s\n", c->usage, c->doc);
-    fprintf(f, "\n`bangfu <command> --help` tells more. Endpoints come from BANGFU_<SERVICE>_RPC\n"
-               "(source var/endpoints.env while `make up` runs).\n");
+    fprintf(f, "\nglobal options (anywhere on the line):\n"
+               "  --connect-timeout MS   give up after MS (default %d, or\n"
+               "                         $BANGFU_CONNECT_TIMEOUT_MS) when no service answers\n"
+               "\n`bangfu <command> --help` tells more. Endpoints come from BANGFU_<SERVICE>_RPC\n"
+               "(set -a; source var/endpoints.env; set +a while `make up` runs).\n"
+               "Exit status: 0 ok, 1 error reply, 2 usage, 3 no service answered.\n",
+            CLI_CONNECT_TIMEOUT_DEFAULT_MS);
+}
+
+/* Takes the global option --connect-timeout MS (anywhere on the line) out
+ * of argv. Returns the new argc, or -1 after a message for a bad value. */
+static int s_global_options(int argc, char **argv)
+{
+    int out = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = NULL;
+        if (!strcmp(a, "--connect-timeout")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "bangfu: --connect-timeout needs a number of ms\n");
+                return -1;
+            }
+            v = argv[++i];
+        } else if (!strncmp(a, "--connect-timeout=", 18)) {
+            v = a + 18;
+        } else {
+            argv[out++] = argv[i];
+            continue;
+        }
+        long ms = cli_parse_connect_timeout(v);
+        if (ms < 0) {
+            fprintf(stderr, "bangfu: --connect-timeout must be 1..600000 ms, not %s\n", v);
+            return -1;
+        }
+        cli_set_connect_timeout(ms);
+    }
+    argv[out] = NULL;
+    return out;
 }
 
 int main(int argc, char **argv)
 {
+    if ((argc = s_global_options(argc, argv)) < 0) return CLI_USAGE;
+    if (getenv("BANGFU_CONNECT_TIMEOUT_MS") && *getenv("BANGFU_CONNECT_TIMEOUT_MS") &&
+        cli_parse_connect_timeout(getenv("BANGFU_CONNECT_TIMEOUT_MS")) < 0) {
+        fprintf(stderr, "bangfu: BANGFU_CONNECT_TIMEOUT_MS must be 1..600000 ms\n");
+        return CLI_USAGE;
+    }
     if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help") ||
         !strcmp(argv[1], "-h")) {
         s_usage(stdout);
