@@ -22,7 +22,7 @@
 #include <string.h>
 
 static const cli_command_t s_commands[] = {
-    {"call", cli_call, "call <service> <method> ['<json>'] [--actor A] [--timeout MS]",
+    {"call", cli_call, "call <service> <method> ['<json>'] [--yuan] [--actor A]",
      "call one RPC method; JSON params in, JSON result out"},
     {"import", cli_import, "import households FILE.csv [--dry-run] [...]",
      "households from a CSV file (UTF-8 or GBK)"},
@@ -31,7 +31,9 @@ static const cli_command_t s_commands[] = {
     {"coverage", cli_coverage, "coverage [--region CODE] [--json]",
      "gaps in coverage (registry coverage.report)"},
     {"health", cli_health, "health [service ...] [--strict] [--timeout MS]",
-     "is each service (and the bus) alive? exit 0 when all answer"},
+     "asks every service (and the bus) at once: up/down, latency; exit 0 when all answer"},
+    {"funds", cli_funds, "funds sources|budgets|projects [filters] [--yuan] [--json]",
+     "fund sources, budgets, projects as tables (amounts in yuan with --yuan)"},
     {"funds", cli_funds, "funds verify [--timeout MS]",
      "re-walk the funds ledger's hash chain; exit 1 naming the first bad entry"},
     {"queues", cli_queues, "queues [--watch [SEC]] [--json] | dead list|show|retry|drop | pause|resume",
@@ -103,7 +105,10 @@ int main(int argc, char **argv)
         if (strcmp(c->name, argv[1]) != 0) continue;
         /* who we are: $BANGFU_PRINCIPAL's key pair in $BANGFU_KEYS_DIR (keygen
          * makes keys and needs none; --help needs none either) */
-        bool help = argc > 2 && cli_is_help(argv[2]);
+        bool help = false;
+        for (int i = 2; i < argc; i++) help = help || !strcmp(argv[i], "--help") ||
+                                               !strcmp(argv[i], "-h") ||
+                                               (i == 2 && !strcmp(argv[i], "help"));
         if (c->fn != cli_keygen && !help) {
             char err[512];
             if (bf_security_init_env("admin", err, sizeof err) != 0) {
