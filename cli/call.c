@@ -156,7 +156,7 @@ int cli_call(int argc, char **argv)
         msgpack_sbuffer_destroy(&params);
         return CLI_USAGE;
     }
-    if (cli_require("bangfu call", pos[0], ep) != 0) {
+    if (cli_require("bangfu call", pos[0], ep, timeout) != 0) {
         cli_rpc_destroy(&c);
         msgpack_sbuffer_destroy(&params);
         return CLI_UNAVAILABLE;

@@ -177,7 +177,7 @@ int cli_coverage(int argc, char **argv)
         msgpack_sbuffer_destroy(&params);
         return CLI_USAGE;
     }
-    if (cli_require("bangfu coverage", "registry", ep) != 0) {
+    if (cli_require("bangfu coverage", "registry", ep, timeout) != 0) {
         cli_rpc_destroy(&c);
         msgpack_sbuffer_destroy(&params);
         return CLI_UNAVAILABLE;

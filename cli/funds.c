@@ -178,7 +178,7 @@ static int s_verify(long timeout, bool export_head)
         fprintf(stderr, "bangfu funds: bad endpoint %s\n", ep ? ep : "(none)");
         return CLI_USAGE;
     }
-    if (cli_require("bangfu funds", "funds", ep) != 0) {
+    if (cli_require("bangfu funds", "funds", ep, timeout) != 0) {
         bf_client_destroy(&c);
         return CLI_UNAVAILABLE;
     }

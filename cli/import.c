@@ -1545,7 +1545,7 @@ int cli_import(int argc, char **argv)
             fprintf(stderr, "bangfu import: bad registry endpoint %s\n", im.endpoint);
             goto cleanup;
         }
-        if (cli_require("bangfu import", "registry", im.endpoint) != 0) {
+        if (cli_require("bangfu import", "registry", im.endpoint, im.timeout_ms) != 0) {
             exit_code = CLI_UNAVAILABLE;
             goto cleanup;
         }

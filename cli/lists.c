@@ -139,7 +139,7 @@ int cli_list(const cli_list_t *l, int argc, char **argv)
         fprintf(stderr, "%s: bad %s endpoint %s or no key\n", l->prog, l->service, ep ? ep : "");
         return CLI_USAGE;
     }
-    if (cli_require(l->prog, l->service, ep) != 0) {
+    if (cli_require(l->prog, l->service, ep, timeout) != 0) {
         cli_rpc_destroy(&c);
         return CLI_UNAVAILABLE;
     }

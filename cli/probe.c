@@ -155,9 +155,10 @@ out:
     return rc;
 }
 
-int cli_require(const char *prog, const char *service, const char *endpoint)
+int cli_require(const char *prog, const char *service, const char *endpoint, long cap_ms)
 {
     long ms = cli_connect_timeout();
+    if (cap_ms > 0 && cap_ms < ms) ms = cap_ms;
     char why[256];
     if (cli_probe(service, endpoint, ms, why, sizeof why) == 0) return 0;
     char var[64];

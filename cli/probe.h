@@ -38,9 +38,10 @@ long cli_parse_connect_timeout(const char *s);
 int cli_probe(const char *service, const char *endpoint, long timeout_ms, char *why,
               size_t whylen);
 
-/* Probes service at endpoint with the connect timeout; when it does not
+/* Probes service at endpoint with the connect timeout (or cap_ms if that is
+ * shorter and > 0: the command's own --timeout); when it does not
  * answer prints (as prog) what was tried and the hint to load
  * var/endpoints.env on stderr and returns CLI_UNAVAILABLE (3), else 0. */
-int cli_require(const char *prog, const char *service, const char *endpoint);
+int cli_require(const char *prog, const char *service, const char *endpoint, long cap_ms);
 
 #endif

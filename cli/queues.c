@@ -45,7 +45,7 @@ static int s_call(const char *method, msgpack_sbuffer *params, const char *actor
         return -1;
     }
     static bool probed;
-    if (!probed && cli_require("bangfu queues", "notify", ep) != 0) {
+    if (!probed && cli_require("bangfu queues", "notify", ep, timeout) != 0) {
         bf_client_destroy(&c);
         memset(reply, 0, sizeof *reply);
         msgpack_unpacked_init(&reply->msg);
