@@ -131,6 +131,13 @@ size_t table_width(const char *s)
     return s ? table_width_n(s, strlen(s)) : 0;
 }
 
+void table_fput_padded(FILE *f, const char *s, size_t width)
+{
+    size_t w = table_width(s);
+    fputs(s ? s : "", f);
+    for (; w < width; w++) fputc(' ', f);
+}
+
 struct table {
     int ncols;
     char **cells; /* (rows + 1) * ncols, row 0 the header */

@@ -35,6 +35,10 @@ int table_cp_width(uint32_t cp);
 size_t table_width_n(const char *s, size_t len);
 size_t table_width(const char *s);
 
+/* Writes s, then blanks up to width display columns (none if s is wider):
+ * printf's %-12s for text that may hold CJK characters. */
+void table_fput_padded(FILE *f, const char *s, size_t width);
+
 /* A table of ncols columns with these headers (copied); NULL if out of memory. */
 table_t *table_new(int ncols, const char *const *headers);
 void table_destroy(table_t **self_p);

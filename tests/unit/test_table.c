@@ -93,10 +93,27 @@ static void test_last_left_column_is_not_padded(void)
     table_destroy(&t);
 }
 
+static void test_fput_padded_counts_display_columns(void)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    table_fput_padded(f, "张三", 6);
+    fputc('|', f);
+    table_fput_padded(f, "ab", 6);
+    fputc('|', f);
+    table_fput_padded(f, "欧阳娜娜", 6); /* wider: not cut, not padded */
+    fputc('|', f);
+    fclose(f);
+    ASSERT_STR_EQ(buf, "张三  |ab    |欧阳娜娜|");
+    free(buf);
+}
+
 int main(void)
 {
     RUN(widths);
     RUN(table_aligns_cjk);
     RUN(last_left_column_is_not_padded);
+    RUN(fput_padded_counts_display_columns);
     return TEST_REPORT();
 }
