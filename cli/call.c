@@ -3,6 +3,7 @@
 #include "cli.h"
 #include "bf_json.h"
 #include "bf_keys.h"
+#include "money.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -82,6 +83,7 @@ int cli_call(int argc, char **argv)
 {
     const char *actor = getenv("BANGFU_ACTOR");
     long timeout = 30000;
+    bool yuan = false;
     const char *pos[3] = {NULL, NULL, NULL};
     int npos = 0;
     for (int i = 1; i < argc; i++) {
@@ -94,10 +96,18 @@ int cli_call(int argc, char **argv)
                    "  bangfu call registry region.put '{\"code\":\"120110000000\",\"name\":"
                    "\"东丽区\",\"level\":\"county\"}' --actor admin\n"
                    "  bangfu call registry sys.methods\n"
-                   "Exit status: 0 ok, 1 error reply, 2 usage, 3 no answer.\n");
+                   "--yuan: amounts in the params (every member whose key ends in _fen) are\n"
+                   "given in yuan, as a number or a string with at most 2 decimals:\n"
+                   "  bangfu call funds source.receive '{\"source_id\": 3, \"amount_fen\": "
+                   "12.34, ...}' --yuan\n"
+                   "sends amount_fen 1234. The result is printed as the service sends it.\n"
+                   "Exit status: 0 ok, 1 error reply, 2 usage, 3 no answer (the service is\n"
+                   "probed first: see --connect-timeout in `bangfu help`).\n");
             return CLI_OK;
         } else if (!strcmp(argv[i], "--actor") && i + 1 < argc) {
             actor = argv[++i];
+        } else if (!strcmp(argv[i], "--yuan")) {
+            yuan = true;
         } else if (!strcmp(argv[i], "--timeout") && i + 1 < argc) {
             timeout = strtol(argv[++i], NULL, 10);
             if (timeout <= 0) {
@@ -125,7 +135,16 @@ int cli_call(int argc, char **argv)
     msgpack_sbuffer_init(&params);
     if (pos[2]) {
         char err[256];
-        if (bf_json_to_msgpack(pos[2], strlen(pos[2]), &params, err, sizeof err) != 0) {
+        char *json = NULL;
+        if (yuan && money_json_yuan_to_fen(pos[2], &json, err, sizeof err) != 0) {
+            fprintf(stderr, "bangfu call: --yuan: %s\n", err);
+            msgpack_sbuffer_destroy(&params);
+            return CLI_USAGE;
+        }
+        const char *text = json ? json : pos[2];
+        int jrc = bf_json_to_msgpack(text, strlen(text), &params, err, sizeof err);
+        free(json);
+        if (jrc != 0) {
             fprintf(stderr, "bangfu call: params are not valid JSON: %s\n", err);
             msgpack_sbuffer_destroy(&params);
             return CLI_USAGE;
@@ -136,6 +155,11 @@ int cli_call(int argc, char **argv)
         fprintf(stderr, "bangfu call: bad endpoint %s or no key (see docs/security.md)\n", ep);
         msgpack_sbuffer_destroy(&params);
         return CLI_USAGE;
+    }
+    if (cli_require("bangfu call", pos[0], ep, timeout) != 0) {
+        cli_rpc_destroy(&c);
+        msgpack_sbuffer_destroy(&params);
+        return CLI_UNAVAILABLE;
     }
     cli_reply_t reply;
     int rc = cli_rpc_call(c, pos[1], params.data, params.size, actor, timeout, &reply);

@@ -3,6 +3,7 @@
 #define CLI_H
 
 #include "bf_client.h"
+#include "probe.h"
 #include "rpc.h"
 
 #include <stdbool.h>

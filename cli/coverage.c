@@ -11,6 +11,7 @@
 #include "bf_json.h"
 #include "bf_mp.h"
 #include "cli.h"
+#include "table.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -95,8 +96,9 @@ static void s_print(const msgpack_object *res, long show)
         const msgpack_object *h = &items->ptr[i];
         s_num(n1, sizeof n1, s_int(h, "id"));
         s_num(n2, sizeof n2, s_int(h, "village_id"));
-        printf("    household %-8s head %-12s village %s (%s)\n", n1, s_str(h, "head_name", a, sizeof a),
-               s_str(h, "village_name", b, sizeof b), n2);
+        printf("    household %-8s head ", n1);
+        table_fput_padded(stdout, s_str(h, "head_name", a, sizeof a), 12);
+        printf(" village %s (%s)\n", s_str(h, "village_name", b, sizeof b), n2);
     }
     s_more(uncovered, shown);
 
@@ -109,8 +111,9 @@ static void s_print(const msgpack_object *res, long show)
     for (uint32_t i = 0; items && i < items->size && (long)i < show; i++, shown++) {
         const msgpack_object *k = &items->ptr[i];
         s_num(n1, sizeof n1, s_int(k, "id"));
-        printf("    cadre %-8s %-12s rank %-9s %" PRId64 " households, cap %" PRId64 "\n", n1,
-               s_str(k, "name", a, sizeof a), s_str(k, "rank", c, sizeof c),
+        printf("    cadre %-8s ", n1);
+        table_fput_padded(stdout, s_str(k, "name", a, sizeof a), 12);
+        printf(" rank %-9s %" PRId64 " households, cap %" PRId64 "\n", s_str(k, "rank", c, sizeof c),
                s_int(k, "households"), s_int(k, "cap"));
     }
     s_more(over, shown);
@@ -125,8 +128,9 @@ static void s_print(const msgpack_object *res, long show)
     for (uint32_t i = 0; items && i < items->size && (long)i < show; i++, shown++) {
         const msgpack_object *v = &items->ptr[i];
         s_num(n1, sizeof n1, s_int(v, "id"));
-        printf("    village %-8s %-16s %s %s\n", n1, s_str(v, "name", a, sizeof a),
-               s_str(v, "region_code", b, sizeof b), s_str(v, "category", c, sizeof c));
+        printf("    village %-8s ", n1);
+        table_fput_padded(stdout, s_str(v, "name", a, sizeof a), 16);
+        printf(" %s %s\n", s_str(v, "region_code", b, sizeof b), s_str(v, "category", c, sizeof c));
     }
     s_more(unhelped, shown);
 }
@@ -176,6 +180,11 @@ int cli_coverage(int argc, char **argv)
         fprintf(stderr, "bangfu coverage: bad registry endpoint %s\n", ep);
         msgpack_sbuffer_destroy(&params);
         return CLI_USAGE;
+    }
+    if (cli_require("bangfu coverage", "registry", ep, timeout) != 0) {
+        cli_rpc_destroy(&c);
+        msgpack_sbuffer_destroy(&params);
+        return CLI_UNAVAILABLE;
     }
     cli_reply_t reply;
     int rc = cli_rpc_call(c, "coverage.report", params.data, params.size, NULL, timeout, &reply);

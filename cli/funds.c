@@ -11,15 +11,87 @@
  */
 #include "cli.h"
 #include "bf_mp.h"
+#include "lists.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+static const cli_filter_t s_source_filters[] = {
+    {"--kind", "kind", CLI_F_STR, "central, provincial, ..., donation, loan"},
+    {NULL, NULL, CLI_F_STR, NULL},
+};
+static const cli_col_t s_source_cols[] = {
+    {"id", "ID", true},           {"name", "NAME", false},
+    {"kind", "KIND", false},      {"provider", "PROVIDER", false},
+    {"received_fen", "RECEIVED", true}, {"balance_fen", "BALANCE", true},
+    {NULL, NULL, false},
+};
+static const cli_list_t s_sources = {
+    "bangfu funds sources", "bangfu funds sources",
+    "Fund sources (funds source.list): name, kind, provider, received, balance.\n", "funds",
+    "source.list", s_source_filters, s_source_cols};
+
+static const cli_filter_t s_budget_filters[] = {
+    {"--year", "year", CLI_F_INT, "budgets of this year"},
+    {"--source-id", "source_id", CLI_F_INT, "budgets this source funded (children too)"},
+    {"--parent-id", "parent_id", CLI_F_INT, "the child budgets of this budget"},
+    {"--root", "root", CLI_F_BOOL, "only root budgets"},
+    {"--recipient", "recipient", CLI_F_STR, "budgets of this recipient (village:42)"},
+    {"--region", "region", CLI_F_STR, "budgets of regions under this 12-digit code"},
+    {"--status", "status", CLI_F_STR, "open (balance > 0) or spent"},
+    {NULL, NULL, CLI_F_STR, NULL},
+};
+static const cli_col_t s_budget_cols[] = {
+    {"id", "ID", true},          {"parent_id", "PARENT", true},
+    {"year", "YEAR", true},      {"recipient", "RECIPIENT", false},
+    {"name", "NAME", false},     {"carrier", "CARRIER", false},
+    {"balance_fen", "BALANCE", true}, {"held_fen", "HELD", true},
+    {NULL, NULL, false},
+};
+static const cli_list_t s_budgets = {
+    "bangfu funds budgets", "bangfu funds budgets",
+    "Budgets (funds budget.list): recipient, year, name, carrier, balance, held.\n", "funds",
+    "budget.list", s_budget_filters, s_budget_cols};
+
+static const cli_filter_t s_project_filters[] = {
+    {"--year", "year", CLI_F_INT, "projects of budgets of this year"},
+    {"--budget-id", "budget_id", CLI_F_INT, "projects funded by this budget"},
+    {"--source-id", "source_id", CLI_F_INT, "projects whose root budget this source funded"},
+    {"--kind", "kind", CLI_F_STR, "industry, infrastructure, education, ..."},
+    {"--region", "region", CLI_F_STR, "projects located under this 12-digit code"},
+    {"--status", "status", CLI_F_STR, "open (balance > 0) or spent"},
+    {NULL, NULL, CLI_F_STR, NULL},
+};
+static const cli_col_t s_project_cols[] = {
+    {"id", "ID", true},
+    {"budget_id", "BUDGET", true},
+    {"year", "YEAR", true},
+    {"name", "NAME", false},
+    {"kind", "KIND", false},
+    {"location", "LOCATION", false},
+    {"beneficiaries", "PEOPLE", true},
+    {"amount_fen", "AMOUNT", true},
+    {"balance_fen", "BALANCE", true},
+    {"tranches", "TRANCHES", true},
+    {"tranches_disbursed", "PAID", true},
+    {NULL, NULL, false},
+};
+static const cli_list_t s_projects = {
+    "bangfu funds projects", "bangfu funds projects",
+    "Projects (funds project.list): budget, year, name, kind, location, people,\n"
+    "amount, balance, tranches planned and disbursed.\n",
+    "funds", "project.list", s_project_filters, s_project_cols};
+
 static void s_usage(FILE *f)
 {
-    fprintf(f, "usage: bangfu funds verify [--export-head] [--timeout MS]\n"
+    fprintf(f, "usage: bangfu funds sources|budgets|projects [filters] [--yuan] [--json] "
+               "[--all]\n"
+               "       bangfu funds verify [--export-head] [--timeout MS]\n"
+               "sources, budgets, projects: the lists as tables (amounts in fen, or in yuan\n"
+               "with --yuan); `bangfu funds sources --help` names the filters.\n"
+               "verify:\n"
                "Re-walks the funds ledger's hash chain from its first entry, recomputing\n"
                "every entry's SHA-256, and re-derives every account's balance from the\n"
                "ledger. Prints the result as JSON; if an entry was altered, removed or\n"
@@ -106,6 +178,10 @@ static int s_verify(long timeout, bool export_head)
         fprintf(stderr, "bangfu funds: bad endpoint %s\n", ep ? ep : "(none)");
         return CLI_USAGE;
     }
+    if (cli_require("bangfu funds", "funds", ep, timeout) != 0) {
+        bf_client_destroy(&c);
+        return CLI_UNAVAILABLE;
+    }
     bf_reply_t reply;
     int rc = bf_client_call(c, "ledger.verify", NULL, 0, NULL, &reply);
     int code;
@@ -136,6 +212,9 @@ static int s_verify(long timeout, bool export_head)
 
 int cli_funds(int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "sources")) return cli_list(&s_sources, argc - 1, argv + 1);
+    if (argc > 1 && !strcmp(argv[1], "budgets")) return cli_list(&s_budgets, argc - 1, argv + 1);
+    if (argc > 1 && !strcmp(argv[1], "projects")) return cli_list(&s_projects, argc - 1, argv + 1);
     long timeout = 600000; /* a long ledger takes a while to re-walk */
     const char *sub = NULL;
     bool export_head = false;

@@ -8,6 +8,11 @@
  * published, so subscribers never see the probe. bus.pub and bus.xsub come
  * from the config (BANGFU_BUS_PUB, BANGFU_BUS_XSUB, or $BANGFU_CONFIG).
  *
+ * All services are asked at once, each in its own thread, so the command
+ * takes as long as the slowest answer (at most the timeout), not their sum.
+ * It prints a table: service, state (up, down, degraded, error), latency,
+ * and the service's answer or what went wrong.
+ *
  * Exit status: 0 when every named service answered (with --strict: and
  * reported status "ok", i.e. its PostgreSQL and Redis are up), 1 when one
  * answered but is degraded under --strict, 2 for bad usage, 3 when one did not
@@ -20,6 +25,9 @@
 #include "bf_mp.h"
 #include "bf_rpc.h"
 
+#include "table.h"
+
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,48 +114,62 @@ out:
     return rc;
 }
 
-/* Returns the exit code for one service and prints its line. */
-static int s_check(const char *service, long timeout_ms, bool strict)
+/* One service's check, run in its own thread so that all are asked at once:
+ * the whole command takes as long as the slowest answer (or the timeout),
+ * not their sum. */
+typedef struct {
+    const char *service;
+    long timeout_ms;
+    bool strict;
+    int code;          /* exit code it stands for */
+    const char *state; /* up, down, degraded, error */
+    long long ms;      /* latency */
+    char detail[1024];
+} s_check_t;
+
+static void *s_check(void *arg)
 {
+    s_check_t *k = arg;
+    long long t0 = s_now_ms();
     char msg[1024];
-    if (!strcmp(service, "bus")) {
-        if (s_bus_probe(timeout_ms, msg, sizeof msg) == 0) {
-            printf("%-9s ok          %s\n", service, msg);
-            return CLI_OK;
-        }
-        printf("%-9s unavailable %s\n", service, msg);
-        return CLI_UNAVAILABLE;
+    if (!strcmp(k->service, "bus")) {
+        bool up = s_bus_probe(k->timeout_ms, msg, sizeof msg) == 0;
+        k->ms = s_now_ms() - t0;
+        k->state = up ? "up" : "down";
+        k->code = up ? CLI_OK : CLI_UNAVAILABLE;
+        snprintf(k->detail, sizeof k->detail, "%s", msg);
+        return NULL;
     }
-    const char *ep = cli_endpoint(service);
-    if (!ep) {
-        fprintf(stderr, "bangfu health: unknown service %s (bus, registry, funds, tasks, notify)\n",
-                service);
-        return CLI_USAGE;
-    }
-    bf_client_t *c = bf_client_open(service, ep, (int)timeout_ms);
+    const char *ep = cli_endpoint(k->service);
+    bf_client_t *c = bf_client_open(k->service, ep, (int)k->timeout_ms);
     if (!c) {
-        fprintf(stderr, "bangfu health: bad endpoint %s for %s\n", ep, service);
-        return CLI_USAGE;
+        k->state = "error";
+        k->code = CLI_USAGE;
+        snprintf(k->detail, sizeof k->detail, "bad endpoint %s or no key", ep);
+        return NULL;
     }
     bf_reply_t reply;
-    int code;
     if (bf_client_call(c, "sys.health", NULL, 0, NULL, &reply) != 0 && !reply.error) {
-        printf("%-9s unavailable no answer at %s: %s\n", service, ep, reply.message);
-        code = CLI_UNAVAILABLE;
+        k->state = "down";
+        k->code = CLI_UNAVAILABLE;
+        snprintf(k->detail, sizeof k->detail, "no answer at %s: %s", ep, reply.message);
     } else if (!reply.ok) {
-        printf("%-9s error       %s: %s\n", service, reply.code, reply.message);
-        code = CLI_ERR_REPLY;
+        k->state = "error";
+        k->code = CLI_ERR_REPLY;
+        snprintf(k->detail, sizeof k->detail, "%s: %s", reply.code, reply.message);
     } else {
         const msgpack_object *st = reply.result ? bf_mp_get(reply.result, "status") : NULL;
         bool ok = st && bf_mp_str_eq(st, "ok");
         char *json = reply.result ? bf_json_from_msgpack(reply.result, BF_JSON_COMPACT) : NULL;
-        printf("%-9s %-11s %s\n", service, ok ? "ok" : "degraded", json ? json : "null");
+        k->state = ok ? "up" : "degraded";
+        snprintf(k->detail, sizeof k->detail, "%s", json ? json : "null");
         free(json);
-        code = ok || !strict ? CLI_OK : CLI_ERR_REPLY;
+        k->code = ok || !k->strict ? CLI_OK : CLI_ERR_REPLY;
     }
+    k->ms = s_now_ms() - t0;
     bf_reply_destroy(&reply);
     bf_client_destroy(&c);
-    return code;
+    return NULL;
 }
 
 int cli_health(int argc, char **argv)
@@ -183,11 +205,40 @@ int cli_health(int argc, char **argv)
     }
     if (n == 0)
         for (; s_all[n]; n++) names[n] = s_all[n];
-    int worst = CLI_OK;
     for (int i = 0; i < n; i++) {
-        int code = s_check(names[i], timeout, strict);
-        if (code == CLI_USAGE) return code;
-        if (code > worst) worst = code;
+        if (strcmp(names[i], "bus") != 0 && !cli_endpoint(names[i])) {
+            fprintf(stderr,
+                    "bangfu health: unknown service %s (bus, registry, funds, tasks, notify)\n",
+                    names[i]);
+            return CLI_USAGE;
+        }
     }
+    s_check_t checks[16];
+    pthread_t threads[16];
+    bool started[16] = {false};
+    for (int i = 0; i < n; i++) {
+        checks[i] = (s_check_t){.service = names[i], .timeout_ms = timeout, .strict = strict};
+        started[i] = pthread_create(&threads[i], NULL, s_check, &checks[i]) == 0;
+        if (!started[i]) s_check(&checks[i]); /* no thread: ask it here */
+    }
+    for (int i = 0; i < n; i++)
+        if (started[i]) pthread_join(threads[i], NULL);
+    int worst = CLI_OK;
+    table_t *t = table_new(4, (const char *[]){"SERVICE", "STATE", "LATENCY", "DETAIL"});
+    if (t) table_align_right(t, 2);
+    for (int i = 0; i < n; i++) {
+        char ms[32];
+        if (checks[i].code == CLI_UNAVAILABLE)
+            snprintf(ms, sizeof ms, ">%ld ms", timeout);
+        else
+            snprintf(ms, sizeof ms, "%lld ms", checks[i].ms);
+        if (!t || table_add(t, (const char *[]){checks[i].service, checks[i].state, ms,
+                                                checks[i].detail}) != 0)
+            printf("%-9s %-9s %9s  %s\n", checks[i].service, checks[i].state, ms,
+                   checks[i].detail);
+        if (checks[i].code > worst) worst = checks[i].code;
+    }
+    table_print(t, stdout);
+    table_destroy(&t);
     return worst;
 }

@@ -1545,6 +1545,10 @@ int cli_import(int argc, char **argv)
             fprintf(stderr, "bangfu import: bad registry endpoint %s\n", im.endpoint);
             goto cleanup;
         }
+        if (cli_require("bangfu import", "registry", im.endpoint, im.timeout_ms) != 0) {
+            exit_code = CLI_UNAVAILABLE;
+            goto cleanup;
+        }
     }
 
     struct sigaction sa, old_int;

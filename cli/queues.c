@@ -44,6 +44,16 @@ static int s_call(const char *method, msgpack_sbuffer *params, const char *actor
         fprintf(stderr, "bangfu queues: bad notify endpoint %s\n", ep);
         return -1;
     }
+    static bool probed;
+    if (!probed && cli_require("bangfu queues", "notify", ep, timeout) != 0) {
+        bf_client_destroy(&c);
+        memset(reply, 0, sizeof *reply);
+        msgpack_unpacked_init(&reply->msg);
+        snprintf(reply->code, sizeof reply->code, "unavailable");
+        snprintf(reply->message, sizeof reply->message, "no answer at %s", ep);
+        return -1;
+    }
+    probed = true;
     int rc = bf_client_call(c, method, params ? params->data : NULL, params ? params->size : 0,
                             actor, reply);
     bf_client_destroy(&c);

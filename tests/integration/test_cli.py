@@ -2,7 +2,10 @@
 `bangfu call` (ok, error, exit codes), `bangfu import households` (a generated
 100,000-household CSV with bad rows, a GBK file with Chinese headers and
 values, CSV-level errors, usage errors), `bangfu events tail --from` (stream
-then live, no gap, no duplicate), `bangfu coverage`, and --help everywhere.
+then live, no gap, no duplicate), `bangfu coverage`, --help everywhere, and
+the comforts: failing fast with a hint when no service answers, --yuan
+amounts, `bangfu health` asking every service at once, and the funds lists as
+tables aligned for Chinese names.
 
 Every run uses its own six-digit region prefix for ID numbers and its own
 region codes, so reruns against one database never collide.
@@ -48,7 +51,7 @@ def _province_prefix():
 
 def setup_module():
     global S, C
-    S = Stack(["registry"]).__enter__()
+    S = Stack(["registry", "funds"]).__enter__()
     C = S.client("registry", timeout_ms=120000)
     RUN["idp"] = _province_prefix()
     # a county and two townships of our own (12-digit codes, unique per run)
@@ -766,3 +769,237 @@ def test_coverage_summary_and_json():
     eq(bangfu("coverage", "--bogus")[0], 2)
     env = _env(BANGFU_REGISTRY_RPC="tcp://127.0.0.1:%d" % bftest.free_port())
     eq(bangfu("coverage", "--timeout", "300", env=env)[0], 3)
+
+
+# ---------------------------------------------------------------- fail fast, --yuan, health, tables
+
+def _display_width(text):
+    import unicodedata
+    w = 0
+    for ch in text:
+        if unicodedata.combining(ch):
+            continue
+        w += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+    return w
+
+
+def _hint_checks(err, endpoint, var, ms):
+    check("did not answer at %s within %d ms" % (endpoint, ms) in err, err)
+    check("var/endpoints.env" in err and "source" in err, "the hint names var/endpoints.env: " + err)
+    check(var in err, "the hint names " + var + ": " + err)
+
+
+def test_fail_fast_with_a_hint_when_no_service_answers():
+    """Nothing listens at the address: the CLI probes before the real call
+    (its timeout is still 30 s here) and gives up after the connect timeout
+    (1.5 s by default) with exit 3 and a hint, instead of waiting 30 s."""
+    dead = "tcp://127.0.0.1:%d" % bftest.free_port()
+    env = _env(BANGFU_REGISTRY_RPC=dead)
+    env.pop("BANGFU_CONNECT_TIMEOUT_MS", None)
+    t0 = time.time()
+    rc, out, err = bangfu("call", "registry", "sys.health", env=env, timeout=60)
+    elapsed = time.time() - t0
+    eq(rc, 3, err)
+    eq(out, "")
+    _hint_checks(err, dead, "BANGFU_REGISTRY_RPC", 1500)
+    check("comes from BANGFU_REGISTRY_RPC" in err, err)
+    check("connection refused" in err, err)
+    check(elapsed < 10, "gave up after %.1f s, not the call's 30 s timeout" % elapsed)
+
+    # the option and the variable set the connect timeout; the option wins
+    rc, _, err = bangfu("--connect-timeout", "300", "coverage", env=env, timeout=60)
+    eq(rc, 3, err)
+    _hint_checks(err, dead, "BANGFU_REGISTRY_RPC", 300)
+    rc, _, err = bangfu("coverage", env=_env(BANGFU_REGISTRY_RPC=dead,
+                                             BANGFU_CONNECT_TIMEOUT_MS="700"), timeout=60)
+    eq(rc, 3, err)
+    _hint_checks(err, dead, "BANGFU_REGISTRY_RPC", 700)
+    rc, _, err = bangfu("coverage", "--connect-timeout=400",
+                        env=_env(BANGFU_REGISTRY_RPC=dead, BANGFU_CONNECT_TIMEOUT_MS="700"),
+                        timeout=60)
+    eq(rc, 3, err)
+    _hint_checks(err, dead, "BANGFU_REGISTRY_RPC", 400)
+    # the funds lists and verify probe too
+    for args in (["funds", "sources"], ["funds", "verify"]):
+        rc, _, err = bangfu(*args, env=_env(BANGFU_FUNDS_RPC=dead), timeout=60)
+        eq(rc, 3, " ".join(args) + ": " + err)
+        _hint_checks(err, dead, "BANGFU_FUNDS_RPC", 1500)
+    # without the variable the hint says the default address was tried
+    env = _env()
+    env.pop("BANGFU_NOTIFY_RPC", None)
+    rc, _, err = bangfu("call", "notify", "sys.health", "--connect-timeout", "200", env=env,
+                        timeout=60)
+    if rc == 3:  # unless something listens on the default port on this machine
+        check("built-in default: BANGFU_NOTIFY_RPC is not set" in err, err)
+
+
+def test_fail_fast_when_the_port_is_not_a_bangfu_service():
+    """A port that accepts connections but never speaks ZMTP: no handshake,
+    exit 3 after the connect timeout."""
+    import socket
+    lsn = socket.socket()
+    lsn.bind(("127.0.0.1", 0))
+    lsn.listen(8)
+    ep = "tcp://127.0.0.1:%d" % lsn.getsockname()[1]
+    try:
+        rc, _, err = bangfu("call", "registry", "sys.health", "--connect-timeout", "500",
+                            env=_env(BANGFU_REGISTRY_RPC=ep), timeout=60)
+        eq(rc, 3, err)
+        _hint_checks(err, ep, "BANGFU_REGISTRY_RPC", 500)
+    finally:
+        lsn.close()
+
+
+def test_connect_timeout_usage_errors():
+    for args in (["--connect-timeout", "abc", "call", "registry", "sys.health"],
+                 ["call", "registry", "sys.health", "--connect-timeout", "0"],
+                 ["call", "registry", "sys.health", "--connect-timeout"]):
+        rc, _, err = bangfu(*args)
+        eq(rc, 2, " ".join(args))
+        check("--connect-timeout" in err, err)
+    rc, _, err = bangfu("call", "registry", "sys.health",
+                        env=_env(BANGFU_CONNECT_TIMEOUT_MS="soon"))
+    eq(rc, 2, err)
+    check("BANGFU_CONNECT_TIMEOUT_MS" in err, err)
+    # a live service passes the probe with a tiny connect timeout too
+    rc, out, err = bangfu("call", "registry", "sys.health", "--connect-timeout", "1000")
+    eq(rc, 0, err)
+    eq(json.loads(out)["status"], "ok")
+
+
+def test_health_asks_every_service_at_once():
+    """registry and funds are up; tasks and notify have addresses where
+    nothing listens. Each down one costs the whole timeout: asked one after
+    another, four down ones would take 4 x 4 s."""
+    env = _env(BANGFU_TASKS_RPC="tcp://127.0.0.1:%d" % bftest.free_port(),
+               BANGFU_NOTIFY_RPC="tcp://127.0.0.1:%d" % bftest.free_port())
+    t0 = time.time()
+    rc, out, err = bangfu("health", "registry", "tasks", "notify", "funds", "tasks", "notify",
+                          "--timeout", "4000", env=env, timeout=60)
+    elapsed = time.time() - t0
+    eq(rc, 3, out + err)
+    lines = out.splitlines()
+    eq(lines[0].split(), ["SERVICE", "STATE", "LATENCY", "DETAIL"])
+    rows = [l.split() for l in lines[1:]]
+    eq([r[0] for r in rows], ["registry", "tasks", "notify", "funds", "tasks", "notify"])
+    eq([r[1] for r in rows], ["up", "down", "down", "up", "down", "down"])
+    for r in rows:
+        check(r[3] == "ms" and re.match(r"^>?\d+$", r[2]), "latency column: %r" % r)
+    eq(rows[1][2], ">4000")
+    check(elapsed < 10, "health took %.1f s: the services were not asked in parallel" % elapsed)
+
+    rc, out, err = bangfu("health", "registry", "funds", "bus", env=_env(), timeout=60)
+    eq(rc, 0, out + err)
+    eq([l.split()[1] for l in out.splitlines()[1:]], ["up", "up", "up"])
+    eq(bangfu("health", "nosuch")[0], 2)
+
+
+def test_call_yuan_amounts():
+    F = S.client("funds")
+    src = F.call("source.create", {"name": "元测试-" + bftest.uid(), "kind": "county",
+                                   "request_key": bftest.uid()})
+    params = '{"source_id": %d, "amount_fen": 12.34, "year": 2024, "request_key": "%s"}' % (
+        src["id"], bftest.uid())
+    rc, out, err = bangfu("call", "funds", "source.receive", params, "--yuan")
+    eq(rc, 0, err)
+    eq(json.loads(out)["amount_fen"], 1234)
+    params = '{"source_id": %d, "amount_fen": "0.5", "year": 2024, "request_key": "%s"}' % (
+        src["id"], bftest.uid())
+    rc, out, err = bangfu("call", "funds", "source.receive", params, "--yuan")
+    eq(rc, 0, err)
+    eq(json.loads(out)["balance_fen"], 1284)
+    for bad, why in (("12.345", "more than 2 decimals"), ('"12,00"', "not an amount"),
+                     ("1e3", "not an amount")):
+        params = '{"source_id": %d, "amount_fen": %s, "year": 2024, "request_key": "%s"}' % (
+            src["id"], bad, bftest.uid())
+        rc, out, err = bangfu("call", "funds", "source.receive", params, "--yuan")
+        eq(rc, 2, bad)
+        check("amount_fen" in err and why in err, err)
+    eq(F.call("source.get", {"id": src["id"]})["balance_fen"], 1284)
+    # without --yuan the number is fen as before
+    params = '{"source_id": %d, "amount_fen": 16, "year": 2024, "request_key": "%s"}' % (
+        src["id"], bftest.uid())
+    rc, out, _ = bangfu("call", "funds", "source.receive", params)
+    eq(json.loads(out)["amount_fen"], 16)
+
+
+def _check_aligned(out):
+    lines = out.splitlines()
+    check(len(lines) >= 2, out)
+    widths = {_display_width(l) for l in lines}
+    eq(len(widths), 1, "every line of a right-ended table has the same display width:\n" + out)
+    return lines
+
+
+def test_funds_lists_as_tables_with_chinese_names():
+    F = S.client("funds")
+    tag = bftest.uid()
+    kind = "donation"
+    src = F.call("source.create", {"name": "东丽区对口帮扶专项资金" + tag, "kind": kind,
+                                   "provider": "东丽区财政局", "request_key": bftest.uid()})
+    src2 = F.call("source.create", {"name": "x" + tag, "kind": kind,
+                                    "request_key": bftest.uid()})
+    F.call("source.receive", {"source_id": src["id"], "amount_fen": 123456789, "year": 2024,
+                              "request_key": bftest.uid()})
+    F.call("source.receive", {"source_id": src2["id"], "amount_fen": 5, "year": 2024,
+                              "request_key": bftest.uid()})
+    rc, out, err = bangfu("funds", "sources", "--kind", kind, "--limit", "1000", "--yuan")
+    eq(rc, 0, err)
+    lines = out.splitlines()
+    eq(lines[0].split(), ["ID", "NAME", "KIND", "PROVIDER", "RECEIVED", "元", "BALANCE", "元"])
+    mine = [l for l in lines if tag in l]
+    eq(len(mine), 2, out)
+    check("东丽区对口帮扶专项资金" in mine[0] and "1234567.89" in mine[0], mine[0])
+    check(mine[1].rstrip().endswith("0.05"), mine[1])
+    _check_aligned(out)  # the last column (balance) is right-aligned
+    # the name column starts at the same display column on every line
+    col = {_display_width(l[:l.index(n)]) for l, n in
+           ((lines[0], "NAME"), (mine[0], "东丽区"), (mine[1], "x" + tag))}
+    eq(len(col), 1, out)
+    rc, out, err = bangfu("funds", "sources", "--kind", kind, "--limit", "1000")
+    eq(rc, 0, err)
+    check("123456789" in [l for l in out.splitlines() if tag in l][0], out)
+    check("分" in out.splitlines()[0], out)
+    rc, out, err = bangfu("funds", "sources", "--kind", kind, "--json")
+    eq(rc, 0, err)
+    check(isinstance(json.loads(out)["items"], list), out)
+    eq(bangfu("funds", "sources", "--kind", "bogus")[0], 1)
+    eq(bangfu("funds", "sources", "--limit", "0")[0], 2)
+    eq(bangfu("funds", "sources", "--all", "--json")[0], 2)
+
+    bud = F.call("budget.create", {"recipient": "program:" + tag, "year": 2024,
+                                   "name": "东丽帮扶预算", "carrier": "东丽开发区",
+                                   "funding": [{"source_id": src["id"], "amount_fen": 100000}],
+                                   "request_key": bftest.uid()})
+    F.call("project.create", {"name": "稻地村蔬菜大棚" + tag, "kind": "industry",
+                              "location": "130821000000", "unit_id": 7, "beneficiaries": 120,
+                              "target": "建成大棚10座", "budget_id": bud["id"],
+                              "amount_fen": 60050, "request_key": bftest.uid()})
+    F.call("project.create", {"name": "p" + tag, "kind": "education",
+                              "location": "130821000000", "unit_id": 7, "beneficiaries": 1,
+                              "target": "t", "budget_id": bud["id"], "amount_fen": 1,
+                              "request_key": bftest.uid()})
+    rc, out, err = bangfu("funds", "budgets", "--recipient", "program:" + tag, "--yuan")
+    eq(rc, 0, err)
+    lines = _check_aligned(out)
+    eq(len(lines), 2, out)
+    check("东丽帮扶预算" in lines[1] and "东丽开发区" in lines[1] and "399.49" in lines[1], out)
+    rc, out, err = bangfu("funds", "projects", "--budget-id", str(bud["id"]), "--yuan")
+    eq(rc, 0, err)
+    lines = _check_aligned(out)
+    eq(len(lines), 3, out)
+    check("稻地村蔬菜大棚" in lines[1] and "600.50" in lines[1], out)
+    check("0.01" in lines[2], out)
+    # paging: one per page, --all follows the cursors
+    rc, out, err = bangfu("funds", "projects", "--budget-id", str(bud["id"]), "--limit", "1")
+    eq(rc, 0, err)
+    eq(len(out.splitlines()), 2, out)
+    check("--cursor" in err, err)
+    rc, out, err = bangfu("funds", "projects", "--budget-id", str(bud["id"]), "--limit", "1",
+                          "--all")
+    eq(rc, 0, err)
+    eq(len(out.splitlines()), 3, out)
+    eq(bangfu("funds", "budgets", "--year", "soon")[0], 2)
+    rc, out, _ = bangfu("funds", "projects", "--help")
+    eq(rc, 0)
+    check(out.startswith("usage: bangfu funds projects") and "--budget-id" in out, out)
