@@ -8,7 +8,8 @@
  * workers) with a method table covering every parameter type, a read, a
  * write and a write that keeps its own request key; the database and Redis
  * handles point at nothing that answers, so a path that needs them fails
- * the way an outage does. Checked on every input: no crash, leak or
+ * the way an outage does. Security is plaintext (every role, narrowed by a
+ * request's auth), so inputs reach the method table without keys. Checked on every input: no crash, leak or
  * sanitizer report; the reply is exactly one msgpack map {v: 1, id, ok,
  * result | error {code, message, field}} with a known error code, ok telling
  * which; a handler never runs for a request its parameters table refuses.
@@ -16,6 +17,7 @@
 #include "bf_arena.h"
 #include "bf_cfg.h"
 #include "bf_db.h"
+#include "bf_keys.h"
 #include "bf_mp.h"
 #include "bf_redis.h"
 #include "bf_rpc.h"
@@ -113,6 +115,9 @@ static void s_setup(void)
     setenv("BANGFU_LOG_LEVEL", "error", 1);
     const bf_cfg_def_t *tables[] = {bf_cfg_common, NULL};
     char err[256];
+    /* plaintext: no principal registry; the caller holds every role unless
+     * the request's auth narrows them */
+    if (bf_security_init("plaintext", NULL, NULL, err, sizeof err) != 0) abort();
     static bf_cfg_t *cfg;
     cfg = bf_cfg_load(tables, NULL, err, sizeof err);
     if (!cfg) abort();
