@@ -1181,7 +1181,8 @@ done:
     return NULL;
 }
 
-bf_rpc_server_t *bf_rpc_server_new(const bf_rpc_config_t *cfg)
+/* The server's state without sockets or workers. */
+static struct bf_rpc_server *s_server_alloc(const bf_rpc_config_t *cfg)
 {
     struct bf_rpc_server *s = calloc(1, sizeof *s);
     if (!s) return NULL;
@@ -1196,10 +1197,32 @@ bf_rpc_server_t *bf_rpc_server_new(const bf_rpc_config_t *cfg)
     for (size_t i = 0; s->budgets && i < s->nmethods; i++)
         s->budgets[i] = s_budget_for(&cfg->methods[i], (size_t)bf_cfg_int(cfg->cfg, "rpc.max_list"),
                                      s->max_objects);
+    if (!s->calls || !s->failures || !s->budgets) bf_rpc_server_destroy(&s);
+    return s;
+}
+
+bf_rpc_server_t *bf_rpc_server_detached(const bf_rpc_config_t *cfg)
+{
+    return s_server_alloc(cfg);
+}
+
+void bf_rpc_dispatch(bf_rpc_server_t *s, bf_req_t *r, const char *principal, const char *data,
+                     size_t len, msgpack_sbuffer *reply)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, reply, msgpack_sbuffer_write);
+    s_dispatch(s, r, principal ? principal : "", "", data, len, &pk);
+    bf_arena_reset(r->arena);
+}
+
+bf_rpc_server_t *bf_rpc_server_new(const bf_rpc_config_t *cfg)
+{
+    struct bf_rpc_server *s = s_server_alloc(cfg);
+    if (!s) return NULL;
     s->nworkers = (int)bf_cfg_int(cfg->cfg, "rpc.workers");
     s->workers = calloc((size_t)s->nworkers, sizeof *s->workers);
     s->free_q = calloc((size_t)s->nworkers, sizeof *s->free_q);
-    if (!s->calls || !s->failures || !s->workers || !s->free_q || !s->budgets) goto fail;
+    if (!s->workers || !s->free_q) goto fail;
     snprintf(s->back_ep, sizeof s->back_ep, "inproc://bf-workers-%p", (void *)s);
 
     s->front = zmq_socket(bf_zmq_ctx(), ZMQ_ROUTER);

@@ -229,6 +229,17 @@ int bf_rpc_server_run(bf_rpc_server_t *s, volatile int *stop);
 /* Frees; NULLs *self_p; safe on NULL. */
 void bf_rpc_server_destroy(bf_rpc_server_t **self_p);
 
+/* For fuzzing and tests: a server with the method table and limits of cfg
+ * but no sockets and no workers (free with bf_rpc_server_destroy), and one
+ * request body run through the dispatcher exactly as a worker runs it (the
+ * decode gate, envelope, caller and roles, parameter checks, request keys,
+ * the handler, the reply), the reply appended to reply. r is a request
+ * context the caller set up as a worker does (arena, db, redis, cfg, svc);
+ * its arena is reset afterwards. */
+bf_rpc_server_t *bf_rpc_server_detached(const bf_rpc_config_t *cfg);
+void bf_rpc_dispatch(bf_rpc_server_t *s, bf_req_t *r, const char *principal, const char *data,
+                     size_t len, msgpack_sbuffer *reply);
+
 /* The one shared ZeroMQ context of the process (created on first use). */
 void *bf_zmq_ctx(void);
 void bf_zmq_ctx_term(void);

@@ -9,6 +9,7 @@
 #   MEMCHECK=1    unit tests under valgrind
 #   SANITIZE=1    the binaries are the ASan+UBSan build; logs are checked
 #   TESTS=pattern only integration test files matching the pattern
+#   TEST_ONLY=name only the test functions whose name holds it (in those files)
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"

@@ -23,9 +23,10 @@
  *   request and approval) cannot be UPDATEd (triggers) and is recorded in a
  *   second hash chain, the evidence chain (evidence.c), that ledger.verify
  *   compares every row with.
- * - allocation.apply runs in chunks of funds.chunk_rows, each its own
- *   transaction; its whole is held on the budget (account.held_fen) meanwhile
- *   and a retry with the same request_key resumes it.
+ * - allocation.apply and disbursement.batch run in chunks of
+ *   funds.chunk_rows, each its own transaction; their whole is held on the
+ *   payer (account.held_fen) meanwhile and a retry with the same request_key
+ *   resumes them (progress in allocation / batch_run).
  *
  * Lock order in a money transaction, always: the request key row, then the
  * ledger head, then entity rows (tranche, batch), then account rows (in id

@@ -10,8 +10,8 @@ static const bf_cfg_def_t s_funds_cfg[] = {
     {"funds.bind", BF_CFG_STR, "tcp://127.0.0.1:7102", 0, 0,
      "address the funds service's RPC ROUTER socket binds"},
     {"funds.chunk_rows", BF_CFG_INT, "2000", 1, 200000,
-     "recipients per transaction of a long ledger operation (allocation.apply): each chunk "
-     "holds the ledger head only for its own rows"},
+     "recipients or lines per transaction of a long ledger operation (allocation.apply, "
+     "disbursement.batch): each chunk holds the ledger head only for its own rows"},
     {NULL, 0, NULL, 0, 0, NULL},
 };
 

@@ -751,7 +751,7 @@ void *notify_ingest_main(void *arg)
             backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
             continue;
         }
-        if (notify_queue_paused(in.rd, "events")) {
+        if (notify_queue_paused(in.rd, in.db, "events")) {
             s_sleep_ms(200);
             continue;
         }

@@ -404,7 +404,6 @@ static void s_forget_own_consumers(notify_t *n)
 
 static int s_start(const bf_cfg_t *cfg, bf_db_t *db, void **svc)
 {
-    (void)db;
     notify_t *n = calloc(1, sizeof *n);
     if (!n) return -1;
     n->cfg = cfg;
@@ -493,6 +492,12 @@ static int s_start(const bf_cfg_t *cfg, bf_db_t *db, void **svc)
         return -1;
     }
     int rc = notify_queue_init(n, rd);
+    /* the paused queues come from PostgreSQL, whatever Redis remembers */
+    if (rc == 0 && notify_pause_restore(db, rd, true) != 0) {
+        bf_log(BF_ERROR, "notify: cannot restore the paused queues from PostgreSQL: %s",
+               bf_redis_errmsg(rd));
+        rc = -1;
+    }
     bf_redis_destroy(&rd);
     if (rc != 0) {
         notify_allow_free(n->allow);

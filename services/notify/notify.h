@@ -33,6 +33,7 @@
 #define NOTIFY_RETRY_KEY "bangfu:notify:retry" /* zset "channel|delivery id" -> due ms */
 #define NOTIFY_DEAD_KEY "bangfu:notify:dead"   /* the dead-letter stream */
 #define NOTIFY_PAUSED_KEY "bangfu:notify:paused" /* set of paused queue names */
+#define NOTIFY_PAUSED_MARK "~restored" /* member present while the set is a good copy */
 #define NOTIFY_STAT_PREFIX "bangfu:notify:stat:" /* + queue + ":" + hour: hash of counters */
 #define NOTIFY_RL_PREFIX "bangfu:notify:rl:"     /* + endpoint id: token bucket */
 
@@ -165,8 +166,22 @@ void notify_stat_count(notify_t *n, bf_redis_t *rd, const char *queue, bool ok, 
 int notify_stat_sums(notify_t *n, bf_redis_t *rd, const char *queue, long long *ok_1m,
                      long long *fail_1m, long long *ok_1h, long long *fail_1h);
 
-/* Whether a queue ("events" or a channel) is paused (the set in Redis). */
-bool notify_queue_paused(bf_redis_t *rd, const char *queue);
+/* Whether a queue ("events" or a channel) is paused: the set in Redis, a
+ * copy of table queue_pause rebuilt from it (through db) when missing. When
+ * the copy is missing and cannot be rebuilt the answer is true. */
+bool notify_queue_paused(bf_redis_t *rd, bf_db_t *db, const char *queue);
+
+/* Rebuilds the Redis copy of the paused queues from PostgreSQL when it is
+ * missing (also taking over pauses an older version kept only in Redis), or
+ * always with force (at start). Returns 0 or -1. */
+int notify_pause_restore(bf_db_t *db, bf_redis_t *rd, bool force);
+
+/* Records a pause or resume in table queue_pause, inside the caller's
+ * transaction, and drops the Redis copy so the next look rebuilds it after
+ * the commit. *changed: whether the state changed. Returns 0, -1 (database)
+ * or -2 (Redis). */
+int notify_pause_set(bf_db_t *db, bf_redis_t *rd, const char *queue, bool pause,
+                     const char *actor, bool *changed);
 
 /* Token bucket for an endpoint. Returns 0 if a send may go now, else the
  * ms to wait; -1 on a Redis error (treated as allowed by callers). */

@@ -298,13 +298,121 @@ int notify_stat_sums(notify_t *n, bf_redis_t *rd, const char *queue, long long *
     return 0;
 }
 
-bool notify_queue_paused(bf_redis_t *rd, const char *queue)
+/* The paused set in Redis is a copy of table queue_pause. It always holds
+ * the member NOTIFY_PAUSED_MARK, so a set without it is a copy that was lost
+ * (Redis restarted without its data, flushed) or dropped by queues.pause /
+ * queues.resume: it is then rebuilt from PostgreSQL. Rebuilds and changes
+ * take the same transaction-scoped advisory lock, so a rebuild never writes
+ * a state older than a committed change. */
+#define S_PAUSE_LOCK "SELECT pg_advisory_xact_lock(hashtext('bangfu.notify.queue_pause'))"
+
+int notify_pause_restore(bf_db_t *db, bf_redis_t *rd, bool force)
 {
-    const char *argv[] = {"SISMEMBER", NOTIFY_PAUSED_KEY, queue};
-    redisReply *rep = bf_redis_cmd(rd, 3, argv, NULL);
-    bool paused = rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
+    if (!db || !rd) return -1;
+    bool own = !bf_db_in_tx(db);
+    if (own && bf_db_begin(db) != 0) return -1;
+    PGresult *res = bf_db_exec(db, S_PAUSE_LOCK, 0, NULL);
+    if (!res) goto fail;
+    PQclear(res);
+    /* a set without the mark but with members comes from a version that
+     * kept pauses only in Redis: those pauses are taken over */
+    const char *chk[] = {"SMISMEMBER", NOTIFY_PAUSED_KEY, NOTIFY_PAUSED_MARK};
+    redisReply *rep = bf_redis_cmd(rd, 3, chk, NULL);
+    if (!rep) goto fail;
+    bool marked = rep->type == REDIS_REPLY_ARRAY && rep->elements == 1 &&
+                  rep->element[0]->type == REDIS_REPLY_INTEGER && rep->element[0]->integer == 1;
+    freeReplyObject(rep);
+    if (marked && !force) { /* another thread rebuilt it meanwhile */
+        if (own && bf_db_commit(db) != 0) goto fail;
+        return 0;
+    }
+    const char *mem[] = {"SMEMBERS", NOTIFY_PAUSED_KEY};
+    rep = marked ? NULL : bf_redis_cmd(rd, 2, mem, NULL);
+    if (!rep && !marked) goto fail;
+    if (rep && rep->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i < rep->elements; i++) {
+            const redisReply *e = rep->element[i];
+            if (!e || e->type != REDIS_REPLY_STRING || e->len > 32) continue;
+            char q[40];
+            memcpy(q, e->str, e->len);
+            q[e->len] = 0;
+            const char *p[] = {q};
+            PGresult *ins = bf_db_exec(db,
+                "INSERT INTO queue_pause (queue, paused_by) "
+                "SELECT $1, 'redis (taken over)' WHERE $1 IN ('events','webhook','email','sms','inbox') "
+                "ON CONFLICT (queue) DO NOTHING", 1, p);
+            if (!ins) {
+                freeReplyObject(rep);
+                goto fail;
+            }
+            PQclear(ins);
+        }
+    }
     if (rep) freeReplyObject(rep);
-    return paused;
+    res = bf_db_exec(db, "SELECT queue FROM queue_pause ORDER BY queue", 0, NULL);
+    if (!res) goto fail;
+    int n = PQntuples(res);
+    /* replaced in one step (a script: the notify user has no MULTI) */
+    const char *argv[5 + 8];
+    argv[0] = "EVAL";
+    argv[1] = "redis.call('DEL', KEYS[1]) return redis.call('SADD', KEYS[1], unpack(ARGV))";
+    argv[2] = "1";
+    argv[3] = NOTIFY_PAUSED_KEY;
+    argv[4] = NOTIFY_PAUSED_MARK;
+    int argc = 5;
+    for (int i = 0; i < n && argc < 13; i++) argv[argc++] = bf_db_str(res, i, "queue");
+    rep = bf_redis_cmd(rd, argc, argv, NULL);
+    bool ok = rep && rep->type == REDIS_REPLY_INTEGER;
+    if (rep) freeReplyObject(rep);
+    PQclear(res);
+    if (!ok) goto fail;
+    if (own && bf_db_commit(db) != 0) return -1;
+    bf_log(BF_INFO, "notify: paused queues restored from PostgreSQL (%d paused)", n);
+    return 0;
+fail:
+    if (own) bf_db_rollback(db);
+    return -1;
+}
+
+int notify_pause_set(bf_db_t *db, bf_redis_t *rd, const char *queue, bool pause,
+                     const char *actor, bool *changed)
+{
+    PGresult *res = bf_db_exec(db, S_PAUSE_LOCK, 0, NULL);
+    if (!res) return -1;
+    PQclear(res);
+    const char *p[] = {queue, actor ? actor : ""};
+    res = pause ? bf_db_exec(db, "INSERT INTO queue_pause (queue, paused_by) VALUES ($1, $2) "
+                                 "ON CONFLICT (queue) DO NOTHING", 2, p)
+                : bf_db_exec(db, "DELETE FROM queue_pause WHERE queue = $1", 1, p);
+    if (!res) return -1;
+    *changed = atoi(PQcmdTuples(res)) > 0;
+    PQclear(res);
+    /* the copy goes: the next look (any thread) rebuilds it, waiting for
+     * this transaction's lock, so it sees this change once committed */
+    const char *del[] = {"DEL", NOTIFY_PAUSED_KEY};
+    redisReply *rep = bf_redis_cmd(rd, 2, del, NULL);
+    bool ok = rep && rep->type == REDIS_REPLY_INTEGER;
+    if (rep) freeReplyObject(rep);
+    return ok ? 0 : -2;
+}
+
+bool notify_queue_paused(bf_redis_t *rd, bf_db_t *db, const char *queue)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        const char *argv[] = {"SMISMEMBER", NOTIFY_PAUSED_KEY, queue, NOTIFY_PAUSED_MARK};
+        redisReply *rep = bf_redis_cmd(rd, 4, argv, NULL);
+        if (!rep) return false; /* Redis down: nothing can be taken anyway */
+        bool shaped = rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+                      rep->element[0]->type == REDIS_REPLY_INTEGER &&
+                      rep->element[1]->type == REDIS_REPLY_INTEGER;
+        bool paused = shaped && rep->element[0]->integer == 1;
+        bool marked = shaped && rep->element[1]->integer == 1;
+        freeReplyObject(rep);
+        if (marked) return paused;
+        if (notify_pause_restore(db, rd, false) != 0) break;
+    }
+    /* the copy is lost and PostgreSQL cannot say: paused until it can */
+    return true;
 }
 
 /* A token bucket per endpoint; time is the notify clock, passed in, so a

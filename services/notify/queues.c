@@ -6,8 +6,9 @@
  * hour (10-second buckets of the notify clock), plus the retry set, the
  * dead-letter stream and PostgreSQL's count of unfinished deliveries per
  * state. queues.dead.* work on PostgreSQL's dead deliveries (the record) and
- * keep the dead-letter stream in step; pause/resume flip a Redis set every
- * instance reads.
+ * keep the dead-letter stream in step; pause/resume write table queue_pause
+ * (the truth) and drop its Redis copy, which every instance reads and
+ * rebuilds from PostgreSQL when missing (queue.c).
  */
 #include "notify.h"
 #include "bf_log.h"
@@ -134,7 +135,7 @@ int queues_stats(bf_req_t *r)
             PQclear(res);
             return bf_req_fail(r, BF_E_UNAVAILABLE, NULL, "redis: %s", bf_redis_errmsg(r->redis));
         }
-        paused[i] = notify_queue_paused(r->redis, s_queues[i]);
+        paused[i] = notify_queue_paused(r->redis, r->db, s_queues[i]);
     }
     const char *zc[] = {"ZCARD", NOTIFY_RETRY_KEY};
     const char *dl[] = {"XLEN", NOTIFY_DEAD_KEY};
@@ -446,15 +447,19 @@ static int s_pause(bf_req_t *r, bool pause)
 {
     const char *queue;
     if (bf_req_enum(r, r->params, NULL, "queue", true, s_queues, &queue) != 0) return -1;
-    const char *argv[] = {pause ? "SADD" : "SREM", NOTIFY_PAUSED_KEY, queue};
-    long long changed = s_int_reply(r->redis, 3, argv);
-    if (changed < 0) return bf_req_fail(r, BF_E_UNAVAILABLE, NULL, "redis is not reachable");
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
+    bool changed = false;
+    int rc = notify_pause_set(r->db, r->redis, queue, pause, r->actor, &changed);
+    if (rc == -1) return bf_req_db_fail(r);
+    if (rc == -2) {
+        bf_db_rollback(r->db);
+        return bf_req_fail(r, BF_E_UNAVAILABLE, NULL, "redis is not reachable");
+    }
     bf_event_t ev;
     msgpack_packer *pk = bf_event_begin(&ev);
     msgpack_pack_map(pk, 2);
     bf_mp_kv_str(pk, "queue", queue);
-    bf_mp_kv_bool(pk, "changed", changed > 0);
+    bf_mp_kv_bool(pk, "changed", changed);
     char subject[48];
     snprintf(subject, sizeof subject, "queue/%s", queue);
     if (notify_admin_record(r, &ev, pause ? "queue.paused" : "queue.resumed", subject) != 0)
@@ -463,7 +468,7 @@ static int s_pause(bf_req_t *r, bool pause)
     msgpack_pack_map(r->out, 3);
     bf_mp_kv_str(r->out, "queue", queue);
     bf_mp_kv_bool(r->out, "paused", pause);
-    bf_mp_kv_bool(r->out, "changed", changed > 0);
+    bf_mp_kv_bool(r->out, "changed", changed);
     return 0;
 }
 

@@ -582,7 +582,7 @@ void *notify_worker_main(void *arg)
         char keys[NOTIFY_NCHANNELS][96];
         int nlive = 0;
         for (int i = 0; notify_channels[i]; i++) {
-            if (notify_queue_paused(w.rd, notify_channels[i])) continue;
+            if (notify_queue_paused(w.rd, w.db, notify_channels[i])) continue;
             live[nlive] = notify_channels[i];
             notify_queue_key(notify_channels[i], keys[nlive], sizeof keys[nlive]);
             nlive++;
@@ -624,7 +624,7 @@ void *notify_worker_main(void *arg)
                 if (!st || st->type != REDIS_REPLY_ARRAY || st->elements != 2) continue;
                 const char *ch = s_channel_of_key(st->element[0]);
                 if (!ch) continue;
-                if (notify_queue_paused(w.rd, ch)) s_give_back(&w, ch, st->element[1]);
+                if (notify_queue_paused(w.rd, w.db, ch)) s_give_back(&w, ch, st->element[1]);
                 else s_entries(&w, ch, st->element[1]);
             }
         }

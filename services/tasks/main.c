@@ -38,6 +38,10 @@ static const bf_cfg_def_t s_tasks_cfg[] = {
     {"tasks.evidence_max_bytes", BF_CFG_INT, "10485760", 0, 1099511627776LL,
      "total declared size of the attachments of one submission"},
     {"tasks.evidence_max_files", BF_CFG_INT, "20", 0, 1000, "attachments per submission"},
+    {"tasks.evidence_task_max_files", BF_CFG_INT, "200", 0, 1000000,
+     "attachments a task may hold over all its submissions (0: no quota)"},
+    {"tasks.evidence_task_max_bytes", BF_CFG_INT, "104857600", 0, 1099511627776LL,
+     "declared bytes of attachments a task may hold over all its submissions (0: no quota)"},
     {"tasks.evidence_types", BF_CFG_STR,
      "image/jpeg,image/png,application/pdf,text/plain,application/msword,"
      "application/vnd.ms-excel,application/vnd.openxmlformats-officedocument.*",
@@ -439,6 +443,8 @@ static int s_start(const bf_cfg_t *cfg, bf_db_t *db, void **svc)
     t->org_department_id = bf_cfg_int(cfg, "tasks.org_department_id");
     t->evidence_max_bytes = bf_cfg_int(cfg, "tasks.evidence_max_bytes");
     t->evidence_max_files = (int)bf_cfg_int(cfg, "tasks.evidence_max_files");
+    t->evidence_task_max_files = bf_cfg_int(cfg, "tasks.evidence_task_max_files");
+    t->evidence_task_max_bytes = bf_cfg_int(cfg, "tasks.evidence_task_max_bytes");
     t->ntypes = s_split(bf_cfg_str(cfg, "tasks.evidence_types"), &t->types[0][0], 96,
                         TASKS_MAX_TYPES);
     t->nsigners = s_split(bf_cfg_str(cfg, "tasks.plan_signers"), &t->signers[0][0], 48,

@@ -530,6 +530,39 @@ int tasks_evidence_param(bf_req_t *r, const msgpack_object *in, const char *key,
 int tasks_evidence_store(bf_req_t *r, const tasks_evidence_t *ev, int64_t task_id,
                          const char *now, int64_t *evidence_id)
 {
+    const tasks_t *ts = tasks_of(r);
+    if (task_id && ev->n > 0 && (ts->evidence_task_max_files > 0 || ts->evidence_task_max_bytes > 0)) {
+        /* the quota per task: what its earlier submissions hold plus this
+         * one (the caller holds the task's row lock, so two submissions
+         * cannot both pass on the same figures) */
+        const char *qp[] = {bf_req_itoa(r, task_id)};
+        PGresult *q = bf_db_prep(r->db, "evidence_task_usage",
+                                 "SELECT count(a.id) AS files, coalesce(sum(a.size), 0) AS bytes "
+                                 "FROM evidence e JOIN attachment a ON a.evidence_id = e.id "
+                                 "WHERE e.task_id = $1::bigint",
+                                 1, qp, NULL, NULL);
+        if (!q) return bf_req_db_fail(r);
+        int64_t files = bf_db_int(q, 0, "files"), bytes = bf_db_int(q, 0, "bytes");
+        PQclear(q);
+        const char *f = "evidence.attachments";
+        if (ts->evidence_task_max_files > 0 &&
+            files + (int64_t)ev->n > ts->evidence_task_max_files) {
+            bf_db_rollback(r->db);
+            return bf_req_fail(r, BF_E_EXHAUSTED, f,
+                               "%s: task %lld holds %lld attachments; %zu more is over the quota "
+                               "of %lld per task (tasks.evidence_task_max_files)",
+                               f, (long long)task_id, (long long)files, ev->n,
+                               (long long)ts->evidence_task_max_files);
+        }
+        if (ts->evidence_task_max_bytes > 0 && bytes + ev->total_bytes > ts->evidence_task_max_bytes) {
+            bf_db_rollback(r->db);
+            return bf_req_fail(r, BF_E_EXHAUSTED, f,
+                               "%s: task %lld holds %lld bytes of attachments; %lld more is over "
+                               "the quota of %lld bytes per task (tasks.evidence_task_max_bytes)",
+                               f, (long long)task_id, (long long)bytes, (long long)ev->total_bytes,
+                               (long long)ts->evidence_task_max_bytes);
+        }
+    }
     const char *p[] = {task_id ? bf_req_itoa(r, task_id) : NULL, ev->text,
                        r->actor ? r->actor : "system", now};
     PGresult *res = bf_db_prep(r->db, "evidence_insert",

@@ -53,6 +53,8 @@ typedef struct {
     int64_t org_department_id;
     int64_t evidence_max_bytes;
     int evidence_max_files;
+    int64_t evidence_task_max_files; /* quota per task, all its submissions; 0 = none */
+    int64_t evidence_task_max_bytes;
     int ntypes;
     char types[TASKS_MAX_TYPES][96];
     int nsigners;
@@ -279,7 +281,11 @@ int tasks_insert_task(bf_req_t *r, const tasks_new_task_t *t, bool on_conflict_s
  * (tasks.evidence_max_bytes in total, tasks.evidence_max_files, the allowed
  * content types, data length = size, SHA-256 of data = sha256), naming the
  * offending field ("evidence.attachments[1].size"); call it before the
- * transaction. tasks_evidence_store writes it in the open transaction. */
+ * transaction. tasks_evidence_store writes it in the open transaction,
+ * first checking a task's quota (tasks.evidence_task_max_files and
+ * tasks.evidence_task_max_bytes over all its evidence): beyond it, the
+ * transaction is rolled back and the answer is resource_exhausted naming
+ * evidence.attachments. */
 typedef struct {
     const char *name, *content_type;
     char sha256[65];

@@ -1286,6 +1286,167 @@ def test_long_allocation_runs_in_chunks_small_payments_pass_and_a_killed_one_res
     books_balance()
 
 
+def _batch_run(key_):
+    conn = bftest.pg()
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT state, applied, planned_fen, paid_fen, batch_id FROM funds.batch_run "
+                    "WHERE request_key = %s", (key_,))
+        return cur.fetchone()
+    finally:
+        conn.close()
+
+
+def _lock_recipient(ref):
+    """Holds the recipient account's row lock (a transaction left open): the
+    batch chunk that pays it waits there, holding the ledger head."""
+    conn = bftest.pg()
+    conn.autocommit = False
+    cur = conn.cursor()
+    cur.execute("SELECT id FROM funds.account WHERE kind = 'recipient' AND ref = %s FOR UPDATE",
+                (ref,))
+    check(cur.fetchone() is not None, "recipient %s exists" % ref)
+    return conn
+
+
+def _waiting_on_head():
+    conn = bftest.pg()
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE '%ledger_head FOR UPDATE%'")
+        return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_long_batch_runs_in_chunks_a_receipt_passes_between_and_a_killed_one_resumes():
+    """disbursement.batch in chunks of funds.chunk_rows: a receipt waiting for
+    the ledger head gets it between two chunks (not after the whole batch); a
+    batch cut off by SIGKILL keeps its committed chunks and the rest held, and
+    the retry with the same request key pays the rest, each line once; the
+    chain verifies. The batch is stopped at chosen chunks, not by timing: the
+    test holds the row lock of a recipient a later chunk pays."""
+    chunk = 50
+    small = {"BANGFU_FUNDS_CHUNK_ROWS": str(chunk)}
+    _restart_funds(small)
+    locks = []
+    try:
+        cl = c()
+        n = 1000
+        tag = bftest.uid()
+        refs = ["person:%s%05d" % (int(tag[:6], 16) % 900 + 100, i) for i in range(n)]
+        amounts = [100 + i % 7 for i in range(n)]
+        # the two recipients the test will block on have accounts already
+        a_i, b_i = 3 * chunk + 5, 7 * chunk + 9
+        pre = new_budget(cl, 2)
+        cl.call("disbursement.batch", {"batch_key": key("pre"), "budget_id": pre["id"],
+                                       "request_key": key(), "lines": [
+            {"line_key": "a", "recipient": refs[a_i], "amount_fen": 1},
+            {"line_key": "b", "recipient": refs[b_i], "amount_fen": 1}]})
+        bud = new_budget(cl, sum(amounts) + 5)
+        side = new_source(cl)
+        lines = [{"line_key": "L%d" % i, "recipient": refs[i], "amount_fen": amounts[i]}
+                 for i in range(n)]
+        lines.append({"line_key": "L0", "recipient": refs[0], "amount_fen": amounts[0]})  # repeated
+        k = key("chunked-batch")
+        params = {"batch_key": key("payroll"), "budget_id": bud["id"], "purpose": "分块发放",
+                  "lines": lines, "request_key": k}
+        locks.append(_lock_recipient(refs[a_i]))
+        locks.append(_lock_recipient(refs[b_i]))
+        outcome = {}
+
+        def first_try():
+            try:
+                S.client("funds", timeout_ms=60000).call("disbursement.batch", params)
+                outcome["finished"] = True
+            except Exception as e:  # the service is killed under it
+                outcome["error"] = e
+
+        th = threading.Thread(target=first_try, daemon=True)
+        th.start()
+        bftest.wait_for(lambda: (_batch_run(k) or ("", 0))[1] == 3 * chunk, timeout=60,
+                        msg="the batch did not commit its first 3 chunks")
+        state, applied, planned_fen, paid_fen, batch_id = _batch_run(k)
+        eq((state, applied), ("running", 3 * chunk), "stopped at chunk 4 (its recipient locked)")
+        eq(planned_fen, sum(amounts))
+        # a receipt waits for the head the blocked chunk holds
+        got = {}
+
+        def receipt():
+            got["r"] = S.client("funds", timeout_ms=60000).call(
+                "source.receive", {"source_id": side["id"], "amount_fen": 1, "year": 2017,
+                                   "request_key": key("tiny")})
+
+        tr = threading.Thread(target=receipt, daemon=True)
+        tr.start()
+        bftest.wait_for(lambda: _waiting_on_head() >= 1, timeout=30,
+                        msg="the receipt does not wait for the ledger head")
+        locks.pop(0).rollback()  # chunk 4 goes on; the receipt is next in line for the head
+        tr.join(60)
+        check("r" in got, "the receipt completed while the batch ran")
+        bftest.wait_for(lambda: _batch_run(k)[1] == 7 * chunk, timeout=60,
+                        msg="the batch did not reach chunk 8")
+        eq(_batch_run(k)[0], "running")
+        # the receipt did not wait for the whole batch
+        conn = bftest.pg()
+        cur = conn.cursor()
+        cur.execute("SELECT min(id), max(id) FROM funds.transfer WHERE ref LIKE %s",
+                    ("batch/%d#%%" % batch_id,))
+        lo, hi = cur.fetchone()
+        check(lo < got["r"]["transfer_id"] < hi,
+              "the receipt (%d) lies between the batch's entries (%d..%d)"
+              % (got["r"]["transfer_id"], lo, hi))
+        conn.close()
+        # killed while chunk 8 waits: the 7 committed chunks stay, the rest stays held
+        _restart_funds(small, signal.SIGKILL)
+        th.join(30)
+        check("finished" not in outcome, "the first try was cut off")
+        locks.pop(0).rollback()
+        state, applied, planned_fen, paid_fen, _ = _batch_run(k)
+        eq((state, applied), ("running", 7 * chunk), "only whole chunks were committed")
+        conn = bftest.pg()
+        cur = conn.cursor()
+        cur.execute("SELECT balance_fen, held_fen FROM funds.account WHERE id = %s", (bud["id"],))
+        eq(cur.fetchone(), (sum(amounts) + 5 - paid_fen, planned_fen - paid_fen),
+           "balance and hold after the cut")
+        conn.close()
+        # the rest of the budget is spendable by others, the held part is not
+        b = cl.call("disbursement.batch", {
+            "batch_key": key(), "budget_id": bud["id"], "request_key": key(),
+            "lines": [{"line_key": "x", "recipient": "person:1", "amount_fen": 6}]})
+        eq((b["paid"], b["failed"]), (0, 1), "held money is not paid twice: %r" % b)
+        # the retry with the same key resumes and completes
+        res = c().call("disbursement.batch", params)
+        eq((res["paid"], res["duplicates"], res["failed"]), (n, 0, 1))
+        eq(res["paid_fen"], sum(amounts))
+        eq(res["chunks"], n // chunk)
+        eq(res["lines"][n]["error"]["field"], "lines[%d].line_key" % n)
+        check(all(l["status"] == "ok" and not l["duplicate"] for l in res["lines"][:n]),
+              "every line paid by this request")
+        eq(res["payer_balance_fen"], 5)
+        eq(c().call("disbursement.batch", params), res, "a further retry replays the result")
+        conn = bftest.pg()
+        cur = conn.cursor()
+        cur.execute("SELECT count(*), count(DISTINCT to_account), sum(amount_fen) "
+                    "FROM funds.transfer WHERE ref LIKE %s", ("batch/%d#%%" % batch_id,))
+        eq(cur.fetchone(), (n, n, sum(amounts)), "each line paid once")
+        cur.execute("SELECT held_fen FROM funds.account WHERE id = %s", (bud["id"],))
+        eq(cur.fetchone()[0], 0, "the hold is released")
+        conn.close()
+        eq(_batch_run(k)[0], "done")
+        # the same batch again under a new key: all duplicates, nothing paid
+        again = cl.call("disbursement.batch", dict(params, request_key=key()))
+        eq((again["paid"], again["duplicates"]), (0, n))
+        v = cl.call("ledger.verify", actor=None)
+        check(v["ok"], "verify after a resumed batch: %r" % v)
+    finally:
+        for conn in locks:
+            conn.rollback()
+        _restart_funds()
+    books_balance()
+
+
 # ---------------------------------------------------------------- lists
 
 def test_budget_and_project_lists_page_and_filter():

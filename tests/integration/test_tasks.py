@@ -429,6 +429,60 @@ def test_evidence_limits_are_refused_naming_the_field():
     eq(got["sha256"], sha(data))
 
 
+def test_evidence_quota_per_task():
+    """tasks.evidence_task_max_files (200) and tasks.evidence_task_max_bytes
+    (100 MiB) count every submission of a task: each round here stays within
+    the per-submission limits, and the round past the quota is refused with
+    resource_exhausted naming evidence.attachments, changing nothing."""
+    mib = 1024 * 1024
+
+    def att(i, size):
+        return {"name": "p%d.jpg" % i, "content_type": "image/jpeg", "size": size,
+                "sha256": "c" * 64}
+
+    def rounds(tid, n, attachments):
+        for i in range(n):
+            if i:
+                move("reject", tid, actor="cadre:%d" % ENT["leader"])
+                move("start", tid)
+            eq(move("submit", tid, evidence={"text": "第%d次" % i,
+                                             "attachments": attachments})["status"], "submitted")
+        move("reject", tid, actor="cadre:%d" % ENT["leader"])
+        move("start", tid)
+
+    def refused(tid, attachments, what):
+        before = len(T.call("task.get", {"id": tid})["evidence"])
+        e = expect_error(T, "task.submit", {"id": tid, "evidence": {
+            "text": "超额", "attachments": attachments}}, "resource_exhausted",
+            "evidence.attachments")
+        check(what in e["message"] and "quota" in e["message"], e["message"])
+        t = T.call("task.get", {"id": tid})
+        eq(t["status"], "in_progress", "a refused submission changes nothing")
+        eq(len(t["evidence"]), before, "no evidence recorded")
+
+    # files: 10 rounds of 20 = 200; one more file is over
+    tid = _task_in("in_progress")
+    rounds(tid, 10, [att(i, 1000) for i in range(20)])
+    refused(tid, [att(0, 1)], "evidence_task_max_files")
+    # text alone is still taken (the quota is on attachments)
+    eq(move("submit", tid, evidence={"text": "只有说明"})["status"], "submitted")
+
+    # bytes: 10 rounds of 10 MiB declared = 100 MiB; one more byte is over
+    tid = _task_in("in_progress")
+    rounds(tid, 9, [att(0, 10 * mib)])
+    eq(move("submit", tid, evidence={"text": "差一字节", "attachments": [att(0, 10 * mib - 1)]})
+       ["status"], "submitted")
+    move("reject", tid, actor="cadre:%d" % ENT["leader"])
+    move("start", tid)
+    refused(tid, [att(0, 2)], "evidence_task_max_bytes")
+    eq(move("submit", tid, evidence={"text": "正好", "attachments": [att(0, 1)]})["status"],
+       "submitted", "up to the quota exactly is taken")
+    # other tasks are not affected
+    tid2 = _task_in("in_progress")
+    eq(move("submit", tid2, evidence={"text": "别的任务", "attachments": [att(0, 10 * mib)]})
+       ["status"], "submitted")
+
+
 # ---------------------------------------------------------------- recurring
 
 def test_recurring_tasks_once_per_period_with_two_instances_racing():

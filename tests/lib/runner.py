@@ -40,6 +40,9 @@ def main():
                 tests.sort(key=lambda t: order.index(t[0]) if t[0] in order else len(order))
             else:
                 tests.sort(key=lambda t: t[1].__code__.co_firstlineno)
+            only = os.environ.get("TEST_ONLY", "")
+            if only:  # TEST_ONLY=substring: only the test functions whose name holds it
+                tests = [t for t in tests if only in t[0]]
             if hasattr(mod, "setup_module"):
                 mod.setup_module()
         except Exception:
