@@ -142,7 +142,7 @@ static int s_supermarket(bf_req_t *r, const char *region, int64_t *id)
     const char *p[] = {region};
     PGresult *res = bf_db_prep(r->db, "points_supermarket_ensure",
                                "INSERT INTO points_account (kind, region, name) "
-                               "VALUES ('supermarket', $1, '爱心超市 ' || $1) "
+                               "VALUES ('supermarket', $1::text, '爱心超市 ' || $1::text) "
                                "ON CONFLICT (region) WHERE kind = 'supermarket' DO NOTHING",
                                1, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
@@ -190,7 +190,7 @@ static int s_household(bf_req_t *r, int64_t household_id, const char *region, bo
     const char *q[] = {region, bf_req_itoa(r, household_id)};
     res = bf_db_prep(r->db, "points_household_create",
                      "INSERT INTO points_account (kind, region, household_id, name, floor) "
-                     "VALUES ('household', $1, $2, 'household:' || $2, 0) RETURNING id",
+                     "VALUES ('household', $1::text, $2::bigint, 'household:' || $2::text, 0) RETURNING id",
                      2, q, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
     *id = bf_db_int(res, 0, "id");
@@ -658,9 +658,9 @@ int goods_define(bf_req_t *r)
     PQclear(res);
     res = bf_db_prep(r->db, "points_goods_insert",
                      "WITH g AS (INSERT INTO goods (region, name, unit, price_points, created_by) "
-                     "  VALUES ($1, $2, $3, $4, $5) RETURNING id), "
+                     "  VALUES ($1::text, $2::text, $3, $4, $5) RETURNING id), "
                      "a AS (INSERT INTO points_account (kind, region, goods_id, name, floor) "
-                     "  SELECT k, $1, g.id, $2 || ' (' || k || ')', "
+                     "  SELECT k, $1::text, g.id, $2::text || ' (' || k || ')', "
                      "    CASE WHEN k = 'shelf' THEN 0 END "
                      "  FROM g, unnest(ARRAY['shelf','donated','handed_out']) k) "
                      "SELECT id FROM g",
