@@ -56,6 +56,11 @@ def _counts(dsn):
         out[t] = cur.fetchone()[0]
     cur.execute("SELECT count(*) FROM registry.outbox")
     out["events"] = cur.fetchone()[0]
+    # funds, and seed 004's points supermarket (爱心超市)
+    for t in ("transfer", "points_rule", "goods", "points_earning", "points_entry",
+              "points_redemption", "outbox"):
+        cur.execute("SELECT count(*) FROM funds.%s" % t)
+        out["funds." + t] = cur.fetchone()[0]
     conn.close()
     return out
 
@@ -87,6 +92,11 @@ def test_up_writes_endpoints_and_loads_demo():
     check(c["household"] >= 10, "households generated")
     check(c["team"] >= 5, "the teams")
     check(c["exit_case"] >= 1, "households exited by the procedure in the demo")
+    if os.path.exists(os.path.join(BUILD, "bin", "bangfu-funds")):
+        eq(c["funds.points_rule"], 4, "the village's behaviour rules")
+        eq(c["funds.goods"], 4, "the donated goods")
+        check(c["funds.points_earning"] >= 10, "households earned points")
+        check(c["funds.points_redemption"] >= 5, "households redeemed points")
 
 
 def test_demo_data_loads_twice_without_change():
@@ -95,6 +105,12 @@ def test_demo_data_loads_twice_without_change():
     r = subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "scripts", "demo", "registry.py")],
                        env=dict(os.environ, **env), capture_output=True, text=True, timeout=300)
     eq(r.returncode, 0, "second demo load: " + r.stderr[-2000:])
+    if os.path.exists(os.path.join(BUILD, "bin", "bangfu-funds")):
+        r = subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "scripts", "demo", "funds.py")],
+                           env=dict(os.environ, **env), capture_output=True, text=True,
+                           timeout=300)
+        eq(r.returncode, 0, "second funds demo load: " + r.stderr[-2000:])
+        check("points demo: 小北村" in r.stdout, r.stdout[-2000:])
     eq(_counts(env["BANGFU_PG_DSN"]), before, "a second load changes nothing (no rows, no events)")
 
 
