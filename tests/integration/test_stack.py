@@ -110,7 +110,7 @@ def test_demo_data_loads_twice_without_change():
                            env=dict(os.environ, **env), capture_output=True, text=True,
                            timeout=300)
         eq(r.returncode, 0, "second funds demo load: " + r.stderr[-2000:])
-        check("points demo: 小北村" in r.stdout, r.stdout[-2000:])
+        check("points demo: 小北村 supermarket" in r.stdout, r.stdout[-2000:])
     eq(_counts(env["BANGFU_PG_DSN"]), before, "a second load changes nothing (no rows, no events)")
 
 
