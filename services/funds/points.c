@@ -990,9 +990,11 @@ int points_account(bf_req_t *r)
         r->db, "points_account_get",
         "SELECT a.id, a.region, a.balance, "
         "  (SELECT COALESCE(sum(amount), 0) FROM points_movement m "
-        "    WHERE m.to_account = a.id AND m.kind = 'earn') AS earned, "
+        "    WHERE m.household_id = a.household_id AND m.to_account = a.id "
+        "      AND m.kind = 'earn') AS earned, "
         "  (SELECT COALESCE(sum(amount), 0) FROM points_movement m "
-        "    WHERE m.from_account = a.id AND m.kind = 'redeem') AS redeemed, "
+        "    WHERE m.household_id = a.household_id AND m.from_account = a.id "
+        "      AND m.kind = 'redeem') AS redeemed, "
         "  (SELECT count(*) FROM points_earning e WHERE e.household_id = a.household_id "
         "    AND e.state = 'proposed') AS pending "
         "FROM points_account a WHERE a.kind = 'household' AND a.household_id = $1",
@@ -1103,61 +1105,69 @@ int points_statement(bf_req_t *r)
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
     if (bf_db_cmd(r->db, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY") != 0)
         return bf_req_db_fail(r);
-    const char *p[] = {prefix, first};
+    /* the region as a range of codes (index-friendly, unlike LIKE on char) */
+    char lo[13], hi[13];
+    size_t pl = strlen(prefix);
+    memcpy(lo, prefix, pl);
+    memcpy(hi, prefix, pl);
+    memset(lo + pl, '0', 12 - pl);
+    memset(hi + pl, '9', 12 - pl);
+    lo[12] = hi[12] = '\0';
+    const char *p[] = {lo, hi, first};
+    /* each movement of the region's entries once per side: incoming (to) and
+     * outgoing (from), reversals negative in their original's direction */
+#define S_SIDES                                                                              \
+    "WITH b AS (SELECT ($3::date)::timestamp AT TIME ZONE 'UTC' AS s, "                     \
+    "                  ($3::date + interval '1 month')::timestamp AT TIME ZONE 'UTC' AS e), " \
+    "mv AS (SELECT * FROM points_movement WHERE region BETWEEN $1 AND $2), "                \
+    "side AS (SELECT to_account AS acct, true AS incoming, kind, amount, created_at FROM mv " \
+    "  UNION ALL SELECT from_account, false, kind, amount, created_at FROM mv) "
+#define S_FIGURES(in_kind, out_kind)                                                         \
+    "  COALESCE(sum(CASE WHEN x.created_at < b.s THEN "                                     \
+    "    CASE WHEN x.incoming THEN x.amount ELSE -x.amount END END), 0) AS opening, "        \
+    "  COALESCE(sum(CASE WHEN x.created_at >= b.s AND x.created_at < b.e AND x.incoming "    \
+    "    AND x.kind = '" in_kind "' THEN x.amount END), 0) AS added, "                     \
+    "  COALESCE(sum(CASE WHEN x.created_at >= b.s AND x.created_at < b.e AND NOT x.incoming " \
+    "    AND x.kind = '" out_kind "' THEN x.amount END), 0) AS taken "
     PGresult *hh = bf_db_prep(
         r->db, "points_statement_households",
-        "WITH b AS (SELECT ($2::date)::timestamp AT TIME ZONE 'UTC' AS s, "
-        "                  ($2::date + interval '1 month')::timestamp AT TIME ZONE 'UTC' AS e) "
-        "SELECT a.household_id, a.region, "
-        "  COALESCE(sum(CASE WHEN m.created_at < b.s THEN "
-        "    CASE WHEN m.to_account = a.id THEN m.amount ELSE -m.amount END END), 0) AS opening, "
-        "  COALESCE(sum(CASE WHEN m.created_at >= b.s AND m.created_at < b.e "
-        "    AND m.kind = 'earn' THEN m.amount END), 0) AS earned, "
-        "  COALESCE(sum(CASE WHEN m.created_at >= b.s AND m.created_at < b.e "
-        "    AND m.kind = 'redeem' THEN m.amount END), 0) AS redeemed, "
-        "  (SELECT count(*) FROM points_earning x WHERE x.household_id = a.household_id "
-        "    AND x.proposed_at >= b.s AND x.proposed_at < b.e) AS proposals, "
-        "  (SELECT count(*) FROM points_earning x WHERE x.household_id = a.household_id "
-        "    AND x.state = 'rejected' AND x.decided_at >= b.s AND x.decided_at < b.e) "
+        S_SIDES "SELECT a.household_id, a.region, " S_FIGURES("earn", "redeem") ", "
+        "  (SELECT count(*) FROM points_earning y WHERE y.household_id = a.household_id "
+        "    AND y.proposed_at >= b.s AND y.proposed_at < b.e) AS proposals, "
+        "  (SELECT count(*) FROM points_earning y WHERE y.household_id = a.household_id "
+        "    AND y.state = 'rejected' AND y.decided_at >= b.s AND y.decided_at < b.e) "
         "    AS rejected "
-        "FROM b, points_account a "
-        "LEFT JOIN points_movement m ON (m.to_account = a.id OR m.from_account = a.id) "
-        "WHERE a.kind = 'household' AND a.region LIKE $1 || '%' "
+        "FROM b, points_account a LEFT JOIN side x ON x.acct = a.id "
+        "WHERE a.kind = 'household' AND a.region BETWEEN $1 AND $2 "
         "GROUP BY a.id, a.household_id, a.region, b.s, b.e ORDER BY a.household_id",
-        2, p, NULL, NULL);
+        3, p, NULL, NULL);
     if (!hh) return bf_req_db_fail(r);
     PGresult *gd = bf_db_prep(
         r->db, "points_statement_goods",
-        "WITH b AS (SELECT ($2::date)::timestamp AT TIME ZONE 'UTC' AS s, "
-        "                  ($2::date + interval '1 month')::timestamp AT TIME ZONE 'UTC' AS e) "
-        "SELECT g.id, g.name, g.unit, g.price_points, "
-        "  COALESCE(sum(CASE WHEN m.created_at < b.s THEN "
-        "    CASE WHEN m.to_account = s.id THEN m.amount ELSE -m.amount END END), 0) AS opening, "
-        "  COALESCE(sum(CASE WHEN m.created_at >= b.s AND m.created_at < b.e "
-        "    AND m.kind = 'stock_in' THEN m.amount END), 0) AS stocked_in, "
-        "  COALESCE(sum(CASE WHEN m.created_at >= b.s AND m.created_at < b.e "
-        "    AND m.kind = 'redeem' THEN m.amount END), 0) AS handed_out "
-        "FROM b, goods g JOIN points_account s ON s.goods_id = g.id AND s.kind = 'shelf' "
-        "LEFT JOIN points_movement m ON (m.to_account = s.id OR m.from_account = s.id) "
-        "WHERE g.region LIKE $1 || '%' "
+        S_SIDES "SELECT g.id, g.name, g.unit, g.price_points, " S_FIGURES("stock_in", "redeem")
+        "FROM b, goods g JOIN points_account a ON a.goods_id = g.id AND a.kind = 'shelf' "
+        "LEFT JOIN side x ON x.acct = a.id "
+        "WHERE g.region BETWEEN $1 AND $2 "
         "GROUP BY g.id, g.name, g.unit, g.price_points, b.s, b.e ORDER BY g.id",
-        2, p, NULL, NULL);
+        3, p, NULL, NULL);
+#undef S_SIDES
+#undef S_FIGURES
     if (!gd) {
         PQclear(hh);
         return bf_req_db_fail(r);
     }
     PGresult *dn = bf_db_prep(
         r->db, "points_statement_donors",
-        "WITH b AS (SELECT ($2::date)::timestamp AT TIME ZONE 'UTC' AS s, "
-        "                  ($2::date + interval '1 month')::timestamp AT TIME ZONE 'UTC' AS e) "
-        "SELECT COALESCE(o.donor, x.donor) AS donor, x.goods_id, g.name, "
+        "WITH b AS (SELECT ($3::date)::timestamp AT TIME ZONE 'UTC' AS s, "
+        "                  ($3::date + interval '1 month')::timestamp AT TIME ZONE 'UTC' AS e) "
+        "SELECT x.donor, x.goods_id, g.name, "
         "  sum(CASE WHEN x.kind = 'reversal' THEN -x.amount ELSE x.amount END) AS quantity "
         "FROM b, points_entry x JOIN goods g ON g.id = x.goods_id "
         "LEFT JOIN points_entry o ON x.kind = 'reversal' AND o.id = x.reverses_id "
-        "WHERE COALESCE(o.kind, x.kind) = 'stock_in' AND x.region LIKE $1 || '%' "
+        "WHERE COALESCE(o.kind, x.kind) = 'stock_in' AND x.region BETWEEN $1 AND $2 "
         "  AND x.created_at >= b.s AND x.created_at < b.e "
         "GROUP BY 1, 2, 3 ORDER BY 1, 2",
-        2, p, NULL, NULL);
+        3, p, NULL, NULL);
     if (!dn) {
         PQclear(gd);
         PQclear(hh);
@@ -1171,8 +1181,8 @@ int points_statement(bf_req_t *r)
     bf_mp_key(r->out, "households");
     msgpack_pack_array(r->out, (size_t)nh);
     for (int i = 0; i < nh; i++) {
-        int64_t o = bf_db_int(hh, i, "opening"), e = bf_db_int(hh, i, "earned"),
-                d = bf_db_int(hh, i, "redeemed");
+        int64_t o = bf_db_int(hh, i, "opening"), e = bf_db_int(hh, i, "added"),
+                d = bf_db_int(hh, i, "taken");
         t_open += o;
         t_earn += e;
         t_red += d;
@@ -1196,8 +1206,8 @@ int points_statement(bf_req_t *r)
     bf_mp_key(r->out, "goods");
     msgpack_pack_array(r->out, (size_t)ng);
     for (int i = 0; i < ng; i++) {
-        int64_t o = bf_db_int(gd, i, "opening"), in = bf_db_int(gd, i, "stocked_in"),
-                out = bf_db_int(gd, i, "handed_out");
+        int64_t o = bf_db_int(gd, i, "opening"), in = bf_db_int(gd, i, "added"),
+                out = bf_db_int(gd, i, "taken");
         msgpack_pack_map(r->out, 8);
         bf_mp_kv_int(r->out, "goods_id", bf_db_int(gd, i, "id"));
         bf_mp_kv_str(r->out, "name", bf_db_str(gd, i, "name"));

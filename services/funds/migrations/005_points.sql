@@ -123,6 +123,7 @@ CREATE INDEX points_entry_from ON points_entry (from_account, id);
 CREATE INDEX points_entry_to ON points_entry (to_account, id);
 CREATE INDEX points_entry_region ON points_entry (region, created_at);
 CREATE INDEX points_entry_redemption ON points_entry (redemption_id) WHERE redemption_id IS NOT NULL;
+CREATE INDEX points_entry_household ON points_entry (household_id) WHERE household_id IS NOT NULL;
 
 CREATE TABLE points_head (
   only_row  boolean PRIMARY KEY DEFAULT true CHECK (only_row),
