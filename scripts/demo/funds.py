@@ -15,6 +15,11 @@ counties (东丽区对口帮扶实施方案, 2017).
 - An allocation of 承德县's 2018 budget across townships weighted by their
   poor population (seed 001's rule), and a public-welfare-job payroll batch:
   1000 yuan a person a month (seed 002), for 200 generated people.
+- Seed 004's points supermarket (爱心超市) in 小北村: behaviour rules (三项评议,
+  三项讨论, 环境整洁, 发展产业), goods donated by its helper unit 公安东丽分局 and by
+  the public, five of the village's registered households earning points
+  (proposed by the village operator, approved by the village committee, one
+  rejected) and redeeming them, and one redemption reversed.
 
 Division codes of the three counties are the real ones; the townships' codes
 are illustrative. Idempotent through request keys: every write carries a key
@@ -76,7 +81,8 @@ def unit_ids():
     The registry runs before this loader (scripts/stack.sh starts it first)."""
     names = {"东丽开发区": "department", "东丽湖街": "street", "华明街": "street",
              "区教育局": "department", "区卫生计生委": "department",
-             "区人力社保局": "department", "区商务委": "department"}
+             "区人力社保局": "department", "区商务委": "department",
+             "公安东丽分局": "department"}
     reg = Client("registry")
     found, cursor = {}, None
     while True:
@@ -160,13 +166,106 @@ def main():
                                       "budget_id": jobs["id"],
                                       "purpose": "公益岗位工资 2020年6月，每人每月1000元",
                                       "lines": lines}, "payroll-2020-06")
+    points = demo_points(units)
     verify = FUNDS.call("ledger.verify", {}, None)
     print("funds demo: %d budgets, %d projects, allocation %d across %d townships, "
           "payroll %d people (%d yuan), ledger %d entries %s"
           % (len(budgets) + 1, len(PROJECTS), alloc["id"], len(TOWNSHIPS), pay["paid"]
              + pay["duplicates"], pay["paid_fen"] // YUAN, verify["entries"],
              "verified" if verify["ok"] else "DOES NOT VERIFY"))
-    return 0 if verify["ok"] else 1
+    if points:
+        print(points)
+    pv = FUNDS.call("points.verify", {}, None)
+    return 0 if verify["ok"] and pv["ok"] else 1
+
+
+# ---- the points supermarket (爱心超市, seed 004) in 小北村 (120110004201)
+POINTS_VILLAGE = ("小北村", "120110004201", "120110004000")
+POINTS_OPERATOR = "operator.xiaobei"        # the village's operator: records
+POINTS_APPROVER = "approver.xiaobei-committee"  # the village committee: approves
+POINTS_CORRECTOR = "approver.district"      # corrects (reversal), another person
+POINT_RULES = [  # code, behaviour (seed 004: 三项讨论, 三项评议, 扶贫+扶志), points
+    ("sanxiang_pingyi", "参加三项评议(自我、相互、组织评议)", 5),
+    ("sanxiang_taolun", "参加三项讨论", 5),
+    ("huanjing_zhengjie", "庭院环境整洁", 10),
+    ("fazhan_chanye", "发展庭院产业、自立自强", 20),
+]
+GOODS = [  # name, unit, price in points, quantity, donor ("unit" = 公安东丽分局)
+    ("大米 10kg", "袋", 40, 20, "unit"),
+    ("食用油 5L", "桶", 30, 15, "unit"),
+    ("洗衣粉 2kg", "袋", 10, 30, "东丽区工商联爱心捐赠"),
+    ("毛巾", "条", 5, 50, "爱心人士张某"),
+]
+# per household (by position among the village's households): earned rule codes,
+# then redemptions (goods index, quantity)
+EARNINGS = [
+    (["sanxiang_pingyi", "sanxiang_taolun", "huanjing_zhengjie", "fazhan_chanye"], [(0, 1)]),
+    (["sanxiang_pingyi", "huanjing_zhengjie", "huanjing_zhengjie"], [(2, 1), (3, 2)]),
+    (["sanxiang_pingyi", "fazhan_chanye", "fazhan_chanye"], [(1, 1)]),
+    (["sanxiang_taolun", "huanjing_zhengjie"], []),
+    (["sanxiang_pingyi"], [(3, 1)]),
+]
+
+
+def demo_points(units):
+    """Idempotent like the rest: every write carries a key derived from what
+    it does. Needs the registry demo's households of 小北村; without them it
+    says so and does nothing."""
+    vname, vcode, street = POINTS_VILLAGE
+    reg = Client("registry")
+    vid = next((v["id"] for v in reg.call("village.list", {"region_code": street,
+                                                          "limit": 1000})["items"]
+                if v["code"] == vcode), None)
+    hhs = []
+    if vid:
+        hhs = sorted(h["id"] for h in reg.call("household.list", {"village_id": vid,
+                                                                  "limit": 1000})["items"])
+    if len(hhs) < len(EARNINGS):
+        return "points demo: %s has no registered households (load the registry demo)" % vname
+
+    def pcall(method, params, k, actor=POINTS_OPERATOR):
+        return call(method, params, "points-" + k, actor=actor)
+
+    for code, name, pts in POINT_RULES:
+        pcall("points.rule.define", {"region": vcode, "code": code, "name": name,
+                                     "points": pts}, "rule-" + code)
+    goods = []
+    for i, (name, unit, price, qty, donor) in enumerate(GOODS):
+        g = pcall("goods.define", {"region": vcode, "name": name, "unit": unit,
+                                   "price_points": price}, "goods-%d" % i)
+        donor = "unit:%d" % units["公安东丽分局"] if donor == "unit" else donor
+        pcall("goods.stock_in", {"goods_id": g["id"], "quantity": qty, "donor": donor,
+                                 "note": "2020年第二季度爱心捐赠"}, "stock-%d" % i)
+        goods.append(g)
+    earned = redeemed = 0
+    for n, (codes, buys) in enumerate(EARNINGS):
+        hh = hhs[n]
+        for j, code in enumerate(codes):
+            e = pcall("points.earn", {"region": vcode, "household_id": hh, "rule_code": code,
+                                      "note": "2020年第二季度"}, "earn-%d-%d" % (n, j))
+            a = pcall("points.approve", {"earning_id": e["earning_id"],
+                                         "note": "村两委审核同意"},
+                      "approve-%d-%d" % (n, j), actor=POINTS_APPROVER)
+            earned += a["points"]
+        for j, (gi, qty) in enumerate(buys):
+            rd = pcall("points.redeem", {"household_id": hh, "goods_id": goods[gi]["id"],
+                                         "quantity": qty}, "redeem-%d-%d" % (n, j))
+            redeemed += rd["points"]
+    # one proposal the committee turns down, one redemption corrected
+    e = pcall("points.earn", {"region": vcode, "household_id": hhs[3],
+                              "rule_code": "fazhan_chanye", "note": "无佐证材料"}, "earn-rejected")
+    pcall("points.reject", {"earning_id": e["earning_id"], "reason": "无佐证材料,不予认定"},
+          "reject", actor=POINTS_APPROVER)
+    rd = pcall("points.redeem", {"household_id": hhs[3], "goods_id": goods[2]["id"],
+                                 "quantity": 1}, "redeem-corrected")
+    pcall("points.reverse", {"entry_id": rd["entry_ids"][0], "reason": "登记错户,冲正"},
+          "reverse-redeem", actor=POINTS_CORRECTOR)
+    stock = {g["name"]: g["stock"] for g in FUNDS.call(
+        "goods.list", {"region": vcode}, None)["items"]}
+    return ("points demo: %s supermarket, %d rules, %d goods (stock %s), %d households "
+            "earned %d points and redeemed %d" % (vname, len(POINT_RULES), len(GOODS),
+                                                   ", ".join("%s %d" % kv for kv in stock.items()),
+                                                   len(EARNINGS), earned, redeemed))
 
 
 if __name__ == "__main__":

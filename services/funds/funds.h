@@ -264,4 +264,19 @@ int project_list(bf_req_t *r);
 int report_utilisation(bf_req_t *r);
 int trace_recipient(bf_req_t *r);
 
+/* ---- points.c: the points supermarket (爱心超市) ----------------------- */
+int points_rule_define(bf_req_t *r);
+int points_rule_list(bf_req_t *r);
+int points_earn(bf_req_t *r);
+int points_approve(bf_req_t *r);
+int points_reject(bf_req_t *r);
+int goods_define(bf_req_t *r);
+int goods_stock_in(bf_req_t *r);
+int goods_list(bf_req_t *r);
+int points_redeem(bf_req_t *r);
+int points_reverse(bf_req_t *r);
+int points_account(bf_req_t *r);
+int points_statement(bf_req_t *r);
+int points_verify(bf_req_t *r);
+
 #endif

@@ -165,6 +165,79 @@ static const bf_param_t p_project_list[] = {
 };
 static const bf_param_t p_none[] = {P_END};
 
+/* the points supermarket (爱心超市) */
+static const bf_param_t p_rule_define[] = {
+    {"region", BF_T_STR, BF_REQ, 12, "the village (12-digit division code) whose rule it is"},
+    {"code", BF_T_STR, BF_REQ, 32, "short code, unique in the region, e.g. sanxiang_pingyi"},
+    {"name", BF_T_STR, BF_REQ, 200, "the behaviour, e.g. 参加三项评议"},
+    {"points", BF_T_INT, BF_REQ, 0, "points it earns, 1..100000"},
+    P_KEY, P_END,
+};
+static const bf_param_t p_rule_list[] = {
+    {"region", BF_T_STR, BF_REQ, 12, "the village"},
+    P_END,
+};
+static const bf_param_t p_points_earn[] = {
+    {"region", BF_T_STR, BF_REQ, 12, "the household's village"},
+    {"household_id", BF_T_INT, BF_REQ, 0, "registry household id"},
+    {"rule_code", BF_T_STR, BF_REQ, 32, "a rule of the region"},
+    {"note", BF_T_STR, 0, 500, "what was done, when"},
+    P_KEY, P_END,
+};
+static const bf_param_t p_points_approve[] = {
+    {"earning_id", BF_T_INT, BF_REQ, 0, "a proposed earning (not proposed by the caller)"},
+    {"note", BF_T_STR, 0, 500, "approval remark"},
+    P_KEY, P_END,
+};
+static const bf_param_t p_points_reject[] = {
+    {"earning_id", BF_T_INT, BF_REQ, 0, "a proposed earning (not proposed by the caller)"},
+    {"reason", BF_T_STR, BF_REQ, 500, "why"},
+    P_KEY, P_END,
+};
+static const bf_param_t p_goods_define[] = {
+    {"region", BF_T_STR, BF_REQ, 12, "the village whose supermarket holds it"},
+    {"name", BF_T_STR, BF_REQ, 200, "unique in the region, e.g. 大米 10kg"},
+    {"unit", BF_T_STR, BF_REQ, 16, "what a quantity counts, e.g. 袋"},
+    {"price_points", BF_T_INT, BF_REQ, 0, "points per unit, 1..1000000"},
+    P_KEY, P_END,
+};
+static const bf_param_t p_goods_stock_in[] = {
+    {"goods_id", BF_T_INT, BF_REQ, 0, "the goods"},
+    {"quantity", BF_T_INT, BF_REQ, 0, "units received, 1..1000000"},
+    {"donor", BF_T_STR, BF_REQ, 200, "unit:<registry unit id> or the donor's name"},
+    {"note", BF_T_STR, 0, 500, "e.g. the donation receipt"},
+    P_KEY, P_END,
+};
+static const bf_param_t p_goods_list[] = {
+    {"region", BF_T_STR, 0, 12, "only goods under this division code"},
+    {"cursor", BF_T_STR, 0, 20, "from a previous page's next_cursor"},
+    {"limit", BF_T_INT, 0, 0, "page size, 1..1000 (default 100)"},
+    P_END,
+};
+static const bf_param_t p_points_redeem[] = {
+    {"household_id", BF_T_INT, BF_REQ, 0, "the household spending its points"},
+    {"goods_id", BF_T_INT, BF_REQ, 0, "goods of the household's village"},
+    {"quantity", BF_T_INT, BF_REQ, 0, "units, 1..10000"},
+    {"note", BF_T_STR, 0, 500, "remark"},
+    P_KEY, P_END,
+};
+static const bf_param_t p_points_reverse[] = {
+    {"entry_id", BF_T_INT, BF_REQ, 0, "the points entry to reverse (a redemption's both)"},
+    {"reason", BF_T_STR, BF_REQ, 500, "why (kept in the ledger)"},
+    P_KEY, P_END,
+};
+static const bf_param_t p_points_account[] = {
+    {"household_id", BF_T_INT, BF_REQ, 0, "the household"},
+    {"limit", BF_T_INT, 0, 0, "recent entries, 1..1000 (default 20)"},
+    {"cursor", BF_T_STR, 0, 20, "older entries: a previous page's next_cursor"},
+    P_END,
+};
+static const bf_param_t p_points_statement[] = {
+    {"region", BF_T_STR, BF_REQ, 12, "the village (or a township, county...)"},
+    {"month", BF_T_STR, BF_REQ, 7, "YYYY-MM (UTC)"},
+    P_END,
+};
+
 /* Who may call what (docs/security.md, "Roles and region scoping"). Staff reads:
  * every reading role but cadre, whose reads are limited to its own tasks,
  * inbox and households. */
@@ -208,6 +281,33 @@ static const bf_method_t s_methods[] = {
      "a recipient's money back to its sources", R_STAFF},
     {"ledger.verify", ledger_verify, false, p_none,
      "re-walk the hash chain and re-derive every balance", R_STAFF},
+    {"points.rule.define", points_rule_define, true, p_rule_define,
+     "a behaviour a village rewards with points", BF_ROLE_OPERATOR},
+    {"points.rule.list", points_rule_list, false, p_rule_list, "a village's point rules",
+     R_STAFF},
+    {"points.earn", points_earn, true, p_points_earn,
+     "propose points for a household's behaviour (credited once approved)", BF_ROLE_OPERATOR},
+    {"points.approve", points_approve, true, p_points_approve,
+     "approve a proposed earning and credit the points (not by its proposer)",
+     BF_ROLE_OPERATOR | BF_ROLE_APPROVER},
+    {"points.reject", points_reject, true, p_points_reject,
+     "reject a proposed earning (not by its proposer)", BF_ROLE_OPERATOR | BF_ROLE_APPROVER},
+    {"goods.define", goods_define, true, p_goods_define,
+     "goods a village supermarket hands out, with a price in points", BF_ROLE_OPERATOR},
+    {"goods.stock_in", goods_stock_in, true, p_goods_stock_in,
+     "goods received from a donor onto the shelf", BF_ROLE_OPERATOR},
+    {"goods.list", goods_list, false, p_goods_list, "goods with stock on hand, paged", R_STAFF},
+    {"points.redeem", points_redeem, true, p_points_redeem,
+     "a household spends points on goods; refused when points or stock are short",
+     BF_ROLE_OPERATOR},
+    {"points.reverse", points_reverse, true, p_points_reverse,
+     "correct a points entry with a reversing one (not by who made it)", BF_ROLE_APPROVER},
+    {"points.account", points_account, false, p_points_account,
+     "a household's points balance and recent entries", R_STAFF},
+    {"points.statement", points_statement, false, p_points_statement,
+     "a village's monthly points and goods statement (台账)", R_STAFF},
+    {"points.verify", points_verify, false, p_none,
+     "re-walk the points hash chain and re-derive every balance and stock", R_STAFF},
     {NULL, NULL, false, NULL, NULL, 0},
 };
 

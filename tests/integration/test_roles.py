@@ -68,6 +68,13 @@ EXPECTED = {
         "disbursement.batch": FIN, "transfer.reverse": FIN,
         "transfer.get": STAFF, "account.get": STAFF, "report.utilisation": STAFF,
         "trace.recipient": STAFF, "ledger.verify": STAFF,
+        # the points supermarket (爱心超市): village operators record, another person
+        # approves; corrections by an approver; reads by staff
+        "points.rule.define": OP, "points.rule.list": STAFF, "points.earn": OP,
+        "points.approve": OP | {"approver"}, "points.reject": OP | {"approver"},
+        "goods.define": OP, "goods.stock_in": OP, "goods.list": STAFF, "points.redeem": OP,
+        "points.reverse": {"admin", "approver"}, "points.account": STAFF,
+        "points.statement": STAFF, "points.verify": STAFF,
     },
     "tasks": {
         "task.create": OP, "task.get": READERS, "task.list": READERS,

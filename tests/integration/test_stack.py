@@ -66,6 +66,11 @@ def _counts(dsn):
     cur.execute("SELECT count(*) FROM funds.batch_line l JOIN funds.batch b ON b.id = l.batch_id "
                 "WHERE b.batch_key LIKE 'demo-reward-%'")
     out["rewards_paid"] = cur.fetchone()[0]
+    # funds, and seed 004's points supermarket (爱心超市)
+    for t in ("transfer", "points_rule", "goods", "points_earning", "points_entry",
+              "points_redemption", "outbox"):
+        cur.execute("SELECT count(*) FROM funds.%s" % t)
+        out["funds." + t] = cur.fetchone()[0]
     conn.close()
     return out
 
@@ -102,12 +107,20 @@ def test_up_writes_endpoints_and_loads_demo():
     eq(c["assessments"], 1, "the demo's yearly assessment")
     eq(c["bottom3_problems"], 3, "the bottom three villages named with a rectification")
     eq(c["rewards_paid"], 3, "the best three villages' rewards paid by funds")
+    if os.path.exists(os.path.join(BUILD, "bin", "bangfu-funds")):
+        eq(c["funds.points_rule"], 4, "the village's behaviour rules")
+        eq(c["funds.goods"], 4, "the donated goods")
+        check(c["funds.points_earning"] >= 10, "households earned points")
+        check(c["funds.points_redemption"] >= 5, "households redeemed points")
 
 
 def test_demo_data_loads_twice_without_change():
     env = _endpoints()
     before = _counts(env["BANGFU_PG_DSN"])
-    for loader in ("registry.py", "tasks.py"):
+    loaders = ["registry.py", "tasks.py"]
+    if os.path.exists(os.path.join(BUILD, "bin", "bangfu-funds")):
+        loaders.append("funds.py")
+    for loader in loaders:
         r = subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "scripts", "demo", loader)],
                            env=dict(os.environ, **env), capture_output=True, text=True,
                            timeout=300)
