@@ -1,0 +1,351 @@
+"""Bulk operations (docs/registry.md "Bulk imports"): unit/cadre/team/
+pairing.import by names and codes, with per-row rejects, the per-rank caps
+applied row by row, and re-runs that create nothing twice; village.resolve
+(names, codes, REGION/NAME, ambiguous names refused); region.figures against
+what was imported; household.import naming villages by name or code and
+saying "already imported" on a re-run."""
+import bftest
+from bftest import Stack, check, eq, expect_error
+
+S = None
+G = {}
+START = None
+
+
+def setup_module():
+    global S, START
+    S = Stack(["registry"]).__enter__()
+    START = bftest.stream_last_id(bftest.redis_client())
+    cl = c()
+    town = bftest.fresh_town(cl)
+    county = town[:6] + "000000"
+    town2 = town[:6] + "002000"
+    cl.call("region.put", {"code": town2, "name": "二镇" + bftest.uid()[:4], "level": "township",
+                           "parent_code": county})
+    G.update(town=town, town2=town2, county=county, tag=bftest.uid()[:6])
+    # the same village name in two townships; one village with a code
+    G["twin"] = "同名村" + G["tag"]
+    G["twin1"] = cl.call("village.create", {"region_code": town, "name": G["twin"],
+                                            "category": "poor"})["id"]
+    G["twin2"] = cl.call("village.create", {"region_code": town2, "name": G["twin"],
+                                            "category": "poor"})["id"]
+    G["vcode"] = town[:9] + "201"
+    G["coded"] = cl.call("village.create", {"region_code": town, "name": "有码村" + G["tag"],
+                                            "category": "weak", "code": G["vcode"]})["id"]
+
+
+def teardown_module():
+    S.__exit__(None, None, None)
+
+
+def c():
+    return S.client("registry")
+
+
+def members(n, region=None):
+    region = region or G["town"][:6]
+    return [{"name": "人" + bftest.uid()[:4], "id_number": bftest.fresh_id(region),
+             "relation": "head" if i == 0 else "child"} for i in range(n)]
+
+
+def hh_row(village, n=2, cats=("dibao",), **kw):
+    row = {"categories": list(cats), "causes": {"main": "illness"}, "route": "employment",
+           "income_fen": 500000, "members": members(n)}
+    if isinstance(village, int):
+        row["village_id"] = village
+    else:
+        row["village"] = village
+    row.update(kw)
+    return row
+
+
+def rejects(res):
+    return {r["row"]: (r["field"], r["code"], r["message"]) for r in res["rejected"]}
+
+
+# ---------------------------------------------------------------- village.resolve
+
+def test_resolve_by_name_code_and_region():
+    cl = c()
+    eq(cl.call("village.resolve", {"ref": "有码村" + G["tag"]})["id"], G["coded"])
+    got = cl.call("village.resolve", {"ref": G["vcode"]})
+    eq(got["id"], G["coded"])
+    eq(got["code"], G["vcode"])
+    eq(cl.call("village.resolve", {"ref": G["town2"] + "/" + G["twin"]})["id"], G["twin2"])
+    eq(cl.call("village.resolve", {"ref": G["town"] + "/" + G["twin"]})["id"], G["twin1"])
+    eq(cl.call("village.resolve", {"ref": G["town"] + "/" + G["vcode"]})["id"], G["coded"])
+
+
+def test_resolve_ambiguous_and_missing():
+    cl = c()
+    e = cl.err("village.resolve", {"ref": G["twin"]})
+    eq(e.code, "conflict")
+    eq(e.field, "ref")
+    check("ambiguous" in str(e) and str(G["twin1"]) in str(e) and str(G["twin2"]) in str(e),
+          "the ambiguity names both candidates: %s" % e)
+    expect_error(cl, "village.resolve", {"ref": "没有这个村" + G["tag"]}, "not_found", "ref")
+    expect_error(cl, "village.resolve", {"ref": G["town"][:9] + "999"}, "not_found", "ref")
+    expect_error(cl, "village.resolve", {"ref": "/x"}, "invalid_argument", "ref")
+    # a caller bound to another county does not see these villages
+    other = {"roles": ["county_operator"], "region": "990100000000"}
+    expect_error(cl, "village.resolve", {"ref": G["vcode"]}, "not_found", "ref", auth=other)
+
+
+# ---------------------------------------------------------------- units, cadres
+
+def test_unit_import_rejects_and_rerun():
+    cl = c()
+    t = G["tag"]
+    rows = [{"name": "甲单位" + t, "kind": "department", "region_code": G["county"]},
+            {"name": "乙单位" + t, "kind": "enterprise"},
+            {"name": "", "kind": "department"},
+            {"name": "丙单位" + t, "kind": "spaceship"},
+            {"name": "丁单位" + t, "kind": "department", "region_code": "990100000000"},
+            {"name": "爱心协会" + t, "kind": "social"}]
+    res = cl.call("unit.import", {"rows": rows})
+    eq(res["accepted"], 3)
+    eq(res["existing"], 0)
+    rj = rejects(res)
+    eq(sorted(rj), [2, 3, 4])
+    eq(rj[2][:2], ("name", "invalid_argument"))
+    eq(rj[3][:2], ("kind", "invalid_argument"))
+    eq(rj[4][:2], ("region_code", "not_found"))
+    eq(res["ids"][2], None)
+    G["unit_a"], G["unit_b"], G["social"] = res["ids"][0], res["ids"][1], res["ids"][5]
+    eq(cl.call("unit.get", {"id": G["unit_a"]})["region_code"], G["county"])
+    # a re-run creates nothing; the same ids come back; a kind mismatch is named
+    rows[1] = {"name": "乙单位" + t, "kind": "street"}
+    again = cl.call("unit.import", {"rows": rows})
+    eq(again["accepted"], 0)
+    eq(again["existing"], 2)
+    eq(again["existing_rows"], [0, 5])
+    eq(again["ids"][0], G["unit_a"])
+    eq(rejects(again)[1][:2], ("kind", "already_exists"))
+    eq(cl.call("unit.list", {"limit": 1000})["items"].__len__() > 0, True)
+
+
+def test_cadre_import_rejects_and_rerun():
+    cl = c()
+    t = G["tag"]
+    ua, ub = "甲单位" + t, "乙单位" + t
+    rows = [{"name": "张组长", "rank": "section", "unit": ua, "party_member": "是"},
+            {"name": "李干部", "rank": "general", "unit": ua, "party_member": "no",
+             "phone": "13800138000"},
+            {"name": "王干部", "rank": "general", "unit": ua, "party_member": False},
+            {"name": "赵干部", "rank": "general", "unit": "无此单位" + t, "party_member": "yes"},
+            {"name": "钱干部", "rank": "general", "unit": ub, "party_member": "maybe"},
+            {"name": "孙干部", "rank": "general", "unit": ub, "party_member": "1",
+             "phone": "12345"},
+            {"name": "周干部", "rank": "general", "unit": ub, "party_member": "true"}]
+    res = cl.call("cadre.import", {"rows": rows})
+    eq(res["accepted"], 4)
+    rj = rejects(res)
+    eq(rj[3][:2], ("unit", "not_found"))
+    eq(rj[4][:2], ("party_member", "invalid_argument"))
+    eq(rj[5][:2], ("phone", "invalid_argument"))
+    G["leader"], G["li"], G["wang"], G["zhou"] = (res["ids"][0], res["ids"][1], res["ids"][2],
+                                                  res["ids"][6])
+    got = cl.call("cadre.get", {"id": G["li"]})
+    eq((got["name"], got["rank"], got["unit_id"], got["party_member"]),
+       ("李干部", "general", G["unit_a"], False))
+    eq(cl.call("cadre.get", {"id": G["leader"]})["party_member"], True)
+    again = cl.call("cadre.import", {"rows": rows})
+    eq(again["accepted"], 0)
+    eq(again["existing"], 4)
+    eq([again["ids"][i] for i in (0, 1, 2, 6)], [G["leader"], G["li"], G["wang"], G["zhou"]])
+    eq(cl.call("cadre.list", {"unit_id": G["unit_a"], "limit": 100})["items"].__len__(), 3)
+
+
+# ---------------------------------------------------------------- teams
+
+def test_team_import():
+    cl = c()
+    t = G["tag"]
+    ua = "甲单位" + t
+    rows = [{"name": "一队" + t, "unit": ua, "leader": "张组长", "members": "李干部；王干部",
+             "villages": G["town"] + "/" + G["twin"] + ";" + G["vcode"]},
+            {"name": "二队" + t, "unit": ua, "leader": "李干部", "members": "", "villages": ""},
+            {"name": "三队" + t, "unit": ua, "leader": "张组长", "villages": G["twin"]},
+            {"name": "四队" + t, "unit": ua, "leader": "张组长",
+             "members": ["乙单位" + t + "/周干部", "张组长"]},
+            {"name": "五队" + t, "unit": ua, "leader": "无此人"}]
+    res = cl.call("team.import", {"rows": rows})
+    eq(res["accepted"], 1, res)
+    rj = rejects(res)
+    eq(rj[1][:2], ("leader", "failed_precondition"))
+    eq(rj[2][:2], ("villages[0]", "conflict"))
+    eq(rj[3][:2], ("members[1]", "invalid_argument"))
+    eq(rj[4][:2], ("leader", "not_found"))
+    team = cl.call("team.get", {"id": res["ids"][0]})
+    eq(team["leader_id"], G["leader"])
+    eq(sorted(team["member_ids"]), sorted([G["li"], G["wang"]]))
+    eq(sorted(team["village_ids"]), sorted([G["twin1"], G["coded"]]))
+    G["team"] = res["ids"][0]
+    again = cl.call("team.import", {"rows": rows[:1]})
+    eq((again["accepted"], again["existing"], again["ids"]), (0, 1, [G["team"]]))
+    eq(len(cl.call("team.get", {"id": G["team"]})["village_ids"]), 2)
+
+
+# ---------------------------------------------------------------- pairings
+
+def test_pairing_import_caps_row_by_row_and_rerun():
+    cl = c()
+    t = G["tag"]
+    v = G["coded"]
+    heads = []
+    hids = []
+    for _ in range(4):
+        m = members(2)
+        hids.append(cl.call("household.create", {"village_id": v, "categories": ["dibao"],
+                                                 "causes": {"main": "illness"},
+                                                 "route": "employment", "income_fen": 1,
+                                                 "members": m})["id"])
+        heads.append(m[0]["id_number"])
+    G["pair_hids"] = hids
+    ua, ub = "甲单位" + t, "乙单位" + t
+    # 李干部 is general: cap 2 (registry.cap_general default)
+    rows = [{"kind": "cadre_household", "helper_unit": ua, "helper": "李干部", "target": heads[0]},
+            {"kind": "cadre_household", "helper": ua + "/李干部", "target": str(hids[1])},
+            {"kind": "cadre_household", "helper_unit": ua, "helper": "李干部", "target": heads[2],
+             "starts_on": "2024-01-01"},
+            {"kind": "cadre_household", "helper": "李干部", "target": heads[3]},
+            {"kind": "unit_village", "helper": ub, "target": G["vcode"], "starts_on": "2024-03-01",
+             "ends_on": "2025-12-31"},
+            {"kind": "unit_village", "helper": ub, "target": G["twin"]},
+            {"kind": "team_village", "helper": "一队" + t, "target": G["town2"] + "/" + G["twin"]},
+            {"kind": "helper_household", "helper": ub, "target": heads[3]},
+            {"kind": "helper_household", "helper": "爱心协会" + t, "target": heads[3]},
+            {"kind": "district_county", "helper": ua, "target": G["county"]},
+            {"kind": "cadre_household", "helper_unit": ua, "helper": "王干部",
+             "target": heads[0][:17] + ("0" if heads[0][17] != "0" else "1")},
+            {"kind": "cadre_household", "helper_unit": ua, "helper": "王干部", "target": heads[2],
+             "starts_on": "2024-02-30"}]
+    res = cl.call("pairing.import", {"rows": rows})
+    rj = rejects(res)
+    eq(sorted(rj), [2, 3, 5, 7, 10, 11], rj)
+    eq(rj[2][:2], ("helper", "failed_precondition"))
+    check("cap" in rj[2][2], rj[2][2])
+    eq(rj[3][:2], ("helper_unit", "invalid_argument"))
+    eq(rj[5][:2], ("target", "conflict"))
+    eq(rj[7][:2], ("helper", "not_found"))
+    eq(rj[10][:2], ("target", "invalid_argument"))
+    eq(rj[11][:2], ("starts_on", "invalid_argument"))
+    for r in res["rejected"]:
+        for h in heads:
+            check(h not in r["message"], "no ID number in a reject message")
+    eq(res["accepted"], 6)
+    li = cl.call("cadre.get", {"id": G["li"]})
+    eq(li["households"], 2)
+    p = cl.call("pairing.get", {"id": res["ids"][4]})
+    eq((p["kind"], p["helper_id"], p["target_id"], p["starts_on"], p["ends_on"]),
+       ("unit_village", G["unit_b"], G["coded"], "2024-03-01", "2025-12-31"))
+    eq(cl.call("pairing.get", {"id": res["ids"][9]})["target_code"], G["county"])
+    eq(cl.call("pairing.get", {"id": res["ids"][6]})["target_id"], G["twin2"])
+    # a re-run: the same pairings are existing, the cap still refuses row 2
+    again = cl.call("pairing.import", {"rows": rows})
+    eq(again["accepted"], 0)
+    eq(again["existing"], 6)
+    eq([again["ids"][i] for i in again["existing_rows"]],
+       [res["ids"][i] for i in again["existing_rows"]])
+    eq(rejects(again)[2][:2], ("helper", "failed_precondition"))
+    eq(cl.call("cadre.get", {"id": G["li"]})["households"], 2)
+    # after one ends, the capped row goes through
+    cl.call("pairing.end", {"id": res["ids"][0], "reason": "调整", "approval_ref": "组发[2024]1号"})
+    third = cl.call("pairing.import", {"rows": rows[2:3]})
+    eq(third["accepted"], 1, third)
+    # every accepted pairing emitted pairing.created
+    r = bftest.redis_client()
+    want = {"pairing/%d" % i for i in res["ids"] if i} | {"pairing/%d" % third["ids"][0]}
+    bftest.wait_for(lambda: want <= {e["subject"] for _, e in bftest.stream_events(r, START)
+                                     if e["type"] == "bangfu.registry.pairing.created"},
+                    timeout=20, msg="pairing.created for every imported pairing")
+
+
+def test_import_limits_and_roles():
+    cl = c()
+    expect_error(cl, "unit.import", {"rows": [{"name": "x", "kind": "social"}] * 1001},
+                 "invalid_argument", "rows")
+    res = cl.call("unit.import", {"rows": [5, {"name": "y" + G["tag"], "kind": "social",
+                                                "extra": 1}]})
+    eq(res["accepted"], 0)
+    eq([r["code"] for r in res["rejected"]], ["invalid_argument", "invalid_argument"])
+    expect_error(cl, "pairing.import", {"rows": []}, "permission_denied",
+                 auth={"roles": ["auditor"]})
+
+
+# ---------------------------------------------------------------- households
+
+def test_household_import_by_village_name_and_reimport():
+    cl = c()
+    rows = [hh_row(G["vcode"]), hh_row(G["town2"] + "/" + G["twin"]), hh_row(G["twin"]),
+            hh_row("无此村" + G["tag"]), hh_row(G["coded"]),
+            dict(hh_row(G["coded"]), village=G["vcode"])]
+    res = cl.call("household.import", {"rows": rows})
+    rj = rejects(res)
+    eq(sorted(rj), [2, 3, 5])
+    eq(rj[2][:2], ("village", "conflict"))
+    eq(rj[3][:2], ("village", "not_found"))
+    eq(rj[5][:2], ("village", "invalid_argument"))
+    eq(cl.call("household.get", {"id": res["ids"][0]})["village_id"], G["coded"])
+    eq(cl.call("household.get", {"id": res["ids"][1]})["village_id"], G["twin2"])
+    again = cl.call("household.import", {"rows": rows[:2] + [rows[4]]})
+    eq(again["accepted"], 0)
+    rj = rejects(again)
+    for i, hid in ((0, res["ids"][0]), (1, res["ids"][1]), (2, res["ids"][4])):
+        eq(rj[i][1], "already_exists")
+        check(rj[i][2].startswith("already imported") and str(hid) in rj[i][2], rj[i][2])
+    # a person moved to a new household is not "already imported"
+    moved = hh_row(G["coded"])
+    moved["members"].append(dict(rows[0]["members"][1], relation="child"))
+    msg = rejects(cl.call("household.import", {"rows": [moved]}))[0]
+    eq(msg[:2], ("members[2].id_number", "already_exists"))
+    check("another household" in msg[2], msg[2])
+
+
+# ---------------------------------------------------------------- figures
+
+def test_region_figures_match_import():
+    cl = c()
+    town = bftest.fresh_town(cl)
+    county = town[:6] + "000000"
+    town2 = town[:6] + "002000"
+    cl.call("region.put", {"code": town2, "name": "乙镇", "level": "township",
+                           "parent_code": county})
+    va = cl.call("village.create", {"region_code": town, "name": "甲村", "category": "poor"})["id"]
+    vb = cl.call("village.create", {"region_code": town2, "name": "乙村",
+                                    "category": "poor"})["id"]
+    plan = [(va, 3, ["dibao", "disabled"]), (va, 1, ["dibao"]), (va, 2, ["orphan"]),
+            (vb, 4, ["low_income", "dibao"]), (vb, 2, ["serious_illness"])]
+    rows = []
+    for vid, n, cats in plan:
+        r = hh_row(vid, n=n, cats=cats)
+        r["members"] = members(n, region=town[:6])
+        rows.append(r)
+    res = cl.call("household.import", {"rows": rows})
+    eq(res["accepted"], 5, res)
+    # one exits: it no longer counts
+    cl.call("household.update", {"id": res["ids"][4], "status": "exited"})
+    f = cl.call("region.figures", {"region_code": county})
+    eq((f["households"], f["persons"]), (4, 10))
+    eq((f["categories"]["dibao"], f["categories"]["disabled"], f["categories"]["orphan"],
+        f["categories"]["low_income"], f["categories"]["serious_illness"]), (3, 1, 1, 1, 0))
+    eq(len(f["groups"]), 1)
+    eq(f["groups"][0]["code"], county)
+    by_town = cl.call("region.figures", {"region_code": county, "level": "township"})
+    got = {g["code"]: (g["households"], g["persons"], g["categories"]["dibao"], g["name"])
+           for g in by_town["groups"]}
+    eq(got, {town: (3, 6, 2, "镇"), town2: (1, 4, 1, "乙镇")})
+    by_village = cl.call("region.figures", {"region_code": town, "level": "village"})
+    eq([(g["village_id"], g["households"], g["persons"]) for g in by_village["groups"]],
+       [(va, 3, 6)])
+    eq(sum(g["households"] for g in by_town["groups"]), f["households"])
+    expect_error(cl, "region.figures", {"region_code": town, "level": "county"},
+                 "invalid_argument", "level")
+    expect_error(cl, "region.figures", {"region_code": town[:6] + "009000"}, "not_found",
+                 "region_code")
+    # a caller bound to another county does not see this one
+    expect_error(cl, "region.figures", {"region_code": county}, "not_found", "region_code",
+                 auth={"roles": ["county_operator"], "region": "990100000000"})
+    # funds (a service) may read them
+    eq(cl.call("region.figures", {"region_code": county}, auth={"roles": ["service"]})
+       ["households"], 4)
