@@ -71,7 +71,7 @@ static const struct {
     bool household; /* a household-level value (same on all its rows) */
 } s_cols[C_COUNT] = {
     [C_REF] = {"household_ref", {"户编号", "户号", "household", NULL}, false},
-    [C_VILLAGE] = {"village_id", {"村ID", "村id", "村庄ID", "village", "村", "村名", NULL}, true},
+    [C_VILLAGE] = {"village_id", {"村ID", "村id", "village", "村", "村名", NULL}, true},
     [C_CATEGORIES] = {"categories", {"类别", "户类别", "帮扶对象类别", "category", NULL}, true},
     [C_CAUSE_MAIN] = {"cause_main", {"主要致贫原因", "致贫原因", NULL}, true},
     [C_CAUSE_SECONDARY] = {"cause_secondary", {"次要致贫原因", "其他致贫原因", NULL}, true},
