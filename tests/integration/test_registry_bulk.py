@@ -4,6 +4,10 @@ applied row by row, and re-runs that create nothing twice; village.resolve
 (names, codes, REGION/NAME, ambiguous names refused); region.figures against
 what was imported; household.import naming villages by name or code and
 saying "already imported" on a re-run."""
+import json
+import os
+import subprocess
+
 import bftest
 from bftest import Stack, check, eq, expect_error
 
@@ -351,3 +355,90 @@ def test_region_figures_match_import():
     # finance staff may read them (and the service role: test_roles)
     eq(cl.call("region.figures", {"region_code": county}, auth={"roles": ["finance"]})
        ["households"], 4)
+
+
+# ---------------------------------------------------------------- the CLI
+
+BANGFU = os.path.join(bftest.BUILD, "bin", "bangfu")
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "import")
+
+
+def bangfu(*args):
+    env = dict(S.env)
+    env.pop("BANGFU_ACTOR", None)
+    p = subprocess.run([BANGFU] + list(args), env=env, capture_output=True, timeout=300)
+    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+
+
+def write(name, text):
+    path = os.path.join(bftest.TMP, "%s-%s.csv" % (name, G["tag"]))
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return path
+
+
+def test_cli_import_org_files():
+    t = "C" + G["tag"]
+    units = write("units", "单位名称,类型,区划代码\n教育局%s,department,%s\n坏单位%s,nope,\n"
+                  % (t, G["county"], t))
+    cadres = write("cadres", "姓名,职级,单位,党员,电话\n孙队长,division,教育局%s,是,13800000001\n"
+                   "吴干部,general,教育局%s,否,\n周干部,general,无此单位%s,否,\n" % (t, t, t))
+    teams = write("teams", "队名,单位,队长,队员,村\n教育局队%s,教育局%s,孙队长,吴干部,%s/%s\n"
+                  % (t, t, G["town"], G["twin"]))
+    rc, out, err = bangfu("import", "units", units)
+    eq(rc, 1, err)
+    check("1 created, 0 existing, 1 rejected" in err, err)
+    check('3,"类型","invalid_argument"' in err, err)
+    rc, out, err = bangfu("import", "units", units)
+    check("0 created, 1 existing, 1 rejected" in err, err)
+    rc, out, err = bangfu("import", "cadres", cadres)
+    eq(rc, 1, err)
+    check("2 created" in err and '4,"单位","not_found"' in err, err)
+    rc, out, err = bangfu("import", "teams", teams)
+    eq(rc, 0, err)
+    check("1 created" in err, err)
+    team = c().call("team.list", {"limit": 1000})["items"]
+    mine = [x for x in team if x["name"] == "教育局队" + t]
+    eq(len(mine), 1)
+    eq(mine[0]["village_ids"], [G["twin1"]])
+    # cap 2 for a general cadre: the third row is refused, named by its line
+    hids = G["pair_hids"]
+    pairings = write("pairings", "类型,帮扶方,帮扶人单位,帮扶对象\n" + "".join(
+        "cadre_household,吴干部,教育局%s,%d\n" % (t, h) for h in hids[:3]))
+    rejects = os.path.join(bftest.TMP, "rejects-%s.csv" % G["tag"])
+    rc, out, err = bangfu("import", "pairings", pairings, "--rejects", rejects)
+    eq(rc, 1, err)
+    check("2 created, 0 existing, 1 rejected" in err, err)
+    with open(rejects, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    eq(lines[0], "line,field,code,message")
+    check(lines[1].startswith('4,"帮扶方","failed_precondition"'), lines)
+    rc, out, err = bangfu("import", "pairings", pairings, "--rejects", rejects)
+    check("0 created, 2 existing, 1 rejected" in err, err)
+    # usage
+    eq(bangfu("import", "teams", write("bad", "队名,颜色\nx,y\n"))[0], 2)
+    eq(bangfu("import", "teams", write("bad2", "队名,单位\nx,y\n"))[0], 2)
+    eq(bangfu("import", "pairings", pairings, "--batch", "1001")[0], 2)
+
+
+def test_cli_examples_parse():
+    for kind in ("units", "cadres", "teams", "pairings"):
+        rc, out, err = bangfu("import", kind, os.path.join(EXAMPLES, kind + ".csv"), "--dry-run")
+        eq(rc, 0, err)
+        check("0 rejected (dry run" in err, err)
+
+
+def test_cli_household_import_by_village_name():
+    idn = bftest.fresh_id(G["town"][:6])
+    path = write("hh", "户编号,村,类别,主要致贫原因,帮扶路径,年收入（元）,姓名,身份证号,与户主关系\n"
+                 "H1,%s/%s,低保,因病,就业,10,甲,%s,户主\n" % (G["town2"], G["twin"], idn))
+    rc, out, err = bangfu("import", "households", path, "--json")
+    eq(rc, 0, err)
+    hid = json.loads(out)["accepted"]
+    eq(hid, 1)
+    got = c().call("household.list", {"village_id": G["twin2"], "limit": 100})["items"]
+    check(len(got) >= 2, got)
+    rc, out, err = bangfu("import", "households", path, "--json")
+    eq(rc, 1)
+    check("already imported" in err, err)
+    check(idn not in err and idn not in out, "no ID number printed")
