@@ -85,7 +85,8 @@ bool cli_org_kind(const char *kind)
 typedef struct {
     const org_kind_t *k;
     int colmap[CSVREAD_MAX_FIELDS]; /* CSV column -> index in k->cols, or -1 */
-    const char *titles[ORG_MAX_COLS];
+    const char *titles[ORG_MAX_COLS]; /* the file's title of each column, or NULL */
+    char titlebuf[ORG_MAX_COLS][128];
     FILE *rejects;
     bool dry_run;
     const char *actor;
@@ -251,7 +252,8 @@ static int s_header(org_t *o, const csvread_record_t *rec)
                 return CLI_USAGE;
             }
             o->colmap[i] = c;
-            o->titles[c] = col->key;
+            snprintf(o->titlebuf[c], sizeof o->titlebuf[c], "%.*s", (int)tl, t);
+            o->titles[c] = o->titlebuf[c];
         }
         if (o->colmap[i] < 0) {
             fprintf(stderr, "bangfu import: unknown column \"%.*s\" for %s (bangfu import %s "
