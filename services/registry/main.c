@@ -72,7 +72,8 @@ static const bf_param_t p_village_list[] = {
 };
 
 static const bf_param_t p_household_create[] = {
-    {"village_id", BF_T_INT, BF_REQ, 0, "the household's village"},
+    {"village_id", BF_T_INT, 0, 0, "the household's village (or village)"},
+    {"village", BF_T_STR, 0, 400, "the village's name, 12-digit code or REGION/NAME"},
     {"categories", BF_T_LIST, BF_REQ, 9, "category codes (dibao, low_income, ...), 1..9 distinct"},
     {"causes", BF_T_MAP, BF_REQ, 0, "{main: cause code, secondary?: [cause codes]}"},
     {"route", BF_T_STR, BF_REQ, 16, "employment | industry | safety_net"},
