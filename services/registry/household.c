@@ -372,9 +372,22 @@ static int s_store(bf_req_t *r, hh_row_t *rows, size_t n, bool import)
         }
     if (!pending) return 0;
 
-    /* 0. villages named by name or code */
+    /* 0. villages named by name or code; each distinct name is looked up once
+     * (a file usually names a handful of villages over thousands of rows) */
     for (size_t i = 0; i < n; i++) {
         if (rows[i].err_code || rows[i].village_id) continue;
+        size_t same = i;
+        for (size_t j = 0; j < i && same == i; j++)
+            if (rows[j].village_ref && !strcmp(rows[j].village_ref, rows[i].village_ref) &&
+                (rows[j].village_id || (rows[j].err_field && !strcmp(rows[j].err_field, "village"))))
+                same = j;
+        if (same < i) {
+            if (rows[same].village_id)
+                rows[i].village_id = rows[same].village_id;
+            else
+                s_reject(r, &rows[i], rows[same].err_code, "village", rows[same].err_message);
+            continue;
+        }
         if (registry_village_ref(r, "village", rows[i].village_ref, &rows[i].village_id) == 0)
             continue;
         const char *code = r->err.code;

@@ -285,10 +285,13 @@ def test_household_import_by_village_name_and_reimport():
     cl = c()
     rows = [hh_row(G["vcode"]), hh_row(G["town2"] + "/" + G["twin"]), hh_row(G["twin"]),
             hh_row("无此村" + G["tag"]), hh_row(G["coded"]),
-            dict(hh_row(G["coded"]), village=G["vcode"])]
+            dict(hh_row(G["coded"]), village=G["vcode"]),
+            hh_row(G["twin"]), hh_row(G["vcode"])]  # names looked up once per call
     res = cl.call("household.import", {"rows": rows})
     rj = rejects(res)
-    eq(sorted(rj), [2, 3, 5])
+    eq(sorted(rj), [2, 3, 5, 6])
+    eq(rj[6][:2], ("village", "conflict"))
+    eq(cl.call("household.get", {"id": res["ids"][7]})["village_id"], G["coded"])
     eq(rj[2][:2], ("village", "conflict"))
     eq(rj[3][:2], ("village", "not_found"))
     eq(rj[5][:2], ("village", "invalid_argument"))
