@@ -3,7 +3,8 @@ pairing.import by names and codes, with per-row rejects, the per-rank caps
 applied row by row, and re-runs that create nothing twice; village.resolve
 (names, codes, REGION/NAME, ambiguous names refused); region.figures against
 what was imported; household.import naming villages by name or code and
-saying "already imported" on a re-run."""
+saying "already imported" on a re-run; funds allocations weighted by the
+registry's figures (weights_from)."""
 import json
 import os
 import subprocess
@@ -19,7 +20,7 @@ OTHER = "450199000000"  # a valid county code no test registers
 
 def setup_module():
     global S, START
-    S = Stack(["registry"]).__enter__()
+    S = Stack(["registry", "funds"]).__enter__()
     START = bftest.stream_last_id(bftest.redis_client())
     cl = c()
     town = bftest.fresh_town(cl)
@@ -348,6 +349,7 @@ def test_region_figures_match_import():
     eq([(g["village_id"], g["households"], g["persons"]) for g in by_village["groups"]],
        [(va, 3, 6)])
     eq(sum(g["households"] for g in by_town["groups"]), f["households"])
+    G.update(fig_county=county, fig_town=town, fig_town2=town2, fig_va=va)
     expect_error(cl, "region.figures", {"region_code": town, "level": "county"},
                  "invalid_argument", "level")
     expect_error(cl, "region.figures", {"region_code": town[:6] + "009000"}, "not_found",
@@ -445,3 +447,61 @@ def test_cli_household_import_by_village_name():
     eq(rc, 1)
     check("already imported" in err, err)
     check(idn not in err and idn not in out, "no ID number printed")
+
+
+# ---------------------------------------------------------------- funds: weights_from
+
+def test_funds_allocation_weights_from_registry():
+    f = S.client("funds")
+    k = bftest.uid()
+    src = f.call("source.create", {"name": "权重源" + k, "kind": "central", "provider": "区财政局",
+                                   "request_key": "s" + k})
+    f.call("source.receive", {"source_id": src["id"], "amount_fen": 1_000_000, "year": 2020,
+                              "request_key": "r" + k})
+    bud = f.call("budget.create", {"recipient": "program:w" + k, "year": 2020,
+                                   "funding": [{"source_id": src["id"], "amount_fen": 1_000_000}],
+                                   "request_key": "b" + k})
+    county, town, town2 = G["fig_county"], G["fig_town"], G["fig_town2"]
+    base = {"budget_id": bud["id"], "rule": "weights", "amount_fen": 1000}
+    # households by township: 3 and 1 (the exited one does not count)
+    p = f.call("allocation.preview", dict(base, weights_from={
+        "region_code": county, "level": "township", "measure": "households"}), actor=None)
+    eq(p["parts"], [{"recipient": "region:" + town, "weight": 3, "amount_fen": 750},
+                    {"recipient": "region:" + town2, "weight": 1, "amount_fen": 250}])
+    # persons: 6 and 4
+    p = f.call("allocation.preview", dict(base, weights_from={
+        "region_code": county, "level": "township", "measure": "persons"}), actor=None)
+    eq([x["amount_fen"] for x in p["parts"]], [600, 400])
+    # one category, by village: only 甲村 has orphans
+    p = f.call("allocation.preview", dict(base, weights_from={
+        "region_code": county, "level": "village", "measure": "orphan"}), actor=None)
+    eq(p["parts"], [{"recipient": "village:%d" % G["fig_va"], "weight": 1, "amount_fen": 1000}])
+    # applied: child budgets per township with those parts
+    a = f.call("allocation.apply", dict(base, request_key="a" + k, weights_from={
+        "region_code": county, "level": "township", "measure": "households"}))
+    eq((a["recipients"], a["transfers"]), (2, 2))
+    again = f.call("allocation.apply", dict(base, request_key="a" + k, weights_from={
+        "region_code": county, "level": "township", "measure": "households"}))
+    eq(again["id"], a["id"])
+    bud_now = f.call("budget.get", {"id": bud["id"]}, actor=None)
+    eq((bud_now["balance_fen"], bud_now["allocated_fen"], bud_now["children"]),
+       (1_000_000 - 1000, 1000, 2))
+    # errors
+    expect_error(f, "allocation.preview", dict(base, weights_from={
+        "region_code": county, "measure": "smiles"}), "invalid_argument", "weights_from.measure",
+        actor=None)
+    expect_error(f, "allocation.preview", dict(base, weights_from={
+        "region_code": county[:4] + "99000000", "measure": "persons"}), "not_found",
+        "weights_from", actor=None)
+    expect_error(f, "allocation.preview", dict(base, weights_from={
+        "region_code": county, "measure": "registered_poor"}), "failed_precondition",
+        "weights_from", actor=None)
+    expect_error(f, "allocation.preview", dict(base, rule="fixed", weights_from={
+        "region_code": county, "measure": "persons"}), "invalid_argument", "weights_from",
+        actor=None)
+    expect_error(f, "allocation.preview", dict(base, recipients=[
+        {"recipient": "village:1", "weight": 1}], weights_from={
+        "region_code": county, "measure": "persons"}), "invalid_argument", "recipients",
+        actor=None)
+    expect_error(f, "allocation.preview", dict(base, weights_from={"region_code": county}),
+                 "invalid_argument", "weights_from.measure", actor=None)
