@@ -427,6 +427,10 @@ def test_cli_import_org_files():
 
 
 def test_cli_examples_parse():
+    rc, out, _ = bangfu("import", "pairings", "--help")
+    eq(rc, 0)
+    check(out.startswith("usage: bangfu import units|cadres|teams|pairings") and "帮扶对象" in out,
+          out)
     for kind in ("units", "cadres", "teams", "pairings"):
         rc, out, err = bangfu("import", kind, os.path.join(EXAMPLES, kind + ".csv"), "--dry-run")
         eq(rc, 0, err)
