@@ -41,6 +41,9 @@ bool cli_is_help(const char *arg);
 int cli_call(int argc, char **argv);
 int cli_health(int argc, char **argv);   /* health.c */
 int cli_import(int argc, char **argv);   /* import.c */
+/* orgimport.c: `bangfu import units|cadres|teams|pairings FILE.csv` */
+bool cli_org_kind(const char *kind);
+int cli_import_org(int argc, char **argv);
 int cli_events(int argc, char **argv);   /* events.c */
 int cli_coverage(int argc, char **argv); /* coverage.c */
 int cli_funds(int argc, char **argv);    /* funds.c */

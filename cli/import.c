@@ -71,7 +71,7 @@ static const struct {
     bool household; /* a household-level value (same on all its rows) */
 } s_cols[C_COUNT] = {
     [C_REF] = {"household_ref", {"户编号", "户号", "household", NULL}, false},
-    [C_VILLAGE] = {"village_id", {"村ID", "村id", "村庄ID", NULL}, true},
+    [C_VILLAGE] = {"village_id", {"村ID", "村id", "village", "村", "村名", NULL}, true},
     [C_CATEGORIES] = {"categories", {"类别", "户类别", "帮扶对象类别", "category", NULL}, true},
     [C_CAUSE_MAIN] = {"cause_main", {"主要致贫原因", "致贫原因", NULL}, true},
     [C_CAUSE_SECONDARY] = {"cause_secondary", {"次要致贫原因", "其他致贫原因", NULL}, true},
@@ -664,14 +664,21 @@ static void s_household_finish(import_t *im)
     const char *ref = hh->pool.buf + hh->ref;
 
     int64_t village_id = im->village_default, income_fen = 0;
+    const char *village_ref = NULL; /* a village's name or code: the registry resolves it */
     int income_col = -1;
     const char *route = NULL, *cause_main = NULL;
     if (!hh->rejected) {
         const char *v = s_hv(hh, C_VILLAGE);
-        if (v && (s_parse_int(v, &village_id) != 0 || village_id <= 0))
+        /* digits are an internal id, unless 12 of them (a division code);
+         * anything else is a name, or REGION/NAME */
+        if (v && (strlen(v) == 12 || s_parse_int(v, &village_id) != 0)) {
+            village_ref = v;
+            village_id = 0;
+        } else if (v && village_id <= 0) {
             s_reject(im, hh->hv_line[C_VILLAGE], C_VILLAGE, "village_id \"%s\" is not a positive integer", v);
-        else if (village_id <= 0)
+        } else if (village_id <= 0) {
             s_reject(im, hh->line, C_VILLAGE, "missing village_id");
+        }
     }
     if (!hh->rejected) {
         const char *c = s_hv(hh, C_CATEGORIES);
@@ -750,7 +757,10 @@ static void s_household_finish(import_t *im)
     msgpack_packer *pk = &b->pk;
     const char *address = s_hv(hh, C_ADDRESS);
     msgpack_pack_map(pk, address ? 7 : 6);
-    bf_mp_kv_int(pk, "village_id", village_id);
+    if (village_ref)
+        bf_mp_kv_str(pk, "village", village_ref);
+    else
+        bf_mp_kv_int(pk, "village_id", village_id);
     if (address) bf_mp_kv_str(pk, "address", address);
     bf_mp_key(pk, "categories");
     s_pack_list(pk, s_hv(hh, C_CATEGORIES), s_categories);
@@ -1003,7 +1013,7 @@ static int s_field_to_col(const char *field, const batch_hh_t *bh, long *member)
         if (!strcmp(f, "disability")) return C_DISABILITY;
         return -1;
     }
-    if (!strcmp(f, "village_id")) return C_VILLAGE;
+    if (!strcmp(f, "village_id") || !strcmp(f, "village")) return C_VILLAGE;
     if (!strncmp(f, "categories", 10)) return C_CATEGORIES;
     if (!strcmp(f, "causes.main")) return C_CAUSE_MAIN;
     if (!strncmp(f, "causes.secondary", 16)) return C_CAUSE_SECONDARY;
@@ -1319,6 +1329,7 @@ static void s_help(FILE *f)
 {
     fprintf(f,
             "usage: bangfu import households FILE.csv [--batch N] [--parallel N]\n"
+            "       (bangfu import units|cadres|teams|pairings FILE.csv: see --help there)\n"
             "           [--encoding auto|utf-8|gbk] [--village-id ID] [--dry-run]\n"
             "           [--rejects FILE] [--actor A] [--timeout MS] [--json]\n"
             "\n"
@@ -1329,7 +1340,9 @@ static void s_help(FILE *f)
             "above). The first row names the columns, in any order, in English or Chinese:\n"
             "\n"
             "  household_ref    户编号        your key for the household (required)\n"
-            "  village_id       村ID          registry village id (or --village-id)\n"
+            "  village_id       村ID, 村      the village: its id, its 12-digit code, its name,\n"
+            "                                 or REGION/NAME (a region's code or name, '/', the\n"
+            "                                 village's name); or --village-id\n"
             "  categories       类别          ';' or '、' separated: dibao 低保, low_income 低收入,\n"
             "                                 extreme_poverty 特困供养, orphan 散居孤儿,\n"
             "                                 left_behind_child 留守儿童, left_behind_elderly 留守老人,\n"
@@ -1406,7 +1419,8 @@ static int s_parse_args(import_t *im, int argc, char **argv)
         return -1;
     }
     if (strcmp(argv[1], "households") != 0) {
-        fprintf(stderr, "bangfu import: unknown kind %s (only: households)\n", argv[1]);
+        fprintf(stderr, "bangfu import: unknown kind %s (households, units, cadres, teams, "
+                        "pairings)\n", argv[1]);
         return CLI_USAGE;
     }
     for (int i = 2; i < argc; i++) {
@@ -1482,6 +1496,7 @@ static int s_parse_args(import_t *im, int argc, char **argv)
 
 int cli_import(int argc, char **argv)
 {
+    if (argc >= 2 && cli_org_kind(argv[1])) return cli_import_org(argc, argv);
     import_t im;
     memset(&im, 0, sizeof im);
     im.batch_size = IMPORT_DEFAULT_BATCH;

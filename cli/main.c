@@ -2,6 +2,7 @@
  *
  *   bangfu call <service> <method> ['<json params>'] [--actor A] [--timeout MS]
  *   bangfu import households FILE.csv [--batch N] [--encoding auto|utf-8|gbk] ...
+ *   bangfu import units|cadres|teams|pairings FILE.csv [--rejects FILE] ...
  *   bangfu events tail [type-prefix] [--from STREAM_ID] [--json]
  *   bangfu coverage [--region CODE] [--json]
  *   bangfu help
@@ -24,8 +25,8 @@
 static const cli_command_t s_commands[] = {
     {"call", cli_call, "call <service> <method> ['<json>'] [--yuan] [--actor A]",
      "call one RPC method; JSON params in, JSON result out"},
-    {"import", cli_import, "import households FILE.csv [--dry-run] [...]",
-     "households from a CSV file (UTF-8 or GBK)"},
+    {"import", cli_import, "import households|units|cadres|teams|pairings FILE.csv [...]",
+     "households, or who helps, from a CSV file (UTF-8 or GBK)"},
     {"events", cli_events, "events tail [TYPE_PREFIX] [--from STREAM_ID] [--json]",
      "events live; --from replays the stream first"},
     {"coverage", cli_coverage, "coverage [--region CODE] [--json]",

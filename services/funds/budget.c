@@ -374,6 +374,7 @@ typedef struct {
     const char **names;
     int64_t *values; /* amounts (fixed) or weights */
     int64_t *parts;
+    bool from_registry; /* weights_from: recipients and weights asked of the registry */
 } s_alloc_t;
 
 static int s_item_fail(bf_req_t *r, uint32_t i, const char *key, const char *msg)
@@ -394,8 +395,31 @@ static int s_read_alloc(bf_req_t *r, s_alloc_t *a)
     bool weights = !strcmp(a->rule, "weights");
     int has_amount = funds_req_amount(r, r->params, NULL, "amount_fen", weights, 1, &amount);
     if (has_amount < 0) return -1;
-    if (bf_req_list(r, r->params, NULL, "recipients", true, FUNDS_MAX_RECIPIENTS, &list) != 0)
-        return -1;
+    const msgpack_object *wf = bf_mp_get(r->params, "weights_from");
+    if (wf && wf->type == MSGPACK_OBJECT_NIL) wf = NULL;
+    int has_list = bf_req_list(r, r->params, NULL, "recipients", !wf, FUNDS_MAX_RECIPIENTS, &list);
+    if (has_list < 0) return -1;
+    if (wf) {
+        /* the recipients and their weights from the registry (weights.c) */
+        if (!weights)
+            return bf_req_fail(r, BF_E_INVALID, "weights_from",
+                               "weights_from goes with rule \"weights\"");
+        if (has_list == 0)
+            return bf_req_fail(r, BF_E_INVALID, "recipients",
+                               "give recipients or weights_from, not both");
+        if (funds_weights_from(r, wf, &a->names, &a->values, &a->n) != 0) return -1;
+        a->from_registry = true;
+        a->parts = bf_arena_alloc(r->arena, a->n * sizeof *a->parts);
+        if (!a->parts) return bf_req_fail(r, BF_E_EXHAUSTED, "recipients", "out of memory");
+        int64_t sum = 0;
+        for (size_t i = 0; i < a->n; i++)
+            if (bf_money_add(sum, a->values[i], &sum) != 0)
+                return bf_req_fail(r, BF_E_INVALID, "weights_from", "the weights overflow");
+        a->total = amount;
+        if (funds_split(amount, a->values, a->names, a->n, sum, a->parts) != 0)
+            return bf_req_fail(r, BF_E_EXHAUSTED, "recipients", "out of memory");
+        return 0;
+    }
     if (list->size == 0)
         return bf_req_fail(r, BF_E_INVALID, "recipients", "recipients must not be empty");
     a->n = list->size;
@@ -505,8 +529,10 @@ int allocation_preview(bf_req_t *r)
     }
     msgpack_pack_array(r->out, a.n);
     for (size_t i = 0; i < a.n; i++) {
-        msgpack_pack_map(r->out, 2);
+        /* from the registry, the weights too: they can go to apply as recipients */
+        msgpack_pack_map(r->out, a.from_registry ? 3 : 2);
         bf_mp_kv_str(r->out, "recipient", a.names[i]);
+        if (a.from_registry) bf_mp_kv_int(r->out, "weight", a.values[i]);
         bf_mp_kv_int(r->out, "amount_fen", a.parts[i]);
     }
     return 0;
@@ -655,6 +681,22 @@ int allocation_apply(bf_req_t *r)
 {
     s_alloc_t a;
     if (s_read_alloc(r, &a) != 0) return -1;
+    if (a.from_registry) {
+        /* figures can change between a crash and the retry that resumes a
+         * chunked apply: from the registry, the whole allocation is one
+         * transaction (the first chunk), so a retry either replays it or
+         * starts afresh */
+        size_t with_part = 0;
+        for (size_t i = 0; i < a.n; i++)
+            if (a.parts[i] > 0) with_part++;
+        int64_t chunk_rows = bf_cfg_int(r->cfg, "funds.chunk_rows");
+        if ((int64_t)with_part > chunk_rows)
+            return bf_req_fail(r, BF_E_INVALID, "weights_from",
+                               "weights_from gives %zu recipients, more than funds.chunk_rows "
+                               "(%lld): preview it and apply its recipients, or choose a coarser "
+                               "level",
+                               with_part, (long long)chunk_rows);
+    }
     funds_idem_t idem;
     int rc = funds_idem_begin_resumable(r, &idem);
     if (rc < 0) return -1;

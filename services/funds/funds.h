@@ -108,6 +108,14 @@ void funds_arr_text(funds_arr_t *a, const char *s); /* NULL packs NULL */
 const char *funds_arr_end(funds_arr_t *a);
 void funds_arr_free(funds_arr_t *a);
 
+/* weights.c: an allocation's recipients and weights from the registry's
+ * region.figures, as weights_from {region_code, level?, measure} asks. 0 with
+ * *names, *weights (arena) and *n >= 1, or -1 with the request failed
+ * (invalid_argument / not_found naming weights_from..., failed_precondition if
+ * nothing is counted, unavailable if the registry does not answer). */
+int funds_weights_from(bf_req_t *r, const msgpack_object *wf, const char ***names,
+                       int64_t **weights, size_t *n);
+
 /* Emits "bangfu.funds.<what>" with subject in the open transaction. */
 int funds_emit(bf_req_t *r, bf_event_t *ev, const char *what, const char *subject);
 

@@ -12,6 +12,12 @@ static const bf_cfg_def_t s_funds_cfg[] = {
     {"funds.chunk_rows", BF_CFG_INT, "2000", 1, 200000,
      "recipients or lines per transaction of a long ledger operation (allocation.apply, "
      "disbursement.batch): each chunk holds the ledger head only for its own rows"},
+    {"funds.registry_rpc", BF_CFG_STR, "", 0, 0,
+     "the registry's RPC address, for allocation weights_from; empty = $BANGFU_REGISTRY_RPC or "
+     "tcp://127.0.0.1:7101"},
+    {"funds.registry_timeout_ms", BF_CFG_INT, "5000", 50, 600000,
+     "how long the registry's figures (allocation weights_from) may take before the request "
+     "fails as unavailable"},
     {NULL, 0, NULL, 0, 0, NULL},
 };
 
@@ -63,8 +69,11 @@ static const bf_param_t p_alloc_preview[] = {
     {"budget_id", BF_T_INT, BF_REQ, 0, "the budget to split"},
     {"rule", BF_T_STR, BF_REQ, 16, "fixed | weights"},
     {"amount_fen", BF_T_INT, 0, 0, "the whole to split (required for weights)"},
-    {"recipients", BF_T_LIST, BF_REQ, FUNDS_MAX_RECIPIENTS,
-     "[{recipient, amount_fen}] (fixed) or [{recipient, weight}] (weights)"},
+    {"recipients", BF_T_LIST, 0, FUNDS_MAX_RECIPIENTS,
+     "[{recipient, amount_fen}] (fixed) or [{recipient, weight}] (weights); or weights_from"},
+    {"weights_from", BF_T_MAP, 0, 0,
+     "rule weights: {region_code, level?, measure} - recipients and weights from the "
+     "registry's region.figures (measure: households | persons | a category)"},
     {"include_parts", BF_T_BOOL, 0, 0, "return every part (default true)"},
     P_END,
 };
@@ -72,8 +81,11 @@ static const bf_param_t p_alloc_apply[] = {
     {"budget_id", BF_T_INT, BF_REQ, 0, "the budget to split"},
     {"rule", BF_T_STR, BF_REQ, 16, "fixed | weights"},
     {"amount_fen", BF_T_INT, 0, 0, "the whole to split (required for weights)"},
-    {"recipients", BF_T_LIST, BF_REQ, FUNDS_MAX_RECIPIENTS,
-     "[{recipient, amount_fen}] (fixed) or [{recipient, weight}] (weights)"},
+    {"recipients", BF_T_LIST, 0, FUNDS_MAX_RECIPIENTS,
+     "[{recipient, amount_fen}] (fixed) or [{recipient, weight}] (weights); or weights_from"},
+    {"weights_from", BF_T_MAP, 0, 0,
+     "rule weights: {region_code, level?, measure} - recipients and weights from the "
+     "registry's region.figures (measure: households | persons | a category)"},
     P_KEY, P_END,
 };
 static const bf_param_t p_project_create[] = {

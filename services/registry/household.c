@@ -40,6 +40,7 @@ typedef struct {
 
 typedef struct {
     int64_t village_id;
+    const char *village_ref; /* "village": a name or code, resolved in s_store */
     const char **categories;
     size_t ncategories;
     const char *cause_main;
@@ -55,9 +56,9 @@ typedef struct {
     const char *err_code, *err_field, *err_message;
 } hh_row_t;
 
-static const char *const s_household_keys[] = {"village_id", "categories", "causes", "route",
-                                               "income_fen", "address",    "phone",  "members",
-                                               NULL};
+static const char *const s_household_keys[] = {"village_id", "village", "categories", "causes",
+                                               "route",      "income_fen", "address", "phone",
+                                               "members",    NULL};
 static const char *const s_member_keys[] = {"name",       "id_number", "relation", "gender",
                                             "phone",      "disability", "labour",  NULL};
 static const char *const s_cause_keys[] = {"main", "secondary", NULL};
@@ -165,7 +166,16 @@ static int s_parse_household(bf_req_t *r, const msgpack_object *o, hh_row_t *h)
     if (o->type != MSGPACK_OBJECT_MAP)
         return bf_req_fail(r, BF_E_INVALID, NULL, "a household must be a map");
     if (registry_check_keys(r, o, NULL, s_household_keys) != 0) return -1;
-    if (bf_req_int(r, o, NULL, "village_id", true, 1, INT64_MAX, &h->village_id) != 0) return -1;
+    int has_vid = bf_req_int(r, o, NULL, "village_id", false, 1, INT64_MAX, &h->village_id);
+    if (has_vid < 0) return -1;
+    int has_ref = bf_req_str(r, o, NULL, "village", false, 400, &h->village_ref);
+    if (has_ref < 0) return -1;
+    if (has_vid == 0 && has_ref == 0)
+        return bf_req_fail(r, BF_E_INVALID, "village",
+                           "name the village once: village_id or village, not both");
+    if (has_vid != 0 && has_ref != 0)
+        return bf_req_fail(r, BF_E_INVALID, "village_id",
+                           "village_id (or village: its name or division code) is required");
     const msgpack_object_array *cats;
     if (bf_req_list(r, o, NULL, "categories", true, 9, &cats) != 0) return -1;
     if (cats->size == 0)
@@ -216,6 +226,7 @@ static int s_parse_household(bf_req_t *r, const msgpack_object *o, hh_row_t *h)
 typedef struct {
     const char *key;
     long owner;
+    int64_t hid; /* owner -1: the household the person is registered in */
 } s_slot_t;
 
 typedef struct {
@@ -361,6 +372,40 @@ static int s_store(bf_req_t *r, hh_row_t *rows, size_t n, bool import)
         }
     if (!pending) return 0;
 
+    /* 0. villages named by name or code; each distinct name is looked up once
+     * (a file usually names a handful of villages over thousands of rows) */
+    for (size_t i = 0; i < n; i++) {
+        if (rows[i].err_code || rows[i].village_id) continue;
+        size_t same = i;
+        for (size_t j = 0; j < i && same == i; j++)
+            if (rows[j].village_ref && !strcmp(rows[j].village_ref, rows[i].village_ref) &&
+                (rows[j].village_id || (rows[j].err_field && !strcmp(rows[j].err_field, "village"))))
+                same = j;
+        if (same < i) {
+            if (rows[same].village_id)
+                rows[i].village_id = rows[same].village_id;
+            else
+                s_reject(r, &rows[i], rows[same].err_code, "village", rows[same].err_message);
+            continue;
+        }
+        if (registry_village_ref(r, "village", rows[i].village_ref, &rows[i].village_id) == 0)
+            continue;
+        const char *code = r->err.code;
+        if (!strcmp(code, BF_E_UNAVAILABLE) || !strcmp(code, BF_E_INTERNAL) ||
+            !strcmp(code, BF_E_EXHAUSTED)) {
+            bf_db_rollback(r->db);
+            return -1;
+        }
+        s_reject(r, &rows[i], code, "village",
+                 bf_arena_strndup(r->arena, r->err.message, strlen(r->err.message)));
+        memset(&r->err, 0, sizeof r->err);
+        rows[i].village_id = 0;
+    }
+    pending = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!rows[i].err_code) pending++;
+    if (!pending) return 0;
+
     /* 1. villages exist */
     registry_arr_t arr;
     registry_arr_begin(&arr, r->arena);
@@ -404,7 +449,8 @@ static int s_store(bf_req_t *r, hh_row_t *rows, size_t n, bool import)
     const char *ip[] = {registry_arr_end(&arr)};
     if (!ip[0]) return s_oom(r);
     res = bf_db_prep(r->db, "hh_known_ids",
-                     "SELECT id_number FROM person WHERE id_number = ANY($1::char(18)[])", 1, ip,
+                     "SELECT id_number, household_id FROM person "
+                     "WHERE id_number = ANY($1::char(18)[])", 1, ip,
                      NULL, NULL);
     if (!res) return s_person_db_fail(r);
     for (int k = 0; k < PQntuples(res); k++) {
@@ -416,6 +462,7 @@ static int s_store(bf_req_t *r, hh_row_t *rows, size_t n, bool import)
         s_slot_t *s = s_idset_slot(&seen, key);
         s->key = key;
         s->owner = -1;
+        s->hid = bf_db_int(res, k, "household_id");
     }
     PQclear(res);
 
@@ -429,8 +476,19 @@ static int s_store(bf_req_t *r, hh_row_t *rows, size_t n, bool import)
             const char *field = bf_arena_printf(r->arena, "members[%zu].id_number", j);
             s_slot_t *s = s_idset_slot(&seen, key);
             if (s->key && s->owner < 0) {
+                /* every member already in that one household: a re-run */
+                int64_t hid = s->hid;
+                bool same = true;
+                for (size_t k = 0; k < h->nmembers && same; k++) {
+                    s_slot_t *o = s_idset_slot(&seen, h->members[k].id_number);
+                    same = o->key && o->owner < 0 && o->hid == hid;
+                }
                 s_reject(r, h, BF_E_EXISTS, field,
-                         "this person is already registered in another household");
+                         same ? bf_arena_printf(r->arena,
+                                                "already imported: this household is registered "
+                                                "as household %" PRId64,
+                                                hid)
+                              : "this person is already registered in another household");
                 break;
             }
             if (s->key) {

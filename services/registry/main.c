@@ -72,7 +72,8 @@ static const bf_param_t p_village_list[] = {
 };
 
 static const bf_param_t p_household_create[] = {
-    {"village_id", BF_T_INT, BF_REQ, 0, "the household's village"},
+    {"village_id", BF_T_INT, 0, 0, "the household's village (or village)"},
+    {"village", BF_T_STR, 0, 400, "the village's name, 12-digit code or REGION/NAME"},
     {"categories", BF_T_LIST, BF_REQ, 9, "category codes (dibao, low_income, ...), 1..9 distinct"},
     {"causes", BF_T_MAP, BF_REQ, 0, "{main: cause code, secondary?: [cause codes]}"},
     {"route", BF_T_STR, BF_REQ, 16, "employment | industry | safety_net"},
@@ -276,6 +277,21 @@ static const bf_param_t p_coverage_report[] = {
     {"region_code", BF_T_STR, 0, 12, "only this region and below"},
     {NULL, 0, 0, 0, NULL},
 };
+static const bf_param_t p_org_import[] = {
+    {"rows", BF_T_LIST, BF_REQ, REGISTRY_MAX_ORG_IMPORT_ROWS,
+     "one map per row, named by natural keys (docs/registry.md), up to 1000"},
+    {NULL, 0, 0, 0, NULL},
+};
+static const bf_param_t p_village_resolve[] = {
+    {"ref", BF_T_STR, BF_REQ, 400, "a village's name, 12-digit code, or REGION/NAME"},
+    {NULL, 0, 0, 0, NULL},
+};
+static const bf_param_t p_region_figures[] = {
+    {"region_code", BF_T_STR, BF_REQ, 12, "the region whose figures are wanted"},
+    {"level", BF_T_STR, 0, 16, "break down by province | city | county | township | village "
+                               "(default: the region itself)"},
+    {NULL, 0, 0, 0, NULL},
+};
 
 /* Who may call what (docs/security.md, "Roles and region scoping"). Staff reads:
  * every reading role but cadre, whose reads are limited to its own tasks,
@@ -352,6 +368,18 @@ static const bf_method_t s_methods[] = {
      BF_ROLE_OPERATOR | BF_ROLE_APPROVER},
     {"exit.get", exit_get, false, p_id, "one exit case with its objections", BF_ROLE_READERS},
     {"exit.list", exit_list, false, p_exit_list, "exit cases, paged, filtered", BF_ROLE_READERS},
+    {"unit.import", unit_import, true, p_org_import,
+     "register many units by name; existing names are reported, bad rows rejected", BF_ROLE_OPERATOR},
+    {"cadre.import", cadre_import, true, p_org_import,
+     "register many cadres by unit name; idempotent on (unit, name)", BF_ROLE_OPERATOR},
+    {"team.import", team_import, true, p_org_import,
+     "form many teams by name with their villages; idempotent on the name", BF_ROLE_OPERATOR},
+    {"pairing.import", pairing_import, true, p_org_import,
+     "many pairings by names and codes, caps applied row by row; idempotent", BF_ROLE_OPERATOR},
+    {"village.resolve", village_resolve, false, p_village_resolve,
+     "a village's id from its name or division code (ambiguous names refused)", BF_ROLE_READERS},
+    {"region.figures", region_figures, false, p_region_figures,
+     "households, persons and households by category in a region, by sub-region", R_STAFF},
     {"coverage.report", coverage_report, false, p_coverage_report,
      "uncovered households, cadres over their cap, villages without helpers", R_STAFF},
     {NULL, NULL, false, NULL, NULL, 0},

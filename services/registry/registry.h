@@ -29,6 +29,8 @@
 /* Members of one household, rows of one household.import call. */
 #define REGISTRY_MAX_MEMBERS 30
 #define REGISTRY_MAX_IMPORT_ROWS 5000
+/* Rows of one unit/cadre/team/pairing.import call (orgimport.c). */
+#define REGISTRY_MAX_ORG_IMPORT_ROWS 1000
 
 /* SQL for a timestamptz column as RFC 3339 UTC ("2024-05-01T08:00:00Z"). */
 #define REGISTRY_TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
@@ -192,6 +194,7 @@ size_t registry_part_count(const PGresult *res, int part);
 int region_put(bf_req_t *r);
 int region_get(bf_req_t *r);
 int region_list(bf_req_t *r);
+int region_figures(bf_req_t *r);
 
 /* village.c */
 int village_create(bf_req_t *r);
@@ -240,6 +243,19 @@ int exit_approve(bf_req_t *r);
 int exit_reject(bf_req_t *r);
 int exit_get(bf_req_t *r);
 int exit_list(bf_req_t *r);
+
+/* orgimport.c: bulk imports by natural keys, and village references */
+int unit_import(bf_req_t *r);
+int cadre_import(bf_req_t *r);
+int team_import(bf_req_t *r);
+int pairing_import(bf_req_t *r);
+int village_resolve(bf_req_t *r);
+/* Resolves a village reference: its 12-digit code, its name, or either after
+ * "REGION/" (a region's 12-digit code or exact name), among the villages the
+ * caller's scope may see. 0 with *id, or -1 with the request failed naming
+ * field: not_found, conflict (ambiguous: the candidates are listed) or
+ * invalid_argument. */
+int registry_village_ref(bf_req_t *r, const char *field, const char *ref, int64_t *id);
 
 /* coverage.c */
 int coverage_report(bf_req_t *r);

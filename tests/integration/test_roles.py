@@ -50,6 +50,8 @@ EXPECTED = {
         "pairing.create": OP, "pairing.end": OP, "pairing.get": READERS,
         "pairing.list": READERS,
         "coverage.report": STAFF,
+        "unit.import": OP, "cadre.import": OP, "team.import": OP, "pairing.import": OP,
+        "village.resolve": READERS, "region.figures": STAFF,
         "household.exit_review": OP | {"cadre"}, "household.exit_verify": OP,
         "household.exit_object": OP | {"cadre"}, "household.exit_resolve": OP,
         "household.exit_approve": {"admin", "approver"},
