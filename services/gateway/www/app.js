@@ -135,7 +135,7 @@ function h(tag, attrs, ...kids) {
     if (k === "on") for (const [ev, fn] of Object.entries(v)) e.addEventListener(ev, fn);
     else if (v !== null && v !== undefined && v !== false) e.setAttribute(k, v === true ? "" : v);
   }
-  for (const k of kids.flat()) if (k !== null && k !== undefined)
+  for (const k of kids.flat(Infinity)) if (k !== null && k !== undefined)
     e.append(k instanceof Node ? k : String(k));
   return e;
 }
