@@ -337,6 +337,7 @@ def test_import_a_small_csv():
         eq(cells[1], ref + "-3")
         eq(cells[2], "身份证号")  # the column title as the file spells it
         check(bad not in d.find_element(By.ID, "page").text, "the bad number is not shown")
+        d.execute_script("document.getElementById('import-preview').scrollIntoView()")
         shot(d, "console-import")
     finally:
         d.quit()
@@ -413,6 +414,7 @@ def test_org_pages_and_household_reveal():
         check(idn not in members and idn[:6] + "************" in members, "masked: %r" % members)
         check(d.find_element(By.CSS_SELECTOR, 'a[href="#org/cadre/%d"]' % cadre["id"]),
               "the responsible cadre")
+        shot(d, "console-household")
         d.find_element(By.ID, "reveal-reason").send_keys("年度审计核对")
         d.find_element(By.ID, "reveal-button").click()
         wait(d, lambda: idn in d.find_element(By.ID, "members").text, what="revealed")
@@ -443,3 +445,52 @@ def test_org_pages_and_household_reveal():
         check("helper_id" in d.find_element(By.ID, "msg").text, "names the field")
     finally:
         d.quit()
+
+
+def test_funds_amounts_in_yuan():
+    """Finance records money received and splits a budget, typing yuan; the
+    preview shows yuan and 万元; the services get exact fen."""
+    fin = user([role_for("funds", "allocation.apply", "finance")])
+    k = lambda t: "console-%s-%s" % (t, uid())  # noqa: E731
+    src = call("funds/source.create", {"name": "console-yuan-" + uid(), "kind": "county",
+                                       "provider": "县财政局", "request_key": k("sc")})
+    call("funds/source.receive", {"source_id": src["id"], "amount_fen": 5000000, "year": 2018,
+                                  "request_key": k("sr")})
+    bud = call("funds/budget.create", {"recipient": "program:yuan-" + uid(), "year": 2018,
+                                       "funding": [{"source_id": src["id"],
+                                                    "amount_fen": 5000000}],
+                                       "request_key": k("bc")})
+    r1, r2 = "village:%d" % (900000 + int(uid()[:4], 16)), "village:%d" % (990000 + int(uid()[:4], 16))
+    d = browser()
+    try:
+        sign_in(d, fin, "browser pass 1")
+        # money received, typed in yuan with a thousands separator
+        d.get(S.http_url() + "/#funds")
+        d.refresh()
+        wait(d, lambda: d.find_elements(By.ID, "receive-button"), what="the receive form")
+        Select(d.find_element(By.ID, "receive-source")).select_by_value(str(src["id"]))
+        d.find_element(By.ID, "receive-amount").send_keys("20,000.05")
+        d.find_element(By.ID, "receive-button").click()
+        wait(d, lambda: d.find_element(By.ID, "msg").text == "完成", what="received")
+        # the budget: an allocation preview in yuan, then applied
+        d.get(S.http_url() + "/#funds/budget/%d" % bud["id"])
+        d.refresh()
+        wait(d, lambda: d.find_elements(By.ID, "alloc-preview"), what="the allocation form")
+        check("5 万元" in d.find_element(By.ID, "payer").text, "the budget's 50000 yuan in 万元")
+        d.find_element(By.ID, "alloc-lines").send_keys("%s,1500.25\n%s,12000" % (r1, r2))
+        d.find_element(By.ID, "alloc-preview").click()
+        wait(d, lambda: d.find_elements(By.CSS_SELECTOR, "#alloc-result table"), what="the preview")
+        text = d.find_element(By.ID, "alloc-result").text
+        check("1,500.25 元" in text and "1.2 万元" in text and "1.350025 万元" in text,
+              "the parts and the total in yuan: %r" % text)
+        shot(d, "console-allocation")
+        d.find_element(By.ID, "alloc-apply").click()
+        wait(d, lambda: d.find_element(By.ID, "msg").text == "完成", what="applied")
+    finally:
+        d.quit()
+    got = call("funds/source.get", {"id": src["id"]})
+    eq(got["received_fen"], 5000000 + 2000005)
+    st, body = http("GET", "/v1/funds/budget.list?parent_id=%d" % bud["id"], token=ADMIN)
+    eq(st, 200, repr(body))
+    parts = sorted((b["recipient"], b["balance_fen"]) for b in body["result"]["items"])
+    eq(parts, sorted([(r1, 150025), (r2, 1200000)]))

@@ -37,7 +37,7 @@ const T = {
     import_summary: "读取 {hh} 户（{rows} 行，编码 {enc}）；{bad} 户在发送前即被拒绝。",
     import_send: "导入", import_progress: "已发送 {done}/{total} 批……",
     import_done: "已导入 {accepted} 户，拒绝 {rejected} 户。", import_stopped: "导入中止：",
-    rejects: "被拒绝的行", line: "行", ref: "户编号", field: "列", message: "原因",
+    id_chars: "[{n} 个字符]", rejects: "被拒绝的行", line: "行", ref: "户编号", field: "列", message: "原因",
   },
   en: {
     title: "bangfu console", "nav.regions": "Regions", "nav.funds": "Funds", "nav.tasks": "Tasks",
@@ -72,7 +72,7 @@ const T = {
     import_summary: "{hh} households read ({rows} rows, {enc}); {bad} rejected before sending.",
     import_send: "Import", import_progress: "Sent {done} of {total} batches…",
     import_done: "Imported {accepted} households, rejected {rejected}.", import_stopped: "Import stopped: ",
-    rejects: "Rejected rows", line: "Line", ref: "household_ref", field: "Column", message: "Reason",
+    id_chars: "[{n} characters]", rejects: "Rejected rows", line: "Line", ref: "household_ref", field: "Column", message: "Reason",
   },
 };
 
@@ -95,7 +95,9 @@ const COLS = {
     source_id: "来源", amount_fen: "金额", balance_fen: "余额", received_fen: "到账",
     allocated_fen: "已分配", disbursed_fen: "已拨付", funded_fen: "已拨入", held_fen: "冻结",
     total_fen: "总额", budget_balance_fen: "预算余额", weight: "权重", title: "标题",
-    due_at: "截止", escalation_level: "督办级别", team_id: "工作队",
+    due_at: "截止", escalation_level: "督办级别", team_id: "工作队", causes: "致贫原因",
+    household_status: "状态", updated_at: "更新时间", id_numbers_revealed: "已显示完整证件号",
+    line: "行", ref: "户编号", field: "列", message: "原因", code: "代码",
   },
   en: {
     id: "ID", name: "Name", kind: "Kind", rank: "Rank", unit_id: "Unit", unit_name: "Unit name",
@@ -116,7 +118,9 @@ const COLS = {
     balance_fen: "Balance", received_fen: "Received", allocated_fen: "Allocated",
     disbursed_fen: "Disbursed", funded_fen: "Funded", held_fen: "Held", total_fen: "Total",
     budget_balance_fen: "Budget balance", weight: "Weight", title: "Title", due_at: "Due",
-    escalation_level: "Escalation", team_id: "Team",
+    escalation_level: "Escalation", team_id: "Team", causes: "Causes", household_status: "Status",
+    updated_at: "Updated", id_numbers_revealed: "Full ID numbers shown", line: "Line",
+    ref: "household_ref", field: "Column", message: "Reason", code: "Code",
   },
 };
 let LANG = localStorage.getItem("bf_lang") || "zh-CN";
@@ -125,6 +129,25 @@ let METHODS = null; // paths of the OpenAPI document, to see what the services o
 
 const $ = (sel, el) => (el || document).querySelector(sel);
 const t = (k) => (T[LANG] && T[LANG][k]) || T["zh-CN"][k] || k;
+/* Codes the services return, in Chinese (English shows the code itself). */
+const VALS_ZH = {
+  route: { employment: "就业", industry: "产业", safety_net: "兜底" },
+  relation: { head: "户主", spouse: "配偶", child: "子女", parent: "父母", grandchild: "孙子女",
+              sibling: "兄弟姐妹", other: "其他" },
+  gender: { male: "男", female: "女" },
+  labour: { skilled: "技能劳动力", ordinary: "普通劳动力", weak: "弱劳动力", lost: "丧失劳动力", none: "无劳动力" },
+  rank: { county: "县级", division: "处级", section: "科级", general: "一般干部", village: "村干部" },
+  categories: { dibao: "低保", low_income: "低收入", extreme_poverty: "特困供养", orphan: "散居孤儿",
+                left_behind_child: "留守儿童", left_behind_elderly: "留守老人", disabled: "残疾",
+                serious_illness: "大病", registered_poor: "建档立卡" },
+  causes: { illness: "因病", disability: "因残", lack_of_labour: "缺劳力", education: "因学",
+            lack_of_skills: "缺技术", lack_of_land: "缺土地", lack_of_water: "缺水", disaster: "因灾",
+            lack_of_funds: "缺资金", transport: "交通条件落后", self_motivation: "自身发展动力不足", other: "其他" },
+  household_status: { active: "在册", exited: "已退出" },
+  state: { planned: "待审批", approved: "已审批", disbursed: "已拨付", reversed: "已冲正" },
+};
+const valText = (k, v) => (LANG === "en" || typeof v !== "string" ? v : (VALS_ZH[k] && VALS_ZH[k][v]) || v);
+
 /* t with {name} placeholders filled from vars */
 const tf = (k, vars) => t(k).replace(/\{(\w+)\}/g, (m, v) => (v in vars ? String(vars[v]) : m));
 const colLabel = (k) => (COLS[LANG] && COLS[LANG][k]) || k;
@@ -219,6 +242,8 @@ const MONEY = /(_fen|^amount)$/;
 
 function cell(k, v) {
   if (v === null || v === undefined) return h("td", { class: "muted" }, "–");
+  if (typeof v === "string") v = valText(k, v);
+  if (Array.isArray(v)) v = v.map((x) => valText(k, x));
   if (typeof v === "number" && MONEY.test(k)) return h("td", { class: "num" }, fenText(v));
   if (typeof v === "number") return h("td", { class: "num" }, String(v));
   if (typeof v === "boolean") return h("td", {}, v ? t("yes") : t("no"));
@@ -276,7 +301,7 @@ async function pageRegions(root) {
   async function villages(ul, code) {
     const res = await api("registry", "village.list", { region_code: code, limit: 200 });
     for (const v of items(res).filter((v) => v.region_code.startsWith(code.replace(/0+$/, "")))) {
-      ul.append(h("li", {}, "🏠 " + v.name + " (" + t("households") + " " + v.households + ") ",
+      ul.append(h("li", {}, v.name + " (" + t("households") + " " + v.households + ") ",
         button(t("open"), () => village(v))));
     }
   }
@@ -300,7 +325,9 @@ async function pageHousehold(root) {
   const hh = await api("registry", "household.get", { id });
   const scalars = Object.fromEntries(Object.entries(hh).filter(([, v]) => typeof v !== "object" || v === null));
   scalars.categories = hh.categories;
-  if (hh.causes) scalars.causes = [hh.causes.main].concat(hh.causes.secondary || []).join(", ");
+  if (hh.causes) scalars.causes = [hh.causes.main].concat(hh.causes.secondary || []);
+  scalars.household_status = scalars.status;
+  delete scalars.status;
   root.append(table([scalars]));
   const MEMBER_COLS = ["id", "name", "id_number", "relation", "gender", "phone", "disability", "labour"];
   const list = h("div", { id: "members" }, table(hh.members || [], MEMBER_COLS));
@@ -543,7 +570,7 @@ async function pageImport(root) {
     preview.replaceChildren(h("h3", {}, tf("import_preview", { n: N })), h("table", {},
       h("thead", {}, h("tr", {}, h("th", {}, t("line")), header.map((x) => h("th", {}, BfImport.scrub(x))))),
       h("tbody", {}, records.slice(1, 1 + N).map((rec) => h("tr", {}, h("td", { class: "num" }, String(rec.line)),
-        rec.fields.map((f, i) => h("td", {}, i === idCol && BfImport.trim(f) ? BfImport.idShown(BfImport.trim(f)) : BfImport.scrub(f))))))));
+        rec.fields.map((f, i) => h("td", {}, i === idCol && BfImport.trim(f) ? BfImport.idShown(BfImport.trim(f), (n) => tf("id_chars", { n })) : BfImport.scrub(f))))))));
     const { m, r } = plan();
     check.replaceChildren();
     if (m.missing.length) check.append(h("p", { class: "error", id: "import-missing" }, t("import_missing") + m.missing.map(labelOf).join(", ")));
@@ -585,7 +612,7 @@ async function pageImport(root) {
       rejected += hit.size;
       done++;
     }
-    progress.textContent = tf("import_progress", { done, total: batches.length });
+    progress.remove();
     result.append(h("p", { id: "import-done", class: "ok", "data-accepted": accepted, "data-rejected": rejected },
       tf("import_done", { accepted, rejected })));
     if (stopped) result.append(h("p", { class: "error" }, t("import_stopped") + stopped));

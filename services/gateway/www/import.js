@@ -87,8 +87,9 @@ const BfImport = (() => {
     for (let i = 0; i < 17; i++) sum += (s.charCodeAt(i) - 48) * W[i];
     return "10X98765432"[sum % 11] === s[17].toUpperCase();
   }
-  function idShown(s) {
-    return idValid(s) ? s.slice(0, 6) + "************" : "[" + [...s].length + " characters]";
+  function idShown(s, lengthText) {
+    const n = [...s].length;
+    return idValid(s) ? s.slice(0, 6) + "************" : lengthText ? lengthText(n) : "[" + n + " characters]";
   }
   /* Anything that looks like an ID number (15+ of [0-9Xx], 14+ digits) masked. */
   function scrub(text) {

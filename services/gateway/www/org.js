@@ -49,7 +49,7 @@ function helperLink(p) {
 }
 function targetText(p) {
   if (p.kind === "cadre_household" || p.kind === "helper_household")
-    return link("#household/" + p.target_id, "🏠 " + p.target_id);
+    return link("#household/" + p.target_id, t("household") + " " + p.target_id);
   return p.target_code || String(p.target_id);
 }
 
@@ -96,7 +96,7 @@ async function orgUnit(root, id) {
   if ((u.counties || []).length)
     root.append(h("h3", {}, t("counties_paired")), table(u.counties, ["pairing_id", "code", "name", "starts_on", "ends_on"]));
   if ((u.household_ids || []).length)
-    root.append(h("h3", {}, t("households_paired")), h("p", {}, u.household_ids.flatMap((x) => [link("#household/" + x, "🏠 " + x), " "])));
+    root.append(h("h3", {}, t("households_paired")), h("p", {}, u.household_ids.flatMap((x) => [link("#household/" + x, t("household") + " " + x), " "])));
   root.append(h("h3", {}, t("cadres")));
   await cadreList(root, { unit_id: id });
 }
@@ -137,7 +137,7 @@ async function orgCadre(root, id) {
     ["party_member", colLabel("party_member")], ["phone", colLabel("phone")],
     ["load", t("load"), (x) => h("span", { class: "load" }, loadText(x))]], (x) => (atCap(x) ? "full" : null)));
   root.append(h("h3", {}, t("households_paired")),
-    (c.household_ids || []).length ? h("p", {}, c.household_ids.flatMap((x) => [link("#household/" + x, "🏠 " + x, "household"), " "]))
+    (c.household_ids || []).length ? h("p", {}, c.household_ids.flatMap((x) => [link("#household/" + x, t("household") + " " + x, "household"), " "]))
                                    : h("p", { class: "muted" }, t("none")));
   root.append(h("h3", {}, t("teams")), nodeTable(c.teams || [], [["team_id", colLabel("team_id"), (x) => link("#org/team/" + x.team_id, x.team_id)],
     ["name", colLabel("name")], ["role", colLabel("role")]]));
