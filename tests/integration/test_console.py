@@ -405,6 +405,11 @@ def test_org_pages_and_household_reveal():
         Select(d.find_element(By.ID, "pairing-kind")).select_by_value("cadre_household")
         wait(d, lambda: "干部包户" in d.find_element(By.ID, "page").text, what="cadre pairings")
         shot(d, "console-pairings")
+        d.find_element(By.ID, "lang").click()  # the same page in English
+        wait(d, lambda: "cadre → household" in d.find_element(By.ID, "page").text, what="English")
+        check("Work teams" in d.find_element(By.ID, "page").text, "the tabs in English")
+        d.find_element(By.ID, "lang").click()
+        wait(d, lambda: "驻村工作队" in d.find_element(By.ID, "page").text, what="zh-CN again")
         # back to the cadre, then the household: masked, and revealed with a reason
         d.get(S.http_url() + "/#org/cadre/%d" % cadre["id"])
         wait(d, lambda: d.find_elements(By.CSS_SELECTOR, hh_link), what="the cadre page")
@@ -412,6 +417,7 @@ def test_org_pages_and_household_reveal():
         wait(d, lambda: d.find_elements(By.ID, "reveal-button"), what="the household page")
         members = d.find_element(By.ID, "members").text
         check(idn not in members and idn[:6] + "************" in members, "masked: %r" % members)
+        check("低保" in d.find_element(By.ID, "page").text, "the category in Chinese")
         check(d.find_element(By.CSS_SELECTOR, 'a[href="#org/cadre/%d"]' % cadre["id"]),
               "the responsible cadre")
         shot(d, "console-household")

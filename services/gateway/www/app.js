@@ -328,7 +328,8 @@ async function pageHousehold(root) {
   if (hh.causes) scalars.causes = [hh.causes.main].concat(hh.causes.secondary || []);
   scalars.household_status = scalars.status;
   delete scalars.status;
-  root.append(table([scalars]));
+  root.append(table([scalars], ["id", "village_id", "village_name", "region_code", "categories", "causes",
+    "route", "income_fen", "household_status", "address", "phone", "created_at", "updated_at"]));
   const MEMBER_COLS = ["id", "name", "id_number", "relation", "gender", "phone", "disability", "labour"];
   const list = h("div", { id: "members" }, table(hh.members || [], MEMBER_COLS));
   root.append(h("h3", {}, t("members")), list);
