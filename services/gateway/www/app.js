@@ -37,7 +37,7 @@ const T = {
     import_summary: "读取 {hh} 户（{rows} 行，编码 {enc}）；{bad} 户在发送前即被拒绝。",
     import_send: "导入", import_progress: "已发送 {done}/{total} 批……",
     import_done: "已导入 {accepted} 户，拒绝 {rejected} 户。", import_stopped: "导入中止：",
-    id_chars: "[{n} 个字符]", rejects: "被拒绝的行", line: "行", ref: "户编号", field: "列", message: "原因",
+    id_chars: "[{n} 个字符]", import_too_big: "文件超过 20 MiB：请用命令行 bangfu import households 导入。", rejects: "被拒绝的行", line: "行", ref: "户编号", field: "列", message: "原因",
   },
   en: {
     title: "bangfu console", "nav.regions": "Regions", "nav.funds": "Funds", "nav.tasks": "Tasks",
@@ -72,7 +72,7 @@ const T = {
     import_summary: "{hh} households read ({rows} rows, {enc}); {bad} rejected before sending.",
     import_send: "Import", import_progress: "Sent {done} of {total} batches…",
     import_done: "Imported {accepted} households, rejected {rejected}.", import_stopped: "Import stopped: ",
-    id_chars: "[{n} characters]", rejects: "Rejected rows", line: "Line", ref: "household_ref", field: "Column", message: "Reason",
+    id_chars: "[{n} characters]", import_too_big: "The file is over 20 MiB: import it with the CLI, bangfu import households.", rejects: "Rejected rows", line: "Line", ref: "household_ref", field: "Column", message: "Reason",
   },
 };
 
@@ -624,6 +624,7 @@ async function pageImport(root) {
   const reread = () => {
     const f = file.files[0];
     if (!f) return;
+    if (f.size > 20 * 1024 * 1024) { msg(t("import_too_big")); return; }
     const fr = new FileReader();
     fr.onload = () => {
       try {
