@@ -500,3 +500,34 @@ def test_funds_amounts_in_yuan():
     eq(st, 200, repr(body))
     parts = sorted((b["recipient"], b["balance_fen"]) for b in body["result"]["items"])
     eq(parts, sorted([(r1, 150025), (r2, 1200000)]))
+
+
+def test_import_js_mirrors_the_cli():
+    """www/import.js keeps the console's copy of cli/import.c's column titles
+    and value aliases: the two must say the same."""
+    import re
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+    with open(os.path.join(root, "cli", "import.c"), encoding="utf-8") as f:
+        c = f.read()
+    with open(os.path.join(root, "services", "gateway", "www", "import.js"), encoding="utf-8") as f:
+        js = f.read()
+    block = c[c.index("s_cols[C_COUNT] = {"):]
+    block = block[:block.index("\n};")]
+    c_cols = {m.group(1): ([a for a in re.findall(r'"([^"]+)"', m.group(2))], m.group(3) == "true")
+              for m in re.finditer(r'\[C_\w+\] = \{"(\w+)", \{([^}]*)\}, (true|false)\}', block, re.S)}
+    js_cols = {m.group(1): (re.findall(r'"([^"]+)"', m.group(2)), m.group(3) == "true")
+               for m in re.finditer(r'key: "(\w+)", aliases: \[([^\]]*)\], household: (true|false)', js)}
+    eq(len(c_cols), 16, "the CLI's columns parsed")
+    eq(js_cols, c_cols, "import.js COLUMNS vs cli/import.c s_cols")
+    for c_name, js_name in (("s_routes", "ROUTES"), ("s_relations", "RELATIONS"),
+                            ("s_labour", "LABOUR"), ("s_yesno", "YESNO"),
+                            ("s_genders", "GENDERS"), ("s_categories", "CATEGORIES"),
+                            ("s_causes", "CAUSES")):
+        cb = c[c.index("static const s_alias_t %s[] = {" % c_name):]
+        cb = cb[:cb.index("\n};")]
+        c_map = dict(re.findall(r'\{"([^"]+)", "([^"]+)"\}', cb))
+        jb = js[js.index("const %s = {" % js_name):]
+        jb = jb[:jb.index("};")]
+        js_map = {(a or b): v for a, b, v in re.findall(r'(?:"([^"]+)"|(\w+)): "([^"]+)"', jb)}
+        check(len(c_map) > 1, c_name + " parsed")
+        eq(js_map, c_map, "import.js %s vs cli/import.c %s" % (js_name, c_name))
