@@ -44,6 +44,8 @@
 #define IMPORT_DEFAULT_TIMEOUT_MS 300000
 
 /* ---- columns ---------------------------------------------------------------- */
+/* The column titles and the value aliases below are mirrored for the web
+ * console's import page in services/gateway/www/import.js: change both. */
 
 enum {
     C_REF,
