@@ -297,56 +297,26 @@ int funds_evidence_verify(bf_req_t *r, funds_ev_result_t *out)
         "  encode(prev_hash, 'hex') AS prev_hash, encode(hash, 'hex') AS hash "
         "FROM evidence WHERE id > $1 ORDER BY id LIMIT %d",
         S_TS, S_PAGE);
-    while (!out->problem) {
-        const char *p[] = {bf_req_itoa(r, last)};
+    funds_chain_walk_t w = {
+        .tag = s_tag, .what = "evidence entry", .cols = s_cols, .ncols = FUNDS_EV_FIELDS};
+    while (!w.problem) {
+        const char *p[] = {bf_req_itoa(r, w.last)};
         res = bf_db_prep(r->db, "funds_ev_verify_page", sql, 1, p, NULL, NULL);
         if (!res) {
             EVP_MD_CTX_free(ctx);
             return bf_req_db_fail(r);
         }
         int n = PQntuples(res);
-        int fc[FUNDS_EV_FIELDS];
-        for (int k = 0; k < FUNDS_EV_FIELDS; k++) fc[k] = PQfnumber(res, s_cols[k]);
-        for (int i = 0; i < n && !out->problem; i++) {
-            int64_t id = bf_db_int(res, i, "id");
-            unsigned char sp[FUNDS_HASH_LEN], sh[FUNDS_HASH_LEN], ch[FUNDS_HASH_LEN];
-            if (id != last + 1) {
-                out->bad_id = last + 1;
-                out->problem = "missing";
-                out->message = "the evidence entry is missing: the chain jumps over it";
-                break;
-            }
-            if (funds_unhex(bf_db_str(res, i, "prev_hash"), sp, FUNDS_HASH_LEN) != 0 ||
-                funds_unhex(bf_db_str(res, i, "hash"), sh, FUNDS_HASH_LEN) != 0) {
-                out->bad_id = id;
-                out->problem = "damaged";
-                out->message = "the evidence entry's hashes are not 32 bytes";
-                break;
-            }
-            if (memcmp(sp, running, FUNDS_HASH_LEN) != 0) {
-                out->bad_id = id;
-                out->problem = "broken_link";
-                out->message = "prev_hash is not the hash of the evidence entry before it";
-                break;
-            }
-            const char *f[FUNDS_EV_FIELDS];
-            for (int k = 0; k < FUNDS_EV_FIELDS; k++)
-                f[k] = PQgetisnull(res, i, fc[k]) ? NULL : PQgetvalue(res, i, fc[k]);
-            s_hash(ctx, running, f, ch);
-            if (memcmp(ch, sh, FUNDS_HASH_LEN) != 0) {
-                out->bad_id = id;
-                out->problem = "altered";
-                out->message = "the evidence entry's content does not match its hash: it was "
-                               "changed";
-                break;
-            }
-            memcpy(running, sh, FUNDS_HASH_LEN);
-            last = id;
-        }
+        funds_chain_walk(r, ctx, &w, res);
         PQclear(res);
         if (n < S_PAGE) break;
     }
     EVP_MD_CTX_free(ctx);
+    last = w.last;
+    memcpy(running, w.running, FUNDS_HASH_LEN);
+    out->bad_id = w.bad_id;
+    out->problem = w.problem;
+    out->message = w.message;
     out->entries = last;
     if (!out->problem && (last != out->head_id || memcmp(running, head, FUNDS_HASH_LEN) != 0)) {
         out->bad_id = last < out->head_id ? last + 1 : out->head_id;

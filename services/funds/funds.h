@@ -188,6 +188,27 @@ void funds_chain_field(EVP_MD_CTX *ctx, const char *s);
 void funds_chain_hash(EVP_MD_CTX *ctx, const char *tag, const unsigned char prev[FUNDS_HASH_LEN],
                       const char *const *fields, int n, unsigned char out[FUNDS_HASH_LEN]);
 
+/* Walking a chain to verify it (ledger.verify, the evidence chain, points.verify):
+ * the caller reads the rows page by page in id order (columns id, prev_hash and
+ * hash in hex, and the hashed fields) and hands each page to funds_chain_walk,
+ * which checks that ids follow on, each prev_hash is the hash before it, and
+ * each hash is the fields' hash. At the first problem it stops with bad_id,
+ * problem (missing | damaged | broken_link | altered) and a message naming
+ * `what`; else last and running are the last entry's id and hash. */
+#define FUNDS_CHAIN_MAX_FIELDS 24
+typedef struct {
+    const char *tag;          /* the chain's tag (funds_chain_hash) */
+    const char *what;         /* "entry", "evidence entry": messages name it */
+    const char *const *cols;  /* the hashed fields' columns, in hash order */
+    int ncols;                /* 1..FUNDS_CHAIN_MAX_FIELDS */
+    int64_t last;             /* id of the last entry found good; 0 at the start */
+    unsigned char running[FUNDS_HASH_LEN]; /* its hash; zeros at the start */
+    int64_t bad_id;
+    const char *problem; /* NULL while none */
+    const char *message;
+} funds_chain_walk_t;
+void funds_chain_walk(bf_req_t *r, EVP_MD_CTX *ctx, funds_chain_walk_t *w, const PGresult *res);
+
 /* Creates an account; returns its id or 0 (request failed). */
 int64_t funds_account_create(bf_req_t *r, const char *kind, const char *ref, const char *name);
 

@@ -62,6 +62,46 @@ void funds_chain_hash(EVP_MD_CTX *ctx, const char *tag, const unsigned char prev
     EVP_DigestFinal_ex(ctx, out, &len);
 }
 
+void funds_chain_walk(bf_req_t *r, EVP_MD_CTX *ctx, funds_chain_walk_t *w, const PGresult *res)
+{
+    int n = PQntuples(res), fc[FUNDS_CHAIN_MAX_FIELDS];
+    for (int k = 0; k < w->ncols; k++) fc[k] = PQfnumber(res, w->cols[k]);
+    for (int i = 0; i < n && !w->problem; i++) {
+        int64_t id = bf_db_int(res, i, "id");
+        unsigned char sp[FUNDS_HASH_LEN], sh[FUNDS_HASH_LEN], ch[FUNDS_HASH_LEN];
+        if (id != w->last + 1) {
+            w->bad_id = w->last + 1;
+            w->problem = "missing";
+            w->message = bf_arena_printf(r->arena, "the %s is missing: the chain jumps over it",
+                                         w->what);
+        } else if (funds_unhex(bf_db_str(res, i, "prev_hash"), sp, FUNDS_HASH_LEN) != 0 ||
+                   funds_unhex(bf_db_str(res, i, "hash"), sh, FUNDS_HASH_LEN) != 0) {
+            w->bad_id = id;
+            w->problem = "damaged";
+            w->message = bf_arena_printf(r->arena, "the %s's hashes are not 32 bytes", w->what);
+        } else if (memcmp(sp, w->running, FUNDS_HASH_LEN) != 0) {
+            w->bad_id = id;
+            w->problem = "broken_link";
+            w->message = bf_arena_printf(r->arena, "prev_hash is not the hash of the %s before it",
+                                         w->what);
+        } else {
+            const char *f[FUNDS_CHAIN_MAX_FIELDS];
+            for (int k = 0; k < w->ncols; k++)
+                f[k] = PQgetisnull(res, i, fc[k]) ? NULL : PQgetvalue(res, i, fc[k]);
+            funds_chain_hash(ctx, w->tag, w->running, f, w->ncols, ch);
+            if (memcmp(ch, sh, FUNDS_HASH_LEN) != 0) {
+                w->bad_id = id;
+                w->problem = "altered";
+                w->message = bf_arena_printf(
+                    r->arena, "the %s's content does not match its hash: it was changed", w->what);
+            } else {
+                memcpy(w->running, sh, FUNDS_HASH_LEN);
+                w->last = id;
+            }
+        }
+    }
+}
+
 static void s_hash(EVP_MD_CTX *ctx, const unsigned char prev[FUNDS_HASH_LEN],
                    const char *const f[FUNDS_HASH_FIELDS], unsigned char out[FUNDS_HASH_LEN])
 {
@@ -689,56 +729,26 @@ int ledger_verify(bf_req_t *r)
         "id", "from_account", "to_account", "amount_fen", "kind", "year", "budget_id",
         "project_id", "source_id", "ref", "note", "request_key", "reverses_id", "actor",
         "created_at"};
-    while (!problem) {
-        const char *p[] = {bf_req_itoa(r, last)};
+    funds_chain_walk_t w = {
+        .tag = s_tag, .what = "entry", .cols = cols, .ncols = FUNDS_HASH_FIELDS};
+    while (!w.problem) {
+        const char *p[] = {bf_req_itoa(r, w.last)};
         res = bf_db_prep(r->db, "funds_verify_page", sql, 1, p, NULL, NULL);
         if (!res) {
             EVP_MD_CTX_free(ctx);
             return bf_req_db_fail(r);
         }
         int n = PQntuples(res);
-        int fc[FUNDS_HASH_FIELDS];
-        for (int k = 0; k < FUNDS_HASH_FIELDS; k++) fc[k] = PQfnumber(res, cols[k]);
-        for (int i = 0; i < n && !problem; i++) {
-            int64_t id = bf_db_int(res, i, "id");
-            unsigned char stored_prev[FUNDS_HASH_LEN], stored[FUNDS_HASH_LEN],
-                computed[FUNDS_HASH_LEN];
-            if (id != last + 1) {
-                bad_id = last + 1;
-                problem = "missing";
-                message = "the entry is missing: the chain jumps over it";
-                break;
-            }
-            if (funds_unhex(bf_db_str(res, i, "prev_hash"), stored_prev, FUNDS_HASH_LEN) != 0 ||
-                funds_unhex(bf_db_str(res, i, "hash"), stored, FUNDS_HASH_LEN) != 0) {
-                bad_id = id;
-                problem = "damaged";
-                message = "the entry's hashes are not 32 bytes";
-                break;
-            }
-            if (memcmp(stored_prev, running, FUNDS_HASH_LEN) != 0) {
-                bad_id = id;
-                problem = "broken_link";
-                message = "prev_hash is not the hash of the entry before it";
-                break;
-            }
-            const char *f[FUNDS_HASH_FIELDS];
-            for (int k = 0; k < FUNDS_HASH_FIELDS; k++)
-                f[k] = PQgetisnull(res, i, fc[k]) ? NULL : PQgetvalue(res, i, fc[k]);
-            s_hash(ctx, running, f, computed);
-            if (memcmp(computed, stored, FUNDS_HASH_LEN) != 0) {
-                bad_id = id;
-                problem = "altered";
-                message = "the entry's content does not match its hash: it was changed";
-                break;
-            }
-            memcpy(running, stored, FUNDS_HASH_LEN);
-            last = id;
-        }
+        funds_chain_walk(r, ctx, &w, res);
         PQclear(res);
         if (n < S_VERIFY_PAGE) break;
     }
     EVP_MD_CTX_free(ctx);
+    last = w.last;
+    memcpy(running, w.running, FUNDS_HASH_LEN);
+    bad_id = w.bad_id;
+    problem = w.problem;
+    message = w.message;
     if (!problem && (last != head_id || memcmp(running, head_hash, FUNDS_HASH_LEN) != 0)) {
         bad_id = last < head_id ? last + 1 : head_id;
         problem = "head_mismatch";

@@ -1263,8 +1263,9 @@ int points_verify(bf_req_t *r)
         "id", "from_account", "to_account", "amount", "kind", "region", "household_id",
         "goods_id", "earning_id", "redemption_id", "donor", "note", "request_key",
         "reverses_id", "actor", "created_at"};
-    while (!problem) {
-        const char *p[] = {bf_req_itoa(r, last)};
+    funds_chain_walk_t w = {.tag = s_tag, .what = "entry", .cols = cols, .ncols = S_PT_FIELDS};
+    while (!w.problem) {
+        const char *p[] = {bf_req_itoa(r, w.last)};
         res = bf_db_prep(
             r->db, "points_verify_page",
             "SELECT id, from_account, to_account, amount, kind, region, household_id, goods_id, "
@@ -1277,47 +1278,17 @@ int points_verify(bf_req_t *r)
             EVP_MD_CTX_free(ctx);
             return bf_req_db_fail(r);
         }
-        int n = PQntuples(res), fc[S_PT_FIELDS];
-        for (int k = 0; k < S_PT_FIELDS; k++) fc[k] = PQfnumber(res, cols[k]);
-        for (int i = 0; i < n && !problem; i++) {
-            int64_t id = bf_db_int(res, i, "id");
-            unsigned char sp[FUNDS_HASH_LEN], sh[FUNDS_HASH_LEN], ch[FUNDS_HASH_LEN];
-            if (id != last + 1) {
-                bad_id = last + 1;
-                problem = "missing";
-                message = "the entry is missing: the chain jumps over it";
-                break;
-            }
-            if (funds_unhex(bf_db_str(res, i, "prev_hash"), sp, FUNDS_HASH_LEN) != 0 ||
-                funds_unhex(bf_db_str(res, i, "hash"), sh, FUNDS_HASH_LEN) != 0) {
-                bad_id = id;
-                problem = "damaged";
-                message = "the entry's hashes are not 32 bytes";
-                break;
-            }
-            if (memcmp(sp, running, FUNDS_HASH_LEN) != 0) {
-                bad_id = id;
-                problem = "broken_link";
-                message = "prev_hash is not the hash of the entry before it";
-                break;
-            }
-            const char *f[S_PT_FIELDS];
-            for (int k = 0; k < S_PT_FIELDS; k++)
-                f[k] = PQgetisnull(res, i, fc[k]) ? NULL : PQgetvalue(res, i, fc[k]);
-            s_hash(ctx, running, f, ch);
-            if (memcmp(ch, sh, FUNDS_HASH_LEN) != 0) {
-                bad_id = id;
-                problem = "altered";
-                message = "the entry's content does not match its hash: it was changed";
-                break;
-            }
-            memcpy(running, sh, FUNDS_HASH_LEN);
-            last = id;
-        }
+        int n = PQntuples(res);
+        funds_chain_walk(r, ctx, &w, res);
         PQclear(res);
         if (n < S_VERIFY_PAGE) break;
     }
     EVP_MD_CTX_free(ctx);
+    last = w.last;
+    memcpy(running, w.running, FUNDS_HASH_LEN);
+    bad_id = w.bad_id;
+    problem = w.problem;
+    message = w.message;
     if (!problem && (last != head_id || memcmp(running, head_hash, FUNDS_HASH_LEN) != 0)) {
         bad_id = last < head_id ? last + 1 : head_id;
         problem = "head_mismatch";
