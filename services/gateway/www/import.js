@@ -21,7 +21,7 @@ const BfImport = (() => {
   /* ---- columns (cli/import.c s_cols) ---------------------------------- */
   const COLUMNS = [
     { key: "household_ref", aliases: ["户编号", "户号", "household"], household: false },
-    { key: "village_id", aliases: ["村ID", "村id", "村庄ID"], household: true },
+    { key: "village_id", aliases: ["村ID", "村id", "village", "村", "村名"], household: true },
     { key: "categories", aliases: ["类别", "户类别", "帮扶对象类别", "category"], household: true },
     { key: "cause_main", aliases: ["主要致贫原因", "致贫原因"], household: true },
     { key: "cause_secondary", aliases: ["次要致贫原因", "其他致贫原因"], household: true },
@@ -193,12 +193,15 @@ const BfImport = (() => {
       if (!hh) return;
       count++;
       const v = hh.hv;
-      let village = villageDefault || 0, income = 0, incomeKey = null, route = null, cause = null;
+      let village = villageDefault || 0, villageRef = null, income = 0, incomeKey = null, route = null, cause = null;
       if (!hh.rejected) {
         if (v.village_id) {
-          if (!/^\+?\d{1,18}$/.test(v.village_id.value) || Number(v.village_id.value) <= 0)
-            reject(v.village_id.line, "village_id", 'village_id "' + v.village_id.value + '" is not a positive integer');
-          else village = Number(v.village_id.value);
+          // as the CLI: an id, or a 12-digit code or a name the registry resolves
+          const val = v.village_id.value;
+          if (val.length === 12 || !/^\+?\d{1,18}$/.test(val)) { villageRef = val; village = 0; }
+          else if (Number(val) <= 0)
+            reject(v.village_id.line, "village_id", 'village_id "' + val + '" is not a positive integer');
+          else village = Number(val);
         } else if (!village) reject(hh.line, "village_id", "missing village_id");
       }
       if (!hh.rejected && (!v.categories || !items(v.categories.value).length))
@@ -227,12 +230,13 @@ const BfImport = (() => {
       }
       if (hh.rejected) { rejects.push(hh.rejected); hh = null; return; }
       const row = {
-        village_id: village,
         categories: items(v.categories.value).map((c) => lookup(CATEGORIES, c) || c),
         causes: { main: cause, secondary: items(v.cause_secondary && v.cause_secondary.value).map((c) => lookup(CAUSES, c) || c) },
         route, income_fen: income,
         members: hh.members.map((p) => p.member),
       };
+      if (villageRef !== null) row.village = villageRef;
+      else row.village_id = village;
       if (v.address) row.address = v.address.value;
       out.push({ line: hh.line, ref: hh.ref, row, incomeKey,
         members: hh.members.map((p) => ({ line: p.line, id: idShown(p.member.id_number) })) });
@@ -310,6 +314,7 @@ const BfImport = (() => {
       member = Number(mm[1]);
       key = ["name", "id_number", "relation", "gender", "phone", "labour", "disability"].includes(mm[2]) ? mm[2] : null;
     } else if (f === "village_id" || f === "route" || f === "address") key = f;
+    else if (f === "village") key = "village_id";
     else if (f.startsWith("categories")) key = "categories";
     else if (f === "causes.main") key = "cause_main";
     else if (f.startsWith("causes.secondary")) key = "cause_secondary";
