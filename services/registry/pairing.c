@@ -59,9 +59,9 @@ static void s_pack_pairing(msgpack_packer *pk, const PGresult *res, int i)
     bf_mp_kv_str(pk, "approval_ref", bf_db_str(res, i, "approval_ref"));
 }
 
-int pairing_insert(bf_req_t *r, const char *kind, int64_t helper_id, int64_t target_id,
-                   const char *target_code, const char *starts_on, const char *ends_on,
-                   int64_t *id)
+int pairing_insert(bf_req_t *r, const char *field, const char *kind, int64_t helper_id,
+                   int64_t target_id, const char *target_code, const char *starts_on,
+                   const char *ends_on, int64_t *id)
 {
     const char *p[] = {kind,      bf_req_itoa(r, helper_id), bf_req_itoa(r, target_id),
                        target_code, starts_on, ends_on, r->actor};
@@ -71,11 +71,9 @@ int pairing_insert(bf_req_t *r, const char *kind, int64_t helper_id, int64_t tar
                                "VALUES ($1, $2, $3, $4, $5::date, $6::date, $7) RETURNING id",
                                7, p, NULL, NULL);
     if (!res) {
-        if (!strcmp(bf_db_sqlstate(r->db), "23505")) {
-            bf_db_rollback(r->db);
-            return bf_req_fail(r, BF_E_EXISTS, target_code ? "target_code" : "target_id",
+        if (!strcmp(bf_db_sqlstate(r->db), "23505"))
+            return bf_req_fail(r, BF_E_EXISTS, field,
                                "an active %s pairing of this helper and target exists", kind);
-        }
         return bf_req_db_fail(r);
     }
     *id = bf_db_int(res, 0, "id");
@@ -259,9 +257,11 @@ int pairing_create(bf_req_t *r)
         }
     }
     int64_t id;
-    if (pairing_insert(r, kind, helper_id, target_id, county ? code : NULL, starts_on, ends_on,
-                       &id) != 0)
+    if (pairing_insert(r, county ? "target_code" : "target_id", kind, helper_id, target_id,
+                       county ? code : NULL, starts_on, ends_on, &id) != 0) {
+        bf_db_rollback(r->db);
         return -1;
+    }
     if (bf_db_commit(r->db) != 0) return bf_req_db_fail(r);
     msgpack_pack_map(r->out, 8);
     bf_mp_kv_int(r->out, "id", id);
