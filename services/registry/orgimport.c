@@ -690,35 +690,14 @@ static int s_pairing_row(bf_req_t *r, const msgpack_object *o, oi_out_t *out)
     }
 
     /* already there: idempotent */
-    const char *dp[] = {kind, bf_req_itoa(r, helper_id), bf_req_itoa(r, target_id)};
-    PGresult *res = s_q(r, "pairing_dup",
-                        "SELECT id FROM pairing WHERE kind = $1 AND helper_id = $2 "
-                        "  AND target_id = $3 AND ended_at IS NULL",
-                        3, dp);
-    if (!res) return -1;
-    if (PQntuples(res) > 0) {
-        out->id = bf_db_int(res, 0, "id");
+    int dup = pairing_find_active(r, kind, helper_id, target_id, &out->id);
+    if (dup < 0) return -1;
+    if (dup) {
         out->existing = true;
-        PQclear(res);
         return 0;
     }
-    PQclear(res);
     /* the cap, counted under the cadre's lock: earlier rows of this call count */
-    if (rank && cap > 0) {
-        const char *lp[] = {bf_req_itoa(r, helper_id)};
-        res = s_q(r, "pairing_load",
-                  "SELECT count(*) AS n FROM pairing WHERE kind = 'cadre_household' "
-                  "  AND helper_id = $1 AND ended_at IS NULL",
-                  1, lp);
-        if (!res) return -1;
-        int64_t load = bf_db_int(res, 0, "n");
-        PQclear(res);
-        if (load >= cap)
-            return bf_req_fail(r, BF_E_PRECONDITION, "helper",
-                               "cadre %" PRId64 " (rank %s) is already responsible for %" PRId64
-                               " households, the cap for the rank is %d",
-                               helper_id, rank, load, cap);
-    }
+    if (rank && pairing_cap_check(r, "helper", helper_id, rank, cap) != 0) return -1;
     return pairing_insert(r, "target", kind, helper_id, target_id, code, starts_on, ends_on,
                           &out->id);
 }

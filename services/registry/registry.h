@@ -266,6 +266,16 @@ int pairing_list(bf_req_t *r);
 int pairing_insert(bf_req_t *r, const char *field, const char *kind, int64_t helper_id,
                    int64_t target_id, const char *target_code, const char *starts_on,
                    const char *ends_on, int64_t *id);
+/* The active pairing of kind, helper and target: 1 with *id, 0 if there is
+ * none, -1 with the request failed. pairing.create refuses it, pairing.import
+ * reports the row as existing. */
+int pairing_find_active(bf_req_t *r, const char *kind, int64_t helper_id, int64_t target_id,
+                        int64_t *id);
+/* The per-rank cap (seed 001): fails with failed_precondition naming field if
+ * cadre cadre_id, of rank, is already responsible for cap (0 = no cap) active
+ * households. The caller holds the cadre's row lock (FOR UPDATE), so the count
+ * is stable until it commits. 0 or -1; never rolls back. */
+int pairing_cap_check(bf_req_t *r, const char *field, int64_t cadre_id, const char *rank, int cap);
 
 /* exit.c: the exit procedure (退出); the kind comes from the method's name */
 int exit_review(bf_req_t *r);
