@@ -16,8 +16,13 @@
  * source arrives, and every S_SETTLE_POLL during the first S_SETTLE seconds:
  * whatever the bus missed in that window is printed from the stream.
  *
+ * Before anything is read, the SUB socket's own handshake with the bus must
+ * succeed within the connect timeout (cli_connect, probe.h): a SUB connect
+ * never fails by itself, so without it a dead bus meant waiting in silence.
+ *
  * Ctrl-C (or SIGTERM) sets a flag; the loop polls with a short timeout and
- * exits 0. Exit 2 for usage, 3 if Redis cannot be read for --from.
+ * exits 0. Exit 2 for usage, 3 if the bus does not answer within the connect
+ * timeout or Redis cannot be read for --from.
  */
 #include "bf_json.h"
 #include "bf_keys.h"
@@ -26,6 +31,7 @@
 #include "bf_redis.h"
 #include "bf_rpc.h"
 #include "cli.h"
+#include "probe.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -309,7 +315,11 @@ static void s_help(FILE *f)
             "              fresh subscription), then go live; no event is printed twice\n"
             "  --json      print each whole event (all CloudEvents attributes) as JSON\n"
             "\n"
-            "Ctrl-C stops. Exit status: 0 stopped, 2 usage, 3 Redis unavailable for --from.\n");
+            "The bus must answer within the connect timeout (1.5 s; --connect-timeout MS or\n"
+            "$BANGFU_CONNECT_TIMEOUT_MS), else exit 3 with a hint.\n"
+            "\n"
+            "Ctrl-C stops. Exit status: 0 stopped, 2 usage, 3 bus not answering or Redis\n"
+            "unavailable for --from.\n");
 }
 
 static bool s_valid_stream_id(const char *s)
@@ -393,12 +403,11 @@ int cli_events(int argc, char **argv)
         goto cleanup;
     }
     zmq_setsockopt(t.sub, ZMQ_RCVHWM, &hwm, sizeof hwm);
-    if (zmq_connect(t.sub, t.bus) != 0) {
-        fprintf(stderr, "bangfu events: bad bus address %s: %s\n", t.bus, zmq_strerror(errno));
-        exit_code = CLI_USAGE;
-        goto cleanup;
-    }
     zmq_setsockopt(t.sub, ZMQ_SUBSCRIBE, t.prefix, t.prefix_len);
+    /* a SUB connect never fails by itself: wait for the bus's handshake (the
+     * connect timeout), or give up with exit 3 and the hint (probe.h) */
+    exit_code = cli_connect("bangfu events", t.sub, "bus", t.bus, "BANGFU_BUS_PUB");
+    if (exit_code != CLI_OK) goto cleanup;
 
     if (t.from) {
         /* redis.url, redis.user and redis.password_file as the services read

@@ -71,34 +71,28 @@ static int s_event(void *mon)
     return ev;
 }
 
-int cli_probe(const char *service, const char *endpoint, long timeout_ms, char *why,
-              size_t whylen)
+/* Connects sock (keyed by the caller) to endpoint, or to each of a
+ * comma-separated list, with a monitor attached first, and waits up to
+ * timeout_ms for a handshake with any of them. 0 on a handshake; -1 with why
+ * saying what was seen; -2 if an endpoint is malformed (why says which). The
+ * monitor is gone on return; sock stays connected and is the caller's. */
+static int s_handshake(void *sock, const char *endpoint, long timeout_ms, char *why,
+                       size_t whylen)
 {
     static atomic_int seq;
-    char err[512];
     int rc = -1, linger = 0;
-    void *sock = NULL, *mon = NULL;
+    void *mon = NULL;
     char mon_ep[96];
     snprintf(why, whylen, "no handshake");
     snprintf(mon_ep, sizeof mon_ep, "inproc://bangfu-probe-%ld-%d", (long)getpid(),
              atomic_fetch_add(&seq, 1));
-    sock = zmq_socket(bf_zmq_ctx(), ZMQ_DEALER);
-    if (!sock) {
-        snprintf(why, whylen, "zmq: %s", zmq_strerror(zmq_errno()));
-        return -1;
-    }
-    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
-    if (bf_curve_client(sock, service, err, sizeof err) != 0) {
-        snprintf(why, whylen, "%s", err);
-        goto out;
-    }
     if (zmq_socket_monitor(sock, mon_ep,
                            ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
                                ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
                                ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
                                ZMQ_EVENT_CONNECT_RETRIED | ZMQ_EVENT_DISCONNECTED) != 0) {
         snprintf(why, whylen, "zmq monitor: %s", zmq_strerror(zmq_errno()));
-        goto out;
+        return -1;
     }
     mon = zmq_socket(bf_zmq_ctx(), ZMQ_PAIR);
     if (!mon || zmq_setsockopt(mon, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
@@ -113,12 +107,14 @@ int cli_probe(const char *service, const char *endpoint, long timeout_ms, char *
         char one[512];
         if (len == 0 || len >= sizeof one) {
             snprintf(why, whylen, "malformed endpoint list");
+            rc = -2;
             goto out;
         }
         memcpy(one, p, len);
         one[len] = '\0';
         if (zmq_connect(sock, one) != 0) {
             snprintf(why, whylen, "bad endpoint %s: %s", one, zmq_strerror(zmq_errno()));
+            rc = -2;
             goto out;
         }
         p += len + (comma ? 1 : 0);
@@ -147,23 +143,37 @@ int cli_probe(const char *service, const char *endpoint, long timeout_ms, char *
         }
     }
 out:
-    if (sock) {
-        zmq_socket_monitor(sock, NULL, 0);
-        zmq_close(sock);
-    }
+    zmq_socket_monitor(sock, NULL, 0);
     if (mon) zmq_close(mon);
     return rc;
 }
 
-int cli_require(const char *prog, const char *service, const char *endpoint, long cap_ms)
+int cli_probe(const char *service, const char *endpoint, long timeout_ms, char *why,
+              size_t whylen)
 {
-    long ms = cli_connect_timeout();
-    if (cap_ms > 0 && cap_ms < ms) ms = cap_ms;
-    char why[256];
-    if (cli_probe(service, endpoint, ms, why, sizeof why) == 0) return 0;
-    char var[64];
-    snprintf(var, sizeof var, "BANGFU_%s_RPC", service);
-    for (char *p = var; *p; p++) *p = (char)toupper((unsigned char)*p);
+    char err[512];
+    int linger = 0;
+    void *sock = zmq_socket(bf_zmq_ctx(), ZMQ_DEALER);
+    if (!sock) {
+        snprintf(why, whylen, "zmq: %s", zmq_strerror(zmq_errno()));
+        return -1;
+    }
+    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    int rc = -1;
+    if (bf_curve_client(sock, service, err, sizeof err) != 0)
+        snprintf(why, whylen, "%s", err);
+    else
+        rc = s_handshake(sock, endpoint, timeout_ms, why, whylen) == 0 ? 0 : -1;
+    zmq_close(sock);
+    return rc;
+}
+
+/* Says on stderr (as prog) that service did not answer at endpoint within ms
+ * and why, where the address came from (var, or the built-in default), and
+ * how to load the local stack's endpoints. Returns CLI_UNAVAILABLE. */
+static int s_hint(const char *prog, const char *service, const char *endpoint, const char *var,
+                  long ms, const char *why)
+{
     const char *set = getenv(var);
     fprintf(stderr, "%s: %s did not answer at %s within %ld ms (%s)\n", prog, service, endpoint,
             ms, why);
@@ -179,4 +189,30 @@ int cli_require(const char *prog, const char *service, const char *endpoint, lon
             "longer.\n",
             access("var/endpoints.env", R_OK) == 0 ? "; there is one here" : "", var);
     return CLI_UNAVAILABLE;
+}
+
+int cli_connect(const char *prog, void *sock, const char *service, const char *endpoint,
+                const char *var)
+{
+    long ms = cli_connect_timeout();
+    char why[256];
+    int rc = s_handshake(sock, endpoint, ms, why, sizeof why);
+    if (rc == 0) return 0;
+    if (rc == -2) {
+        fprintf(stderr, "%s: %s (%s)\n", prog, why, var);
+        return CLI_USAGE;
+    }
+    return s_hint(prog, service, endpoint, var, ms, why);
+}
+
+int cli_require(const char *prog, const char *service, const char *endpoint, long cap_ms)
+{
+    long ms = cli_connect_timeout();
+    if (cap_ms > 0 && cap_ms < ms) ms = cap_ms;
+    char why[256];
+    if (cli_probe(service, endpoint, ms, why, sizeof why) == 0) return 0;
+    char var[64];
+    snprintf(var, sizeof var, "BANGFU_%s_RPC", service);
+    for (char *p = var; *p; p++) *p = (char)toupper((unsigned char)*p);
+    return s_hint(prog, service, endpoint, var, ms, why);
 }

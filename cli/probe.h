@@ -11,6 +11,11 @@
  * a dead port, a wrong address or a server that refuses our key fails within
  * the connect timeout with a hint instead of the call's long timeout.
  *
+ * `bangfu events tail` subscribes with a SUB socket, whose connect never
+ * fails either: it has cli_connect watch that socket's own handshake with
+ * the bus the same way (a second probe socket of another type would be
+ * refused by the bus's XPUB).
+ *
  * The connect timeout is 1500 ms by default, $BANGFU_CONNECT_TIMEOUT_MS, or
  * the global option --connect-timeout MS (main.c), which wins.
  */
@@ -43,5 +48,14 @@ int cli_probe(const char *service, const char *endpoint, long timeout_ms, char *
  * answer prints (as prog) what was tried and the hint to load
  * var/endpoints.env on stderr and returns CLI_UNAVAILABLE (3), else 0. */
 int cli_require(const char *prog, const char *service, const char *endpoint, long cap_ms);
+
+/* Connects sock (made and keyed by the caller, e.g. a SUB socket) to
+ * endpoint and waits, up to the connect timeout, for its own handshake with
+ * service. Returns 0 once it succeeded (sock stays connected); CLI_USAGE if
+ * endpoint is malformed; CLI_UNAVAILABLE (3) when there was no handshake in
+ * time, after printing (as prog) what was tried and the hint to load
+ * var/endpoints.env, naming var as where the address comes from. */
+int cli_connect(const char *prog, void *sock, const char *service, const char *endpoint,
+                const char *var);
 
 #endif

@@ -10,6 +10,10 @@
  * A team has exactly one leader, who must be a party member (seed 000: 1名党员
  * 干部担任组长); creating it also pairs it with its villages (team_village) in
  * the same transaction.
+ *
+ * Each entity has one INSERT and one created event: registry_unit_insert,
+ * registry_cadre_insert and registry_team_insert, which the create methods
+ * here and the bulk imports (orgimport.c) both call.
  */
 #include "registry.h"
 #include "bf_db.h"
@@ -38,7 +42,53 @@ static void s_kv_id_or_nil(msgpack_packer *pk, const char *key, const PGresult *
         bf_mp_kv_int(pk, key, bf_db_int(res, row, col));
 }
 
+/* Runs an INSERT ... ON CONFLICT (name) DO NOTHING RETURNING id: 0 with *id,
+ * or -1 with already_exists on name ("a <what> with this name exists"). */
+static int s_insert_named(bf_req_t *r, const char *stmt, const char *sql, int np, const char **p,
+                          const char *what, int64_t *id)
+{
+    PGresult *res = bf_db_prep(r->db, stmt, sql, np, p, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        return bf_req_fail(r, BF_E_EXISTS, "name", "a %s with this name exists", what);
+    }
+    *id = bf_db_int(res, 0, "id");
+    PQclear(res);
+    return 0;
+}
+
 /* ------------------------------------------------------------ units */
+
+int registry_unit_insert(bf_req_t *r, const char *name, const char *kind, const char *region,
+                         int64_t *id)
+{
+    if (region) {
+        const char *rp[] = {region};
+        PGresult *res = bf_db_prep(r->db, "region_exists",
+                                   "SELECT 1 FROM region WHERE code = $1", 1, rp, NULL, NULL);
+        if (!res) return bf_req_db_fail(r);
+        int found = PQntuples(res) > 0;
+        PQclear(res);
+        if (!found)
+            return bf_req_fail(r, BF_E_NOT_FOUND, "region_code", "no region with code %s",
+                               region);
+    }
+    const char *p[] = {name, kind, region, r->actor};
+    if (s_insert_named(r, "unit_create",
+                       "INSERT INTO unit (name, kind, region_code, created_by) "
+                       "VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING RETURNING id",
+                       4, p, "unit", id) != 0)
+        return -1;
+    bf_event_t ev;
+    msgpack_packer *pk = bf_event_begin(&ev);
+    msgpack_pack_map(pk, 4);
+    bf_mp_kv_int(pk, "id", *id);
+    bf_mp_kv_str(pk, "name", name);
+    bf_mp_kv_str(pk, "kind", kind);
+    bf_mp_kv_str(pk, "region_code", region);
+    return registry_emit(r, &ev, "unit.created", registry_subject(r, "unit", *id));
+}
 
 int unit_create(bf_req_t *r)
 {
@@ -48,40 +98,11 @@ int unit_create(bf_req_t *r)
     if (registry_code_param(r, "region_code", false, &region) < 0) return -1;
     if (region && registry_region_denied(r, "region_code", region) != 0) return -1;
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
-    if (region) {
-        const char *rp[] = {region};
-        PGresult *res = bf_db_prep(r->db, "region_exists",
-                                   "SELECT 1 FROM region WHERE code = $1", 1, rp, NULL, NULL);
-        if (!res) return bf_req_db_fail(r);
-        int found = PQntuples(res) > 0;
-        PQclear(res);
-        if (!found) {
-            bf_db_rollback(r->db);
-            return bf_req_fail(r, BF_E_NOT_FOUND, "region_code", "no region with code %s",
-                               region);
-        }
-    }
-    const char *p[] = {name, kind, region, r->actor};
-    PGresult *res = bf_db_prep(r->db, "unit_create",
-                               "INSERT INTO unit (name, kind, region_code, created_by) "
-                               "VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING RETURNING id",
-                               4, p, NULL, NULL);
-    if (!res) return bf_req_db_fail(r);
-    if (PQntuples(res) == 0) {
-        PQclear(res);
+    int64_t id;
+    if (registry_unit_insert(r, name, kind, region, &id) != 0) {
         bf_db_rollback(r->db);
-        return bf_req_fail(r, BF_E_EXISTS, "name", "a unit with this name exists");
+        return -1;
     }
-    int64_t id = bf_db_int(res, 0, "id");
-    PQclear(res);
-    bf_event_t ev;
-    msgpack_packer *pk = bf_event_begin(&ev);
-    msgpack_pack_map(pk, 4);
-    bf_mp_kv_int(pk, "id", id);
-    bf_mp_kv_str(pk, "name", name);
-    bf_mp_kv_str(pk, "kind", kind);
-    bf_mp_kv_str(pk, "region_code", region);
-    if (registry_emit(r, &ev, "unit.created", registry_subject(r, "unit", id)) != 0) return -1;
     if (bf_db_commit(r->db) != 0) return bf_req_db_fail(r);
     msgpack_pack_map(r->out, 5);
     bf_mp_kv_int(r->out, "id", id);
@@ -293,6 +314,28 @@ int unit_set_contact(bf_req_t *r)
 
 /* ------------------------------------------------------------ cadres */
 
+int registry_cadre_insert(bf_req_t *r, const char *name, const char *rank, int64_t unit_id,
+                          bool party, const char *phone, int64_t *id)
+{
+    const char *p[] = {name, rank, bf_req_itoa(r, unit_id), party ? "t" : "f", phone, r->actor};
+    PGresult *res = bf_db_prep(r->db, "cadre_create",
+                               "INSERT INTO cadre (name, rank, unit_id, party_member, phone, "
+                               "  created_by) VALUES ($1, $2, $3, $4::boolean, $5, $6) RETURNING id",
+                               6, p, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    *id = bf_db_int(res, 0, "id");
+    PQclear(res);
+    bf_event_t ev;
+    msgpack_packer *pk = bf_event_begin(&ev);
+    msgpack_pack_map(pk, 5);
+    bf_mp_kv_int(pk, "id", *id);
+    bf_mp_kv_str(pk, "name", name);
+    bf_mp_kv_str(pk, "rank", rank);
+    bf_mp_kv_int(pk, "unit_id", unit_id);
+    bf_mp_kv_bool(pk, "party_member", party);
+    return registry_emit(r, &ev, "cadre.created", registry_subject(r, "cadre", *id));
+}
+
 int cadre_create(bf_req_t *r)
 {
     const char *name, *rank, *phone = NULL;
@@ -312,23 +355,11 @@ int cadre_create(bf_req_t *r)
         bf_db_rollback(r->db);
         return bf_req_fail(r, BF_E_NOT_FOUND, "unit_id", "no unit with id %" PRId64, unit_id);
     }
-    const char *p[] = {name, rank, bf_req_itoa(r, unit_id), party ? "t" : "f", phone, r->actor};
-    PGresult *res = bf_db_prep(r->db, "cadre_create",
-                               "INSERT INTO cadre (name, rank, unit_id, party_member, phone, "
-                               "  created_by) VALUES ($1, $2, $3, $4::boolean, $5, $6) RETURNING id",
-                               6, p, NULL, NULL);
-    if (!res) return bf_req_db_fail(r);
-    int64_t id = bf_db_int(res, 0, "id");
-    PQclear(res);
-    bf_event_t ev;
-    msgpack_packer *pk = bf_event_begin(&ev);
-    msgpack_pack_map(pk, 5);
-    bf_mp_kv_int(pk, "id", id);
-    bf_mp_kv_str(pk, "name", name);
-    bf_mp_kv_str(pk, "rank", rank);
-    bf_mp_kv_int(pk, "unit_id", unit_id);
-    bf_mp_kv_bool(pk, "party_member", party);
-    if (registry_emit(r, &ev, "cadre.created", registry_subject(r, "cadre", id)) != 0) return -1;
+    int64_t id;
+    if (registry_cadre_insert(r, name, rank, unit_id, party, phone, &id) != 0) {
+        bf_db_rollback(r->db);
+        return -1;
+    }
     if (bf_db_commit(r->db) != 0) return bf_req_db_fail(r);
     msgpack_pack_map(r->out, 7);
     bf_mp_kv_int(r->out, "id", id);
@@ -454,6 +485,62 @@ static bool s_in(const int64_t *ids, size_t n, int64_t id)
     return false;
 }
 
+int registry_team_insert(bf_req_t *r, const char *name, int64_t unit_id, int64_t leader_id,
+                         const int64_t *members, size_t nmembers, const int64_t *villages,
+                         size_t nvillages, const char *starts_on, const char *village_field,
+                         int64_t *id, int64_t *pairing_ids)
+{
+    const char *tp[] = {name, bf_req_itoa(r, unit_id), bf_req_itoa(r, leader_id), r->actor};
+    if (s_insert_named(r, "team_create",
+                       "INSERT INTO team (name, unit_id, leader_id, created_by) "
+                       "VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING RETURNING id",
+                       4, tp, "team", id) != 0)
+        return -1;
+    registry_arr_t a;
+    registry_arr_begin(&a, r->arena);
+    registry_arr_int(&a, leader_id);
+    for (size_t i = 0; i < nmembers; i++) registry_arr_int(&a, members[i]);
+    const char *mp[] = {bf_req_itoa(r, *id), bf_req_itoa(r, leader_id), registry_arr_end(&a)};
+    if (!mp[2]) return bf_req_fail(r, BF_E_EXHAUSTED, NULL, "out of memory");
+    PGresult *res = bf_db_prep(r->db, "team_members",
+                     "INSERT INTO team_member (team_id, cadre_id, role) "
+                     "SELECT $1::bigint, c, CASE WHEN c = $2::bigint THEN 'leader' ELSE 'member' END "
+                     "FROM unnest($3::bigint[]) AS c",
+                     3, mp, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    PQclear(res);
+    const char *start = starts_on;
+    if (!start) {
+        res = bf_db_prep(r->db, "today", "SELECT current_date::text AS d", 0, NULL, NULL, NULL);
+        if (!res) return bf_req_db_fail(r);
+        start = bf_arena_strndup(r->arena, bf_db_str(res, 0, "d"), 10);
+        PQclear(res);
+        if (!start) return bf_req_fail(r, BF_E_EXHAUSTED, NULL, "out of memory");
+    }
+    bf_event_t ev;
+    msgpack_packer *pk = bf_event_begin(&ev);
+    msgpack_pack_map(pk, 6);
+    bf_mp_kv_int(pk, "id", *id);
+    bf_mp_kv_str(pk, "name", name);
+    bf_mp_kv_int(pk, "unit_id", unit_id);
+    bf_mp_kv_int(pk, "leader_id", leader_id);
+    bf_mp_key(pk, "member_ids");
+    msgpack_pack_array(pk, nmembers);
+    for (size_t i = 0; i < nmembers; i++) msgpack_pack_int64(pk, members[i]);
+    bf_mp_key(pk, "village_ids");
+    msgpack_pack_array(pk, nvillages);
+    for (size_t i = 0; i < nvillages; i++) msgpack_pack_int64(pk, villages[i]);
+    if (registry_emit(r, &ev, "team.created", registry_subject(r, "team", *id)) != 0) return -1;
+    for (size_t i = 0; i < nvillages; i++) {
+        int64_t pid;
+        if (pairing_insert(r, village_field, "team_village", *id, villages[i], NULL, start, NULL,
+                           &pid) != 0)
+            return -1;
+        if (pairing_ids) pairing_ids[i] = pid;
+    }
+    return 0;
+}
+
 int team_create(bf_req_t *r)
 {
     const char *name, *starts_on = NULL;
@@ -552,55 +639,14 @@ int team_create(bf_req_t *r)
         }
     }
 
-    const char *tp[] = {name, bf_req_itoa(r, unit_id), bf_req_itoa(r, leader_id), r->actor};
-    res = bf_db_prep(r->db, "team_create",
-                     "INSERT INTO team (name, unit_id, leader_id, created_by) "
-                     "VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING RETURNING id",
-                     4, tp, NULL, NULL);
-    if (!res) return bf_req_db_fail(r);
-    if (PQntuples(res) == 0) {
-        PQclear(res);
-        bf_db_rollback(r->db);
-        return bf_req_fail(r, BF_E_EXISTS, "name", "a team with this name exists");
-    }
-    int64_t id = bf_db_int(res, 0, "id");
-    PQclear(res);
-    const char *mp[] = {bf_req_itoa(r, id), bf_req_itoa(r, leader_id), cp[0]};
-    res = bf_db_prep(r->db, "team_members",
-                     "INSERT INTO team_member (team_id, cadre_id, role) "
-                     "SELECT $1::bigint, c, CASE WHEN c = $2::bigint THEN 'leader' ELSE 'member' END "
-                     "FROM unnest($3::bigint[]) AS c",
-                     3, mp, NULL, NULL);
-    if (!res) return bf_req_db_fail(r);
-    PQclear(res);
     int64_t *pairings = bf_arena_alloc(r->arena, (nvillages + 1) * sizeof *pairings);
     if (!pairings) return bf_req_fail(r, BF_E_EXHAUSTED, NULL, "out of memory");
-    const char *start = starts_on;
-    if (!start) {
-        res = bf_db_prep(r->db, "today", "SELECT current_date::text AS d", 0, NULL, NULL, NULL);
-        if (!res) return bf_req_db_fail(r);
-        start = bf_arena_strndup(r->arena, bf_db_str(res, 0, "d"), 10);
-        PQclear(res);
-        if (!start) return bf_req_fail(r, BF_E_EXHAUSTED, NULL, "out of memory");
+    int64_t id;
+    if (registry_team_insert(r, name, unit_id, leader_id, members, nmembers, villages, nvillages,
+                             starts_on, "target_id", &id, pairings) != 0) {
+        bf_db_rollback(r->db);
+        return -1;
     }
-    bf_event_t ev;
-    msgpack_packer *pk = bf_event_begin(&ev);
-    msgpack_pack_map(pk, 6);
-    bf_mp_kv_int(pk, "id", id);
-    bf_mp_kv_str(pk, "name", name);
-    bf_mp_kv_int(pk, "unit_id", unit_id);
-    bf_mp_kv_int(pk, "leader_id", leader_id);
-    bf_mp_key(pk, "member_ids");
-    msgpack_pack_array(pk, nmembers);
-    for (size_t i = 0; i < nmembers; i++) msgpack_pack_int64(pk, members[i]);
-    bf_mp_key(pk, "village_ids");
-    msgpack_pack_array(pk, nvillages);
-    for (size_t i = 0; i < nvillages; i++) msgpack_pack_int64(pk, villages[i]);
-    if (registry_emit(r, &ev, "team.created", registry_subject(r, "team", id)) != 0) return -1;
-    for (size_t i = 0; i < nvillages; i++)
-        if (pairing_insert(r, "team_village", id, villages[i], NULL, start, NULL, &pairings[i]) !=
-            0)
-            return -1;
     if (bf_db_commit(r->db) != 0) return bf_req_db_fail(r);
     msgpack_pack_map(r->out, 5);
     bf_mp_kv_int(r->out, "id", id);

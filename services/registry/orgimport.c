@@ -11,9 +11,11 @@
  * natural keys: a unit or team of the same name, a cadre of the same name in
  * the same unit, an active pairing of the same kind, helper and target is
  * reported as existing (its id in ids) and nothing is written, so a re-run of
- * the same file creates nothing twice. Created rows emit the same events as
- * the single create methods (unit.created, cadre.created, team.created,
- * pairing.created).
+ * the same file creates nothing twice. A created row goes through the same
+ * insert as the single create method (registry_unit_insert,
+ * registry_cadre_insert, registry_team_insert, pairing_insert), so it is
+ * written and announced (unit.created, cadre.created, team.created,
+ * pairing.created) exactly as that method does.
  *
  * Pairings apply the per-rank caps row by row: the cadre's row is locked
  * before counting its active households, so rows earlier in the same call
@@ -470,31 +472,7 @@ static int s_unit_row(bf_req_t *r, const msgpack_object *o, oi_out_t *out)
         return 0;
     }
     PQclear(res);
-    if (region) {
-        const char *rp[] = {region};
-        res = s_q(r, "region_exists", "SELECT 1 FROM region WHERE code = $1", 1, rp);
-        if (!res) return -1;
-        int found = PQntuples(res) > 0;
-        PQclear(res);
-        if (!found)
-            return bf_req_fail(r, BF_E_NOT_FOUND, "region_code", "no region with code %s", region);
-    }
-    const char *p[] = {name, kind, region, r->actor};
-    res = s_q(r, "oi_unit_insert",
-              "INSERT INTO unit (name, kind, region_code, created_by) VALUES ($1, $2, $3, $4) "
-              "RETURNING id",
-              4, p);
-    if (!res) return -1;
-    out->id = bf_db_int(res, 0, "id");
-    PQclear(res);
-    bf_event_t ev;
-    msgpack_packer *pk = bf_event_begin(&ev);
-    msgpack_pack_map(pk, 4);
-    bf_mp_kv_int(pk, "id", out->id);
-    bf_mp_kv_str(pk, "name", name);
-    bf_mp_kv_str(pk, "kind", kind);
-    bf_mp_kv_str(pk, "region_code", region);
-    return registry_emit(r, &ev, "unit.created", registry_subject(r, "unit", out->id));
+    return registry_unit_insert(r, name, kind, region, &out->id);
 }
 
 int unit_import(bf_req_t *r) { return s_run(r, s_unit_row); }
@@ -538,23 +516,7 @@ static int s_cadre_row(bf_req_t *r, const msgpack_object *o, oi_out_t *out)
         return 0;
     }
     PQclear(res);
-    const char *p[] = {name, rank, bf_req_itoa(r, unit_id), party ? "t" : "f", phone, r->actor};
-    res = s_q(r, "oi_cadre_insert",
-              "INSERT INTO cadre (name, rank, unit_id, party_member, phone, created_by) "
-              "VALUES ($1, $2, $3, $4::boolean, $5, $6) RETURNING id",
-              6, p);
-    if (!res) return -1;
-    out->id = bf_db_int(res, 0, "id");
-    PQclear(res);
-    bf_event_t ev;
-    msgpack_packer *pk = bf_event_begin(&ev);
-    msgpack_pack_map(pk, 5);
-    bf_mp_kv_int(pk, "id", out->id);
-    bf_mp_kv_str(pk, "name", name);
-    bf_mp_kv_str(pk, "rank", rank);
-    bf_mp_kv_int(pk, "unit_id", unit_id);
-    bf_mp_kv_bool(pk, "party_member", party);
-    return registry_emit(r, &ev, "cadre.created", registry_subject(r, "cadre", out->id));
+    return registry_cadre_insert(r, name, rank, unit_id, party, phone, &out->id);
 }
 
 int cadre_import(bf_req_t *r) { return s_run(r, s_cadre_row); }
@@ -582,40 +544,6 @@ static int s_date(bf_req_t *r, const msgpack_object *o, const char *key, const c
     if (bf_valid_date(*out, strlen(*out), NULL, NULL, NULL) != 0)
         return bf_req_fail(r, BF_E_INVALID, key, "%s must be a date YYYY-MM-DD", key);
     return 0;
-}
-
-/* Inserts a pairing and emits pairing.created; a duplicate is a row-level
- * already_exists (pairing_insert would end the whole transaction). */
-static int s_pairing_insert(bf_req_t *r, const char *field, const char *kind, int64_t helper_id,
-                            int64_t target_id, const char *target_code, const char *starts_on,
-                            const char *ends_on, int64_t *id)
-{
-    const char *p[] = {kind,        bf_req_itoa(r, helper_id), bf_req_itoa(r, target_id),
-                       target_code, starts_on, ends_on, r->actor};
-    PGresult *res = bf_db_prep(r->db, "pairing_insert",
-                               "INSERT INTO pairing (kind, helper_id, target_id, target_code, "
-                               "  starts_on, ends_on, created_by) "
-                               "VALUES ($1, $2, $3, $4, $5::date, $6::date, $7) RETURNING id",
-                               7, p, NULL, NULL);
-    if (!res) {
-        if (!strcmp(bf_db_sqlstate(r->db), "23505"))
-            return bf_req_fail(r, BF_E_EXISTS, field,
-                               "an active %s pairing of this helper and target exists", kind);
-        return s_row_db_fail(r);
-    }
-    *id = bf_db_int(res, 0, "id");
-    PQclear(res);
-    bf_event_t ev;
-    msgpack_packer *pk = bf_event_begin(&ev);
-    msgpack_pack_map(pk, 7);
-    bf_mp_kv_int(pk, "id", *id);
-    bf_mp_kv_str(pk, "kind", kind);
-    bf_mp_kv_int(pk, "helper_id", helper_id);
-    bf_mp_kv_int(pk, "target_id", target_id);
-    bf_mp_kv_str(pk, "target_code", target_code);
-    bf_mp_kv_str(pk, "starts_on", starts_on);
-    bf_mp_kv_str(pk, "ends_on", ends_on);
-    return registry_emit(r, &ev, "pairing.created", registry_subject(r, "pairing", *id));
 }
 
 /* A village's region, with the scope check (field names the row's cell). */
@@ -762,37 +690,16 @@ static int s_pairing_row(bf_req_t *r, const msgpack_object *o, oi_out_t *out)
     }
 
     /* already there: idempotent */
-    const char *dp[] = {kind, bf_req_itoa(r, helper_id), bf_req_itoa(r, target_id)};
-    PGresult *res = s_q(r, "pairing_dup",
-                        "SELECT id FROM pairing WHERE kind = $1 AND helper_id = $2 "
-                        "  AND target_id = $3 AND ended_at IS NULL",
-                        3, dp);
-    if (!res) return -1;
-    if (PQntuples(res) > 0) {
-        out->id = bf_db_int(res, 0, "id");
+    int dup = pairing_find_active(r, kind, helper_id, target_id, &out->id);
+    if (dup < 0) return -1;
+    if (dup) {
         out->existing = true;
-        PQclear(res);
         return 0;
     }
-    PQclear(res);
     /* the cap, counted under the cadre's lock: earlier rows of this call count */
-    if (rank && cap > 0) {
-        const char *lp[] = {bf_req_itoa(r, helper_id)};
-        res = s_q(r, "pairing_load",
-                  "SELECT count(*) AS n FROM pairing WHERE kind = 'cadre_household' "
-                  "  AND helper_id = $1 AND ended_at IS NULL",
-                  1, lp);
-        if (!res) return -1;
-        int64_t load = bf_db_int(res, 0, "n");
-        PQclear(res);
-        if (load >= cap)
-            return bf_req_fail(r, BF_E_PRECONDITION, "helper",
-                               "cadre %" PRId64 " (rank %s) is already responsible for %" PRId64
-                               " households, the cap for the rank is %d",
-                               helper_id, rank, load, cap);
-    }
-    return s_pairing_insert(r, "target", kind, helper_id, target_id, code, starts_on, ends_on,
-                            &out->id);
+    if (rank && pairing_cap_check(r, "helper", helper_id, rank, cap) != 0) return -1;
+    return pairing_insert(r, "target", kind, helper_id, target_id, code, starts_on, ends_on,
+                          &out->id);
 }
 
 int pairing_import(bf_req_t *r) { return s_run(r, s_pairing_row); }
@@ -857,51 +764,8 @@ static int s_team_row(bf_req_t *r, const msgpack_object *o, oi_out_t *out)
             if (vids[k] == vids[i])
                 return bf_req_fail(r, BF_E_INVALID, f, "%s repeats villages[%zu]", f, k);
     }
-    if (!starts_on && !(starts_on = s_today(r))) return -1;
-
-    const char *tp[] = {name, bf_req_itoa(r, unit_id), bf_req_itoa(r, leader_id), r->actor};
-    res = s_q(r, "oi_team_insert",
-              "INSERT INTO team (name, unit_id, leader_id, created_by) VALUES ($1, $2, $3, $4) "
-              "RETURNING id",
-              4, tp);
-    if (!res) return -1;
-    out->id = bf_db_int(res, 0, "id");
-    PQclear(res);
-    registry_arr_t a;
-    registry_arr_begin(&a, r->arena);
-    registry_arr_int(&a, leader_id);
-    for (size_t i = 0; i < nmembers; i++) registry_arr_int(&a, mids[i]);
-    const char *mp[] = {bf_req_itoa(r, out->id), bf_req_itoa(r, leader_id), registry_arr_end(&a)};
-    if (!mp[2]) return s_oom(r);
-    res = s_q(r, "team_members",
-              "INSERT INTO team_member (team_id, cadre_id, role) "
-              "SELECT $1::bigint, c, CASE WHEN c = $2::bigint THEN 'leader' ELSE 'member' END "
-              "FROM unnest($3::bigint[]) AS c",
-              3, mp);
-    if (!res) return -1;
-    PQclear(res);
-    bf_event_t ev;
-    msgpack_packer *pk = bf_event_begin(&ev);
-    msgpack_pack_map(pk, 6);
-    bf_mp_kv_int(pk, "id", out->id);
-    bf_mp_kv_str(pk, "name", name);
-    bf_mp_kv_int(pk, "unit_id", unit_id);
-    bf_mp_kv_int(pk, "leader_id", leader_id);
-    bf_mp_key(pk, "member_ids");
-    msgpack_pack_array(pk, nmembers);
-    for (size_t i = 0; i < nmembers; i++) msgpack_pack_int64(pk, mids[i]);
-    bf_mp_key(pk, "village_ids");
-    msgpack_pack_array(pk, nvillages);
-    for (size_t i = 0; i < nvillages; i++) msgpack_pack_int64(pk, vids[i]);
-    if (registry_emit(r, &ev, "team.created", registry_subject(r, "team", out->id)) != 0)
-        return -1;
-    for (size_t i = 0; i < nvillages; i++) {
-        int64_t pid;
-        if (s_pairing_insert(r, "villages", "team_village", out->id, vids[i], NULL, starts_on,
-                             NULL, &pid) != 0)
-            return -1;
-    }
-    return 0;
+    return registry_team_insert(r, name, unit_id, leader_id, mids, nmembers, vids, nvillages,
+                                starts_on, "villages", &out->id, NULL);
 }
 
 int team_import(bf_req_t *r) { return s_run(r, s_team_row); }

@@ -59,9 +59,9 @@ static void s_pack_pairing(msgpack_packer *pk, const PGresult *res, int i)
     bf_mp_kv_str(pk, "approval_ref", bf_db_str(res, i, "approval_ref"));
 }
 
-int pairing_insert(bf_req_t *r, const char *kind, int64_t helper_id, int64_t target_id,
-                   const char *target_code, const char *starts_on, const char *ends_on,
-                   int64_t *id)
+int pairing_insert(bf_req_t *r, const char *field, const char *kind, int64_t helper_id,
+                   int64_t target_id, const char *target_code, const char *starts_on,
+                   const char *ends_on, int64_t *id)
 {
     const char *p[] = {kind,      bf_req_itoa(r, helper_id), bf_req_itoa(r, target_id),
                        target_code, starts_on, ends_on, r->actor};
@@ -71,11 +71,9 @@ int pairing_insert(bf_req_t *r, const char *kind, int64_t helper_id, int64_t tar
                                "VALUES ($1, $2, $3, $4, $5::date, $6::date, $7) RETURNING id",
                                7, p, NULL, NULL);
     if (!res) {
-        if (!strcmp(bf_db_sqlstate(r->db), "23505")) {
-            bf_db_rollback(r->db);
-            return bf_req_fail(r, BF_E_EXISTS, target_code ? "target_code" : "target_id",
+        if (!strcmp(bf_db_sqlstate(r->db), "23505"))
+            return bf_req_fail(r, BF_E_EXISTS, field,
                                "an active %s pairing of this helper and target exists", kind);
-        }
         return bf_req_db_fail(r);
     }
     *id = bf_db_int(res, 0, "id");
@@ -91,6 +89,40 @@ int pairing_insert(bf_req_t *r, const char *kind, int64_t helper_id, int64_t tar
     bf_mp_kv_str(pk, "starts_on", starts_on);
     bf_mp_kv_str(pk, "ends_on", ends_on);
     return registry_emit(r, &ev, "pairing.created", registry_subject(r, "pairing", *id));
+}
+
+int pairing_find_active(bf_req_t *r, const char *kind, int64_t helper_id, int64_t target_id,
+                        int64_t *id)
+{
+    const char *p[] = {kind, bf_req_itoa(r, helper_id), bf_req_itoa(r, target_id)};
+    PGresult *res = bf_db_prep(r->db, "pairing_dup",
+                               "SELECT id FROM pairing WHERE kind = $1 AND helper_id = $2 "
+                               "  AND target_id = $3 AND ended_at IS NULL",
+                               3, p, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    int found = PQntuples(res) > 0;
+    if (found) *id = bf_db_int(res, 0, "id");
+    PQclear(res);
+    return found;
+}
+
+int pairing_cap_check(bf_req_t *r, const char *field, int64_t cadre_id, const char *rank, int cap)
+{
+    if (cap <= 0) return 0;
+    const char *p[] = {bf_req_itoa(r, cadre_id)};
+    PGresult *res = bf_db_prep(r->db, "pairing_load",
+                               "SELECT count(*) AS n FROM pairing WHERE kind = 'cadre_household' "
+                               "  AND helper_id = $1 AND ended_at IS NULL",
+                               1, p, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    int64_t load = bf_db_int(res, 0, "n");
+    PQclear(res);
+    if (load >= cap)
+        return bf_req_fail(r, BF_E_PRECONDITION, field,
+                           "cadre %" PRId64 " (rank %s) is already responsible for %" PRId64
+                           " households, the cap for the rank is %d",
+                           cadre_id, rank, load, cap);
+    return 0;
 }
 
 /* Runs a one-row lookup by id; returns the result (caller PQclears) or NULL
@@ -227,41 +259,25 @@ int pairing_create(bf_req_t *r)
         }
     }
     /* the same pairing, still active */
-    const char *dp[] = {kind, bf_req_itoa(r, helper_id), bf_req_itoa(r, target_id)};
-    res = bf_db_prep(r->db, "pairing_dup",
-                     "SELECT id FROM pairing WHERE kind = $1 AND helper_id = $2 AND target_id = $3 "
-                     "  AND ended_at IS NULL",
-                     3, dp, NULL, NULL);
-    if (!res) return bf_req_db_fail(r);
-    if (PQntuples(res) > 0) {
-        int64_t other = bf_db_int(res, 0, "id");
-        PQclear(res);
+    int64_t other;
+    int dup = pairing_find_active(r, kind, helper_id, target_id, &other);
+    if (dup < 0) return -1;
+    if (dup) {
         bf_db_rollback(r->db);
         return bf_req_fail(r, BF_E_EXISTS, county ? "target_code" : "target_id",
                            "this pairing is already active (pairing %" PRId64 ")", other);
     }
-    PQclear(res);
     /* the cadre's cap; the cadre row is locked, so this count is stable */
-    if (rank && cap > 0) {
-        res = s_lookup(r, "pairing_load",
-                       "SELECT count(*) AS n FROM pairing WHERE kind = 'cadre_household' "
-                       "  AND helper_id = $1 AND ended_at IS NULL",
-                       helper_id);
-        if (!res) return -1;
-        int64_t load = bf_db_int(res, 0, "n");
-        PQclear(res);
-        if (load >= cap) {
-            bf_db_rollback(r->db);
-            return bf_req_fail(r, BF_E_PRECONDITION, "helper_id",
-                               "cadre %" PRId64 " (rank %s) is already responsible for %" PRId64
-                               " households, the cap for the rank is %d",
-                               helper_id, rank, load, cap);
-        }
+    if (rank && pairing_cap_check(r, "helper_id", helper_id, rank, cap) != 0) {
+        bf_db_rollback(r->db);
+        return -1;
     }
     int64_t id;
-    if (pairing_insert(r, kind, helper_id, target_id, county ? code : NULL, starts_on, ends_on,
-                       &id) != 0)
+    if (pairing_insert(r, county ? "target_code" : "target_id", kind, helper_id, target_id,
+                       county ? code : NULL, starts_on, ends_on, &id) != 0) {
+        bf_db_rollback(r->db);
         return -1;
+    }
     if (bf_db_commit(r->db) != 0) return bf_req_db_fail(r);
     msgpack_pack_map(r->out, 8);
     bf_mp_kv_int(r->out, "id", id);

@@ -222,6 +222,36 @@ int cadre_list(bf_req_t *r);
 int team_create(bf_req_t *r);
 int team_get(bf_req_t *r);
 int team_list(bf_req_t *r);
+/* The one INSERT of each entity and its created event, shared by the create
+ * methods and the imports (orgimport.c). Each runs in the caller's open
+ * transaction, checks no parameter's shape (the caller has: names non-empty,
+ * kind and rank from their code lists, codes and phones valid, the region
+ * under the caller's scope) and never rolls back, so an import can undo the
+ * row alone under its savepoint and an RPC handler rolls back itself.
+ * Returns 0 with *id, or -1 with the request failed (a database error as
+ * bf_req_db_fail reports it, or as below).
+ *
+ * registry_unit_insert: checks that region (NULL = none) exists (not_found
+ * on region_code) and that no unit has the name (already_exists on name);
+ * emits unit.created. */
+int registry_unit_insert(bf_req_t *r, const char *name, const char *kind, const char *region,
+                         int64_t *id);
+/* registry_cadre_insert: unit_id must name an existing unit (the caller
+ * looked it up); phone may be NULL. Emits cadre.created. */
+int registry_cadre_insert(bf_req_t *r, const char *name, const char *rank, int64_t unit_id,
+                          bool party, const char *phone, int64_t *id);
+/* registry_team_insert: the caller has checked that the unit and every cadre
+ * exist, that the leader is a party member and not among the members, and
+ * that the villages exist, lie in the caller's scope and are distinct. Checks
+ * that no team has the name (already_exists on name); inserts the team and
+ * its members (leader first), emits team.created, then pairs the team with
+ * each village (team_village from starts_on, NULL = today; a duplicate
+ * pairing fails naming village_field). pairing_ids (NULL = not wanted) gets
+ * one id per village. */
+int registry_team_insert(bf_req_t *r, const char *name, int64_t unit_id, int64_t leader_id,
+                         const int64_t *members, size_t nmembers, const int64_t *villages,
+                         size_t nvillages, const char *starts_on, const char *village_field,
+                         int64_t *id, int64_t *pairing_ids);
 
 /* pairing.c */
 int pairing_create(bf_req_t *r);
@@ -229,10 +259,23 @@ int pairing_end(bf_req_t *r);
 int pairing_get(bf_req_t *r);
 int pairing_list(bf_req_t *r);
 /* Inserts one pairing in the open transaction after every check passed, and
- * emits pairing.created; *id gets the new id. Used by team.create too. */
-int pairing_insert(bf_req_t *r, const char *kind, int64_t helper_id, int64_t target_id,
-                   const char *target_code, const char *starts_on, const char *ends_on,
-                   int64_t *id);
+ * emits pairing.created; *id gets the new id. The one pairing INSERT: used by
+ * pairing.create, registry_team_insert and pairing.import. An active pairing
+ * of the same kind, helper and target fails with already_exists naming
+ * field; never rolls back (the caller does, or its savepoint). 0 or -1. */
+int pairing_insert(bf_req_t *r, const char *field, const char *kind, int64_t helper_id,
+                   int64_t target_id, const char *target_code, const char *starts_on,
+                   const char *ends_on, int64_t *id);
+/* The active pairing of kind, helper and target: 1 with *id, 0 if there is
+ * none, -1 with the request failed. pairing.create refuses it, pairing.import
+ * reports the row as existing. */
+int pairing_find_active(bf_req_t *r, const char *kind, int64_t helper_id, int64_t target_id,
+                        int64_t *id);
+/* The per-rank cap (seed 001): fails with failed_precondition naming field if
+ * cadre cadre_id, of rank, is already responsible for cap (0 = no cap) active
+ * households. The caller holds the cadre's row lock (FOR UPDATE), so the count
+ * is stable until it commits. 0 or -1; never rolls back. */
+int pairing_cap_check(bf_req_t *r, const char *field, int64_t cadre_id, const char *rank, int cap);
 
 /* exit.c: the exit procedure (退出); the kind comes from the method's name */
 int exit_review(bf_req_t *r);

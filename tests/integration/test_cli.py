@@ -833,6 +833,34 @@ def test_fail_fast_with_a_hint_when_no_service_answers():
         check("built-in default: BANGFU_NOTIFY_RPC is not set" in err, err)
 
 
+def test_events_tail_fails_fast_when_the_bus_does_not_answer():
+    """A SUB socket's connect never fails by itself: `events tail` waits for
+    its own handshake with the bus for the connect timeout, then exits 3 with
+    the hint, instead of tailing nothing forever. (The subprocess timeout only
+    catches a hang; the probe's time is not asserted.)"""
+    dead = "tcp://127.0.0.1:%d" % bftest.free_port()
+    env = _env(BANGFU_BUS_PUB=dead)
+    env.pop("BANGFU_CONNECT_TIMEOUT_MS", None)
+    rc, out, err = bangfu("events", "tail", env=env, timeout=30)
+    eq(rc, 3, err)
+    eq(out, "")
+    _hint_checks(err, dead, "BANGFU_BUS_PUB", 1500)
+    check("bangfu events: bus did not answer" in err, err)
+    check("comes from BANGFU_BUS_PUB" in err, err)
+    check("connection refused" in err, err)
+    check("live from" not in err, "it never claims to be live: " + err)
+    # before any replay from Redis, and with the connect timeout of the option
+    rc, out, err = bangfu("--connect-timeout", "300", "events", "tail", "--from", "0",
+                          "bangfu.registry.", env=env, timeout=30)
+    eq(rc, 3, err)
+    eq(out, "")
+    _hint_checks(err, dead, "BANGFU_BUS_PUB", 300)
+    # a malformed address is still a usage error
+    rc, _, err = bangfu("events", "tail", env=_env(BANGFU_BUS_PUB="not-an-endpoint"), timeout=30)
+    eq(rc, 2, err)
+    check("bad endpoint not-an-endpoint" in err, err)
+
+
 def test_fail_fast_when_the_port_is_not_a_bangfu_service():
     """A port that accepts connections but never speaks ZMTP: no handshake,
     exit 3 after the connect timeout."""
@@ -846,6 +874,11 @@ def test_fail_fast_when_the_port_is_not_a_bangfu_service():
                             env=_env(BANGFU_REGISTRY_RPC=ep), timeout=60)
         eq(rc, 3, err)
         _hint_checks(err, ep, "BANGFU_REGISTRY_RPC", 500)
+        rc, out, err = bangfu("events", "tail", "--connect-timeout", "500",
+                              env=_env(BANGFU_BUS_PUB=ep), timeout=60)
+        eq(rc, 3, err)
+        eq(out, "")
+        _hint_checks(err, ep, "BANGFU_BUS_PUB", 500)
     finally:
         lsn.close()
 
