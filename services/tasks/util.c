@@ -54,6 +54,14 @@ const char *tasks_now(bf_req_t *r)
     return out;
 }
 
+int tasks_now_params(bf_req_t *r, const char **sys, const char **manual)
+{
+    *sys = s_system_now(r);
+    *manual = tasks_of(r)->manual_clock ? "t" : "f";
+    if (!*sys) return bf_req_fail(r, BF_E_EXHAUSTED, NULL, "out of memory");
+    return 0;
+}
+
 int tasks_check_keys(bf_req_t *r, const msgpack_object *map, const char *prefix,
                      const char *const *allowed)
 {
