@@ -641,6 +641,53 @@ def test_overdue_escalates_step_by_step_on_the_manual_clock():
        [{"kind": "team", "id": ENT["team"]}, {"kind": "cadre", "id": ENT["leader"]}])
 
 
+def test_task_get_has_history_escalations_and_evidence_in_one_reply():
+    """task.get is one statement whose lists come back as JSON arrays turned
+    into msgpack: the reply must keep the keys, their order and the msgpack
+    types (ints stay ints, has_data a bool, nested recipient and attachments)
+    of the lists, all three non-empty here, and a write's reply is the same."""
+    set_clock("2031-06-03T00:00:00+08:00")
+    tid = new_task(due="2031-06-01")["id"]
+    tick()  # two days overdue: the owner and the team leader steps
+    move("start", tid)
+    data = b"\x89PNG one statement"
+    sub = move("submit", tid, evidence={"text": "照片两张", "attachments": [
+        {"name": "a.png", "content_type": "image/png", "size": len(data), "sha256": sha(data),
+         "data": data},
+        {"name": "b.pdf", "content_type": "application/pdf", "size": 12345, "sha256": "C" * 64}]})
+    eq(sub["status"], "submitted")
+    rej = move("reject", tid, reason="照片不清楚")
+    got = T.call("task.get", {"id": tid})
+    eq(got, rej, "a write's reply is task.get's")
+    keys = list(got)
+    check(keys.index("history") < keys.index("escalations") < keys.index("evidence"),
+          "the lists come last, in this order: %r" % keys)
+    eq([(h["from"], h["to"]) for h in got["history"]][-3:],
+       [("open", "in_progress"), ("in_progress", "submitted"), ("submitted", "rejected")])
+    eq(got["history"][-1]["note"], "照片不清楚")
+    for h in got["history"]:
+        eq(list(h), ["from", "to", "actor", "note", "at"])
+        check(isinstance(h["at"], str) and h["at"].endswith("Z"), h["at"])
+    eq(got["history"][-1]["actor"], "admin")
+    eq([list(e) for e in got["escalations"]], [["step", "level", "recipient", "at"]] * 2)
+    eq([(e["step"], e["level"], e["recipient"]) for e in got["escalations"]],
+       [(0, "owner", {"kind": "cadre", "id": ENT["m1"]}),
+        (1, "team_leader", {"kind": "cadre", "id": ENT["leader"]})])
+    check(all(type(e["step"]) is int and type(e["recipient"]["id"]) is int
+              for e in got["escalations"]))
+    eq([list(e) for e in got["evidence"]],
+       [["id", "text", "submitted_by", "submitted_at", "attachments"]] * 1)
+    ev = got["evidence"][0]
+    check(type(ev["id"]) is int, ev["id"])
+    eq((ev["text"], ev["submitted_by"]), ("照片两张", "admin"))
+    eq([list(a) for a in ev["attachments"]],
+       [["id", "name", "content_type", "size", "sha256", "has_data"]] * 2)
+    eq([(a["name"], a["size"], a["sha256"], a["has_data"]) for a in ev["attachments"]],
+       [("a.png", len(data), sha(data), True), ("b.pdf", 12345, "c" * 64, False)])
+    check(all(type(a["id"]) is int and type(a["size"]) is int for a in ev["attachments"]))
+    eq(T.call("attachment.get", {"id": ev["attachments"][0]["id"]})["data"], data)
+
+
 # ---------------------------------------------------------------- timeline
 
 def test_seed_001_timeline_in_one_idempotent_call():
