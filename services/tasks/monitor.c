@@ -19,7 +19,6 @@
  */
 #include "tasks.h"
 #include "bf_db.h"
-#include "bf_json.h"
 #include "bf_mp.h"
 #include "bf_page.h"
 #include "bf_valid.h"
@@ -365,15 +364,11 @@ int monitor_get(bf_req_t *r)
     tasks_map_t m;
     tasks_map_begin(&m);
     s_pack_case(&m, res, 0);
-    tm_key(&m, "reports");
-    const char *js = bf_db_str(res, 0, "reports");
-    if (!js) js = "[]";
-    char err[128];
-    int rc = bf_json_to_msgpack(js, strlen(js), &m.buf, err, sizeof err);
+    int rc = tm_json_list(r, &m, "reports", res, 0, "reports");
     PQclear(res);
     if (rc != 0) {
         msgpack_sbuffer_destroy(&m.buf);
-        return bf_req_fail(r, BF_E_INTERNAL, NULL, "reports: %s", err);
+        return -1;
     }
     tasks_map_end(&m, r->out);
     return 0;

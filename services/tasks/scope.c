@@ -73,7 +73,8 @@ static const char *s_task_denied(const bf_req_t *r, const PGresult *res, int row
     }
     if (tasks_scope_cadre_only(r)) {
         int64_t me = tasks_scope_cadre_id(r);
-        if (me <= 0 || strcmp(bf_db_str(res, row, "owner_kind"), "cadre") != 0 ||
+        const char *kind = bf_db_str(res, row, "owner_kind"); /* NULL: no such task */
+        if (me <= 0 || !kind || strcmp(kind, "cadre") != 0 ||
             bf_db_int(res, row, "owner_id") != me)
             return "a cadre may act only on the tasks it owns";
     }

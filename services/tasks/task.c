@@ -9,7 +9,6 @@
  */
 #include "tasks.h"
 #include "bf_db.h"
-#include "bf_json.h"
 #include "bf_mp.h"
 #include "bf_page.h"
 #include "bf_valid.h"
@@ -343,18 +342,6 @@ void tasks_pack_task_event(msgpack_packer *pk, const PGresult *res, int row, int
     "  FROM evidence e WHERE e.task_id = t.id) AS evidence "                                  \
     "FROM task t WHERE t.id = $3::bigint"
 
-/* Appends a JSON array column of S_TASK_FULL_SQL ("[]" if NULL) as msgpack. */
-static int s_pack_json_list(bf_req_t *r, tasks_map_t *m, const PGresult *res, const char *col)
-{
-    tm_key(m, col);
-    const char *js = bf_db_str(res, 0, col);
-    if (!js) js = "[]";
-    char err[128];
-    if (bf_json_to_msgpack(js, strlen(js), &m->buf, err, sizeof err) != 0)
-        return bf_req_fail(r, BF_E_INTERNAL, NULL, "%s: %s", col, err);
-    return 0;
-}
-
 /* Packs the full task into r->out. With read_field set (task.get) the
  * caller's scope is checked on the row read (tasks_scope_task's rule, out of
  * scope is not_found naming read_field), so the read stays one statement. */
@@ -374,9 +361,9 @@ static int s_pack_full(bf_req_t *r, int64_t id, const char *read_field)
     tasks_map_begin(&m);
     s_task_all_fields(&m, res, 0);
     int rc = 0;
-    if (s_pack_json_list(r, &m, res, "history") != 0 ||
-        s_pack_json_list(r, &m, res, "escalations") != 0 ||
-        s_pack_json_list(r, &m, res, "evidence") != 0)
+    if (tm_json_list(r, &m, "history", res, 0, "history") != 0 ||
+        tm_json_list(r, &m, "escalations", res, 0, "escalations") != 0 ||
+        tm_json_list(r, &m, "evidence", res, 0, "evidence") != 0)
         rc = -1;
     PQclear(res);
     if (rc != 0) {
@@ -904,24 +891,22 @@ int attachment_get(bf_req_t *r)
     int64_t id;
     if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
     const char *p[] = {bf_req_itoa(r, id)};
-    PGresult *res = bf_db_prep(r->db, "attachment_get",
+    /* one statement: the attachment with its task's scope columns (an
+     * attachment is seen by those who see its task; evidence of a monitoring
+     * report has no task, so only unscoped callers see it) */
+    PGresult *res = bf_db_prep(r->db, "attachment_get1",
                                "SELECT a.id::text AS id, a.evidence_id::text AS evidence_id, "
                                " e.task_id::text AS task_id, a.name, a.content_type, "
                                " a.size::text AS size, a.sha256::text AS sha256, "
-                               " encode(a.data, 'hex') AS data_hex "
+                               " encode(a.data, 'hex') AS data_hex, "
+                               " t.region_code, t.owner_kind, t.owner_id "
                                "FROM attachment a JOIN evidence e ON e.id = a.evidence_id "
+                               "LEFT JOIN task t ON t.id = e.task_id "
                                "WHERE a.id = $1::bigint",
                                1, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
-    if (PQntuples(res) == 0) {
+    if (PQntuples(res) == 0 || !tasks_scope_task_row(r, res, 0)) {
         PQclear(res);
-        return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no attachment with id %lld", (long long)id);
-    }
-    /* an attachment is seen by those who see its task */
-    if (tasks_scope_task(r, bf_db_int(res, 0, "task_id"), false, "id") != 0) {
-        PQclear(res);
-        if (strcmp(r->err.code, BF_E_NOT_FOUND) != 0) return -1;
-        memset(&r->err, 0, sizeof r->err);
         return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no attachment with id %lld", (long long)id);
     }
     tasks_map_t m;

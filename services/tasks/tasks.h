@@ -190,6 +190,11 @@ void tm_col_str(tasks_map_t *m, const char *key, const PGresult *res, int row, c
 void tm_col_int(tasks_map_t *m, const char *key, const PGresult *res, int row, const char *col);
 void tm_col_bool(tasks_map_t *m, const char *key, const PGresult *res, int row, const char *col);
 #define tm_pk(m) (&(m)->pk)
+/* Adds key with the JSON array of a column as its msgpack value (NULL packs
+ * []): one-statement reads build their lists with json_agg in the reply's
+ * keys and order. 0, or -1 with the request failed (internal). */
+int tm_json_list(bf_req_t *r, tasks_map_t *m, const char *key, const PGresult *res, int row,
+                 const char *col);
 
 /* ---- registry.c: registry ids checked over RPC ---------------------------- */
 
