@@ -728,6 +728,15 @@ def test_plan_sign_off_needs_every_signer_and_signed_plans_change_by_revision():
     pid = p["id"]
     eq((p["status"], p["year_from"], p["year_to"], p["revision"]), ("draft", 2031, 2033, 1))
     eq(p["missing_signers"], ["township_secretary", "township_head", "county_leader"])
+    # one statement, its lists JSON arrays turned into msgpack: keys, order and types kept
+    eq(p["measures"], [{"seq": 1, "what": "发展特色种植", "owner": {"kind": "team", "id": ENT["team"]},
+                        "due": "2032-12-31", "cost_fen": 50000000},
+                       {"seq": 2, "what": "修缮村道", "owner": None, "due": None, "cost_fen": None}])
+    eq([list(m) for m in p["measures"]], [["seq", "what", "owner", "due", "cost_fen"]] * 2)
+    eq(list(p["measures"][0]["owner"]), ["kind", "id"])
+    eq((p["signatures"], p["revisions"]), ([], [{"id": pid, "revision": 1, "status": "draft"}]))
+    eq(list(p)[-4:], ["measures", "signatures", "missing_signers", "revisions"])
+    eq(T.call("plan.get", {"id": pid}), p, "plan.get answers as plan.create did")
     expect_error(T, "plan.create", {"kind": "three_year", "subject": {"kind": "unit", "id": ENT["unit"]},
                                     "title": "重复", "year": 2031}, "already_exists", "subject")
     expect_error(T, "plan.create", {"kind": "household", "subject": {"kind": "unit", "id": ENT["unit"]},
@@ -757,6 +766,9 @@ def test_plan_sign_off_needs_every_signer_and_signed_plans_change_by_revision():
     eq([(s["role"], s["actor"]) for s in s3["signatures"]],
        [("township_secretary", "cadre:9001"), ("township_head", "cadre:9002"),
         ("county_leader", "cadre:9003")])
+    eq([list(s) for s in s3["signatures"]], [["role", "actor", "note", "signed_at"]] * 3)
+    eq([s["note"] for s in s3["signatures"]], [None, None, "同意"])
+    check(all(s["signed_at"].endswith("Z") for s in s3["signatures"]), s3["signatures"])
     events("bangfu.tasks.plan.signed", "plan/%d" % pid)
     eq(len(events("bangfu.tasks.plan.signature_added", "plan/%d" % pid, want=3)), 3)
     expect_error(T, "plan.submit", {"id": pid}, "failed_precondition", "status")
@@ -877,9 +889,17 @@ def test_inspection_problems_ledgers_and_closing_one_by_one():
     eq(p0["responsible"], [cx])
     eq(p0["tasks"][0]["owner"], {"kind": "cadre", "id": cx})
     eq(p0["tasks"][0]["kind"], "rectification")
+    eq(len(p0["tasks"]), 1)
+    full = T.call("task.get", {"id": p0["tasks"][0]["id"]})
+    eq(list(p0["tasks"][0].items()),
+       [kv for kv in full.items() if kv[0] not in ("history", "escalations", "evidence")],
+       "a problem's task is packed as task.get packs it, less the lists")
+    eq(list(p0)[-2:], ["responsible", "tasks"])
     p2 = T.call("problem.get", {"id": pids[2]})
     eq((p2["village_id"], p2["household_id"], p2["ledger"]), (vA, hh, "stability"))
     eq(T.call("problem.get", {"id": pids[1]})["tasks"][0]["owner"], {"kind": "unit", "id": u})
+    p2t = [t["id"] for t in p2["tasks"]]
+    eq((len(p2t), p2t, len(p2["responsible"])), (2, sorted(p2t), 2), "both tasks, in id order")
     # the bulk call is all or nothing, errors name the problem
     before = T.call("problem.list", {"inspection_id": iid})["items"]
     expect_error(T, "problem.open", {"inspection": {"title": "x"}, "problems": [
