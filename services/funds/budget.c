@@ -230,58 +230,49 @@ int budget_fund(bf_req_t *r)
     return funds_idem_commit(r, &idem);
 }
 
+/* One statement: the budget, the net figures of its account by what the money
+ * did, and its funding by source (a JSON array, funds_pack_json_list). */
 int budget_get(bf_req_t *r)
 {
     int64_t id;
     if (funds_req_id(r, "id", true, &id) != 0) return -1;
     const char *p[] = {bf_req_itoa(r, id)};
     PGresult *b = bf_db_prep(
-        r->db, "funds_budget_get",
+        r->db, "funds_budget_get1",
         "SELECT b.id, b.parent_id, b.root_id, b.recipient, b.year, b.name, b.carrier, "
         "  b.created_by, a.balance_fen, "
         "  (SELECT count(*) FROM budget c WHERE c.parent_id = b.id) AS children, "
-        "  (SELECT count(*) FROM project j WHERE j.budget_id = b.id) AS projects "
-        "FROM budget b JOIN account a ON a.id = b.id WHERE b.id = $1",
+        "  (SELECT count(*) FROM project j WHERE j.budget_id = b.id) AS projects, "
+        "  fig.received_fen, fig.allocated_fen, fig.disbursed_fen, "
+        "  (SELECT json_agg(json_build_object('source_id', f.source_id, 'name', f.name, "
+        "     'kind', f.kind, 'amount_fen', f.amount_fen) ORDER BY f.source_id)::text "
+        "   FROM (SELECT x.source_id, s.name, s.kind, sum(x.amt)::bigint AS amount_fen FROM ( "
+        "       SELECT source_id, amount_fen AS amt FROM transfer "
+        "         WHERE to_account = b.id AND kind = 'funding' "
+        "       UNION ALL SELECT source_id, -amount_fen FROM transfer "
+        "         WHERE from_account = b.id AND kind = 'reversal' AND to_account = source_id) x "
+        "     JOIN source s ON s.id = x.source_id GROUP BY 1, 2, 3 HAVING sum(x.amt) <> 0) f) "
+        "    AS funding "
+        "FROM budget b JOIN account a ON a.id = b.id "
+        /* net figures of this budget's account, by what the money did */
+        "CROSS JOIN LATERAL (WITH m AS ( "
+        "  SELECT COALESCE(o.kind, t.kind) AS kind, "
+        "    CASE WHEN t.kind = 'reversal' THEN -t.amount_fen ELSE t.amount_fen END AS amt, "
+        "    (CASE WHEN t.kind = 'reversal' THEN t.to_account ELSE t.from_account END) = b.id "
+        "      AS outgoing "
+        "  FROM transfer t LEFT JOIN transfer o ON t.kind = 'reversal' AND o.id = t.reverses_id "
+        "  WHERE t.from_account = b.id OR t.to_account = b.id) "
+        "  SELECT COALESCE(sum(amt) FILTER (WHERE NOT outgoing), 0) AS received_fen, "
+        "    COALESCE(sum(amt) FILTER (WHERE outgoing AND kind IN ('allocation', "
+        "      'project_funding')), 0) AS allocated_fen, "
+        "    COALESCE(sum(amt) FILTER (WHERE outgoing AND kind = 'disbursement'), 0) "
+        "      AS disbursed_fen FROM m) fig "
+        "WHERE b.id = $1",
         1, p, NULL, NULL);
     if (!b) return bf_req_db_fail(r);
     if (PQntuples(b) != 1) {
         PQclear(b);
         return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no budget %lld", (long long)id);
-    }
-    /* net figures of this budget's account, by what the money did */
-    PGresult *fig = bf_db_prep(
-        r->db, "funds_budget_figures",
-        "WITH m AS ( "
-        "  SELECT COALESCE(o.kind, t.kind) AS kind, "
-        "    CASE WHEN t.kind = 'reversal' THEN -t.amount_fen ELSE t.amount_fen END AS amt, "
-        "    (CASE WHEN t.kind = 'reversal' THEN t.to_account ELSE t.from_account END) = $1 "
-        "      AS outgoing "
-        "  FROM transfer t LEFT JOIN transfer o ON t.kind = 'reversal' AND o.id = t.reverses_id "
-        "  WHERE t.from_account = $1 OR t.to_account = $1) "
-        "SELECT COALESCE(sum(amt) FILTER (WHERE NOT outgoing), 0) AS received_fen, "
-        "  COALESCE(sum(amt) FILTER (WHERE outgoing AND kind IN ('allocation', "
-        "    'project_funding')), 0) AS allocated_fen, "
-        "  COALESCE(sum(amt) FILTER (WHERE outgoing AND kind = 'disbursement'), 0) "
-        "    AS disbursed_fen FROM m",
-        1, p, NULL, NULL);
-    if (!fig) {
-        PQclear(b);
-        return bf_req_db_fail(r);
-    }
-    PGresult *src = bf_db_prep(
-        r->db, "funds_budget_sources",
-        "SELECT x.source_id, s.name, s.kind, sum(x.amt) AS amount_fen FROM ( "
-        "  SELECT source_id, amount_fen AS amt FROM transfer "
-        "    WHERE to_account = $1 AND kind = 'funding' "
-        "  UNION ALL SELECT source_id, -amount_fen FROM transfer "
-        "    WHERE from_account = $1 AND kind = 'reversal' AND to_account = source_id) x "
-        "JOIN source s ON s.id = x.source_id GROUP BY 1, 2, 3 HAVING sum(x.amt) <> 0 "
-        "ORDER BY 1",
-        1, p, NULL, NULL);
-    if (!src) {
-        PQclear(fig);
-        PQclear(b);
-        return bf_req_db_fail(r);
     }
     msgpack_pack_map(r->out, 15);
     bf_mp_kv_int(r->out, "id", id);
@@ -295,26 +286,16 @@ int budget_get(bf_req_t *r)
     bf_mp_kv_str(r->out, "name", bf_db_str(b, 0, "name"));
     bf_mp_kv_str(r->out, "carrier", bf_db_str(b, 0, "carrier"));
     bf_mp_kv_int(r->out, "balance_fen", bf_db_int(b, 0, "balance_fen"));
-    bf_mp_kv_int(r->out, "received_fen", bf_db_int(fig, 0, "received_fen"));
-    bf_mp_kv_int(r->out, "allocated_fen", bf_db_int(fig, 0, "allocated_fen"));
-    bf_mp_kv_int(r->out, "disbursed_fen", bf_db_int(fig, 0, "disbursed_fen"));
+    bf_mp_kv_int(r->out, "received_fen", bf_db_int(b, 0, "received_fen"));
+    bf_mp_kv_int(r->out, "allocated_fen", bf_db_int(b, 0, "allocated_fen"));
+    bf_mp_kv_int(r->out, "disbursed_fen", bf_db_int(b, 0, "disbursed_fen"));
     bf_mp_kv_int(r->out, "children", bf_db_int(b, 0, "children"));
     bf_mp_kv_int(r->out, "projects", bf_db_int(b, 0, "projects"));
     bf_mp_kv_str(r->out, "created_by", bf_db_str(b, 0, "created_by"));
     bf_mp_key(r->out, "funding");
-    int n = PQntuples(src);
-    msgpack_pack_array(r->out, (size_t)n);
-    for (int i = 0; i < n; i++) {
-        msgpack_pack_map(r->out, 4);
-        bf_mp_kv_int(r->out, "source_id", bf_db_int(src, i, "source_id"));
-        bf_mp_kv_str(r->out, "name", bf_db_str(src, i, "name"));
-        bf_mp_kv_str(r->out, "kind", bf_db_str(src, i, "kind"));
-        bf_mp_kv_int(r->out, "amount_fen", bf_db_int(src, i, "amount_fen"));
-    }
-    PQclear(src);
-    PQclear(fig);
+    int rc = funds_pack_json_list(r, b, 0, "funding");
     PQclear(b);
-    return 0;
+    return rc;
 }
 
 /* ------------------------------------------------------------ allocation */

@@ -94,6 +94,12 @@ int funds_unhex(const char *s, unsigned char *out, size_t n);
 /* Formats fen as yuan ("1234.56") into the arena. */
 const char *funds_yuan(bf_req_t *r, int64_t fen);
 
+/* Gets are one statement: a list in a get's reply comes as a JSON array
+ * column (json_agg of json_build_object in the reply's keys and order; NULL
+ * means []) and is appended to r->out as msgpack by this. 0, or -1 with the
+ * request failed (internal). */
+int funds_pack_json_list(bf_req_t *r, const PGresult *res, int row, const char *col);
+
 
 /* Growing PostgreSQL array literals ("{1,2,NULL}", "{\"a\",\"b\"}") built in
  * a msgpack_sbuffer (malloc'd: funds_arr_free on every path). */

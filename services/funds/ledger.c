@@ -489,6 +489,23 @@ static void s_pack_entry(msgpack_packer *pk, const PGresult *res, int row, int64
     bf_mp_kv_str(pk, "created_at", bf_db_str(res, row, "created_at"));
 }
 
+/* account.get is one statement: the account's row and figures (computed once,
+ * in a materialised CTE) with its page of entries joined on (no entries: one
+ * row with the entry columns NULL); limit + 1 entries tell whether there is a
+ * next page. $1 id or recipient, $2 before, $3 limit + 1. */
+#define S_ACCOUNT_GET_SQL(where)                                                               \
+    "WITH acc AS MATERIALIZED (SELECT a.id AS acc_id, a.kind AS acc_kind, a.ref AS acc_ref, "    \
+    "  a.name AS acc_name, a.floor_fen, a.balance_fen, "                                         \
+    "  (SELECT COALESCE(sum(amount_fen), 0) FROM transfer WHERE to_account = a.id) AS in_fen, "  \
+    "  (SELECT COALESCE(sum(amount_fen), 0) FROM transfer WHERE from_account = a.id) "           \
+    "    AS out_fen FROM account a WHERE " where ") "                                            \
+    "SELECT acc.*, e.* FROM acc LEFT JOIN LATERAL (SELECT %s FROM ( "                            \
+    "  SELECT * FROM (SELECT * FROM transfer WHERE from_account = acc.acc_id "                   \
+    "    AND id < $2 ORDER BY id DESC LIMIT $3) o UNION ALL "                                    \
+    "  SELECT * FROM (SELECT * FROM transfer WHERE to_account = acc.acc_id AND id < $2 "         \
+    "    ORDER BY id DESC LIMIT $3) i) t ORDER BY t.id DESC LIMIT $3) e ON true "                \
+    "ORDER BY e.id DESC"
+
 int account_get(bf_req_t *r)
 {
     int64_t id = 0, limit = 20, before = INT64_MAX;
@@ -500,59 +517,40 @@ int account_get(bf_req_t *r)
     if (bf_req_int(r, r->params, NULL, "limit", false, BF_PAGE_MIN, BF_PAGE_MAX, &limit) < 0)
         return -1;
     if (bf_page_cursor(r, &before) < 0) return -1;
-    const char *p[] = {id ? bf_req_itoa(r, id) : recipient};
-    static const char *const acc_cols =
-        "SELECT a.id, a.kind, a.ref, a.name, a.floor_fen, a.balance_fen, "
-        "  (SELECT COALESCE(sum(amount_fen), 0) FROM transfer WHERE to_account = a.id) AS in_fen, "
-        "  (SELECT COALESCE(sum(amount_fen), 0) FROM transfer WHERE from_account = a.id) "
-        "    AS out_fen FROM account a ";
-    PGresult *acc =
-        id ? bf_db_prep(r->db, "funds_account_get",
-                        bf_arena_printf(r->arena, "%sWHERE a.id = $1", acc_cols), 1, p, NULL,
-                        NULL)
-           : bf_db_prep(r->db, "funds_account_get_r",
-                        bf_arena_printf(r->arena,
-                                        "%sWHERE a.kind = 'recipient' AND a.ref = $1",
-                                        acc_cols),
-                        1, p, NULL, NULL);
-    if (!acc) return bf_req_db_fail(r);
-    if (PQntuples(acc) != 1) {
-        PQclear(acc);
+    const char *p[] = {id ? bf_req_itoa(r, id) : recipient, bf_req_itoa(r, before),
+                       bf_req_itoa(r, limit + 1)};
+    char *sql = bf_arena_printf(r->arena,
+                                id ? S_ACCOUNT_GET_SQL("a.id = $1::bigint")
+                                   : S_ACCOUNT_GET_SQL("a.kind = 'recipient' AND a.ref = $1"),
+                                s_entry_cols);
+    if (!sql) return bf_req_fail(r, BF_E_EXHAUSTED, NULL, "out of memory");
+    PGresult *res = bf_db_prep(r->db, id ? "funds_account_get1" : "funds_account_get1_r", sql, 3,
+                               p, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    if (PQntuples(res) == 0) {
+        PQclear(res);
         if (recipient)
             return bf_req_fail(r, BF_E_NOT_FOUND, "recipient",
                                "no money was ever paid to %s", recipient);
         return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no account %lld", (long long)id);
     }
-    id = bf_db_int(acc, 0, "id");
-    char *sql = bf_arena_printf(
-        r->arena,
-        "SELECT %s FROM (SELECT * FROM (SELECT * FROM transfer WHERE from_account = $1 "
-        "  AND id < $2 ORDER BY id DESC LIMIT $3) o UNION ALL "
-        "  SELECT * FROM (SELECT * FROM transfer WHERE to_account = $1 AND id < $2 "
-        "  ORDER BY id DESC LIMIT $3) i) t ORDER BY t.id DESC LIMIT $3",
-        s_entry_cols);
-    const char *ep[] = {bf_req_itoa(r, id), bf_req_itoa(r, before), bf_req_itoa(r, limit + 1)};
-    PGresult *ent = bf_db_prep(r->db, "funds_account_entries", sql, 3, ep, NULL, NULL);
-    if (!ent) {
-        PQclear(acc);
-        return bf_req_db_fail(r);
-    }
-    int shown = bf_page_shown(ent, limit);
+    id = bf_db_int(res, 0, "acc_id");
+    int n = bf_db_null(res, 0, "id") ? 0 : PQntuples(res); /* entries on this page + 1 */
+    int shown = n > limit ? (int)limit : n;
     msgpack_pack_map(r->out, 10);
     bf_mp_kv_int(r->out, "id", id);
-    bf_mp_kv_str(r->out, "kind", bf_db_str(acc, 0, "kind"));
-    bf_mp_kv_str(r->out, "ref", bf_db_str(acc, 0, "ref"));
-    bf_mp_kv_str(r->out, "name", bf_db_str(acc, 0, "name"));
-    s_kv_opt_int(r->out, acc, 0, "floor_fen");
-    bf_mp_kv_int(r->out, "balance_fen", bf_db_int(acc, 0, "balance_fen"));
-    bf_mp_kv_int(r->out, "in_fen", bf_db_int(acc, 0, "in_fen"));
-    bf_mp_kv_int(r->out, "out_fen", bf_db_int(acc, 0, "out_fen"));
+    bf_mp_kv_str(r->out, "kind", bf_db_str(res, 0, "acc_kind"));
+    bf_mp_kv_str(r->out, "ref", bf_db_str(res, 0, "acc_ref"));
+    bf_mp_kv_str(r->out, "name", bf_db_str(res, 0, "acc_name"));
+    s_kv_opt_int(r->out, res, 0, "floor_fen");
+    bf_mp_kv_int(r->out, "balance_fen", bf_db_int(res, 0, "balance_fen"));
+    bf_mp_kv_int(r->out, "in_fen", bf_db_int(res, 0, "in_fen"));
+    bf_mp_kv_int(r->out, "out_fen", bf_db_int(res, 0, "out_fen"));
     bf_mp_key(r->out, "entries");
     msgpack_pack_array(r->out, (size_t)shown);
-    for (int i = 0; i < shown; i++) s_pack_entry(r->out, ent, i, id);
-    bf_page_end(r, ent, limit, "id");
-    PQclear(ent);
-    PQclear(acc);
+    for (int i = 0; i < shown; i++) s_pack_entry(r->out, res, i, id);
+    bf_page_end(r, res, limit, "id"); /* a next page only when n > limit */
+    PQclear(res);
     return 0;
 }
 

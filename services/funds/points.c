@@ -985,53 +985,51 @@ int points_account(bf_req_t *r)
     if (bf_req_int(r, r->params, NULL, "limit", false, BF_PAGE_MIN, BF_PAGE_MAX, &limit) < 0)
         return -1;
     if (bf_page_cursor(r, &before) < 0) return -1;
-    const char *p[] = {bf_req_itoa(r, household_id)};
+    /* one statement: the account and its figures (computed once, in a
+     * materialised CTE) with its page of entries joined on (no entries: one
+     * row with the entry columns NULL); the region is checked on the row */
+    const char *p[] = {bf_req_itoa(r, household_id), bf_req_itoa(r, before),
+                       bf_req_itoa(r, limit + 1)};
     PGresult *acc = bf_db_prep(
-        r->db, "points_account_get",
-        "SELECT a.id, a.region, a.balance, "
+        r->db, "points_account_get1",
+        "WITH acc AS MATERIALIZED (SELECT a.id AS acc_id, a.region AS acc_region, "
+        "  a.balance AS acc_balance, "
         "  (SELECT COALESCE(sum(amount), 0) FROM points_movement m "
         "    WHERE m.household_id = a.household_id AND m.to_account = a.id "
-        "      AND m.kind = 'earn') AS earned, "
+        "      AND m.kind = 'earn') AS acc_earned, "
         "  (SELECT COALESCE(sum(amount), 0) FROM points_movement m "
         "    WHERE m.household_id = a.household_id AND m.from_account = a.id "
-        "      AND m.kind = 'redeem') AS redeemed, "
+        "      AND m.kind = 'redeem') AS acc_redeemed, "
         "  (SELECT count(*) FROM points_earning e WHERE e.household_id = a.household_id "
-        "    AND e.state = 'proposed') AS pending "
-        "FROM points_account a WHERE a.kind = 'household' AND a.household_id = $1",
-        1, p, NULL, NULL);
+        "    AND e.state = 'proposed') AS acc_pending "
+        "  FROM points_account a WHERE a.kind = 'household' AND a.household_id = $1) "
+        "SELECT acc.*, x.* FROM acc LEFT JOIN LATERAL (SELECT " S_ENTRY_COLS
+        "  FROM points_entry e WHERE (e.from_account = acc.acc_id OR e.to_account = acc.acc_id) "
+        "  AND e.id < $2 ORDER BY e.id DESC LIMIT $3) x ON true "
+        "ORDER BY x.id DESC",
+        3, p, NULL, NULL);
     if (!acc) return bf_req_db_fail(r);
-    if (PQntuples(acc) != 1 ||
-        (r->region && *r->region && !bf_req_in_region(r, bf_db_str(acc, 0, "region")))) {
+    if (PQntuples(acc) == 0 ||
+        (r->region && *r->region && !bf_req_in_region(r, bf_db_str(acc, 0, "acc_region")))) {
         PQclear(acc);
         return bf_req_fail(r, BF_E_NOT_FOUND, "household_id",
                            "household %lld has no points account", (long long)household_id);
     }
-    int64_t id = bf_db_int(acc, 0, "id");
-    const char *ep[] = {bf_req_itoa(r, id), bf_req_itoa(r, before), bf_req_itoa(r, limit + 1)};
-    PGresult *ent = bf_db_prep(
-        r->db, "points_account_entries",
-        "SELECT " S_ENTRY_COLS " FROM points_entry e "
-        "WHERE (e.from_account = $1 OR e.to_account = $1) AND e.id < $2 "
-        "ORDER BY e.id DESC LIMIT $3",
-        3, ep, NULL, NULL);
-    if (!ent) {
-        PQclear(acc);
-        return bf_req_db_fail(r);
-    }
-    int shown = bf_page_shown(ent, limit);
+    int64_t id = bf_db_int(acc, 0, "acc_id");
+    int n = bf_db_null(acc, 0, "id") ? 0 : PQntuples(acc); /* entries on this page + 1 */
+    int shown = n > limit ? (int)limit : n;
     msgpack_pack_map(r->out, 9);
     bf_mp_kv_int(r->out, "account_id", id);
     bf_mp_kv_int(r->out, "household_id", household_id);
-    bf_mp_kv_str(r->out, "region", bf_db_str(acc, 0, "region"));
-    bf_mp_kv_int(r->out, "balance", bf_db_int(acc, 0, "balance"));
-    bf_mp_kv_int(r->out, "earned", bf_db_int(acc, 0, "earned"));
-    bf_mp_kv_int(r->out, "redeemed", bf_db_int(acc, 0, "redeemed"));
-    bf_mp_kv_int(r->out, "pending", bf_db_int(acc, 0, "pending"));
+    bf_mp_kv_str(r->out, "region", bf_db_str(acc, 0, "acc_region"));
+    bf_mp_kv_int(r->out, "balance", bf_db_int(acc, 0, "acc_balance"));
+    bf_mp_kv_int(r->out, "earned", bf_db_int(acc, 0, "acc_earned"));
+    bf_mp_kv_int(r->out, "redeemed", bf_db_int(acc, 0, "acc_redeemed"));
+    bf_mp_kv_int(r->out, "pending", bf_db_int(acc, 0, "acc_pending"));
     bf_mp_key(r->out, "entries");
     msgpack_pack_array(r->out, (size_t)shown);
-    for (int i = 0; i < shown; i++) s_pack_entry(r->out, ent, i, id);
-    bf_page_end(r, ent, limit, "id");
-    PQclear(ent);
+    for (int i = 0; i < shown; i++) s_pack_entry(r->out, acc, i, id);
+    bf_page_end(r, acc, limit, "id"); /* a next page only when n > limit */
     PQclear(acc);
     return 0;
 }

@@ -123,47 +123,33 @@ static const char *s_tranche_cols =
     "t.state, t.requested_by, t.approved_by, t.approval_note, t.disbursed_by, t.transfer_id, "
     "to_char(t.requested_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS requested_at";
 
-static void s_kv_opt(msgpack_packer *pk, const PGresult *res, int i, const char *col)
-{
-    if (bf_db_null(res, i, col))
-        bf_mp_kv_nil(pk, col);
-    else
-        bf_mp_kv_int(pk, col, bf_db_int(res, i, col));
-}
-
-static void s_pack_tranche(msgpack_packer *pk, const PGresult *res, int i)
-{
-    msgpack_pack_map(pk, 14);
-    bf_mp_kv_int(pk, "id", bf_db_int(res, i, "id"));
-    s_kv_opt(pk, res, i, "project_id");
-    s_kv_opt(pk, res, i, "budget_id");
-    bf_mp_kv_int(pk, "seq", bf_db_int(res, i, "seq"));
-    bf_mp_kv_int(pk, "amount_fen", bf_db_int(res, i, "amount_fen"));
-    bf_mp_kv_str(pk, "recipient", bf_db_str(res, i, "recipient"));
-    bf_mp_kv_str(pk, "purpose", bf_db_str(res, i, "purpose"));
-    bf_mp_kv_str(pk, "state", bf_db_str(res, i, "state"));
-    bf_mp_kv_str(pk, "requested_by", bf_db_str(res, i, "requested_by"));
-    bf_mp_kv_str(pk, "requested_at", bf_db_str(res, i, "requested_at"));
-    bf_mp_kv_str(pk, "approved_by", bf_db_str(res, i, "approved_by"));
-    bf_mp_kv_str(pk, "approval_note", bf_db_str(res, i, "approval_note"));
-    bf_mp_kv_str(pk, "disbursed_by", bf_db_str(res, i, "disbursed_by"));
-    s_kv_opt(pk, res, i, "transfer_id");
-}
-
+/* One statement: the project, its location (the region scope is checked on it,
+ * out of scope answering not_found as funds_scope_project does), its figures
+ * and its tranches (a JSON array, funds_pack_json_list): each tranche is
+ * {id, project_id, budget_id, seq, amount_fen, recipient, purpose, state,
+ * requested_by, requested_at, approved_by, approval_note, disbursed_by,
+ * transfer_id}, absent ids nil. */
 int project_get(bf_req_t *r)
 {
     int64_t id;
     if (funds_req_id(r, "id", true, &id) != 0) return -1;
-    if (funds_scope_project(r, id, false, "id") != 0) return -1;
     const char *p[] = {bf_req_itoa(r, id)};
     PGresult *res = bf_db_prep(
-        r->db, "funds_project_get",
+        r->db, "funds_project_get1",
         "SELECT j.id, j.budget_id, j.name, j.kind, j.location, j.unit_id, j.beneficiaries, "
         "  j.target, j.amount_fen, j.description, j.created_by, a.balance_fen, "
         "  (SELECT COALESCE(sum(m.amount_fen), 0) FROM movement m "
         "    WHERE m.project_id = j.id AND m.kind = 'project_funding') AS funded_fen, "
         "  (SELECT COALESCE(sum(m.amount_fen), 0) FROM movement m "
-        "    WHERE m.project_id = j.id AND m.kind = 'disbursement') AS disbursed_fen "
+        "    WHERE m.project_id = j.id AND m.kind = 'disbursement') AS disbursed_fen, "
+        "  (SELECT json_agg(json_build_object('id', t.id, 'project_id', t.project_id, "
+        "     'budget_id', t.budget_id, 'seq', t.seq, 'amount_fen', t.amount_fen, "
+        "     'recipient', t.recipient, 'purpose', t.purpose, 'state', t.state, "
+        "     'requested_by', t.requested_by, 'requested_at', "
+        "     to_char(t.requested_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
+        "     'approved_by', t.approved_by, 'approval_note', t.approval_note, "
+        "     'disbursed_by', t.disbursed_by, 'transfer_id', t.transfer_id) "
+        "     ORDER BY t.seq)::text FROM tranche t WHERE t.payer_id = j.id) AS tranches "
         "FROM project j JOIN account a ON a.id = j.id WHERE j.id = $1",
         1, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
@@ -171,13 +157,12 @@ int project_get(bf_req_t *r)
         PQclear(res);
         return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no project %lld", (long long)id);
     }
-    char *sql = bf_arena_printf(r->arena,
-                                "SELECT %s FROM tranche t WHERE t.payer_id = $1 ORDER BY t.seq",
-                                s_tranche_cols);
-    PGresult *tr = bf_db_prep(r->db, "funds_project_tranches", sql, 1, p, NULL, NULL);
-    if (!tr) {
+    const char *loc = bf_db_null(res, 0, "location")
+                          ? NULL
+                          : bf_arena_strndup(r->arena, bf_db_str(res, 0, "location"), 12);
+    if (funds_scope_location(r, loc, false, "id", "project", id) != 0) {
         PQclear(res);
-        return bf_req_db_fail(r);
+        return -1;
     }
     msgpack_pack_map(r->out, 15);
     bf_mp_kv_int(r->out, "id", id);
@@ -195,12 +180,9 @@ int project_get(bf_req_t *r)
     bf_mp_kv_int(r->out, "balance_fen", bf_db_int(res, 0, "balance_fen"));
     bf_mp_kv_str(r->out, "created_by", bf_db_str(res, 0, "created_by"));
     bf_mp_key(r->out, "tranches");
-    int n = PQntuples(tr);
-    msgpack_pack_array(r->out, (size_t)n);
-    for (int i = 0; i < n; i++) s_pack_tranche(r->out, tr, i);
-    PQclear(tr);
+    int rc = funds_pack_json_list(r, res, 0, "tranches");
     PQclear(res);
-    return 0;
+    return rc;
 }
 
 /* ------------------------------------------------------------ tranches */

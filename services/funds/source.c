@@ -143,48 +143,38 @@ static void s_pack_source(msgpack_packer *pk, const PGresult *res, int i)
     bf_mp_kv_int(pk, "balance_fen", bf_db_int(res, i, "balance_fen"));
 }
 
+/* One statement: the source, its figures and what it received by year (a JSON
+ * array, funds_pack_json_list). */
 int source_get(bf_req_t *r)
 {
     int64_t id;
     if (funds_req_id(r, "id", true, &id) != 0) return -1;
     const char *p[] = {bf_req_itoa(r, id)};
-    char *sql = bf_arena_printf(r->arena,
-                                "SELECT %s FROM source s JOIN account a ON a.id = s.id "
-                                "WHERE s.id = $1",
-                                s_source_cols);
-    PGresult *res = bf_db_prep(r->db, "funds_source_get", sql, 1, p, NULL, NULL);
+    char *sql = bf_arena_printf(
+        r->arena,
+        "SELECT %s, "
+        " (SELECT json_agg(json_build_object('year', q.year, 'received_fen', q.received_fen) "
+        "   ORDER BY q.year)::text FROM (SELECT year, sum(amt)::bigint AS received_fen FROM ( "
+        "     SELECT year, amount_fen AS amt FROM transfer WHERE to_account = s.id "
+        "       AND kind = 'receipt' "
+        "     UNION ALL SELECT year, -amount_fen FROM transfer WHERE from_account = s.id "
+        "       AND kind = 'reversal' AND to_account = s.external_id) y "
+        "   GROUP BY year) q) AS received_by_year "
+        "FROM source s JOIN account a ON a.id = s.id WHERE s.id = $1",
+        s_source_cols);
+    if (!sql) return bf_req_fail(r, BF_E_EXHAUSTED, NULL, "out of memory");
+    PGresult *res = bf_db_prep(r->db, "funds_source_get1", sql, 1, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
     if (PQntuples(res) != 1) {
         PQclear(res);
         return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no source %lld", (long long)id);
     }
-    PGresult *years = bf_db_prep(
-        r->db, "funds_source_years",
-        "SELECT year, sum(amt) AS received_fen FROM ( "
-        "  SELECT year, amount_fen AS amt FROM transfer WHERE to_account = $1 "
-        "    AND kind = 'receipt' "
-        "  UNION ALL SELECT year, -amount_fen FROM transfer WHERE from_account = $1 "
-        "    AND kind = 'reversal' "
-        "    AND to_account = (SELECT external_id FROM source WHERE id = $1)) q "
-        "GROUP BY year ORDER BY year",
-        1, p, NULL, NULL);
-    if (!years) {
-        PQclear(res);
-        return bf_req_db_fail(r);
-    }
     msgpack_pack_map(r->out, 8);
     s_pack_source(r->out, res, 0);
     bf_mp_key(r->out, "received_by_year");
-    int n = PQntuples(years);
-    msgpack_pack_array(r->out, (size_t)n);
-    for (int i = 0; i < n; i++) {
-        msgpack_pack_map(r->out, 2);
-        bf_mp_kv_int(r->out, "year", bf_db_int(years, i, "year"));
-        bf_mp_kv_int(r->out, "received_fen", bf_db_int(years, i, "received_fen"));
-    }
-    PQclear(years);
+    int rc = funds_pack_json_list(r, res, 0, "received_by_year");
     PQclear(res);
-    return 0;
+    return rc;
 }
 
 int source_list(bf_req_t *r)

@@ -268,7 +268,8 @@ int assessment_run(bf_req_t *r)
     for (int k = 0; k < 2; k++) {
         int first = -1, n = 0;
         for (int i = 0; i < PQntuples(res); i++) {
-            if (strcmp(bf_db_str(res, i, "subject_kind"), kinds[k]) != 0) continue;
+            const char *kind = bf_db_str(res, i, "subject_kind"); /* NULL: no results */
+            if (!kind || strcmp(kind, kinds[k]) != 0) continue;
             if (first < 0) first = i;
             n++;
         }
@@ -346,34 +347,31 @@ int assessment_get(bf_req_t *r)
     if (bf_req_int(r, r->params, NULL, "year", true, 2000, 2100, &year) != 0) return -1;
     if (bf_req_int(r, r->params, NULL, "run_id", false, 1, INT64_MAX, &run) < 0) return -1;
     const char *p[] = {bf_req_itoa(r, year), run ? bf_req_itoa(r, run) : NULL};
-    PGresult *hd = bf_db_prep(r->db, "assess_run_get",
-                              "SELECT id, year, w_ind, w_time, w_sat, pass_bp, run_by, "
-                              " rfc3339(run_at) AS run_at FROM assessment_run "
-                              "WHERE year = $1::int AND ($2::bigint IS NULL OR id = $2) "
-                              "ORDER BY id DESC LIMIT 1",
-                              2, p, NULL, NULL);
-    if (!hd) return bf_req_db_fail(r);
-    if (PQntuples(hd) == 0) {
-        PQclear(hd);
+    /* one statement: the run with its results joined on (a run without
+     * results gives one row whose result columns are NULL) */
+    PGresult *res = bf_db_prep(r->db, "assess_get1",
+                               "WITH hd AS (SELECT id AS h_id, w_ind, w_time, w_sat, pass_bp, "
+                               "  run_by, rfc3339(run_at) AS run_at FROM assessment_run "
+                               "  WHERE year = $1::int AND ($2::bigint IS NULL OR id = $2) "
+                               "  ORDER BY id DESC LIMIT 1) "
+                               "SELECT hd.*, x.* FROM hd LEFT JOIN LATERAL (SELECT *, "
+                               "  array_to_string(veto_reasons, chr(31)) AS veto_text "
+                               "  FROM assessment_result WHERE run_id = hd.h_id) x ON true "
+                               "ORDER BY x.subject_kind, x.rank",
+                               2, p, NULL, NULL);
+    if (!res) return bf_req_db_fail(r);
+    if (PQntuples(res) == 0) {
+        PQclear(res);
         if (run)
             return bf_req_fail(r, BF_E_NOT_FOUND, "run_id", "no assessment run %lld for %lld",
                                (long long)run, (long long)year);
         return bf_req_fail(r, BF_E_NOT_FOUND, "year", "no assessment for %lld (run it first)",
                            (long long)year);
     }
-    const char *rp[] = {bf_db_str(hd, 0, "id")};
-    PGresult *res = bf_db_prep(r->db, "assess_results",
-                               "SELECT *, array_to_string(veto_reasons, chr(31)) AS veto_text "
-                               "FROM assessment_result WHERE run_id = $1::bigint "
-                               "ORDER BY subject_kind, rank",
-                               1, rp, NULL, NULL);
-    if (!res) {
-        PQclear(hd);
-        return bf_req_db_fail(r);
-    }
+    const PGresult *hd = res;
     msgpack_packer *pk = r->out;
     msgpack_pack_map(pk, 7);
-    bf_mp_kv_int(pk, "run_id", bf_db_int(hd, 0, "id"));
+    bf_mp_kv_int(pk, "run_id", bf_db_int(hd, 0, "h_id"));
     bf_mp_kv_int(pk, "year", year);
     bf_mp_kv_str(pk, "run_at", bf_db_str(hd, 0, "run_at"));
     bf_mp_kv_str(pk, "run_by", bf_db_str(hd, 0, "run_by"));
@@ -387,7 +385,8 @@ int assessment_get(bf_req_t *r)
     for (int k = 0; k < 2; k++) {
         int first = -1, n = 0;
         for (int i = 0; i < PQntuples(res); i++) {
-            if (strcmp(bf_db_str(res, i, "subject_kind"), kinds[k]) != 0) continue;
+            const char *kind = bf_db_str(res, i, "subject_kind"); /* NULL: no results */
+            if (!kind || strcmp(kind, kinds[k]) != 0) continue;
             if (first < 0) first = i;
             n++;
         }
@@ -405,7 +404,6 @@ int assessment_get(bf_req_t *r)
         for (int i = 0; i < top; i++)
             msgpack_pack_int64(pk, bf_db_int(res, first + n - 1 - i, "subject_id"));
     }
-    PQclear(hd);
     PQclear(res);
     return 0;
 }

@@ -280,11 +280,12 @@ int monitor_close(bf_req_t *r)
     return 0;
 }
 
-#define CASE_COLS                                                                             \
+#define CASE_COLS CASE_COLS_AT("$1::timestamptz")
+#define CASE_COLS_AT(now)                                                                     \
     "c.id, c.household_id, c.village_id, c.region_code, c.task_id, c.state, c.outcome, "      \
     "c.close_note, c.closed_by, rfc3339(c.closed_at) AS closed_at, c.opened_by, "            \
     "rfc3339(c.opened_at) AS opened_at, t.status AS task_status, rfc3339(t.due_at) AS due, " \
-    "(t.status <> 'closed' AND t.due_at < $1::timestamptz) AS overdue, "                   \
+    "(t.status <> 'closed' AND t.due_at < " now ") AS overdue, "                          \
     "ARRAY(SELECT DISTINCT m.cause FROM monitor_report m WHERE m.case_id = c.id "           \
     "      ORDER BY m.cause)::text AS causes "
 
@@ -325,18 +326,28 @@ static void s_pack_case(tasks_map_t *m, const PGresult *res, int i)
     tm_col_str(m, "close_note", res, i, "close_note");
 }
 
+/* monitor.get is one statement: the case, its task's status, the clock
+ * (TASKS_NOW_SQL) and its reports as a JSON array in the reply's keys and
+ * order, appended as msgpack (bf_json_to_msgpack); the region is checked on
+ * the row. $1 system now, $2 id, $3 manual clock. */
 int monitor_get(bf_req_t *r)
 {
     int64_t id;
     if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
-    const char *now = tasks_now(r);
-    if (!now) return -1;
-    const char *p[] = {now, bf_req_itoa(r, id)};
-    PGresult *res = bf_db_prep(r->db, "monitor_get",
-                               "SELECT " CASE_COLS
-                               "FROM monitor_case c JOIN task t ON t.id = c.task_id "
-                               "WHERE c.id = $2::bigint",
-                               2, p, NULL, NULL);
+    const char *sys, *manual;
+    if (tasks_now_params(r, &sys, &manual) != 0) return -1;
+    const char *p[] = {sys, bf_req_itoa(r, id), manual};
+    PGresult *res = bf_db_prep(
+        r->db, "monitor_get_full",
+        "SELECT " CASE_COLS_AT(TASKS_NOW_SQL("$1", "$3")) ", "
+        " (SELECT json_agg(json_build_object('id', x.id, 'cause', x.cause, "
+        "   'income_fen', x.income_fen, 'persons', x.persons, 'spending_fen', x.spending_fen, "
+        "   'note', x.note, 'reported_by', x.reported_by, "
+        "   'reported_at', rfc3339(x.reported_at)) ORDER BY x.id)::text "
+        "  FROM monitor_report x WHERE x.case_id = c.id) AS reports "
+        "FROM monitor_case c JOIN task t ON t.id = c.task_id "
+        "WHERE c.id = $2::bigint",
+        3, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
     if (PQntuples(res) == 0) {
         PQclear(res);
@@ -350,38 +361,16 @@ int monitor_get(bf_req_t *r)
         PQclear(res);
         return -1;
     }
-    const char *rp[] = {bf_req_itoa(r, id)};
-    PGresult *rep = bf_db_prep(r->db, "monitor_reports",
-                               "SELECT id, cause, income_fen, persons, spending_fen, note, "
-                               " reported_by, rfc3339(reported_at) AS reported_at "
-                               "FROM monitor_report WHERE case_id = $1::bigint ORDER BY id",
-                               1, rp, NULL, NULL);
-    if (!rep) {
-        PQclear(res);
-        return bf_req_db_fail(r);
-    }
     tasks_map_t m;
     tasks_map_begin(&m);
     s_pack_case(&m, res, 0);
-    tm_key(&m, "reports");
-    int n = PQntuples(rep);
-    msgpack_pack_array(tm_pk(&m), (size_t)n);
-    for (int i = 0; i < n; i++) {
-        tasks_map_t x;
-        tasks_map_begin(&x);
-        tm_col_int(&x, "id", rep, i, "id");
-        tm_col_str(&x, "cause", rep, i, "cause");
-        tm_col_int(&x, "income_fen", rep, i, "income_fen");
-        tm_col_int(&x, "persons", rep, i, "persons");
-        tm_col_int(&x, "spending_fen", rep, i, "spending_fen");
-        tm_col_str(&x, "note", rep, i, "note");
-        tm_col_str(&x, "reported_by", rep, i, "reported_by");
-        tm_col_str(&x, "reported_at", rep, i, "reported_at");
-        tasks_map_end(&x, tm_pk(&m));
+    int rc = tm_json_list(r, &m, "reports", res, 0, "reports");
+    PQclear(res);
+    if (rc != 0) {
+        msgpack_sbuffer_destroy(&m.buf);
+        return -1;
     }
     tasks_map_end(&m, r->out);
-    PQclear(res);
-    PQclear(rep);
     return 0;
 }
 

@@ -79,45 +79,78 @@ static int s_insert_measures(bf_req_t *r, int64_t plan_id, const s_measure_t *ms
     return 0;
 }
 
-/* Packs plan id with measures, signatures, missing signers and revisions. */
-static int s_pack_plan(bf_req_t *r, int64_t id)
+/* The configured signers as a PostgreSQL text array literal (arena). */
+static const char *s_signers_array(bf_req_t *r)
 {
     const tasks_t *ts = tasks_of(r);
-    const char *p[] = {bf_req_itoa(r, id)};
+    size_t cap = 3;
+    for (int k = 0; k < ts->nsigners; k++) cap += 2 * strlen(ts->signers[k]) + 3;
+    char *out = bf_arena_alloc(r->arena, cap), *o = out;
+    if (!out) return NULL;
+    *o++ = '{';
+    for (int k = 0; k < ts->nsigners; k++) {
+        if (k) *o++ = ',';
+        *o++ = '"';
+        for (const char *c = ts->signers[k]; *c; c++) {
+            if (*c == '"' || *c == '\\') *o++ = '\\';
+            *o++ = *c;
+        }
+        *o++ = '"';
+    }
+    *o++ = '}';
+    *o = '\0';
+    return out;
+}
+
+/* Packs plan id with measures, signatures, missing signers (the configured
+ * signers, in their order, that have not signed) and revisions, read in ONE
+ * statement whose lists are JSON arrays in the reply's keys and order
+ * (tm_json_list). With read_field set (plan.get) the region scope is checked
+ * on the plan's subject (s_plan_scope's rule, over the registry, not SQL). */
+static int s_pack_plan_scoped(bf_req_t *r, int64_t id, const char *read_field)
+{
+    const char *signers = s_signers_array(r);
+    if (!signers) return bf_req_fail(r, BF_E_EXHAUSTED, NULL, "out of memory");
+    const char *p[] = {bf_req_itoa(r, id), signers};
     PGresult *pl = bf_db_prep(
-        r->db, "plan_get",
-        "SELECT id, root_id, revision, kind, subject_kind, subject_id, title, year_from, "
-        " year_to, status, revise_reason, superseded_by, created_by, "
-        " rfc3339(created_at) AS created_at, rfc3339(submitted_at) AS submitted_at, "
-        " rfc3339(signed_at) AS signed_at FROM plan WHERE id = $1::bigint",
-        1, p, NULL, NULL);
+        r->db, "plan_get_full",
+        "SELECT p.id, p.root_id, p.revision, p.kind, p.subject_kind, p.subject_id, p.title, "
+        " p.year_from, p.year_to, p.status, p.revise_reason, p.superseded_by, p.created_by, "
+        " rfc3339(p.created_at) AS created_at, rfc3339(p.submitted_at) AS submitted_at, "
+        " rfc3339(p.signed_at) AS signed_at, "
+        " (SELECT json_agg(json_build_object('seq', x.seq, 'what', x.what, 'owner', "
+        "    CASE WHEN x.owner_kind IS NULL THEN NULL ELSE json_build_object('kind', "
+        "      x.owner_kind, 'id', COALESCE(x.owner_id, 0)) END, "
+        "    'due', x.due_on::text, 'cost_fen', x.cost_fen) ORDER BY x.seq)::text "
+        "  FROM plan_measure x WHERE x.plan_id = p.id) AS measures, "
+        " (SELECT json_agg(json_build_object('role', g.role, 'actor', g.actor, 'note', g.note, "
+        "    'signed_at', rfc3339(g.signed_at)) ORDER BY g.seq)::text "
+        "  FROM plan_signature g WHERE g.plan_id = p.id) AS signatures, "
+        " (SELECT json_agg(u.role ORDER BY u.k)::text "
+        "  FROM unnest($2::text[]) WITH ORDINALITY u(role, k) WHERE NOT EXISTS ( "
+        "    SELECT 1 FROM plan_signature g WHERE g.plan_id = p.id AND g.role = u.role)) "
+        "  AS missing_signers, "
+        " (SELECT json_agg(json_build_object('id', v.id, 'revision', v.revision, "
+        "    'status', v.status) ORDER BY v.revision)::text "
+        "  FROM plan v WHERE v.root_id = p.root_id) AS revisions "
+        "FROM plan p WHERE p.id = $1::bigint",
+        2, p, NULL, NULL);
     if (!pl) return bf_req_db_fail(r);
     if (PQntuples(pl) == 0) {
         PQclear(pl);
         return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no plan with id %lld", (long long)id);
     }
-    const char *rp[] = {bf_db_str(pl, 0, "root_id")};
-    PGresult *ms = bf_db_prep(r->db, "plan_get_measures",
-                              "SELECT seq, what, owner_kind, owner_id, due_on::text AS due_on, "
-                              " cost_fen FROM plan_measure WHERE plan_id = $1::bigint "
-                              "ORDER BY seq",
-                              1, p, NULL, NULL);
-    PGresult *sg = ms ? bf_db_prep(r->db, "plan_get_signatures",
-                                   "SELECT role, actor, note, rfc3339(signed_at) AS signed_at "
-                                   "FROM plan_signature WHERE plan_id = $1::bigint "
-                                   "ORDER BY seq",
-                                   1, p, NULL, NULL)
-                      : NULL;
-    PGresult *rv = sg ? bf_db_prep(r->db, "plan_get_revisions",
-                                   "SELECT id, revision, status, superseded_by FROM plan "
-                                   "WHERE root_id = $1::bigint ORDER BY revision",
-                                   1, rp, NULL, NULL)
-                      : NULL;
-    if (!rv) {
-        PQclear(pl);
-        if (ms) PQclear(ms);
-        if (sg) PQclear(sg);
-        return bf_req_db_fail(r);
+    if (read_field && r->region && *r->region) {
+        char kind[16];
+        snprintf(kind, sizeof kind, "%s", bf_db_str(pl, 0, "subject_kind"));
+        if (tasks_scope_subject(r, kind, bf_db_int(pl, 0, "subject_id"), false, read_field) !=
+            0) {
+            PQclear(pl);
+            if (strcmp(r->err.code, BF_E_NOT_FOUND) != 0) return -1;
+            memset(&r->err, 0, sizeof r->err);
+            return bf_req_fail(r, BF_E_NOT_FOUND, read_field, "no plan with id %lld",
+                               (long long)id);
+        }
     }
     tasks_map_t m;
     tasks_map_begin(&m);
@@ -141,68 +174,23 @@ static int s_pack_plan(bf_req_t *r, int64_t id)
     tm_col_str(&m, "created_at", pl, 0, "created_at");
     tm_col_str(&m, "submitted_at", pl, 0, "submitted_at");
     tm_col_str(&m, "signed_at", pl, 0, "signed_at");
-    tm_key(&m, "measures");
-    int n = PQntuples(ms);
-    msgpack_pack_array(pk, (size_t)n);
-    for (int i = 0; i < n; i++) {
-        msgpack_pack_map(pk, 5);
-        bf_mp_kv_int(pk, "seq", bf_db_int(ms, i, "seq"));
-        bf_mp_kv_str(pk, "what", bf_db_str(ms, i, "what"));
-        bf_mp_key(pk, "owner");
-        if (bf_db_null(ms, i, "owner_kind")) {
-            msgpack_pack_nil(pk);
-        } else {
-            msgpack_pack_map(pk, 2);
-            bf_mp_kv_str(pk, "kind", bf_db_str(ms, i, "owner_kind"));
-            bf_mp_kv_int(pk, "id", bf_db_int(ms, i, "owner_id"));
-        }
-        bf_mp_kv_str(pk, "due", bf_db_str(ms, i, "due_on"));
-        if (bf_db_null(ms, i, "cost_fen"))
-            bf_mp_kv_nil(pk, "cost_fen");
-        else
-            bf_mp_kv_int(pk, "cost_fen", bf_db_int(ms, i, "cost_fen"));
-    }
-    tm_key(&m, "signatures");
-    n = PQntuples(sg);
-    msgpack_pack_array(pk, (size_t)n);
-    for (int i = 0; i < n; i++) {
-        msgpack_pack_map(pk, 4);
-        bf_mp_kv_str(pk, "role", bf_db_str(sg, i, "role"));
-        bf_mp_kv_str(pk, "actor", bf_db_str(sg, i, "actor"));
-        bf_mp_kv_str(pk, "note", bf_db_str(sg, i, "note"));
-        bf_mp_kv_str(pk, "signed_at", bf_db_str(sg, i, "signed_at"));
-    }
-    tm_key(&m, "missing_signers");
-    int missing = 0;
-    for (int k = 0; k < ts->nsigners; k++) {
-        bool found = false;
-        for (int i = 0; i < n && !found; i++)
-            found = !strcmp(bf_db_str(sg, i, "role"), ts->signers[k]);
-        if (!found) missing++;
-    }
-    msgpack_pack_array(pk, (size_t)missing);
-    for (int k = 0; k < ts->nsigners; k++) {
-        bool found = false;
-        for (int i = 0; i < n && !found; i++)
-            found = !strcmp(bf_db_str(sg, i, "role"), ts->signers[k]);
-        if (!found) bf_mp_str(pk, ts->signers[k]);
-    }
-    tm_key(&m, "revisions");
-    n = PQntuples(rv);
-    msgpack_pack_array(pk, (size_t)n);
-    for (int i = 0; i < n; i++) {
-        msgpack_pack_map(pk, 3);
-        bf_mp_kv_int(pk, "id", bf_db_int(rv, i, "id"));
-        bf_mp_kv_int(pk, "revision", bf_db_int(rv, i, "revision"));
-        bf_mp_kv_str(pk, "status", bf_db_str(rv, i, "status"));
+    int rc = 0;
+    if (tm_json_list(r, &m, "measures", pl, 0, "measures") != 0 ||
+        tm_json_list(r, &m, "signatures", pl, 0, "signatures") != 0 ||
+        tm_json_list(r, &m, "missing_signers", pl, 0, "missing_signers") != 0 ||
+        tm_json_list(r, &m, "revisions", pl, 0, "revisions") != 0)
+        rc = -1;
+    PQclear(pl);
+    if (rc != 0) {
+        msgpack_sbuffer_destroy(&m.buf);
+        return -1;
     }
     tasks_map_end(&m, r->out);
-    PQclear(pl);
-    PQclear(ms);
-    PQclear(sg);
-    PQclear(rv);
     return 0;
 }
+
+/* Packs plan id (the writes' reply). */
+static int s_pack_plan(bf_req_t *r, int64_t id) { return s_pack_plan_scoped(r, id, NULL); }
 
 /* Region scoping of an existing plan: its subject must lie under a
  * region-bound caller's region (tasks_scope_subject). An unknown plan passes,
@@ -235,8 +223,7 @@ int plan_get(bf_req_t *r)
 {
     int64_t id;
     if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
-    if (s_plan_scope(r, id, false) != 0) return -1;
-    return s_pack_plan(r, id);
+    return s_pack_plan_scoped(r, id, "id");
 }
 
 int plan_create(bf_req_t *r)

@@ -254,66 +254,70 @@ static int s_insert(bf_req_t *r, s_problem_t *pb, int64_t inspection_id, const c
     return tasks_emit(r, &ev, "problem.opened", "problem", *pid);
 }
 
+/* Packs problem id with its tasks in ONE statement: the problem's columns
+ * (prefixed p_, repeated on each row) with its tasks joined on, each row a
+ * task for tasks_pack_task; the clock is part of it (TASKS_NOW_SQL) and the
+ * region is checked on the row. $1 system now, $2 time zone, $3 id,
+ * $4 manual clock. */
+#define S_NOW TASKS_NOW_SQL("$1", "$4")
 static int s_pack_problem(bf_req_t *r, int64_t id)
 {
-    const char *now = tasks_now(r);
-    if (!now) return -1;
-    const char *p[] = {bf_req_itoa(r, id), now, tasks_of(r)->timezone};
+    const char *sys, *manual;
+    if (tasks_now_params(r, &sys, &manual) != 0) return -1;
+    const char *p[] = {sys, tasks_of(r)->timezone, bf_req_itoa(r, id), manual};
     PGresult *pr = bf_db_prep(
-        r->db, "problem_get",
-        "SELECT id, ref, inspection_id, ledger, source, title, description, village_id, "
-        " household_id, unit_id, region_code, channel, status, "
-        " (status = 'open' AND due_at < $2::timestamptz) AS overdue, rfc3339(due_at) AS due, "
-        " rfc3339_local(due_at, $3) AS due_local, rfc3339(closed_at) AS closed_at, created_by, "
-        " rfc3339(created_at) AS created_at, "
+        r->db, "problem_get1",
+        "SELECT p.id AS p_id, p.ref AS p_ref, p.inspection_id AS p_inspection_id, "
+        " p.ledger AS p_ledger, p.source AS p_source, p.title AS p_title, "
+        " p.description AS p_description, p.village_id AS p_village_id, "
+        " p.household_id AS p_household_id, p.unit_id AS p_unit_id, "
+        " p.region_code AS p_region_code, p.channel AS p_channel, p.status AS p_status, "
+        " (p.status = 'open' AND p.due_at < " S_NOW ") AS p_overdue, "
+        " rfc3339(p.due_at) AS p_due, rfc3339_local(p.due_at, $2) AS p_due_local, "
+        " rfc3339(p.closed_at) AS p_closed_at, p.created_by AS p_created_by, "
+        " rfc3339(p.created_at) AS p_created_at, "
         " ARRAY(SELECT cadre_id FROM problem_responsible WHERE problem_id = p.id "
-        "       ORDER BY cadre_id)::text AS responsible "
-        "FROM problem p WHERE id = $1::bigint",
-        3, p, NULL, NULL);
+        "       ORDER BY cadre_id)::text AS p_responsible, x.* "
+        "FROM problem p LEFT JOIN LATERAL (SELECT " TASKS_TASK_COLS_AT(S_NOW) " "
+        "  FROM task t WHERE t.problem_id = p.id) x ON true "
+        "WHERE p.id = $3::bigint ORDER BY x.id",
+        4, p, NULL, NULL);
     if (!pr) return bf_req_db_fail(r);
     if (PQntuples(pr) == 0) {
         PQclear(pr);
         return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no problem with id %lld", (long long)id);
     }
-    if (tasks_scope_read_code(r, bf_db_null(pr, 0, "region_code") ? NULL
-                                                                  : bf_db_str(pr, 0, "region_code"),
+    if (tasks_scope_read_code(r, bf_db_null(pr, 0, "p_region_code")
+                                     ? NULL
+                                     : bf_db_str(pr, 0, "p_region_code"),
                               "id", "problem", id) != 0) {
         PQclear(pr);
         return -1;
     }
-    const char *tp[] = {now, tasks_of(r)->timezone, bf_req_itoa(r, id)};
-    char sql[2048];
-    snprintf(sql, sizeof sql, "SELECT %s FROM task t WHERE t.problem_id = $3::bigint ORDER BY t.id",
-             TASKS_TASK_COLS);
-    PGresult *ts = bf_db_prep(r->db, "problem_tasks", sql, 3, tp, NULL, NULL);
-    if (!ts) {
-        PQclear(pr);
-        return bf_req_db_fail(r);
-    }
     tasks_map_t m;
     tasks_map_begin(&m);
-    tm_col_int(&m, "id", pr, 0, "id");
-    tm_col_str(&m, "ref", pr, 0, "ref");
-    tm_col_int(&m, "inspection_id", pr, 0, "inspection_id");
-    tm_col_str(&m, "ledger", pr, 0, "ledger");
-    tm_col_str(&m, "source", pr, 0, "source");
-    tm_col_str(&m, "title", pr, 0, "title");
-    tm_col_str(&m, "description", pr, 0, "description");
-    tm_col_int(&m, "village_id", pr, 0, "village_id");
-    tm_col_int(&m, "household_id", pr, 0, "household_id");
-    tm_col_int(&m, "unit_id", pr, 0, "unit_id");
-    tm_col_str(&m, "region_code", pr, 0, "region_code");
-    tm_col_str(&m, "channel", pr, 0, "channel");
-    tm_col_str(&m, "status", pr, 0, "status");
-    tm_col_bool(&m, "overdue", pr, 0, "overdue");
-    tm_col_str(&m, "due", pr, 0, "due");
-    tm_col_str(&m, "due_local", pr, 0, "due_local");
-    tm_col_str(&m, "closed_at", pr, 0, "closed_at");
-    tm_col_str(&m, "created_by", pr, 0, "created_by");
-    tm_col_str(&m, "created_at", pr, 0, "created_at");
+    tm_col_int(&m, "id", pr, 0, "p_id");
+    tm_col_str(&m, "ref", pr, 0, "p_ref");
+    tm_col_int(&m, "inspection_id", pr, 0, "p_inspection_id");
+    tm_col_str(&m, "ledger", pr, 0, "p_ledger");
+    tm_col_str(&m, "source", pr, 0, "p_source");
+    tm_col_str(&m, "title", pr, 0, "p_title");
+    tm_col_str(&m, "description", pr, 0, "p_description");
+    tm_col_int(&m, "village_id", pr, 0, "p_village_id");
+    tm_col_int(&m, "household_id", pr, 0, "p_household_id");
+    tm_col_int(&m, "unit_id", pr, 0, "p_unit_id");
+    tm_col_str(&m, "region_code", pr, 0, "p_region_code");
+    tm_col_str(&m, "channel", pr, 0, "p_channel");
+    tm_col_str(&m, "status", pr, 0, "p_status");
+    tm_col_bool(&m, "overdue", pr, 0, "p_overdue");
+    tm_col_str(&m, "due", pr, 0, "p_due");
+    tm_col_str(&m, "due_local", pr, 0, "p_due_local");
+    tm_col_str(&m, "closed_at", pr, 0, "p_closed_at");
+    tm_col_str(&m, "created_by", pr, 0, "p_created_by");
+    tm_col_str(&m, "created_at", pr, 0, "p_created_at");
     tm_key(&m, "responsible");
     /* {1,2,3} */
-    const char *lit = bf_db_str(pr, 0, "responsible");
+    const char *lit = bf_db_str(pr, 0, "p_responsible");
     int64_t ids[MAX_RESPONSIBLE];
     size_t n = 0;
     for (const char *q = lit ? lit + 1 : ""; *q && *q != '}' && n < MAX_RESPONSIBLE;) {
@@ -324,12 +328,11 @@ static int s_pack_problem(bf_req_t *r, int64_t id)
     msgpack_pack_array(tm_pk(&m), n);
     for (size_t i = 0; i < n; i++) msgpack_pack_int64(tm_pk(&m), ids[i]);
     tm_key(&m, "tasks");
-    int nt = PQntuples(ts);
+    int nt = bf_db_null(pr, 0, "id") ? 0 : PQntuples(pr); /* no tasks: one row, NULLs */
     msgpack_pack_array(tm_pk(&m), (size_t)nt);
-    for (int i = 0; i < nt; i++) tasks_pack_task(tm_pk(&m), ts, i);
+    for (int i = 0; i < nt; i++) tasks_pack_task(tm_pk(&m), pr, i);
     tasks_map_end(&m, r->out);
     PQclear(pr);
-    PQclear(ts);
     return 0;
 }
 

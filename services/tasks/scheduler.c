@@ -471,17 +471,18 @@ int scheduler_tick(bf_req_t *r)
 
 /* ---------------------------------------------------------------- clock */
 
+/* One statement: the clock (TASKS_NOW_SQL) formatted in UTC and the zone. */
 static int s_pack_clock(bf_req_t *r)
 {
-    const char *now = tasks_now(r);
-    if (!now) return -1;
+    const char *sys, *manual;
+    if (tasks_now_params(r, &sys, &manual) != 0) return -1;
     const tasks_t *ts = tasks_of(r);
-    const char *p[] = {now, ts->timezone};
-    PGresult *res = bf_db_prep(r->db, "clock_fmt",
-                               "SELECT rfc3339($1::timestamptz) AS now, "
-                               " rfc3339_local($1::timestamptz, $2) AS now_local, "
-                               " (SELECT set_by FROM clock WHERE id = 1) AS set_by",
-                               2, p, NULL, NULL);
+    const char *p[] = {sys, ts->timezone, manual};
+    PGresult *res = bf_db_prep(r->db, "clock_fmt1",
+                               "SELECT rfc3339(n.at) AS now, rfc3339_local(n.at, $2) AS now_local, "
+                               " (SELECT set_by FROM clock WHERE id = 1) AS set_by "
+                               "FROM (SELECT " TASKS_NOW_SQL("$1", "$3") " AS at) n",
+                               3, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
     msgpack_pack_map(r->out, 5);
     bf_mp_kv_str(r->out, "now", bf_db_str(res, 0, "now"));

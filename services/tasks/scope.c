@@ -62,6 +62,30 @@ int tasks_scope_read_code(bf_req_t *r, const char *code, const char *field, cons
     return bf_req_fail(r, BF_E_NOT_FOUND, field, "no %s with id %lld", what, (long long)id);
 }
 
+/* Why the caller may not act on the task in row of res (which holds
+ * region_code, owner_kind and owner_id), or NULL if it may. */
+static const char *s_task_denied(const bf_req_t *r, const PGresult *res, int row)
+{
+    if (r->region && *r->region) {
+        const char *code =
+            bf_db_null(res, row, "region_code") ? NULL : bf_db_str(res, row, "region_code");
+        if (!code || !bf_req_in_region(r, code)) return "it lies outside the caller's region";
+    }
+    if (tasks_scope_cadre_only(r)) {
+        int64_t me = tasks_scope_cadre_id(r);
+        const char *kind = bf_db_str(res, row, "owner_kind"); /* NULL: no such task */
+        if (me <= 0 || !kind || strcmp(kind, "cadre") != 0 ||
+            bf_db_int(res, row, "owner_id") != me)
+            return "a cadre may act only on the tasks it owns";
+    }
+    return NULL;
+}
+
+bool tasks_scope_task_row(const bf_req_t *r, const PGresult *res, int row)
+{
+    return s_task_denied(r, res, row) == NULL;
+}
+
 int tasks_scope_task(bf_req_t *r, int64_t id, bool write, const char *field)
 {
     bool regional = r->region && *r->region;
@@ -77,26 +101,9 @@ int tasks_scope_task(bf_req_t *r, int64_t id, bool write, const char *field)
         PQclear(res);
         return bf_req_fail(r, BF_E_NOT_FOUND, field, "no task with id %lld", (long long)id);
     }
-    bool ok = true;
-    const char *why = "";
-    if (regional) {
-        const char *code =
-            bf_db_null(res, 0, "region_code") ? NULL : bf_db_str(res, 0, "region_code");
-        if (!code || !bf_req_in_region(r, code)) {
-            ok = false;
-            why = "it lies outside the caller's region";
-        }
-    }
-    if (ok && cadre) {
-        int64_t me = tasks_scope_cadre_id(r);
-        if (me <= 0 || strcmp(bf_db_str(res, 0, "owner_kind"), "cadre") != 0 ||
-            bf_db_int(res, 0, "owner_id") != me) {
-            ok = false;
-            why = "a cadre may act only on the tasks it owns";
-        }
-    }
+    const char *why = s_task_denied(r, res, 0);
     PQclear(res);
-    if (ok) return 0;
+    if (!why) return 0;
     if (!write)
         return bf_req_fail(r, BF_E_NOT_FOUND, field, "no task with id %lld", (long long)id);
     return bf_req_fail(r, BF_E_PERMISSION, field, "task %lld: %s", (long long)id, why);

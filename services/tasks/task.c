@@ -318,110 +318,59 @@ void tasks_pack_task_event(msgpack_packer *pk, const PGresult *res, int row, int
 }
 
 /* Packs the whole task (with history, escalations, evidence) into r->out. */
-static int s_pack_full(bf_req_t *r, int64_t id)
+/* The statement behind task.get and every write's reply: the task row, its
+ * history, escalations and evidence (attachments nested) in ONE statement,
+ * the lists as JSON arrays built in the order and with the keys of the reply
+ * (bf_json_to_msgpack appends them as msgpack, as exit.get does). The clock is
+ * part of it too (TASKS_NOW_SQL). $1 system now, $2 time zone, $3 id,
+ * $4 manual clock. */
+#define S_TASK_FULL_SQL                                                                        \
+    "SELECT " TASKS_TASK_COLS_AT(TASKS_NOW_SQL("$1", "$4")) ", "                               \
+    " (SELECT json_agg(json_build_object('from', h.from_status, 'to', h.to_status, "           \
+    "   'actor', h.actor, 'note', h.note, 'at', rfc3339(h.at)) ORDER BY h.id)::text "          \
+    "  FROM task_history h WHERE h.task_id = t.id) AS history, "                              \
+    " (SELECT json_agg(json_build_object('step', x.step, 'level', x.level, 'recipient', "      \
+    "   json_build_object('kind', x.recipient_kind, 'id', x.recipient_id), "                   \
+    "   'at', rfc3339(x.at)) ORDER BY x.step)::text "                                          \
+    "  FROM task_escalation x WHERE x.task_id = t.id) AS escalations, "                       \
+    " (SELECT json_agg(json_build_object('id', e.id, 'text', e.text, "                         \
+    "   'submitted_by', e.submitted_by, 'submitted_at', rfc3339(e.submitted_at), "             \
+    "   'attachments', COALESCE((SELECT json_agg(json_build_object('id', a.id, "               \
+    "     'name', a.name, 'content_type', a.content_type, 'size', a.size, "                    \
+    "     'sha256', a.sha256, 'has_data', a.data IS NOT NULL) ORDER BY a.id) "                 \
+    "     FROM attachment a WHERE a.evidence_id = e.id), '[]'::json)) ORDER BY e.id)::text "   \
+    "  FROM evidence e WHERE e.task_id = t.id) AS evidence "                                  \
+    "FROM task t WHERE t.id = $3::bigint"
+
+/* Packs the full task into r->out. With read_field set (task.get) the
+ * caller's scope is checked on the row read (tasks_scope_task's rule, out of
+ * scope is not_found naming read_field), so the read stays one statement. */
+static int s_pack_full(bf_req_t *r, int64_t id, const char *read_field)
 {
-    const char *now = tasks_now(r);
-    if (!now) return -1;
-    const char *p[] = {now, tasks_of(r)->timezone, bf_req_itoa(r, id)};
-    char sql[2048];
-    snprintf(sql, sizeof sql, "SELECT %s FROM task t WHERE t.id = $3::bigint", TASKS_TASK_COLS);
-    PGresult *res = bf_db_prep(r->db, "task_get", sql, 3, p, NULL, NULL);
+    const char *sys, *manual;
+    if (tasks_now_params(r, &sys, &manual) != 0) return -1;
+    const char *p[] = {sys, tasks_of(r)->timezone, bf_req_itoa(r, id), manual};
+    PGresult *res = bf_db_prep(r->db, "task_get_full", S_TASK_FULL_SQL, 4, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
-    if (PQntuples(res) == 0) {
+    if (PQntuples(res) == 0 || (read_field && !tasks_scope_task_row(r, res, 0))) {
         PQclear(res);
-        return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no task with id %lld", (long long)id);
-    }
-    const char *hp[] = {bf_req_itoa(r, id)};
-    PGresult *hist = bf_db_prep(r->db, "task_get_history",
-                                "SELECT from_status, to_status, actor, note, rfc3339(at) AS at "
-                                "FROM task_history WHERE task_id = $1::bigint ORDER BY id",
-                                1, hp, NULL, NULL);
-    PGresult *esc = hist ? bf_db_prep(r->db, "task_get_esc",
-                                      "SELECT step, level, recipient_kind, recipient_id, "
-                                      " rfc3339(at) AS at FROM task_escalation "
-                                      "WHERE task_id = $1::bigint ORDER BY step",
-                                      1, hp, NULL, NULL)
-                         : NULL;
-    PGresult *evd = esc ? bf_db_prep(r->db, "task_get_evidence",
-                                     "SELECT e.id, e.text, e.submitted_by, "
-                                     " rfc3339(e.submitted_at) AS submitted_at, "
-                                     " a.id AS att_id, a.name, a.content_type, a.size, a.sha256, "
-                                     " (a.data IS NOT NULL) AS has_data "
-                                     "FROM evidence e LEFT JOIN attachment a "
-                                     " ON a.evidence_id = e.id "
-                                     "WHERE e.task_id = $1::bigint ORDER BY e.id, a.id",
-                                     1, hp, NULL, NULL)
-                        : NULL;
-    if (!evd) {
-        PQclear(res);
-        if (hist) PQclear(hist);
-        if (esc) PQclear(esc);
-        return bf_req_db_fail(r);
+        return bf_req_fail(r, BF_E_NOT_FOUND, read_field ? read_field : "id",
+                           "no task with id %lld", (long long)id);
     }
     tasks_map_t m;
     tasks_map_begin(&m);
     s_task_all_fields(&m, res, 0);
-    msgpack_packer *out = tm_pk(&m);
-    tm_key(&m, "history");
-    int nh = PQntuples(hist);
-    msgpack_pack_array(out, (size_t)nh);
-    for (int i = 0; i < nh; i++) {
-        msgpack_pack_map(out, 5);
-        bf_mp_kv_str(out, "from", bf_db_str(hist, i, "from_status"));
-        bf_mp_kv_str(out, "to", bf_db_str(hist, i, "to_status"));
-        bf_mp_kv_str(out, "actor", bf_db_str(hist, i, "actor"));
-        bf_mp_kv_str(out, "note", bf_db_str(hist, i, "note"));
-        bf_mp_kv_str(out, "at", bf_db_str(hist, i, "at"));
-    }
-    tm_key(&m, "escalations");
-    int ne = PQntuples(esc);
-    msgpack_pack_array(out, (size_t)ne);
-    for (int i = 0; i < ne; i++) {
-        msgpack_pack_map(out, 4);
-        bf_mp_kv_int(out, "step", bf_db_int(esc, i, "step"));
-        bf_mp_kv_str(out, "level", bf_db_str(esc, i, "level"));
-        bf_mp_key(out, "recipient");
-        msgpack_pack_map(out, 2);
-        bf_mp_kv_str(out, "kind", bf_db_str(esc, i, "recipient_kind"));
-        bf_mp_kv_int(out, "id", bf_db_int(esc, i, "recipient_id"));
-        bf_mp_kv_str(out, "at", bf_db_str(esc, i, "at"));
-    }
-    tm_key(&m, "evidence");
-    int nv = PQntuples(evd), groups = 0;
-    for (int i = 0; i < nv; i++)
-        if (i == 0 || bf_db_int(evd, i, "id") != bf_db_int(evd, i - 1, "id")) groups++;
-    msgpack_pack_array(out, (size_t)groups);
-    for (int i = 0; i < nv;) {
-        int64_t eid = bf_db_int(evd, i, "id");
-        int j = i, natt = 0;
-        while (j < nv && bf_db_int(evd, j, "id") == eid) {
-            if (!bf_db_null(evd, j, "att_id")) natt++;
-            j++;
-        }
-        msgpack_pack_map(out, 5);
-        bf_mp_kv_int(out, "id", eid);
-        bf_mp_kv_str(out, "text", bf_db_str(evd, i, "text"));
-        bf_mp_kv_str(out, "submitted_by", bf_db_str(evd, i, "submitted_by"));
-        bf_mp_kv_str(out, "submitted_at", bf_db_str(evd, i, "submitted_at"));
-        bf_mp_key(out, "attachments");
-        msgpack_pack_array(out, (size_t)natt);
-        for (int k = i; k < j; k++) {
-            if (bf_db_null(evd, k, "att_id")) continue;
-            msgpack_pack_map(out, 6);
-            bf_mp_kv_int(out, "id", bf_db_int(evd, k, "att_id"));
-            bf_mp_kv_str(out, "name", bf_db_str(evd, k, "name"));
-            bf_mp_kv_str(out, "content_type", bf_db_str(evd, k, "content_type"));
-            bf_mp_kv_int(out, "size", bf_db_int(evd, k, "size"));
-            bf_mp_kv_str(out, "sha256", bf_db_str(evd, k, "sha256"));
-            bf_mp_kv_bool(out, "has_data", bf_db_bool(evd, k, "has_data"));
-        }
-        i = j;
+    int rc = 0;
+    if (tm_json_list(r, &m, "history", res, 0, "history") != 0 ||
+        tm_json_list(r, &m, "escalations", res, 0, "escalations") != 0 ||
+        tm_json_list(r, &m, "evidence", res, 0, "evidence") != 0)
+        rc = -1;
+    PQclear(res);
+    if (rc != 0) {
+        msgpack_sbuffer_destroy(&m.buf);
+        return -1;
     }
     tasks_map_end(&m, r->out);
-    PQclear(res);
-    PQclear(hist);
-    PQclear(esc);
-    PQclear(evd);
     return 0;
 }
 
@@ -627,15 +576,14 @@ int task_create(bf_req_t *r)
     if (bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
     if (tasks_insert_task(r, &t, false, &id) != 0) return -1;
     if (bf_db_commit(r->db) != 0) return bf_req_db_fail(r);
-    return s_pack_full(r, id);
+    return s_pack_full(r, id, NULL);
 }
 
 int task_get(bf_req_t *r)
 {
     int64_t id;
     if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
-    if (tasks_scope_task(r, id, false, "id") != 0) return -1;
-    return s_pack_full(r, id);
+    return s_pack_full(r, id, "id");
 }
 
 int task_list(bf_req_t *r)
@@ -892,7 +840,7 @@ static int s_move(bf_req_t *r, const s_move_t *mv, const char *note,
     if (problem_id && !strcmp(mv->to, "closed") && tasks_problem_maybe_close(r, problem_id) != 0)
         return -1;
     if (bf_db_commit(r->db) != 0) return bf_req_db_fail(r);
-    return s_pack_full(r, id);
+    return s_pack_full(r, id, NULL);
 }
 
 int task_start(bf_req_t *r)
@@ -943,24 +891,22 @@ int attachment_get(bf_req_t *r)
     int64_t id;
     if (bf_req_int(r, r->params, NULL, "id", true, 1, INT64_MAX, &id) != 0) return -1;
     const char *p[] = {bf_req_itoa(r, id)};
-    PGresult *res = bf_db_prep(r->db, "attachment_get",
+    /* one statement: the attachment with its task's scope columns (an
+     * attachment is seen by those who see its task; evidence of a monitoring
+     * report has no task, so only unscoped callers see it) */
+    PGresult *res = bf_db_prep(r->db, "attachment_get1",
                                "SELECT a.id::text AS id, a.evidence_id::text AS evidence_id, "
                                " e.task_id::text AS task_id, a.name, a.content_type, "
                                " a.size::text AS size, a.sha256::text AS sha256, "
-                               " encode(a.data, 'hex') AS data_hex "
+                               " encode(a.data, 'hex') AS data_hex, "
+                               " t.region_code, t.owner_kind, t.owner_id "
                                "FROM attachment a JOIN evidence e ON e.id = a.evidence_id "
+                               "LEFT JOIN task t ON t.id = e.task_id "
                                "WHERE a.id = $1::bigint",
                                1, p, NULL, NULL);
     if (!res) return bf_req_db_fail(r);
-    if (PQntuples(res) == 0) {
+    if (PQntuples(res) == 0 || !tasks_scope_task_row(r, res, 0)) {
         PQclear(res);
-        return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no attachment with id %lld", (long long)id);
-    }
-    /* an attachment is seen by those who see its task */
-    if (tasks_scope_task(r, bf_db_int(res, 0, "task_id"), false, "id") != 0) {
-        PQclear(res);
-        if (strcmp(r->err.code, BF_E_NOT_FOUND) != 0) return -1;
-        memset(&r->err, 0, sizeof r->err);
         return bf_req_fail(r, BF_E_NOT_FOUND, "id", "no attachment with id %lld", (long long)id);
     }
     tasks_map_t m;

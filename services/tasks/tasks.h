@@ -97,6 +97,10 @@ int tasks_scope_read_code(bf_req_t *r, const char *code, const char *field, cons
 /* May the caller see (write false) or act on (write true) task id? 0, or
  * not_found (read) / permission_denied (write) naming field. */
 int tasks_scope_task(bf_req_t *r, int64_t id, bool write, const char *field);
+/* The same rule on a task row already read (columns region_code, owner_kind,
+ * owner_id), for reads that fold the check into their one statement: true if
+ * the caller may see it. */
+bool tasks_scope_task_row(const bf_req_t *r, const PGresult *res, int row);
 /* May a region-bound caller see (write false) or change (write true) what
  * belongs to subject kind/id? Villages and households are asked of the
  * registry; units lie in no region. 0, or not_found / permission_denied
@@ -114,6 +118,18 @@ int tasks_emit(bf_req_t *r, bf_event_t *ev, const char *what, const char *entity
  * system clock, or in manual mode the clock table (real time until set).
  * Arena string, or NULL with the request failed. */
 const char *tasks_now(bf_req_t *r);
+
+/* For reads that must stay one statement: the clock as an SQL expression
+ * instead of a statement of its own. sys is the system clock's text
+ * (tasks_now_params) and manual 't' or 'f'; both are parameters of the
+ * statement, named by their placeholders ("$4"). In manual mode the clock
+ * table's time is used (real time until set), as tasks_now does. */
+#define TASKS_NOW_SQL(sys, manual)                                                            \
+    "COALESCE(CASE WHEN " manual "::bool THEN (SELECT now_at FROM clock WHERE id = 1) END, "  \
+    sys "::timestamptz)"
+/* The two parameters of TASKS_NOW_SQL: arena text, or -1 with the request
+ * failed. */
+int tasks_now_params(bf_req_t *r, const char **sys, const char **manual);
 
 /* Fails with invalid_argument naming "prefix.key" if map has a key that is
  * not in allowed (NULL-terminated). Returns 0 or -1. */
@@ -174,6 +190,11 @@ void tm_col_str(tasks_map_t *m, const char *key, const PGresult *res, int row, c
 void tm_col_int(tasks_map_t *m, const char *key, const PGresult *res, int row, const char *col);
 void tm_col_bool(tasks_map_t *m, const char *key, const PGresult *res, int row, const char *col);
 #define tm_pk(m) (&(m)->pk)
+/* Adds key with the JSON array of a column as its msgpack value (NULL packs
+ * []): one-statement reads build their lists with json_agg in the reply's
+ * keys and order. 0, or -1 with the request failed (internal). */
+int tm_json_list(bf_req_t *r, tasks_map_t *m, const char *key, const PGresult *res, int row,
+                 const char *col);
 
 /* ---- registry.c: registry ids checked over RPC ---------------------------- */
 
@@ -309,11 +330,14 @@ void tasks_pack_task(msgpack_packer *pk, const PGresult *res, int row);
 
 /* The SELECT list for tasks_pack_task; $1 must be the clock's now and $2 the
  * time zone in the statement using it. */
-#define TASKS_TASK_COLS                                                                       \
+#define TASKS_TASK_COLS TASKS_TASK_COLS_AT("$1::timestamptz")
+/* The same with now given as an SQL expression (TASKS_NOW_SQL in one-statement
+ * reads); $2 is still the time zone. */
+#define TASKS_TASK_COLS_AT(now)                                                               \
     "t.id, t.ref, t.title, t.description, t.kind, t.status, t.owner_kind, t.owner_id, "        \
     "t.target_kind, t.target_id, t.target_code, t.village_id, t.region_code, "                 \
     "rfc3339(t.due_at) AS due, rfc3339_local(t.due_at, $2) AS due_local, t.vetoing, "          \
-    "(t.status <> 'closed' AND t.due_at < $1::timestamptz) AS overdue, "                      \
+    "(t.status <> 'closed' AND t.due_at < " now ") AS overdue, "                              \
     "t.schedule_id, t.period, t.timeline_id, t.timeline_step, t.problem_id, t.plan_id, "      \
     "t.submissions, t.reject_reason, rfc3339(t.created_at) AS created_at, "                   \
     "rfc3339(t.submitted_at) AS submitted_at, rfc3339(t.closed_at) AS closed_at, t.closed_by, " \

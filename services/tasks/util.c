@@ -2,6 +2,7 @@
  * readers for due times, dates, id lists and nested maps, counted maps. */
 #include "tasks.h"
 #include "bf_db.h"
+#include "bf_json.h"
 #include "bf_mp.h"
 #include "bf_valid.h"
 
@@ -52,6 +53,14 @@ const char *tasks_now(bf_req_t *r)
     PQclear(res);
     if (!out) bf_req_fail(r, BF_E_EXHAUSTED, NULL, "out of memory");
     return out;
+}
+
+int tasks_now_params(bf_req_t *r, const char **sys, const char **manual)
+{
+    *sys = s_system_now(r);
+    *manual = tasks_of(r)->manual_clock ? "t" : "f";
+    if (!*sys) return bf_req_fail(r, BF_E_EXHAUSTED, NULL, "out of memory");
+    return 0;
 }
 
 int tasks_check_keys(bf_req_t *r, const msgpack_object *map, const char *prefix,
@@ -329,4 +338,16 @@ void tm_col_int(tasks_map_t *m, const char *key, const PGresult *res, int row, c
 void tm_col_bool(tasks_map_t *m, const char *key, const PGresult *res, int row, const char *col)
 {
     tm_bool(m, key, bf_db_bool(res, row, col));
+}
+
+int tm_json_list(bf_req_t *r, tasks_map_t *m, const char *key, const PGresult *res, int row,
+                 const char *col)
+{
+    tm_key(m, key);
+    const char *js = bf_db_str(res, row, col);
+    if (!js) js = "[]";
+    char err[128];
+    if (bf_json_to_msgpack(js, strlen(js), &m->buf, err, sizeof err) != 0)
+        return bf_req_fail(r, BF_E_INTERNAL, NULL, "%s: %s", key, err);
+    return 0;
 }

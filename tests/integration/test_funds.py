@@ -204,6 +204,65 @@ def test_source_receives_per_year():
     books_balance()
 
 
+def test_gets_are_one_statement_with_the_same_shape():
+    """source.get, budget.get, project.get and account.get each read in one
+    statement, their lists as JSON arrays turned into msgpack or as joined
+    rows: keys, their order and int types must be as the packers had them,
+    empty lists stay [] and an account without entries has no next page."""
+    cl = c()
+    src = new_source(cl)
+    got = cl.call("source.get", {"id": src["id"]})
+    eq((got["received_by_year"], got["received_fen"]), ([], 0))
+    acc = cl.call("account.get", {"id": src["id"]})
+    eq(list(acc), ["id", "kind", "ref", "name", "floor_fen", "balance_fen", "in_fen", "out_fen",
+                   "entries", "next_cursor"])
+    eq((acc["id"], acc["entries"], acc["next_cursor"], acc["in_fen"]), (src["id"], [], None, 0))
+    for year in (2015, 2016, 2016):
+        cl.call("source.receive", {"source_id": src["id"], "amount_fen": 300_000, "year": year,
+                                   "request_key": key()})
+    got = cl.call("source.get", {"id": src["id"]})
+    eq(list(got)[-1], "received_by_year")
+    eq([list(y) for y in got["received_by_year"]], [["year", "received_fen"]] * 2)
+    eq(got["received_by_year"], [{"year": 2015, "received_fen": 300_000},
+                                 {"year": 2016, "received_fen": 600_000}])
+    check(all(type(y["received_fen"]) is int for y in got["received_by_year"]))
+    bud = new_budget(cl, 900_000, sources=[{"source_id": src["id"], "amount_fen": 900_000}])
+    got = cl.call("budget.get", {"id": bud["id"]})
+    eq(list(got), ["id", "parent_id", "root_id", "recipient", "year", "name", "carrier",
+                   "balance_fen", "received_fen", "allocated_fen", "disbursed_fen", "children",
+                   "projects", "created_by", "funding"])
+    eq(got["funding"], [{"source_id": src["id"], "name": got["funding"][0]["name"],
+                         "kind": "central", "amount_fen": 900_000}])
+    eq([list(f) for f in got["funding"]], [["source_id", "name", "kind", "amount_fen"]])
+    eq((got["received_fen"], got["balance_fen"], got["parent_id"]), (900_000, 900_000, None))
+    pj = new_project(cl, bud["id"], 400_000)
+    got = cl.call("project.get", {"id": pj["id"]}, actor=None)
+    eq(got["tranches"], [])
+    cl.call("tranche.plan", {"project_id": pj["id"], "seq": 1, "amount_fen": 150_000,
+                             "purpose": "地基", "request_key": key()})
+    got = cl.call("project.get", {"id": pj["id"]}, actor=None)
+    eq(list(got)[-1], "tranches")
+    eq([list(t) for t in got["tranches"]],
+       [["id", "project_id", "budget_id", "seq", "amount_fen", "recipient", "purpose", "state",
+         "requested_by", "requested_at", "approved_by", "approval_note", "disbursed_by",
+         "transfer_id"]])
+    t = got["tranches"][0]
+    eq((t["project_id"], t["budget_id"], t["seq"], t["amount_fen"], t["purpose"], t["state"],
+        t["approved_by"], t["transfer_id"]),
+       (pj["id"], None, 1, 150_000, "地基", "planned", None, None))
+    check(type(t["id"]) is int and t["requested_at"].endswith("Z"), t)
+    eq((got["funded_fen"], got["balance_fen"]), (400_000, 400_000))
+    # the budget's account: newest entry first, a page of one with a next page
+    page = cl.call("account.get", {"id": bud["id"], "limit": 1})
+    eq((len(page["entries"]), page["entries"][0]["direction"]), (1, "out"))
+    eq(page["entries"][0]["amount_fen"], 400_000)
+    check(page["next_cursor"] is not None, "a second page exists")
+    last = cl.call("account.get", {"id": bud["id"], "limit": 1, "cursor": page["next_cursor"]})
+    eq((last["entries"][0]["direction"], last["entries"][0]["amount_fen"], last["next_cursor"]),
+       ("in", 900_000, None))
+    eq((last["in_fen"], last["out_fen"], last["balance_fen"]), (900_000, 400_000, 500_000))
+
+
 def test_budget_from_several_sources_and_floor_of_a_source():
     cl = c()
     a = new_source(cl, 1_000_000, kind="central")

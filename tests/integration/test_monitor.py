@@ -106,6 +106,15 @@ def test_income_below_the_line_opens_a_case_and_a_task():
     eq(got["causes"], ["income_low", "medical_spending"])
     eq([(x["cause"], x["income_fen"], x["persons"], x["spending_fen"]) for x in got["reports"]],
        [("income_low", 900000, 2, None), ("medical_spending", None, None, 2500000)])
+    # the reports come from the same statement as the case (a JSON array turned
+    # into msgpack): keys, their order and int types as packed before
+    eq([list(x) for x in got["reports"]],
+       [["id", "cause", "income_fen", "persons", "spending_fen", "note", "reported_by",
+         "reported_at"]] * 2)
+    eq(list(got)[-1], "reports")
+    check(all(type(x["id"]) is int for x in got["reports"]))
+    eq(type(got["reports"][0]["income_fen"]), int, "money stays integer fen")
+    eq(got["reports"][1]["note"], "住院花费2.5万元")
     eq((got["household_id"], got["village_id"], got["region_code"], got["state"]),
        (hid, G["v1"], G["town"], "open"))
     eq(len(T.call("task.list", {"kind": "monitoring", "target": {"kind": "household",

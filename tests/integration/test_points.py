@@ -180,6 +180,14 @@ def test_earning_is_credited_only_when_another_person_approves():
     eq([(x["kind"], x["amount"], x["earning_id"]) for x in acc["entries"]],
        [("earn", 5, e["earning_id"])])
     eq(acc["entries"][0]["actor"], OP2)
+    # one statement, the entries joined on the account: keys, order, last page
+    eq(list(acc), ["account_id", "household_id", "region", "balance", "earned", "redeemed",
+                   "pending", "entries", "next_cursor"])
+    eq(list(acc["entries"][0]), ["id", "kind", "amount", "goods_id", "earning_id",
+                                 "redemption_id", "reverses_id", "reversed_by", "donor", "note",
+                                 "actor", "created_at"])
+    eq((acc["next_cursor"], cl.call("points.account", {"household_id": hh, "limit": 1},
+                                    actor=None)["next_cursor"]), (None, None))
 
     # rejected: never credited, cannot be approved afterwards
     e2 = cl.call("points.earn", {"region": v, "household_id": hh, "rule_code": "big",
@@ -269,6 +277,12 @@ def test_redeem_is_refused_when_points_or_stock_are_short():
     acc = cl.call("points.account", {"household_id": hh}, actor=None)
     eq((acc["balance"], acc["earned"], acc["redeemed"]), (120, 150, 30))
     eq(acc["entries"][-1]["kind"], "earn")
+    page = cl.call("points.account", {"household_id": hh, "limit": 1}, actor=None)
+    eq((len(page["entries"]), page["entries"][0]["id"]), (1, acc["entries"][0]["id"]))
+    check(page["next_cursor"] is not None, "a second page exists")
+    nxt = cl.call("points.account", {"household_id": hh, "limit": 1,
+                                     "cursor": page["next_cursor"]}, actor=None)
+    eq(nxt["entries"][0]["id"], acc["entries"][1]["id"])
     # goods of another village are not for this household's points
     v2 = village(cty, 2)
     oil = goods(cl, cty, v2, "食用油 5L", 10, stock=5, donor="爱心人士李某", unit="桶")

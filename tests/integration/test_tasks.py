@@ -641,6 +641,53 @@ def test_overdue_escalates_step_by_step_on_the_manual_clock():
        [{"kind": "team", "id": ENT["team"]}, {"kind": "cadre", "id": ENT["leader"]}])
 
 
+def test_task_get_has_history_escalations_and_evidence_in_one_reply():
+    """task.get is one statement whose lists come back as JSON arrays turned
+    into msgpack: the reply must keep the keys, their order and the msgpack
+    types (ints stay ints, has_data a bool, nested recipient and attachments)
+    of the lists, all three non-empty here, and a write's reply is the same."""
+    set_clock("2031-06-03T00:00:00+08:00")
+    tid = new_task(due="2031-06-01")["id"]
+    tick()  # two days overdue: the owner and the team leader steps
+    move("start", tid)
+    data = b"\x89PNG one statement"
+    sub = move("submit", tid, evidence={"text": "照片两张", "attachments": [
+        {"name": "a.png", "content_type": "image/png", "size": len(data), "sha256": sha(data),
+         "data": data},
+        {"name": "b.pdf", "content_type": "application/pdf", "size": 12345, "sha256": "C" * 64}]})
+    eq(sub["status"], "submitted")
+    rej = move("reject", tid, reason="照片不清楚")
+    got = T.call("task.get", {"id": tid})
+    eq(got, rej, "a write's reply is task.get's")
+    keys = list(got)
+    check(keys.index("history") < keys.index("escalations") < keys.index("evidence"),
+          "the lists come last, in this order: %r" % keys)
+    eq([(h["from"], h["to"]) for h in got["history"]][-3:],
+       [("open", "in_progress"), ("in_progress", "submitted"), ("submitted", "rejected")])
+    eq(got["history"][-1]["note"], "照片不清楚")
+    for h in got["history"]:
+        eq(list(h), ["from", "to", "actor", "note", "at"])
+        check(isinstance(h["at"], str) and h["at"].endswith("Z"), h["at"])
+    eq(got["history"][-1]["actor"], "admin")
+    eq([list(e) for e in got["escalations"]], [["step", "level", "recipient", "at"]] * 2)
+    eq([(e["step"], e["level"], e["recipient"]) for e in got["escalations"]],
+       [(0, "owner", {"kind": "cadre", "id": ENT["m1"]}),
+        (1, "team_leader", {"kind": "cadre", "id": ENT["leader"]})])
+    check(all(type(e["step"]) is int and type(e["recipient"]["id"]) is int
+              for e in got["escalations"]))
+    eq([list(e) for e in got["evidence"]],
+       [["id", "text", "submitted_by", "submitted_at", "attachments"]] * 1)
+    ev = got["evidence"][0]
+    check(type(ev["id"]) is int, ev["id"])
+    eq((ev["text"], ev["submitted_by"]), ("照片两张", "admin"))
+    eq([list(a) for a in ev["attachments"]],
+       [["id", "name", "content_type", "size", "sha256", "has_data"]] * 2)
+    eq([(a["name"], a["size"], a["sha256"], a["has_data"]) for a in ev["attachments"]],
+       [("a.png", len(data), sha(data), True), ("b.pdf", 12345, "c" * 64, False)])
+    check(all(type(a["id"]) is int and type(a["size"]) is int for a in ev["attachments"]))
+    eq(T.call("attachment.get", {"id": ev["attachments"][0]["id"]})["data"], data)
+
+
 # ---------------------------------------------------------------- timeline
 
 def test_seed_001_timeline_in_one_idempotent_call():
@@ -681,6 +728,15 @@ def test_plan_sign_off_needs_every_signer_and_signed_plans_change_by_revision():
     pid = p["id"]
     eq((p["status"], p["year_from"], p["year_to"], p["revision"]), ("draft", 2031, 2033, 1))
     eq(p["missing_signers"], ["township_secretary", "township_head", "county_leader"])
+    # one statement, its lists JSON arrays turned into msgpack: keys, order and types kept
+    eq(p["measures"], [{"seq": 1, "what": "发展特色种植", "owner": {"kind": "team", "id": ENT["team"]},
+                        "due": "2032-12-31", "cost_fen": 50000000},
+                       {"seq": 2, "what": "修缮村道", "owner": None, "due": None, "cost_fen": None}])
+    eq([list(m) for m in p["measures"]], [["seq", "what", "owner", "due", "cost_fen"]] * 2)
+    eq(list(p["measures"][0]["owner"]), ["kind", "id"])
+    eq((p["signatures"], p["revisions"]), ([], [{"id": pid, "revision": 1, "status": "draft"}]))
+    eq(list(p)[-4:], ["measures", "signatures", "missing_signers", "revisions"])
+    eq(T.call("plan.get", {"id": pid}), p, "plan.get answers as plan.create did")
     expect_error(T, "plan.create", {"kind": "three_year", "subject": {"kind": "unit", "id": ENT["unit"]},
                                     "title": "重复", "year": 2031}, "already_exists", "subject")
     expect_error(T, "plan.create", {"kind": "household", "subject": {"kind": "unit", "id": ENT["unit"]},
@@ -710,6 +766,9 @@ def test_plan_sign_off_needs_every_signer_and_signed_plans_change_by_revision():
     eq([(s["role"], s["actor"]) for s in s3["signatures"]],
        [("township_secretary", "cadre:9001"), ("township_head", "cadre:9002"),
         ("county_leader", "cadre:9003")])
+    eq([list(s) for s in s3["signatures"]], [["role", "actor", "note", "signed_at"]] * 3)
+    eq([s["note"] for s in s3["signatures"]], [None, None, "同意"])
+    check(all(s["signed_at"].endswith("Z") for s in s3["signatures"]), s3["signatures"])
     events("bangfu.tasks.plan.signed", "plan/%d" % pid)
     eq(len(events("bangfu.tasks.plan.signature_added", "plan/%d" % pid, want=3)), 3)
     expect_error(T, "plan.submit", {"id": pid}, "failed_precondition", "status")
@@ -830,9 +889,17 @@ def test_inspection_problems_ledgers_and_closing_one_by_one():
     eq(p0["responsible"], [cx])
     eq(p0["tasks"][0]["owner"], {"kind": "cadre", "id": cx})
     eq(p0["tasks"][0]["kind"], "rectification")
+    eq(len(p0["tasks"]), 1)
+    full = T.call("task.get", {"id": p0["tasks"][0]["id"]})
+    eq(list(p0["tasks"][0].items()),
+       [kv for kv in full.items() if kv[0] not in ("history", "escalations", "evidence")],
+       "a problem's task is packed as task.get packs it, less the lists")
+    eq(list(p0)[-2:], ["responsible", "tasks"])
     p2 = T.call("problem.get", {"id": pids[2]})
     eq((p2["village_id"], p2["household_id"], p2["ledger"]), (vA, hh, "stability"))
     eq(T.call("problem.get", {"id": pids[1]})["tasks"][0]["owner"], {"kind": "unit", "id": u})
+    p2t = [t["id"] for t in p2["tasks"]]
+    eq((len(p2t), p2t, len(p2["responsible"])), (2, sorted(p2t), 2), "both tasks, in id order")
     # the bulk call is all or nothing, errors name the problem
     before = T.call("problem.list", {"inspection_id": iid})["items"]
     expect_error(T, "problem.open", {"inspection": {"title": "x"}, "problems": [
