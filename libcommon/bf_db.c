@@ -17,6 +17,7 @@ struct bf_db {
     PGconn *conn;
     bool in_tx;
     bool request_tx; /* the dispatcher's per-request transaction is open */
+    bool group;      /* a commit group's transaction is open (in_tx is set too) */
     int depth;       /* inside it: 1 while a handler's begin is a savepoint */
     char sqlstate[6];
     char errmsg[512];
@@ -110,6 +111,7 @@ static int s_connect_once(bf_db_t *db)
     s_forget_prepared(db);
     db->in_tx = false;
     db->request_tx = false;
+    db->group = false;
     db->depth = 0;
     /* the DSN first, expanded (expand_dbname); a role and password set with
      * bf_db_set_login come later, so they override the DSN's */
@@ -316,11 +318,26 @@ bool bf_db_in_tx(const bf_db_t *db) { return db->request_tx ? db->depth > 0 : db
 
 int bf_db_request_begin(bf_db_t *db)
 {
-    if (db->in_tx || db->request_tx) return -1;
-    if (bf_db_begin(db) != 0) return -1;
+    if (db->request_tx) return -1;
+    if (db->group) {
+        /* one request of a commit group: its own savepoint in the group's
+         * transaction, so its failure undoes only its own work */
+        if (bf_db_cmd(db, "SAVEPOINT bf_request") != 0) return -1;
+    } else {
+        if (db->in_tx) return -1;
+        if (bf_db_begin(db) != 0) return -1;
+    }
     db->request_tx = true;
     db->depth = 0;
     return 0;
+}
+
+/* In a group: drops the request's savepoint and everything done in it. */
+static void s_request_undo(bf_db_t *db)
+{
+    if (bf_db_is_down(db)) return;
+    if (bf_db_cmd(db, "ROLLBACK TO SAVEPOINT bf_request") == 0)
+        bf_db_cmd(db, "RELEASE SAVEPOINT bf_request");
 }
 
 int bf_db_request_commit(bf_db_t *db)
@@ -328,6 +345,18 @@ int bf_db_request_commit(bf_db_t *db)
     if (!db->request_tx) return -1;
     db->request_tx = false;
     db->depth = 0;
+    if (db->group) {
+        /* RELEASE fails if a statement in the savepoint failed (the group's
+         * transaction is then aborted): undo the request's part and say so */
+        if (bf_db_cmd(db, "RELEASE SAVEPOINT bf_request") == 0) return 0;
+        char st[6], msg[sizeof db->errmsg];
+        memcpy(st, db->sqlstate, sizeof st);
+        memcpy(msg, db->errmsg, sizeof msg);
+        s_request_undo(db);
+        memcpy(db->sqlstate, st, sizeof st);
+        memcpy(db->errmsg, msg, sizeof msg);
+        return -1;
+    }
     return bf_db_commit(db);
 }
 
@@ -336,7 +365,51 @@ void bf_db_request_rollback(bf_db_t *db)
     if (!db->request_tx) return;
     db->request_tx = false;
     db->depth = 0;
+    if (db->group) {
+        s_request_undo(db);
+        return;
+    }
     bf_db_rollback(db);
+}
+
+int bf_db_group_begin(bf_db_t *db, long lock_timeout_ms)
+{
+    if (db->in_tx || db->request_tx || db->group) return -1;
+    if (bf_db_begin(db) != 0) return -1;
+    char sql[64];
+    snprintf(sql, sizeof sql, "SET LOCAL lock_timeout = %ld", lock_timeout_ms > 0 ? lock_timeout_ms : 0);
+    if (bf_db_cmd(db, sql) != 0) {
+        bf_db_rollback(db);
+        return -1;
+    }
+    db->group = true;
+    return 0;
+}
+
+int bf_db_group_commit(bf_db_t *db)
+{
+    if (!db->group) return -1;
+    db->group = false;
+    db->request_tx = false;
+    db->depth = 0;
+    return bf_db_commit(db);
+}
+
+void bf_db_group_rollback(bf_db_t *db)
+{
+    if (!db->group) return;
+    db->group = false;
+    db->request_tx = false;
+    db->depth = 0;
+    bf_db_rollback(db);
+}
+
+bool bf_db_in_group(const bf_db_t *db) { return db && db->group; }
+
+void bf_db_clear_error(bf_db_t *db)
+{
+    db->sqlstate[0] = 0;
+    db->errmsg[0] = 0;
 }
 
 bool bf_db_in_request_tx(const bf_db_t *db) { return db->request_tx; }
