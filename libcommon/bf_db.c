@@ -348,10 +348,15 @@ int bf_db_request_commit(bf_db_t *db)
     if (db->group) {
         /* RELEASE fails if a statement in the savepoint failed (the group's
          * transaction is then aborted): undo the request's part and say so */
-        if (bf_db_cmd(db, "RELEASE SAVEPOINT bf_request") == 0) return 0;
         char st[6], msg[sizeof db->errmsg];
         memcpy(st, db->sqlstate, sizeof st);
         memcpy(msg, db->errmsg, sizeof msg);
+        if (bf_db_cmd(db, "RELEASE SAVEPOINT bf_request") == 0) return 0;
+        /* keep the error of the statement that failed, not RELEASE's 25P02 */
+        if (strcmp(db->sqlstate, "25P02") != 0 || !st[0]) {
+            memcpy(st, db->sqlstate, sizeof st);
+            memcpy(msg, db->errmsg, sizeof msg);
+        }
         s_request_undo(db);
         memcpy(db->sqlstate, st, sizeof st);
         memcpy(db->errmsg, msg, sizeof msg);
