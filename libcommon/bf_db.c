@@ -464,7 +464,36 @@ int bf_db_group_commit(bf_db_t *db)
     db->request_tx = false;
     db->release_pending = db->sp_fresh = db->handler_alias = false;
     db->depth = 0;
-    return bf_db_commit(db);
+    if (s_tx_failed(db)) {
+        /* a statement outside every member's savepoint failed */
+        char st[6];
+        memcpy(st, db->sqlstate, sizeof st);
+        bf_db_rollback(db);
+        snprintf(db->sqlstate, sizeof db->sqlstate, "%s", st[0] ? st : "25P02");
+        return -1;
+    }
+    /* COMMIT waits for locks too (a transaction that sent NOTIFY takes the
+     * database's notification lock at commit, one committer at a time): the
+     * members' short lock_timeout must not fail the whole group there. One
+     * round trip: both statements in one simple query. */
+    db->in_tx = false;
+    if (bf_db_is_down(db)) {
+        s_set_err(db, NULL);
+        return -1;
+    }
+    PGresult *res = s_check(db, PQexec(db->conn, "SET LOCAL lock_timeout = 0; COMMIT"));
+    bool committed = res && strcmp(PQcmdStatus(res), "COMMIT") == 0;
+    if (res) PQclear(res);
+    if (!committed && db->conn && PQtransactionStatus(db->conn) != PQTRANS_IDLE) {
+        PGresult *rb = PQexec(db->conn, "ROLLBACK");
+        PQclear(rb);
+    }
+    if (!committed && res) {
+        snprintf(db->errmsg, sizeof db->errmsg,
+                 "transaction rolled back: a statement in it had failed");
+        if (!db->sqlstate[0]) snprintf(db->sqlstate, sizeof db->sqlstate, "25P02");
+    }
+    return committed ? 0 : -1;
 }
 
 void bf_db_group_rollback(bf_db_t *db)

@@ -1276,12 +1276,19 @@ static void s_run_group(struct bf_rpc_server *s, bf_req_t *r, void *sock, s_memb
         return;
     }
     int ran = 0;
+    struct timespec t0, t1, t2;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     for (int i = 0; i < k; i++) {
         if (m[i].bad) continue;
         m[i].again = s_member_run(s, r, &m[i]);
         if (!m[i].again) ran++;
     }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
     bool committed = bf_db_group_commit(r->db) == 0;
+    clock_gettime(CLOCK_MONOTONIC, &t2);
+    bf_log(BF_DEBUG, "commit group of %d: members %ld us, commit %ld us", k,
+           (long)((t1.tv_sec - t0.tv_sec) * 1000000L + (t1.tv_nsec - t0.tv_nsec) / 1000),
+           (long)((t2.tv_sec - t1.tv_sec) * 1000000L + (t2.tv_nsec - t1.tv_nsec) / 1000));
     if (committed) {
         atomic_fetch_add(&s->groups, 1);
         atomic_fetch_add(&s->grouped, (unsigned long long)ran);
