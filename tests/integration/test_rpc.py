@@ -489,6 +489,104 @@ def test_queued_writes_share_one_commit():
     eq(S.stop("registry-group"), 0, "the instance stops cleanly")
 
 
+def test_a_group_that_cannot_commit_answers_every_member_unavailable():
+    """A commit group whose database connection dies mid-way keeps nothing
+    and answers every member unavailable (not the success some of them had
+    before the loss); the worker reconnects and serves the next write. The
+    group's lock timeout is long here so that a member waits inside the group
+    while this test kills the worker's session."""
+    import time
+    from bftest import free_port, pg, fresh_id
+    cl = c()
+    county = "36%02d%02d" % (time.time_ns() % 97 + 1, time.time_ns() // 7 % 97 + 1)
+    cl.call("region.put", {"code": "360000000000", "name": "省", "level": "province"})
+    cl.call("region.put", {"code": county[:4] + "0" * 8, "name": "市", "level": "city",
+                           "parent_code": "360000000000"})
+    cl.call("region.put", {"code": county + "000000", "name": "县", "level": "county",
+                           "parent_code": county[:4] + "0" * 8})
+    cl.call("region.put", {"code": county + "001000", "name": "镇", "level": "township",
+                           "parent_code": county + "000000"})
+    vid = cl.call("village.create", {"region_code": county + "001000", "name": "断村",
+                                     "category": "poor"})["id"]
+
+    def household():
+        return {"village_id": vid, "categories": ["dibao"], "causes": {"main": "illness"},
+                "route": "employment", "income_fen": 100,
+                "members": [{"name": "孙八", "id_number": fresh_id(county), "relation": "head"}]}
+
+    h1 = cl.call("household.create", household())["id"]
+    h2 = cl.call("household.create", household())["id"]
+    ep = "tcp://127.0.0.1:%d" % free_port()
+    S.start("registry", env={"BANGFU_REGISTRY_BIND": ep, "BANGFU_RPC_WORKERS": "1",
+                             "BANGFU_RPC_GROUP_LOCK_TIMEOUT_MS": "60000",
+                             "BANGFU_RELAY_ENABLED": "false"}, name="registry-cut")
+    lock1, lock2, watch = pg(), pg(), pg()
+    lock1.autocommit = lock2.autocommit = False
+    lock1.cursor().execute("SELECT id FROM registry.household WHERE id = %s FOR UPDATE", (h1,))
+    lock2.cursor().execute("SELECT id FROM registry.household WHERE id = %s FOR UPDATE", (h2,))
+    blocked = bftest.curve_socket(zmq.DEALER, "registry")
+    blocked.connect(ep)
+    queued = bftest.curve_socket(zmq.DEALER, "registry")
+    queued.connect(ep)
+
+    def send(sock, rid, method, params):
+        sock.send_multipart([b"", msgpack.packb({"v": 1, "id": rid, "method": method,
+                                                 "actor": "admin", "params": params})])
+
+    def recv(sock, what):
+        check(sock.poll(30000), "no reply to " + what)
+        return msgpack.unpackb(sock.recv_multipart()[-1], raw=False)
+
+    def waiting_pids():
+        cur = watch.cursor()
+        cur.execute("SELECT pid FROM pg_locks WHERE NOT granted")
+        return [r[0] for r in cur.fetchall()]
+
+    first = household()
+    try:
+        send(blocked, "held", "household.update", {"id": h1, "income_fen": 200})
+        bftest.wait_for(lambda: waiting_pids(), timeout=20,
+                        msg="the update never waited for the first lock")
+        held_pid = waiting_pids()[0]
+        send(queued, "c1", "household.create", first)
+        send(queued, "u2", "household.update", {"id": h2, "income_fen": 300})
+        send(queued, "c3", "household.create", household())
+        time.sleep(0.5)  # let them reach the server's queue behind the held worker
+        lock1.rollback()
+        eq(recv(blocked, "the held update").get("ok"), True, "the held update succeeds")
+        # the group: c1 done, u2 waiting for the second lock inside the group
+        bftest.wait_for(lambda: waiting_pids(), timeout=20,
+                        msg="the grouped update never waited for the second lock")
+        pid = waiting_pids()[0]
+        eq(pid, held_pid, "the group runs on the worker's one session")
+        watch.cursor().execute("SELECT pg_terminate_backend(%s)", (pid,))
+        got = {}
+        for _ in range(3):
+            rep = recv(queued, "a member of the cut group")
+            got[rep["id"]] = rep
+    finally:
+        lock1.rollback()
+        lock2.rollback()
+    eq(sorted(got), ["c1", "c3", "u2"], "every member is answered")
+    for rid, rep in got.items():
+        eq(rep.get("ok"), False, "%s is not reported done" % rid)
+        eq(rep["error"]["code"], "unavailable", "%s is unavailable" % rid)
+    cur = watch.cursor()
+    cur.execute("SELECT count(*) FROM registry.household WHERE village_id = %s", (vid,))
+    eq(cur.fetchone()[0], 2, "nothing of the group was kept (only the two setup households)")
+    cur.execute("SELECT income_fen FROM registry.household WHERE id = %s", (h2,))
+    eq(cur.fetchone()[0], 100, "the grouped update was not kept")
+    blocked.close(0)
+    queued.close(0)
+    again = Client(ep, timeout_ms=20000, server="registry")
+    check("id" in again.call("household.create", first),
+          "the worker reconnects and the retried create succeeds")
+    again.close()
+    for conn in (lock1, lock2, watch):
+        conn.close()
+    eq(S.stop("registry-cut"), 0, "the instance stops cleanly")
+
+
 def _lock_waiting(conn):
     cur = conn.cursor()
     cur.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
