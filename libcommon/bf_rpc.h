@@ -136,6 +136,10 @@ typedef struct {
     unsigned roles;   /* BF_ROLE_* that may call it; admin always may (0 = admin only) */
 } bf_method_t;
 
+/* The `writes` value of a write that never joins a commit group: bulk work
+ * (imports), admin operations (clock, scheduler ticks, assessments), and
+ * writes with effects outside PostgreSQL after their commit (Redis queues,
+ * HTTP), which must not be reported done before the group's commit. */
 #define BF_WRITE_SOLO 2
 
 /* What a handler gets. It packs its result with r->out (exactly one object)
