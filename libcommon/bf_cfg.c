@@ -47,6 +47,12 @@ const bf_cfg_def_t bf_cfg_common[] = {
      "at once may hold; each method's own budget follows from its parameter table"},
     {"rpc.request_key_ttl_s", BF_CFG_INT, "604800", 60, 315360000,
      "how long a write's request_key is remembered (a retry within it replays the reply)"},
+    {"rpc.group_max", BF_CFG_INT, "16", 1, 256,
+     "most queued write requests one worker commits together in one transaction (1 = every "
+     "write commits alone)"},
+    {"rpc.group_lock_timeout_ms", BF_CFG_INT, "50", 1, 60000,
+     "in a commit group, how long a request waits for a lock before it is set aside and run "
+     "again alone after the group's commit"},
     {"rpc.drain_ms", BF_CFG_INT, "10000", 0, 600000,
      "on SIGTERM, how long to wait for in-flight requests"},
     {"relay.enabled", BF_CFG_BOOL, "true", 0, 0,

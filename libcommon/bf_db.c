@@ -17,6 +17,11 @@ struct bf_db {
     PGconn *conn;
     bool in_tx;
     bool request_tx; /* the dispatcher's per-request transaction is open */
+    bool group;      /* a commit group's transaction is open (in_tx is set too) */
+    /* in a group, round trips saved (bf_db_group_begin): */
+    bool release_pending; /* a finished member's RELEASE is not sent yet */
+    bool sp_fresh;        /* the member's savepoint was just set, nothing ran since */
+    bool handler_alias;   /* the handler's savepoint is the member's (nothing between) */
     int depth;       /* inside it: 1 while a handler's begin is a savepoint */
     char sqlstate[6];
     char errmsg[512];
@@ -110,6 +115,8 @@ static int s_connect_once(bf_db_t *db)
     s_forget_prepared(db);
     db->in_tx = false;
     db->request_tx = false;
+    db->group = false;
+    db->release_pending = db->sp_fresh = db->handler_alias = false;
     db->depth = 0;
     /* the DSN first, expanded (expand_dbname); a role and password set with
      * bf_db_set_login come later, so they override the DSN's */
@@ -190,8 +197,21 @@ static PGresult *s_check(bf_db_t *db, PGresult *res)
     return NULL;
 }
 
+static int s_cmd(bf_db_t *db, const char *sql);
+
+/* Before a caller's statement: in a group, the previous member's RELEASE
+ * goes first, and the member's savepoint is no longer fresh. */
+static int s_pre(bf_db_t *db)
+{
+    db->sp_fresh = false;
+    if (!db->release_pending) return 0;
+    db->release_pending = false;
+    return s_cmd(db, "RELEASE SAVEPOINT bf_request");
+}
+
 PGresult *bf_db_exec(bf_db_t *db, const char *sql, int nparams, const char *const *params)
 {
+    if (s_pre(db) != 0) return NULL;
     if (bf_db_ensure(db) != 0) {
         s_set_err(db, NULL);
         return NULL;
@@ -203,6 +223,7 @@ PGresult *bf_db_exec(bf_db_t *db, const char *sql, int nparams, const char *cons
 PGresult *bf_db_prep(bf_db_t *db, const char *name, const char *sql, int nparams,
                      const char *const *params, const int *lengths, const int *formats)
 {
+    if (s_pre(db) != 0) return NULL;
     if (bf_db_ensure(db) != 0) {
         s_set_err(db, NULL);
         return NULL;
@@ -237,6 +258,13 @@ PGresult *bf_db_prep(bf_db_t *db, const char *name, const char *sql, int nparams
 
 int bf_db_cmd(bf_db_t *db, const char *sql)
 {
+    if (s_pre(db) != 0) return -1;
+    return s_cmd(db, sql);
+}
+
+/* bf_db_cmd without s_pre: for the transaction machinery itself. */
+static int s_cmd(bf_db_t *db, const char *sql)
+{
     if (bf_db_ensure(db) != 0) {
         s_set_err(db, NULL);
         return -1;
@@ -247,18 +275,31 @@ int bf_db_cmd(bf_db_t *db, const char *sql)
     return 0;
 }
 
+/* True if a statement failed in the open transaction and nothing rolled
+ * back to a savepoint since (libpq knows without a round trip). */
+static bool s_tx_failed(bf_db_t *db)
+{
+    return db->conn && PQtransactionStatus(db->conn) == PQTRANS_INERROR;
+}
+
 int bf_db_begin(bf_db_t *db)
 {
     if (db->request_tx) {
         /* inside the request's transaction a handler's transaction is a
          * savepoint: its rollback undoes only its own work */
         if (db->depth > 0) return 0;
+        if (db->group && db->sp_fresh) {
+            /* nothing ran since the member's savepoint: it serves */
+            db->handler_alias = true;
+            db->depth = 1;
+            return 0;
+        }
         if (bf_db_cmd(db, "SAVEPOINT bf_handler") != 0) return -1;
         db->depth = 1;
         return 0;
     }
     if (db->in_tx) return 0;
-    if (bf_db_cmd(db, "BEGIN") != 0) return -1;
+    if (s_cmd(db, "BEGIN") != 0) return -1;
     db->in_tx = true;
     return 0;
 }
@@ -268,9 +309,15 @@ int bf_db_commit(bf_db_t *db)
     if (db->request_tx) {
         if (db->depth == 0) return 0;
         db->depth = 0;
+        if (db->handler_alias) {
+            db->handler_alias = false;
+            if (!s_tx_failed(db)) return 0;
+            if (!db->sqlstate[0]) snprintf(db->sqlstate, sizeof db->sqlstate, "25P02");
+            return -1;
+        }
         /* fails if a statement in the savepoint failed (the transaction is
          * then aborted), as a real COMMIT would have rolled back */
-        return bf_db_cmd(db, "RELEASE SAVEPOINT bf_handler");
+        return s_cmd(db, "RELEASE SAVEPOINT bf_handler");
     }
     if (!db->in_tx) return 0;
     db->in_tx = false;
@@ -300,8 +347,13 @@ int bf_db_rollback(bf_db_t *db)
     if (db->request_tx) {
         if (db->depth == 0) return 0;
         db->depth = 0;
-        if (bf_db_cmd(db, "ROLLBACK TO SAVEPOINT bf_handler") != 0) return 0;
-        bf_db_cmd(db, "RELEASE SAVEPOINT bf_handler");
+        if (db->handler_alias) {
+            db->handler_alias = false;
+            s_cmd(db, "ROLLBACK TO SAVEPOINT bf_request");
+            return 0;
+        }
+        if (s_cmd(db, "ROLLBACK TO SAVEPOINT bf_handler") != 0) return 0;
+        s_cmd(db, "RELEASE SAVEPOINT bf_handler");
         return 0;
     }
     if (!db->in_tx) return 0;
@@ -316,11 +368,33 @@ bool bf_db_in_tx(const bf_db_t *db) { return db->request_tx ? db->depth > 0 : db
 
 int bf_db_request_begin(bf_db_t *db)
 {
-    if (db->in_tx || db->request_tx) return -1;
-    if (bf_db_begin(db) != 0) return -1;
+    if (db->request_tx) return -1;
+    if (db->group) {
+        /* one request of a commit group: its own savepoint in the group's
+         * transaction, so its failure undoes only its own work; the previous
+         * member's RELEASE travels in the same round trip */
+        const char *sql = db->release_pending ? "RELEASE SAVEPOINT bf_request; SAVEPOINT bf_request"
+                                              : "SAVEPOINT bf_request";
+        db->release_pending = false;
+        if (s_cmd(db, sql) != 0) return -1;
+        db->sp_fresh = true;
+    } else {
+        if (db->in_tx) return -1;
+        if (bf_db_begin(db) != 0) return -1;
+    }
     db->request_tx = true;
     db->depth = 0;
+    db->handler_alias = false;
     return 0;
+}
+
+/* In a group: drops the member's savepoint's work; the savepoint itself is
+ * released lazily, with the next member's. */
+static void s_request_undo(bf_db_t *db)
+{
+    db->sp_fresh = false;
+    if (bf_db_is_down(db)) return;
+    if (s_cmd(db, "ROLLBACK TO SAVEPOINT bf_request") == 0) db->release_pending = true;
 }
 
 int bf_db_request_commit(bf_db_t *db)
@@ -328,6 +402,26 @@ int bf_db_request_commit(bf_db_t *db)
     if (!db->request_tx) return -1;
     db->request_tx = false;
     db->depth = 0;
+    db->handler_alias = false;
+    if (db->group) {
+        if (!s_tx_failed(db)) {
+            /* RELEASE goes with the next member's SAVEPOINT, or not at all
+             * (COMMIT releases) */
+            db->release_pending = true;
+            db->sp_fresh = false;
+            return 0;
+        }
+        /* a statement in it failed and nothing rolled it back: undo the
+         * member's part and say so, keeping that statement's error */
+        char st[6], msg[sizeof db->errmsg];
+        memcpy(st, db->sqlstate, sizeof st);
+        memcpy(msg, db->errmsg, sizeof msg);
+        if (!st[0]) snprintf(st, sizeof st, "25P02");
+        s_request_undo(db);
+        memcpy(db->sqlstate, st, sizeof st);
+        memcpy(db->errmsg, msg, sizeof msg);
+        return -1;
+    }
     return bf_db_commit(db);
 }
 
@@ -336,7 +430,88 @@ void bf_db_request_rollback(bf_db_t *db)
     if (!db->request_tx) return;
     db->request_tx = false;
     db->depth = 0;
+    db->handler_alias = false;
+    if (db->group) {
+        s_request_undo(db);
+        return;
+    }
     bf_db_rollback(db);
+}
+
+int bf_db_group_begin(bf_db_t *db, long lock_timeout_ms)
+{
+    if (db->in_tx || db->request_tx || db->group) return -1;
+    char sql[96];
+    snprintf(sql, sizeof sql, "BEGIN; SET LOCAL lock_timeout = %ld",
+             lock_timeout_ms > 0 ? lock_timeout_ms : 0);
+    if (s_cmd(db, sql) != 0) {
+        if (db->conn && PQtransactionStatus(db->conn) != PQTRANS_IDLE) {
+            PGresult *res = PQexec(db->conn, "ROLLBACK");
+            PQclear(res);
+        }
+        return -1;
+    }
+    db->in_tx = true;
+    db->group = true;
+    db->release_pending = db->sp_fresh = db->handler_alias = false;
+    return 0;
+}
+
+int bf_db_group_commit(bf_db_t *db)
+{
+    if (!db->group) return -1;
+    db->group = false;
+    db->request_tx = false;
+    db->release_pending = db->sp_fresh = db->handler_alias = false;
+    db->depth = 0;
+    if (s_tx_failed(db)) {
+        /* a statement outside every member's savepoint failed */
+        char st[6];
+        memcpy(st, db->sqlstate, sizeof st);
+        bf_db_rollback(db);
+        snprintf(db->sqlstate, sizeof db->sqlstate, "%s", st[0] ? st : "25P02");
+        return -1;
+    }
+    /* COMMIT waits for locks too (a transaction that sent NOTIFY takes the
+     * database's notification lock at commit, one committer at a time): the
+     * members' short lock_timeout must not fail the whole group there. One
+     * round trip: both statements in one simple query. */
+    db->in_tx = false;
+    if (bf_db_is_down(db)) {
+        s_set_err(db, NULL);
+        return -1;
+    }
+    PGresult *res = s_check(db, PQexec(db->conn, "SET LOCAL lock_timeout = 0; COMMIT"));
+    bool committed = res && strcmp(PQcmdStatus(res), "COMMIT") == 0;
+    if (res) PQclear(res);
+    if (!committed && db->conn && PQtransactionStatus(db->conn) != PQTRANS_IDLE) {
+        PGresult *rb = PQexec(db->conn, "ROLLBACK");
+        PQclear(rb);
+    }
+    if (!committed && res) {
+        snprintf(db->errmsg, sizeof db->errmsg,
+                 "transaction rolled back: a statement in it had failed");
+        if (!db->sqlstate[0]) snprintf(db->sqlstate, sizeof db->sqlstate, "25P02");
+    }
+    return committed ? 0 : -1;
+}
+
+void bf_db_group_rollback(bf_db_t *db)
+{
+    if (!db->group) return;
+    db->group = false;
+    db->request_tx = false;
+    db->release_pending = db->sp_fresh = db->handler_alias = false;
+    db->depth = 0;
+    bf_db_rollback(db);
+}
+
+bool bf_db_in_group(const bf_db_t *db) { return db && db->group; }
+
+void bf_db_clear_error(bf_db_t *db)
+{
+    db->sqlstate[0] = 0;
+    db->errmsg[0] = 0;
 }
 
 bool bf_db_in_request_tx(const bf_db_t *db) { return db->request_tx; }

@@ -82,11 +82,29 @@ int bf_db_request_commit(bf_db_t *db);
 void bf_db_request_rollback(bf_db_t *db);
 bool bf_db_in_request_tx(const bf_db_t *db);
 
+/* Commit groups (docs/performance.md, "Writes that share commits"). The RPC
+ * worker runs several queued write requests in one transaction so that they
+ * share one commit (one WAL flush). group_begin opens it (BEGIN, and
+ * SET LOCAL lock_timeout so a member never waits long for a lock another
+ * transaction holds: it fails with 55P03 and is run again alone after the
+ * group). Inside a group, request_begin is SAVEPOINT bf_request and
+ * request_commit / request_rollback release it or roll back to it, so one
+ * request's failure undoes only its own work; a handler's own
+ * begin / commit / rollback nest inside as before. group_commit commits the
+ * lot (-1 if the COMMIT failed or the transaction had been aborted: then
+ * nothing of any member was kept); group_rollback abandons it. */
+int bf_db_group_begin(bf_db_t *db, long lock_timeout_ms);
+int bf_db_group_commit(bf_db_t *db);
+void bf_db_group_rollback(bf_db_t *db);
+bool bf_db_in_group(const bf_db_t *db);
+
 /* The last error: SQLSTATE ("" if none or a connection error), message, and
  * whether the connection itself is down. */
 const char *bf_db_sqlstate(const bf_db_t *db);
 const char *bf_db_errmsg(const bf_db_t *db);
 bool bf_db_is_down(bf_db_t *db);
+/* Forgets the last error (so a later check sees only what came after). */
+void bf_db_clear_error(bf_db_t *db);
 
 /* Applies migrations not yet recorded in <schema>.schema_migrations, each in
  * its own transaction, holding a session advisory lock named after the schema

@@ -89,20 +89,18 @@ int bf_outbox_add(bf_db_t *db, const char *service, const char *type, const char
     else
         msgpack_pack_map(&pk, 0);
 
-    const char *params[] = {id, type, subject, sb.data};
-    int lengths[] = {0, 0, 0, (int)sb.size};
-    int formats[] = {0, 0, 0, 1};
-    PGresult *res = bf_db_prep(db, "bf_outbox_add",
-                               "INSERT INTO outbox (event_id, type, subject, payload) "
-                               "VALUES ($1, $2, $3, $4)",
-                               4, params, lengths, formats);
-    msgpack_sbuffer_destroy(&sb);
-    if (!res) return -1;
-    PQclear(res);
+    /* the row and the relay's wake-up (delivered at commit) in one round
+     * trip: a data-modifying WITH runs whether or not it is read */
     char chan[96];
     snprintf(chan, sizeof chan, "bangfu_outbox_%s", service);
-    const char *np[] = {chan};
-    res = bf_db_prep(db, "bf_outbox_notify", "SELECT pg_notify($1, '')", 1, np, NULL, NULL);
+    const char *params[] = {id, type, subject, sb.data, chan};
+    int lengths[] = {0, 0, 0, (int)sb.size, 0};
+    int formats[] = {0, 0, 0, 1, 0};
+    PGresult *res = bf_db_prep(db, "bf_outbox_add_notify",
+                               "WITH ins AS (INSERT INTO outbox (event_id, type, subject, payload) "
+                               "VALUES ($1, $2, $3, $4)) SELECT pg_notify($5, '')",
+                               5, params, lengths, formats);
+    msgpack_sbuffer_destroy(&sb);
     if (!res) return -1;
     PQclear(res);
     if (event_id_out) memcpy(event_id_out, id, 37);
@@ -279,23 +277,20 @@ int bf_outbox_batch_insert(bf_outbox_batch_t *b, bf_db_t *db)
     char *subjects = s_close(&b->subjects), *offsets = s_close(&b->offsets);
     char *lengths = s_close(&b->lengths);
     if (!ids || !types || !subjects || !offsets || !lengths) goto cleanup;
-    const char *params[] = {ids, types, subjects, b->payloads.data, offsets, lengths};
-    int plens[] = {0, 0, 0, (int)b->payloads.size, 0, 0};
-    int formats[] = {0, 0, 0, 1, 0, 0};
+    /* the rows and the relay's wake-up in one round trip (as bf_outbox_add) */
+    char chan[96];
+    snprintf(chan, sizeof chan, "bangfu_outbox_%s", b->service);
+    const char *params[] = {ids, types, subjects, b->payloads.data, offsets, lengths, chan};
+    int plens[] = {0, 0, 0, (int)b->payloads.size, 0, 0, 0};
+    int formats[] = {0, 0, 0, 1, 0, 0, 0};
     PGresult *res = bf_db_prep(
-        db, "bf_outbox_batch_insert",
-        "INSERT INTO outbox (event_id, type, subject, payload) "
+        db, "bf_outbox_batch_insert_notify",
+        "WITH ins AS (INSERT INTO outbox (event_id, type, subject, payload) "
         "SELECT e.id, e.type, e.subject, substring($4::bytea FROM e.off FOR e.len) "
         "FROM unnest($1::uuid[], $2::text[], $3::text[], $5::int[], $6::int[]) "
         "  WITH ORDINALITY AS e(id, type, subject, off, len, n) "
-        "ORDER BY e.n",
-        6, params, plens, formats);
-    if (!res) goto cleanup;
-    PQclear(res);
-    char chan[96];
-    snprintf(chan, sizeof chan, "bangfu_outbox_%s", b->service);
-    const char *np[] = {chan};
-    res = bf_db_prep(db, "bf_outbox_notify", "SELECT pg_notify($1, '')", 1, np, NULL, NULL);
+        "ORDER BY e.n) SELECT pg_notify($7, '')",
+        7, params, plens, formats);
     if (!res) goto cleanup;
     PQclear(res);
     s_batch_clear(b);

@@ -303,9 +303,19 @@ typedef struct bf_worker {
     int index;
     pthread_t thread;
     bool started;
-    bool busy;                 /* front thread's view: a request is out to it */
+    int outstanding;           /* front thread's view: requests out to it, not answered */
     bool queued;               /* front thread's view: in the free queue */
 } bf_worker_t;
+
+/* A request read from the front, on its way to a worker: its frames (client
+ * routing, body) and the header the front puts in front of them. */
+typedef struct {
+    zmq_msg_t f[BF_RPC_MAX_FRAMES];
+    int n;                     /* frames held (0: slot empty) */
+    char hdr[BF_KEY_NAME_MAX + 96];
+    int hn;
+    bool groupable;
+} s_inreq_t;
 
 /* A worker's routing id on the back socket: "w" and its index as 4 bytes. */
 #define S_WID_LEN 5
@@ -341,6 +351,15 @@ struct bf_rpc_server {
     atomic_ullong total_failures;
     atomic_ullong bad_frames;
     atomic_ullong replays;      /* writes answered from a stored request_key reply */
+    bool *groupable;            /* per method: may share a commit group */
+    int group_max;              /* rpc.group_max */
+    long group_lock_ms;         /* rpc.group_lock_timeout_ms */
+    s_inreq_t **gq;             /* group_max slots for gathering (front thread) */
+    bool pending;               /* gq[0] holds a request read but not yet sent */
+    atomic_ullong groups;       /* commit groups committed */
+    atomic_ullong grouped;      /* requests that shared a commit group */
+    atomic_ullong group_retries; /* members set aside and run again alone */
+    atomic_ullong group_failures; /* groups whose COMMIT failed */
     atomic_llong last_prune;    /* when request keys were last pruned (unix s) */
     size_t *budgets;            /* per method: most msgpack objects a request may hold */
     size_t sys_budget;          /* for sys.* and unknown methods */
@@ -780,9 +799,13 @@ static int s_sys_methods(bf_req_t *r, struct bf_rpc_server *s)
 
 static int s_sys_stats(bf_req_t *r, struct bf_rpc_server *s)
 {
-    msgpack_pack_map(r->out, 9);
+    msgpack_pack_map(r->out, 13);
     bf_mp_kv_str(r->out, "service", s->cfg.service);
     bf_mp_kv_int(r->out, "workers", s->nworkers);
+    bf_mp_kv_int(r->out, "commit_groups", (int64_t)atomic_load(&s->groups));
+    bf_mp_kv_int(r->out, "grouped_requests", (int64_t)atomic_load(&s->grouped));
+    bf_mp_kv_int(r->out, "group_retries", (int64_t)atomic_load(&s->group_retries));
+    bf_mp_kv_int(r->out, "group_commit_failures", (int64_t)atomic_load(&s->group_failures));
     bf_mp_kv_int(r->out, "unroutable_replies", (int64_t)atomic_load(&s->unroutable));
     bf_mp_kv_int(r->out, "uptime_s", (int64_t)(time(NULL) - s->started));
     bf_mp_kv_int(r->out, "replays", (int64_t)atomic_load(&s->replays));
@@ -831,10 +854,32 @@ static void s_pack_reply(msgpack_packer *pk, const char *id, const bf_err_t *err
 
 static msgpack_object s_empty_map = {.type = MSGPACK_OBJECT_MAP};
 
-/* Decodes and runs one request body; packs the reply into reply_pk. */
-static void s_dispatch(struct bf_rpc_server *s, bf_req_t *r, const char *principal,
-                       const char *peer, const char *data, size_t len, msgpack_packer *reply_pk)
+/* True if the method named n (len bytes) may share a commit group. */
+static bool s_groupable_name(const struct bf_rpc_server *s, const char *n, size_t len)
 {
+    for (size_t i = 0; s->groupable && i < s->nmethods; i++) {
+        const char *mn = s->cfg.methods[i].name;
+        if (strlen(mn) == len && memcmp(mn, n, len) == 0) return s->groupable[i];
+    }
+    return false;
+}
+
+/* SQLSTATEs after which a member of a commit group is run again alone: a
+ * lock wait over the group's lock_timeout, a deadlock, a serialization
+ * failure. Its savepoint was rolled back, so nothing of it was kept. */
+static bool s_retry_alone(const char *st)
+{
+    return !strcmp(st, "55P03") || !strcmp(st, "40P01") || !strcmp(st, "40001");
+}
+
+/* Decodes and runs one request body; packs the reply into reply_pk. Returns
+ * 0, or 1 inside a commit group when the request must be run again alone
+ * after the group (nothing was kept of it and no reply was packed). */
+static int s_dispatch(struct bf_rpc_server *s, bf_req_t *r, const char *principal,
+                      const char *peer, const char *data, size_t len, msgpack_packer *reply_pk)
+{
+    int again = 0;
+    bool group = bf_db_in_group(r->db);
     msgpack_sbuffer result;
     msgpack_sbuffer_init(&result);
     msgpack_packer rpk;
@@ -942,6 +987,12 @@ static void s_dispatch(struct bf_rpc_server *s, bf_req_t *r, const char *princip
         }
         r->actor = bf_arena_strndup(r->arena, ao->via.str.ptr, ao->via.str.size);
     }
+    if (group && !s_groupable_name(s, mo->via.str.ptr, mo->via.str.size)) {
+        /* the front groups by the method it peeked; whatever else came is
+         * run alone, outside the group's transaction */
+        again = 1;
+        goto reply;
+    }
     if (s_apply_caller(r, principal, bf_mp_get(root, "auth")) != 0) goto reply;
     for (uint32_t i = 0; i < root->via.map.size; i++) {
         const msgpack_object *k = &root->via.map.ptr[i].key;
@@ -1014,15 +1065,19 @@ static void s_dispatch(struct bf_rpc_server *s, bf_req_t *r, const char *princip
         const msgpack_object *ko = s_param(r->params, "request_key");
         if (ko) rkey = bf_arena_strndup(r->arena, ko->via.str.ptr, ko->via.str.size);
     }
-    if (rkey) {
+    /* in a commit group every write has its own savepoint, keyed or not */
+    bool wrapped = rkey || (group && m->writes);
+    if (group) bf_db_clear_error(r->db);
+    if (wrapped) {
         if (bf_db_ensure(r->db) != 0 || bf_db_request_begin(r->db) != 0) {
             bf_req_db_fail(r);
             goto reply;
         }
-        int irc = bf_idem_claim(r, rkey, &idem);
+        int irc = rkey ? bf_idem_claim(r, rkey, &idem) : 0;
         if (irc != 0) {
             bf_db_request_rollback(r->db);
             if (irc == 1) atomic_fetch_add(&s->replays, 1);
+            if (group && irc < 0 && s_retry_alone(bf_db_sqlstate(r->db))) again = 1;
             goto reply;
         }
     }
@@ -1036,18 +1091,27 @@ static void s_dispatch(struct bf_rpc_server *s, bf_req_t *r, const char *princip
         }
         bf_db_rollback(r->db);
     }
-    if (rkey) {
+    if (wrapped) {
         if (r->err.code) {
             bf_db_request_rollback(r->db);
-        } else if (bf_idem_store(r, &idem, result.data, result.size) != 0 ||
+        } else if ((rkey && bf_idem_store(r, &idem, result.data, result.size) != 0) ||
                    bf_db_request_commit(r->db) != 0) {
             if (!r->err.code) bf_req_db_fail(r);
             bf_db_request_rollback(r->db);
         }
+        if (group && r->err.code && s_retry_alone(bf_db_sqlstate(r->db))) again = 1;
     }
     s_maybe_prune(s, r);
 
 reply:
+    if (again) {
+        /* no reply and no counting: the request runs again alone */
+        bf_log_set_request(NULL);
+        msgpack_unpacked_destroy(&u);
+        msgpack_sbuffer_destroy(&result);
+        if (objects_held) atomic_fetch_sub(&s->objects_in_use, objects_held);
+        return 1;
+    }
     if (r->err.code) {
         /* a failed handler may have packed part of a result: drop it */
         msgpack_sbuffer_clear(&result);
@@ -1070,20 +1134,181 @@ reply:
     msgpack_unpacked_destroy(&u);
     msgpack_sbuffer_destroy(&result);
     if (objects_held) atomic_fetch_sub(&s->objects_in_use, objects_held);
+    return 0;
 }
 
-/* Splits the header frame "principal\npeer" the front puts before each
- * request. */
-static void s_split_header(zmq_msg_t *h, char *principal, size_t pn, char *peer, size_t rn)
+/* Splits the header frame "principal\npeer[\nN]" the front puts before each
+ * request; N, on the first request of a commit group only, is the group's
+ * size (0 when absent). */
+static void s_split_header(zmq_msg_t *h, char *principal, size_t pn, char *peer, size_t rn,
+                           int *group)
 {
     const char *d = zmq_msg_data(h);
     size_t n = zmq_msg_size(h);
+    *group = 0;
     const char *nl = memchr(d, '\n', n);
     size_t a = nl ? (size_t)(nl - d) : n;
     snprintf(principal, pn, "%.*s", (int)(a < pn ? a : pn - 1), d);
     if (nl) {
-        size_t b = n - a - 1;
-        snprintf(peer, rn, "%.*s", (int)(b < rn ? b : rn - 1), nl + 1);
+        const char *p = nl + 1;
+        size_t rest = n - a - 1;
+        const char *nl2 = memchr(p, '\n', rest);
+        size_t b = nl2 ? (size_t)(nl2 - p) : rest;
+        snprintf(peer, rn, "%.*s", (int)(b < rn ? b : rn - 1), p);
+        if (nl2) {
+            int g = 0;
+            for (const char *q = nl2 + 1; q < d + n && *q >= '0' && *q <= '9' && g < 100000; q++)
+                g = g * 10 + (*q - '0');
+            *group = g;
+        }
+    }
+}
+
+/* One request as a worker holds it: the frames from the back socket (the
+ * front's header, the client's routing frames, the body) and its reply. */
+typedef struct {
+    zmq_msg_t f[BF_RPC_MAX_FRAMES];
+    int n;
+    bool bad;                  /* too many or too few frames: dropped, no reply */
+    int group;                 /* the header's group size (first member only) */
+    int again;                 /* to be run again alone after the group */
+    char principal[BF_KEY_NAME_MAX + 1];
+    char peer[64];
+    msgpack_sbuffer reply;
+} s_member_t;
+
+/* Receives one request (all its frames) into m. Returns 0, or -1 if no
+ * message could be received. */
+static int s_member_recv(struct bf_rpc_server *s, void *sock, s_member_t *m)
+{
+    int more = 1, overflow = 0;
+    m->n = 0;
+    m->group = 0;
+    m->again = 0;
+    while (more) {
+        zmq_msg_t tmp;
+        zmq_msg_init(&tmp);
+        if (zmq_msg_recv(&tmp, sock, 0) < 0) {
+            zmq_msg_close(&tmp);
+            if (m->n == 0) return -1;
+            break;
+        }
+        more = zmq_msg_more(&tmp);
+        if (m->n < BF_RPC_MAX_FRAMES) {
+            m->f[m->n++] = tmp;
+        } else {
+            overflow = 1;
+            zmq_msg_close(&tmp);
+        }
+    }
+    /* header + identity + body at least (the front drops longer ones) */
+    m->bad = overflow || m->n < 3;
+    if (m->bad) {
+        atomic_fetch_add(&s->bad_frames, 1);
+        bf_log(BF_WARN, "dropped a request with %s frames", overflow ? "too many" : "too few");
+        return 0;
+    }
+    s_split_header(&m->f[0], m->principal, sizeof m->principal, m->peer, sizeof m->peer,
+                   &m->group);
+    return 0;
+}
+
+/* Runs m through the dispatcher into m->reply; returns s_dispatch's result. */
+static int s_member_run(struct bf_rpc_server *s, bf_req_t *r, s_member_t *m)
+{
+    msgpack_sbuffer_clear(&m->reply);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &m->reply, msgpack_sbuffer_write);
+    zmq_msg_t *body = &m->f[m->n - 1];
+    int rc = s_dispatch(s, r, m->principal, m->peer, zmq_msg_data(body), zmq_msg_size(body), &pk);
+    bf_arena_reset(r->arena);
+    return rc;
+}
+
+/* Sends m's reply (its routing frames, then the body), or READY for a
+ * dropped request, so the front counts one answer per request; closes its
+ * frames. */
+static void s_member_answer(void *sock, s_member_t *m)
+{
+    if (m->bad) {
+        zmq_send(sock, S_READY, S_READY_LEN, 0);
+    } else {
+        for (int i = 1; i < m->n - 1; i++) zmq_msg_send(&m->f[i], sock, ZMQ_SNDMORE);
+        zmq_send(sock, m->reply.data, m->reply.size, 0);
+    }
+    for (int i = 0; i < m->n; i++) zmq_msg_close(&m->f[i]);
+    m->n = 0;
+}
+
+/* The group's COMMIT failed: nothing of any member was kept, so each
+ * answer, whatever it said, becomes `unavailable` (a retry with the same
+ * request key runs it afresh). */
+static void s_member_unavailable(struct bf_rpc_server *s, s_member_t *m)
+{
+    zmq_msg_t *body = &m->f[m->n - 1];
+    const char *idp = NULL;
+    size_t idn = 0;
+    char id[BF_RPC_MAX_ID + 1] = "";
+    if (bf_mp_peek_str(zmq_msg_data(body), zmq_msg_size(body), "id", &idp, &idn) == 0 &&
+        idn <= BF_RPC_MAX_ID && bf_valid_utf8(idp, idn)) {
+        memcpy(id, idp, idn);
+        id[idn] = 0;
+    }
+    bf_err_t err = {.code = BF_E_UNAVAILABLE};
+    snprintf(err.message, sizeof err.message,
+             "the database did not commit this request (nothing was kept); retry");
+    msgpack_sbuffer_clear(&m->reply);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &m->reply, msgpack_sbuffer_write);
+    s_pack_reply(&pk, idn ? id : NULL, &err, NULL);
+    atomic_fetch_add(&s->total_failures, 1);
+}
+
+/* Runs a commit group of k members (docs in bf_rpc.h) and answers each. */
+static void s_run_group(struct bf_rpc_server *s, bf_req_t *r, void *sock, s_member_t *m, int k)
+{
+    if (bf_db_ensure(r->db) != 0 || bf_db_group_begin(r->db, s->group_lock_ms) != 0) {
+        /* no group transaction: each runs alone, as without groups */
+        for (int i = 0; i < k; i++) {
+            if (!m[i].bad) s_member_run(s, r, &m[i]);
+            s_member_answer(sock, &m[i]);
+        }
+        return;
+    }
+    int ran = 0;
+    struct timespec t0, t1, t2;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < k; i++) {
+        if (m[i].bad) continue;
+        m[i].again = s_member_run(s, r, &m[i]);
+        if (!m[i].again) ran++;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    bool committed = bf_db_group_commit(r->db) == 0;
+    clock_gettime(CLOCK_MONOTONIC, &t2);
+    bf_log(BF_DEBUG, "commit group of %d: members %ld us, commit %ld us", k,
+           (long)((t1.tv_sec - t0.tv_sec) * 1000000L + (t1.tv_nsec - t0.tv_nsec) / 1000),
+           (long)((t2.tv_sec - t1.tv_sec) * 1000000L + (t2.tv_nsec - t1.tv_nsec) / 1000));
+    if (committed) {
+        atomic_fetch_add(&s->groups, 1);
+        atomic_fetch_add(&s->grouped, (unsigned long long)ran);
+    } else {
+        atomic_fetch_add(&s->group_failures, 1);
+        bf_log(BF_WARN, "a commit group of %d requests failed to commit: %s", k,
+               bf_db_errmsg(r->db));
+    }
+    for (int i = 0; i < k; i++) {
+        if (m[i].bad || !m[i].again) {
+            if (!committed && !m[i].bad) s_member_unavailable(s, &m[i]);
+            s_member_answer(sock, &m[i]);
+        }
+    }
+    /* the set-aside ones, alone, now that the group's locks are gone */
+    for (int i = 0; i < k; i++) {
+        if (m[i].bad || !m[i].again) continue;
+        atomic_fetch_add(&s->group_retries, 1);
+        s_member_run(s, r, &m[i]);
+        s_member_answer(sock, &m[i]);
     }
 }
 
@@ -1102,10 +1327,10 @@ static void *s_worker_main(void *arg)
     r.db = bf_login_db(s->cfg.cfg, s->cfg.service, s->cfg.schema);
     char err[256];
     r.redis = bf_login_redis(s->cfg.cfg, s->cfg.service, err, sizeof err);
-    msgpack_sbuffer reply;
-    msgpack_sbuffer_init(&reply);
-    zmq_msg_t frames[BF_RPC_MAX_FRAMES];
-    int ok = sock && r.arena && r.db && r.redis;
+    int gmax = s->group_max > 0 ? s->group_max : 1;
+    s_member_t *m = calloc((size_t)gmax, sizeof *m);
+    for (int i = 0; m && i < gmax; i++) msgpack_sbuffer_init(&m[i].reply);
+    int ok = sock && r.arena && r.db && r.redis && m;
     if (ok) {
         unsigned char wid[S_WID_LEN];
         s_wid(w->index, wid);
@@ -1136,44 +1361,28 @@ static void *s_worker_main(void *arg)
             continue;
         }
         if (!(item.revents & ZMQ_POLLIN)) continue;
-        int nframes = 0, more = 1, overflow = 0;
-        while (more) {
-            zmq_msg_t tmp;
-            zmq_msg_init(&tmp);
-            if (zmq_msg_recv(&tmp, sock, 0) < 0) {
-                zmq_msg_close(&tmp);
-                break;
-            }
-            more = zmq_msg_more(&tmp);
-            if (nframes < BF_RPC_MAX_FRAMES) {
-                frames[nframes++] = tmp;
-            } else {
-                overflow = 1;
-                zmq_msg_close(&tmp);
-            }
+        if (s_member_recv(s, sock, &m[0]) != 0) continue;
+        /* the rest of a group was sent right behind its first member */
+        int k = 1, g = m[0].bad ? 1 : m[0].group;
+        if (g > gmax) g = gmax;
+        while (k < g) {
+            zmq_pollitem_t next = {sock, 0, ZMQ_POLLIN, 0};
+            if (zmq_poll(&next, 1, 1000) <= 0 || s_member_recv(s, sock, &m[k]) != 0) break;
+            k++;
         }
-        if (overflow || nframes < 3) {
-            /* header + identity + body at least (the front drops longer ones) */
-            atomic_fetch_add(&s->bad_frames, 1);
-            bf_log(BF_WARN, "dropped a request with %s frames", overflow ? "too many" : "too few");
-            zmq_send(sock, S_READY, S_READY_LEN, 0); /* no reply, but free again */
+        if (k == 1) {
+            if (!m[0].bad) s_member_run(s, &r, &m[0]);
+            s_member_answer(sock, &m[0]);
         } else {
-            msgpack_sbuffer_clear(&reply);
-            msgpack_packer pk;
-            msgpack_packer_init(&pk, &reply, msgpack_sbuffer_write);
-            /* frame 0 is the front's header "principal\npeer" (s_forward_request) */
-            char principal[BF_KEY_NAME_MAX + 1] = "", peer[64] = "";
-            s_split_header(&frames[0], principal, sizeof principal, peer, sizeof peer);
-            zmq_msg_t *body = &frames[nframes - 1];
-            s_dispatch(s, &r, principal, peer, zmq_msg_data(body), zmq_msg_size(body), &pk);
-            bf_arena_reset(r.arena);
-            for (int i = 1; i < nframes - 1; i++) zmq_msg_send(&frames[i], sock, ZMQ_SNDMORE);
-            zmq_send(sock, reply.data, reply.size, 0);
+            s_run_group(s, &r, sock, m, k);
         }
-        for (int i = 0; i < nframes; i++) zmq_msg_close(&frames[i]);
     }
 done:
-    msgpack_sbuffer_destroy(&reply);
+    for (int i = 0; m && i < gmax; i++) {
+        for (int j = 0; j < m[i].n; j++) zmq_msg_close(&m[i].f[j]);
+        msgpack_sbuffer_destroy(&m[i].reply);
+    }
+    free(m);
     if (sock) zmq_close(sock);
     bf_arena_destroy(&r.arena);
     bf_db_destroy(&r.db);
@@ -1197,7 +1406,17 @@ static struct bf_rpc_server *s_server_alloc(const bf_rpc_config_t *cfg)
     for (size_t i = 0; s->budgets && i < s->nmethods; i++)
         s->budgets[i] = s_budget_for(&cfg->methods[i], (size_t)bf_cfg_int(cfg->cfg, "rpc.max_list"),
                                      s->max_objects);
-    if (!s->calls || !s->failures || !s->budgets) bf_rpc_server_destroy(&s);
+    /* writes share commit groups unless bulk (solo) or keeping their own
+     * request keys (their handlers commit in chunks) */
+    s->groupable = calloc(s->nmethods + 1, sizeof *s->groupable);
+    for (size_t i = 0; s->groupable && i < s->nmethods; i++) {
+        const bf_method_t *m = &cfg->methods[i];
+        s->groupable[i] = m->writes && m->writes != BF_WRITE_SOLO && !s_declares(m, "request_key");
+    }
+    s->group_max = (int)bf_cfg_int(cfg->cfg, "rpc.group_max");
+    s->group_lock_ms = (long)bf_cfg_int(cfg->cfg, "rpc.group_lock_timeout_ms");
+    if (s->group_max < 1) s->group_max = 1;
+    if (!s->calls || !s->failures || !s->budgets || !s->groupable) bf_rpc_server_destroy(&s);
     return s;
 }
 
@@ -1222,7 +1441,10 @@ bf_rpc_server_t *bf_rpc_server_new(const bf_rpc_config_t *cfg)
     s->nworkers = (int)bf_cfg_int(cfg->cfg, "rpc.workers");
     s->workers = calloc((size_t)s->nworkers, sizeof *s->workers);
     s->free_q = calloc((size_t)s->nworkers, sizeof *s->free_q);
-    if (!s->workers || !s->free_q) goto fail;
+    s->gq = calloc((size_t)s->group_max, sizeof *s->gq);
+    if (!s->workers || !s->free_q || !s->gq) goto fail;
+    for (int i = 0; i < s->group_max; i++)
+        if (!(s->gq[i] = calloc(1, sizeof **s->gq))) goto fail;
     snprintf(s->back_ep, sizeof s->back_ep, "inproc://bf-workers-%p", (void *)s);
 
     s->front = zmq_socket(bf_zmq_ctx(), ZMQ_ROUTER);
@@ -1264,8 +1486,8 @@ bf_rpc_server_t *bf_rpc_server_new(const bf_rpc_config_t *cfg)
         nanosleep(&ts, NULL);
     }
     if (atomic_load(&s->workers_failed)) goto fail;
-    bf_log(BF_INFO, "%s %s serving RPC on %s with %d workers", cfg->service, cfg->version,
-           cfg->bind, s->nworkers);
+    bf_log(BF_INFO, "%s %s serving RPC on %s with %d workers, commit groups of up to %d",
+           cfg->service, cfg->version, cfg->bind, s->nworkers, s->group_max);
     return s;
 fail:
     bf_rpc_server_destroy(&s);
@@ -1285,7 +1507,6 @@ static int s_worker_of(const struct bf_rpc_server *s, zmq_msg_t *id)
 static void s_free_push(struct bf_rpc_server *s, int w)
 {
     if (s->workers[w].queued) return;
-    s->workers[w].busy = false;
     s->workers[w].queued = true;
     s->free_q[(s->free_head + s->free_count) % s->nworkers] = w;
     s->free_count++;
@@ -1342,71 +1563,128 @@ static int s_from_back(struct bf_rpc_server *s)
         zmq_msg_close(&m);
     }
     if (w >= 0) {
-        /* a reply, or READY after a dropped request, ends the work it had */
-        if (s->workers[w].busy) atomic_fetch_sub(&s->inflight, 1);
-        s_free_push(s, w);
+        /* a reply, or READY after a dropped request, answers one request it
+         * had; with none left it is free */
+        if (s->workers[w].outstanding > 0) {
+            s->workers[w].outstanding--;
+            atomic_fetch_sub(&s->inflight, 1);
+        }
+        if (s->workers[w].outstanding == 0) s_free_push(s, w);
     }
     return 1;
 }
 
-/* Moves one request from the ROUTER front to the worker free longest, with a
- * header frame
- * "principal\npeer" in front of it: ZMQ_CURVE's User-Id (the principal the
- * ZAP handler named) and the peer's Peer-Address are metadata of the frames
- * received here, and metadata does not survive the inproc hop to a worker.
- * Requests with more than BF_RPC_MAX_FRAMES - 1 frames are dropped here.
- * Call only while a worker is free. Returns 1 if one moved, 0 if none was
- * waiting, -1 if one was dropped (no worker used). */
-static int s_forward_request(struct bf_rpc_server *s)
+static void s_inreq_close(s_inreq_t *q)
 {
-    zmq_msg_t f[BF_RPC_MAX_FRAMES];
-    int n = 0, more = 1, overflow = 0;
+    for (int i = 0; i < q->n; i++) zmq_msg_close(&q->f[i]);
+    q->n = 0;
+}
+
+/* Reads one request from the ROUTER front into q, with its header
+ * "principal\npeer": ZMQ_CURVE's User-Id (the principal the ZAP handler
+ * named) and the peer's Peer-Address are metadata of the frames received
+ * here, and metadata does not survive the inproc hop to a worker. Requests
+ * with more than BF_RPC_MAX_FRAMES - 1 frames are dropped here. Returns 1 if
+ * one was read, 0 if none was waiting, -1 if one was dropped. */
+static int s_read_request(struct bf_rpc_server *s, s_inreq_t *q)
+{
+    int more = 1, overflow = 0;
+    q->n = 0;
     while (more) {
         zmq_msg_t m;
         zmq_msg_init(&m);
         if (zmq_msg_recv(&m, s->front, ZMQ_DONTWAIT) < 0) {
             zmq_msg_close(&m);
-            if (n == 0) return 0;
+            if (q->n == 0) return 0;
             break;
         }
         more = zmq_msg_more(&m);
-        if (n < BF_RPC_MAX_FRAMES - 1) f[n++] = m;
+        if (q->n < BF_RPC_MAX_FRAMES - 1) q->f[q->n++] = m;
         else {
             overflow = 1;
             zmq_msg_close(&m);
         }
     }
-    if (overflow || n < 2) {
-        for (int i = 0; i < n; i++) zmq_msg_close(&f[i]);
+    if (overflow || q->n < 2) {
+        s_inreq_close(q);
         atomic_fetch_add(&s->bad_frames, 1);
         bf_log(BF_WARN, "dropped a request with %s frames", overflow ? "too many" : "too few");
         return -1;
     }
-    const char *user = zmq_msg_gets(&f[n - 1], "User-Id");
-    const char *addr = zmq_msg_gets(&f[n - 1], "Peer-Address");
-    char hdr[BF_KEY_NAME_MAX + 80];
-    int hn = snprintf(hdr, sizeof hdr, "%s\n%s", user ? user : "", addr ? addr : "");
-    if (hn < 0 || (size_t)hn >= sizeof hdr) hn = (int)sizeof hdr - 1;
-    /* to the worker free longest (the caller checked that one is free) */
-    int w = s->free_q[s->free_head];
-    s->free_head = (s->free_head + 1) % s->nworkers;
-    s->free_count--;
-    s->workers[w].busy = true;
-    s->workers[w].queued = false;
-    atomic_fetch_add(&s->inflight, 1);
+    zmq_msg_t *body = &q->f[q->n - 1];
+    const char *user = zmq_msg_gets(body, "User-Id");
+    const char *addr = zmq_msg_gets(body, "Peer-Address");
+    q->hn = snprintf(q->hdr, sizeof q->hdr - 16, "%s\n%s", user ? user : "", addr ? addr : "");
+    if (q->hn < 0 || (size_t)q->hn >= sizeof q->hdr - 16) q->hn = (int)sizeof q->hdr - 17;
+    q->groupable = false;
+    const char *name;
+    size_t nl;
+    if (s->group_max > 1 &&
+        bf_mp_peek_str(zmq_msg_data(body), zmq_msg_size(body), "method", &name, &nl) == 0)
+        q->groupable = s_groupable_name(s, name, nl);
+    return 1;
+}
+
+/* Sends q to worker w; group > 1 on the first member of a commit group
+ * (its size goes into the header). Empties q. */
+static void s_send_to_worker(struct bf_rpc_server *s, int w, s_inreq_t *q, int group)
+{
     unsigned char wid[S_WID_LEN];
     s_wid(w, wid);
     if (zmq_send(s->back, wid, sizeof wid, ZMQ_SNDMORE) < 0) {
-        /* cannot happen while the worker runs: say so, keep the worker */
+        /* cannot happen while the worker runs: say so, drop the request */
         bf_log(BF_ERROR, "worker %d unreachable: %s", w, zmq_strerror(zmq_errno()));
-        for (int i = 0; i < n; i++) zmq_msg_close(&f[i]);
-        atomic_fetch_sub(&s->inflight, 1);
-        s_free_push(s, w);
-        return -1;
+        s_inreq_close(q);
+        return;
     }
-    zmq_send(s->back, hdr, (size_t)hn, ZMQ_SNDMORE);
-    for (int i = 0; i < n; i++)
-        if (zmq_msg_send(&f[i], s->back, i + 1 < n ? ZMQ_SNDMORE : 0) < 0) zmq_msg_close(&f[i]);
+    int hn = q->hn;
+    if (group > 1) hn += snprintf(q->hdr + hn, sizeof q->hdr - (size_t)hn, "\n%d", group);
+    s->workers[w].outstanding++;
+    atomic_fetch_add(&s->inflight, 1);
+    zmq_send(s->back, q->hdr, (size_t)hn, ZMQ_SNDMORE);
+    for (int i = 0; i < q->n; i++)
+        if (zmq_msg_send(&q->f[i], s->back, i + 1 < q->n ? ZMQ_SNDMORE : 0) < 0)
+            zmq_msg_close(&q->f[i]);
+    q->n = 0;
+}
+
+/* Moves work from the ROUTER front to the worker free longest: one request,
+ * or, when it is a groupable write and more groupable writes are already
+ * queued, up to rpc.group_max of them as one commit group. A request read
+ * while gathering that may not join is kept (s->pending) for the next free
+ * worker. Call only while a worker is free. Returns 1 if work moved, 0 if
+ * none was waiting, -1 if a request was dropped (no worker used). */
+static int s_forward_request(struct bf_rpc_server *s)
+{
+    if (!s->pending) {
+        int rc = s_read_request(s, s->gq[0]);
+        if (rc <= 0) return rc;
+    }
+    s->pending = false;
+    int k = 1, held = -1;
+    if (s->gq[0]->groupable) {
+        for (int tries = 0; k < s->group_max && tries < 2 * s->group_max; tries++) {
+            int rc = s_read_request(s, s->gq[k]);
+            if (rc == 0) break;
+            if (rc < 0) continue;
+            if (!s->gq[k]->groupable) {
+                held = k;
+                break;
+            }
+            k++;
+        }
+    }
+    int w = s->free_q[s->free_head];
+    s->free_head = (s->free_head + 1) % s->nworkers;
+    s->free_count--;
+    s->workers[w].queued = false;
+    for (int i = 0; i < k; i++) s_send_to_worker(s, w, s->gq[i], i == 0 ? k : 0);
+    if (held >= 0) {
+        s_inreq_t *t = s->gq[0];
+        s->gq[0] = s->gq[held];
+        s->gq[held] = t;
+        s->pending = true;
+    }
     return 1;
 }
 
@@ -1426,10 +1704,12 @@ int bf_rpc_server_run(bf_rpc_server_t *s, volatile int *stop)
             clock_gettime(CLOCK_MONOTONIC, &now);
             long el = (now.tv_sec - drain_start.tv_sec) * 1000L +
                       (now.tv_nsec - drain_start.tv_nsec) / 1000000L;
-            if (atomic_load(&s->inflight) <= 0 || el > drain_ms) break;
+            if ((atomic_load(&s->inflight) <= 0 && !s->pending) || el > drain_ms) break;
         }
+        /* a request already read is answered even while stopping */
+        if (s->pending && s->free_count > 0) s_forward_request(s);
         /* the front is read only while a worker is free: back-pressure */
-        bool take = !stopping && s->free_count > 0;
+        bool take = !stopping && s->free_count > 0 && !s->pending;
         zmq_pollitem_t items[2] = {{s->back, 0, ZMQ_POLLIN, 0}, {s->front, 0, ZMQ_POLLIN, 0}};
         int rc = zmq_poll(items, take ? 2 : 1, 100);
         if (rc < 0) {
@@ -1466,6 +1746,12 @@ void bf_rpc_server_destroy(bf_rpc_server_t **self_p)
         if (s->workers[i].started) pthread_join(s->workers[i].thread, NULL);
     if (s->front) zmq_close(s->front);
     if (s->back) zmq_close(s->back);
+    for (int i = 0; s->gq && i < s->group_max; i++) {
+        if (s->gq[i]) s_inreq_close(s->gq[i]);
+        free(s->gq[i]);
+    }
+    free(s->gq);
+    free(s->groupable);
     free(s->workers);
     free(s->free_q);
     free(s->calls);

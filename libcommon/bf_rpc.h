@@ -24,7 +24,20 @@
  * while a worker is idle. Replies that cannot be routed to their client are
  * counted (sys.stats unroutable_replies). Each worker has its own PostgreSQL
  * connection, Redis connection and request arena, so handlers never share
- * mutable state except through the database. On stop (SIGTERM), the server
+ * mutable state except through the database.
+ *
+ * Commit groups. When write requests are queued (every worker was busy), the
+ * front hands up to rpc.group_max of them at once to one worker, which runs
+ * them in one transaction, each in its own savepoint (bf_db_group_begin), and
+ * sends every reply only after the one COMMIT returned: they share a WAL
+ * flush. A member that fails rolls back to its savepoint only; one that waits
+ * for a lock longer than rpc.group_lock_timeout_ms (or meets a deadlock or a
+ * serialization failure) is rolled back and run again alone after the
+ * group's commit. If the COMMIT fails, every member is answered
+ * `unavailable` (nothing was kept; retry with the request key). Reads, sys.*,
+ * methods whose table declares request_key (they keep their own) and methods
+ * marked solo never join a group; a write that arrives while a worker is
+ * free runs alone, as before. On stop (SIGTERM), the server
  * stops taking requests, lets in-flight ones finish (rpc.drain_ms), then
  * returns.
  */
@@ -115,11 +128,19 @@ void bf_role_list(unsigned mask, char *buf, size_t n);
 typedef struct {
     const char *name; /* "household.create"; NULL ends the table */
     bf_handler_fn fn;
-    bool writes;      /* a write needs an actor and may emit events */
+    unsigned char writes; /* false: a read; true: a write, which needs an actor and may
+                             emit events; BF_WRITE_SOLO: a write that never shares a
+                             commit group (bulk work) */
     const bf_param_t *params;
     const char *doc;
     unsigned roles;   /* BF_ROLE_* that may call it; admin always may (0 = admin only) */
 } bf_method_t;
+
+/* The `writes` value of a write that never joins a commit group: bulk work
+ * (imports), admin operations (clock, scheduler ticks, assessments), and
+ * writes with effects outside PostgreSQL after their commit (Redis queues,
+ * HTTP), which must not be reported done before the group's commit. */
+#define BF_WRITE_SOLO 2
 
 /* What a handler gets. It packs its result with r->out (exactly one object)
  * and returns 0, or fills r->err (bf_req_fail) and returns -1. Anything

@@ -59,6 +59,11 @@ typedef struct {
 static const char *const s_household_keys[] = {"village_id", "village", "categories", "causes",
                                                "route",      "income_fen", "address", "phone",
                                                "members",    NULL};
+/* household.create's params: a household, and the request key every write
+ * takes (bf_idem.h), which the dispatcher has checked */
+static const char *const s_create_keys[] = {"village_id", "village", "categories", "causes",
+                                            "route",      "income_fen", "address", "phone",
+                                            "members",    "request_key", NULL};
 static const char *const s_member_keys[] = {"name",       "id_number", "relation", "gender",
                                             "phone",      "disability", "labour",  NULL};
 static const char *const s_cause_keys[] = {"main", "secondary", NULL};
@@ -165,7 +170,8 @@ static int s_parse_household(bf_req_t *r, const msgpack_object *o, hh_row_t *h)
     memset(h, 0, sizeof *h);
     if (o->type != MSGPACK_OBJECT_MAP)
         return bf_req_fail(r, BF_E_INVALID, NULL, "a household must be a map");
-    if (registry_check_keys(r, o, NULL, s_household_keys) != 0) return -1;
+    if (registry_check_keys(r, o, NULL, o == r->params ? s_create_keys : s_household_keys) != 0)
+        return -1;
     int has_vid = bf_req_int(r, o, NULL, "village_id", false, 1, INT64_MAX, &h->village_id);
     if (has_vid < 0) return -1;
     int has_ref = bf_req_str(r, o, NULL, "village", false, 400, &h->village_ref);

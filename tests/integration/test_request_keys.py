@@ -5,6 +5,7 @@ conflict naming request_key; concurrent requests with one key do the write
 once; a failed write is not remembered, so its retry runs afresh; the key, the
 change and the stored reply commit together."""
 import threading
+import time
 
 import bftest
 from bftest import Stack, check, eq, expect_error
@@ -43,6 +44,23 @@ def test_retry_replays_the_first_reply_and_writes_once():
     eq(villages_named(name), 1, "villages written")
     stats = reg.call("sys.stats")
     check(stats["replays"] >= 2, "sys.stats counts replays: %r" % stats)
+
+
+def test_household_create_takes_a_request_key():
+    """household.create checks its params' keys itself (they are also an
+    import row's): the request key must pass that check, replay, and not
+    register the household twice."""
+    cl = S.client("registry")
+    vid = cl.call("village.create", {"region_code": TOWN, "name": "键村", "category": "poor"})["id"]
+    key = "hh-%d" % time.time_ns()
+    p = {"village_id": vid, "categories": ["dibao"], "causes": {"main": "illness"},
+         "route": "employment", "income_fen": 100, "request_key": key,
+         "members": [{"name": "钱七", "id_number": bftest.fresh_id(TOWN[:6]), "relation": "head"}]}
+    first = cl.call("household.create", p)
+    eq(cl.call("household.create", p)["id"], first["id"], "the retry replays the first id")
+    with bftest.pg() as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM registry.household WHERE village_id = %s", (vid,))
+        eq(cur.fetchone()[0], 1, "one household registered")
 
 
 def test_other_params_with_a_used_key_is_conflict():

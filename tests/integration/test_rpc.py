@@ -375,6 +375,218 @@ def test_held_row_lock_does_not_delay_other_requests():
     eq(S.stop("registry-lock"), 0, "the instance stops cleanly")
 
 
+def test_queued_writes_share_one_commit():
+    """Commit groups (bf_rpc.h). One worker, held by an update that waits for
+    a row lock this test holds; meanwhile writes queue at the front: three
+    household.create (one with a request key), one create whose member's ID
+    number is already registered, and an update of a second household whose
+    row is locked too. When the first lock goes, the queued writes reach the
+    worker as one group in one transaction: the creates are answered (the
+    duplicate with already_exists, the others ok and stored: one failure does
+    not fail the others), while the update that meets the second lock is set
+    aside after rpc.group_lock_timeout_ms and answered only once that lock
+    goes, alone. sys.stats counts the group, its members and the set-aside
+    one; the keyed create replays from its key, which the group stored."""
+    import time
+    from bftest import free_port, pg, fresh_id
+    cl = c()
+    county = "23%02d%02d" % (time.time_ns() % 97 + 1, time.time_ns() // 7 % 97 + 1)
+    cl.call("region.put", {"code": "230000000000", "name": "省", "level": "province"})
+    cl.call("region.put", {"code": county[:4] + "0" * 8, "name": "市", "level": "city",
+                           "parent_code": "230000000000"})
+    cl.call("region.put", {"code": county + "000000", "name": "县", "level": "county",
+                           "parent_code": county[:4] + "0" * 8})
+    cl.call("region.put", {"code": county + "001000", "name": "镇", "level": "township",
+                           "parent_code": county + "000000"})
+    vid = cl.call("village.create", {"region_code": county + "001000", "name": "组村",
+                                     "category": "poor"})["id"]
+
+    def household(id_number):
+        return {"village_id": vid, "categories": ["dibao"], "causes": {"main": "illness"},
+                "route": "employment", "income_fen": 100,
+                "members": [{"name": "赵六", "id_number": id_number, "relation": "head"}]}
+
+    taken = fresh_id(county)
+    h1 = cl.call("household.create", household(fresh_id(county)))["id"]
+    h2 = cl.call("household.create", household(fresh_id(county)))["id"]
+    cl.call("household.create", household(taken))
+
+    ep = "tcp://127.0.0.1:%d" % free_port()
+    S.start("registry", env={"BANGFU_REGISTRY_BIND": ep, "BANGFU_RPC_WORKERS": "1",
+                             "BANGFU_RELAY_ENABLED": "false"}, name="registry-group")
+    stats = Client(ep, timeout_ms=20000, server="registry")
+    st0 = stats.call("sys.stats", actor=None)
+    lock1, lock2 = pg(), pg()
+    lock1.autocommit = lock2.autocommit = False
+    lock1.cursor().execute("SELECT id FROM registry.household WHERE id = %s FOR UPDATE", (h1,))
+    lock2.cursor().execute("SELECT id FROM registry.household WHERE id = %s FOR UPDATE", (h2,))
+    blocked = bftest.curve_socket(zmq.DEALER, "registry")
+    blocked.connect(ep)
+    queued = bftest.curve_socket(zmq.DEALER, "registry")
+    queued.connect(ep)
+
+    def send(sock, rid, method, params):
+        sock.send_multipart([b"", msgpack.packb({"v": 1, "id": rid, "method": method,
+                                                 "actor": "admin", "params": params})])
+
+    def recv(sock, what):
+        check(sock.poll(20000), "no reply to " + what)
+        return msgpack.unpackb(sock.recv_multipart()[-1], raw=False)
+
+    key = "group-%d" % time.time_ns()
+    keyed = dict(household(fresh_id(county)), request_key=key)
+    try:
+        send(blocked, "held", "household.update", {"id": h1, "income_fen": 200})
+        watch = pg()
+        try:
+            bftest.wait_for(lambda: _lock_waiting(watch), timeout=20,
+                            msg="the update never waited for the row lock")
+        finally:
+            watch.close()
+        send(queued, "c1", "household.create", household(fresh_id(county)))
+        send(queued, "c2", "household.create", keyed)
+        send(queued, "u2", "household.update", {"id": h2, "income_fen": 300})
+        send(queued, "dup", "household.create", household(taken))
+        send(queued, "c3", "household.create", household(fresh_id(county)))
+        time.sleep(0.5)  # let them all reach the server's queue behind the held worker
+        lock1.rollback()
+        eq(recv(blocked, "the held update").get("ok"), True, "the held update succeeds")
+        got = {}
+        for _ in range(4):
+            rep = recv(queued, "a queued create")
+            got[rep["id"]] = rep
+        eq(sorted(got), ["c1", "c2", "c3", "dup"],
+           "the creates are answered while the second lock still holds the update")
+        for rid in ("c1", "c2", "c3"):
+            eq(got[rid].get("ok"), True, "%s succeeds: %r" % (rid, got[rid].get("error")))
+        eq(got["dup"]["error"]["code"], "already_exists", "the duplicate fails alone")
+        check(not queued.poll(0), "the update behind the second lock is not answered yet")
+    finally:
+        lock1.rollback()
+        lock2.rollback()
+    rep = recv(queued, "the set-aside update")
+    eq(rep["id"], "u2")
+    eq(rep.get("ok"), True, "the set-aside update succeeds alone: %r" % rep.get("error"))
+    blocked.close(0)
+    queued.close(0)
+    cur = lock1.cursor()
+    ids = [got[r]["result"]["id"] for r in ("c1", "c2", "c3")]
+    cur.execute("SELECT count(*) FROM registry.household WHERE id = ANY(%s)", (ids,))
+    eq(cur.fetchone()[0], 3, "the group's creates were committed")
+    cur.execute("SELECT income_fen FROM registry.household WHERE id = %s", (h2,))
+    eq(cur.fetchone()[0], 300, "the set-aside update was committed")
+    lock1.rollback()
+    lock1.close()
+    lock2.close()
+    st = stats.call("sys.stats", actor=None)
+    check(st["commit_groups"] > st0["commit_groups"], "sys.stats counts the commit group")
+    check(st["grouped_requests"] - st0["grouped_requests"] >= 4,
+          "the four creates shared the group: %r" % st)
+    check(st["group_retries"] > st0["group_retries"], "the set-aside update is counted")
+    again = stats.call("household.create", keyed)
+    eq(again["id"], got["c2"]["result"]["id"], "the keyed create replays from its stored key")
+    stats.close()
+    eq(S.stop("registry-group"), 0, "the instance stops cleanly")
+
+
+def test_a_group_that_cannot_commit_answers_every_member_unavailable():
+    """A commit group whose database connection dies mid-way keeps nothing
+    and answers every member unavailable (not the success some of them had
+    before the loss); the worker reconnects and serves the next write. The
+    group's lock timeout is long here so that a member waits inside the group
+    while this test kills the worker's session."""
+    import time
+    from bftest import free_port, pg, fresh_id
+    cl = c()
+    county = "36%02d%02d" % (time.time_ns() % 97 + 1, time.time_ns() // 7 % 97 + 1)
+    cl.call("region.put", {"code": "360000000000", "name": "省", "level": "province"})
+    cl.call("region.put", {"code": county[:4] + "0" * 8, "name": "市", "level": "city",
+                           "parent_code": "360000000000"})
+    cl.call("region.put", {"code": county + "000000", "name": "县", "level": "county",
+                           "parent_code": county[:4] + "0" * 8})
+    cl.call("region.put", {"code": county + "001000", "name": "镇", "level": "township",
+                           "parent_code": county + "000000"})
+    vid = cl.call("village.create", {"region_code": county + "001000", "name": "断村",
+                                     "category": "poor"})["id"]
+
+    def household():
+        return {"village_id": vid, "categories": ["dibao"], "causes": {"main": "illness"},
+                "route": "employment", "income_fen": 100,
+                "members": [{"name": "孙八", "id_number": fresh_id(county), "relation": "head"}]}
+
+    h1 = cl.call("household.create", household())["id"]
+    h2 = cl.call("household.create", household())["id"]
+    ep = "tcp://127.0.0.1:%d" % free_port()
+    S.start("registry", env={"BANGFU_REGISTRY_BIND": ep, "BANGFU_RPC_WORKERS": "1",
+                             "BANGFU_RPC_GROUP_LOCK_TIMEOUT_MS": "60000",
+                             "BANGFU_RELAY_ENABLED": "false"}, name="registry-cut")
+    lock1, lock2, watch = pg(), pg(), pg()
+    lock1.autocommit = lock2.autocommit = False
+    lock1.cursor().execute("SELECT id FROM registry.household WHERE id = %s FOR UPDATE", (h1,))
+    lock2.cursor().execute("SELECT id FROM registry.household WHERE id = %s FOR UPDATE", (h2,))
+    blocked = bftest.curve_socket(zmq.DEALER, "registry")
+    blocked.connect(ep)
+    queued = bftest.curve_socket(zmq.DEALER, "registry")
+    queued.connect(ep)
+
+    def send(sock, rid, method, params):
+        sock.send_multipart([b"", msgpack.packb({"v": 1, "id": rid, "method": method,
+                                                 "actor": "admin", "params": params})])
+
+    def recv(sock, what):
+        check(sock.poll(30000), "no reply to " + what)
+        return msgpack.unpackb(sock.recv_multipart()[-1], raw=False)
+
+    def waiting_pids():
+        cur = watch.cursor()
+        cur.execute("SELECT pid FROM pg_locks WHERE NOT granted")
+        return [r[0] for r in cur.fetchall()]
+
+    first = household()
+    try:
+        send(blocked, "held", "household.update", {"id": h1, "income_fen": 200})
+        bftest.wait_for(lambda: waiting_pids(), timeout=20,
+                        msg="the update never waited for the first lock")
+        held_pid = waiting_pids()[0]
+        send(queued, "c1", "household.create", first)
+        send(queued, "u2", "household.update", {"id": h2, "income_fen": 300})
+        send(queued, "c3", "household.create", household())
+        time.sleep(0.5)  # let them reach the server's queue behind the held worker
+        lock1.rollback()
+        eq(recv(blocked, "the held update").get("ok"), True, "the held update succeeds")
+        # the group: c1 done, u2 waiting for the second lock inside the group
+        bftest.wait_for(lambda: waiting_pids(), timeout=20,
+                        msg="the grouped update never waited for the second lock")
+        pid = waiting_pids()[0]
+        eq(pid, held_pid, "the group runs on the worker's one session")
+        watch.cursor().execute("SELECT pg_terminate_backend(%s)", (pid,))
+        got = {}
+        for _ in range(3):
+            rep = recv(queued, "a member of the cut group")
+            got[rep["id"]] = rep
+    finally:
+        lock1.rollback()
+        lock2.rollback()
+    eq(sorted(got), ["c1", "c3", "u2"], "every member is answered")
+    for rid, rep in got.items():
+        eq(rep.get("ok"), False, "%s is not reported done" % rid)
+        eq(rep["error"]["code"], "unavailable", "%s is unavailable" % rid)
+    cur = watch.cursor()
+    cur.execute("SELECT count(*) FROM registry.household WHERE village_id = %s", (vid,))
+    eq(cur.fetchone()[0], 2, "nothing of the group was kept (only the two setup households)")
+    cur.execute("SELECT income_fen FROM registry.household WHERE id = %s", (h2,))
+    eq(cur.fetchone()[0], 100, "the grouped update was not kept")
+    blocked.close(0)
+    queued.close(0)
+    again = Client(ep, timeout_ms=20000, server="registry")
+    check("id" in again.call("household.create", first),
+          "the worker reconnects and the retried create succeeds")
+    again.close()
+    for conn in (lock1, lock2, watch):
+        conn.close()
+    eq(S.stop("registry-cut"), 0, "the instance stops cleanly")
+
+
 def _lock_waiting(conn):
     cur = conn.cursor()
     cur.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")

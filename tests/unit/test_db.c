@@ -377,6 +377,68 @@ static void test_transactions(void)
     bf_db_destroy(&db);
 }
 
+static void test_commit_group(void)
+{
+    bf_db_t *db = s_connect(s_schema);
+    ASSERT(db != NULL);
+    if (!db) return;
+    ASSERT_EQ(bf_db_cmd(db, "CREATE TABLE grouped (id int PRIMARY KEY)"), 0);
+    char count_sql[128];
+    snprintf(count_sql, sizeof count_sql, "SELECT count(*) AS n FROM %s.grouped", s_schema);
+    ASSERT_EQ(bf_db_group_begin(db, 50), 0);
+    ASSERT(bf_db_in_group(db));
+    ASSERT_EQ(bf_db_group_begin(db, 50), -1); /* no nesting */
+    /* member 1 commits its part */
+    ASSERT_EQ(bf_db_request_begin(db), 0);
+    ASSERT_EQ(bf_db_cmd(db, "INSERT INTO grouped VALUES (1)"), 0);
+    ASSERT_EQ(bf_db_request_commit(db), 0);
+    /* member 2 fails in its handler's own transaction: only its work goes */
+    ASSERT_EQ(bf_db_request_begin(db), 0);
+    ASSERT_EQ(bf_db_begin(db), 0);
+    ASSERT(bf_db_in_tx(db));
+    ASSERT_EQ(bf_db_cmd(db, "INSERT INTO grouped VALUES (2)"), 0);
+    ASSERT_EQ(bf_db_cmd(db, "INSERT INTO grouped VALUES (1)"), -1); /* duplicate */
+    ASSERT_EQ(bf_db_rollback(db), 0);
+    bf_db_request_rollback(db);
+    /* member 3 fails with no handler transaction: its commit says so and
+     * undoes it, leaving the group usable */
+    ASSERT_EQ(bf_db_request_begin(db), 0);
+    ASSERT_EQ(bf_db_cmd(db, "INSERT INTO grouped VALUES (3)"), 0);
+    ASSERT_EQ(bf_db_cmd(db, "INSERT INTO grouped VALUES (1)"), -1);
+    ASSERT_EQ(bf_db_request_commit(db), -1);
+    ASSERT_STR_EQ(bf_db_sqlstate(db), "23505");
+    /* member 4 */
+    ASSERT_EQ(bf_db_request_begin(db), 0);
+    ASSERT_EQ(bf_db_cmd(db, "INSERT INTO grouped VALUES (4)"), 0);
+    ASSERT_EQ(bf_db_request_commit(db), 0);
+    /* nothing visible to others before the one commit */
+    ASSERT_EQ(s_scalar(s_admin, count_sql, 0, NULL), 0);
+    ASSERT_EQ(bf_db_group_commit(db), 0);
+    ASSERT(!bf_db_in_group(db));
+    ASSERT(!bf_db_in_tx(db));
+    ASSERT_EQ(s_scalar(s_admin, count_sql, 0, NULL), 2); /* 1 and 4 */
+    /* the lock timeout holds inside the group only */
+    ASSERT_EQ(bf_db_begin(s_admin), 0);
+    char lock_sql[160];
+    snprintf(lock_sql, sizeof lock_sql, "SELECT id AS n FROM %s.grouped WHERE id = 1 FOR UPDATE",
+             s_schema);
+    ASSERT_EQ(s_scalar(s_admin, lock_sql, 0, NULL), 1);
+    ASSERT_EQ(bf_db_group_begin(db, 20), 0);
+    ASSERT_EQ(bf_db_request_begin(db), 0);
+    ASSERT_EQ(bf_db_cmd(db, "UPDATE grouped SET id = 11 WHERE id = 1"), -1);
+    ASSERT_STR_EQ(bf_db_sqlstate(db), "55P03");
+    bf_db_request_rollback(db);
+    bf_db_group_rollback(db);
+    ASSERT(!bf_db_in_tx(db));
+    ASSERT_EQ(bf_db_rollback(s_admin), 0);
+    /* a group with a failed statement outside any member cannot commit */
+    ASSERT_EQ(bf_db_group_begin(db, 50), 0);
+    ASSERT_EQ(bf_db_cmd(db, "INSERT INTO grouped VALUES (4)"), -1);
+    ASSERT_EQ(bf_db_group_commit(db), -1);
+    ASSERT_EQ(s_scalar(s_admin, count_sql, 0, NULL), 2);
+    bf_db_destroy(&db);
+}
+
 static void test_connection_lost_inside_transaction(void)
 {
     bf_db_t *db = s_connect(s_schema);
@@ -775,6 +837,7 @@ int main(void)
     RUN(many_prepared_statements);
     RUN(errors_and_sqlstate);
     RUN(transactions);
+    RUN(commit_group);
     RUN(connection_lost_inside_transaction);
     RUN(reconnect_resets_prepared);
     RUN(column_helpers);
