@@ -352,7 +352,7 @@ med() {
 SWT="$T/sweep"; : >"$SWT"
 if [ -n "$SWEEP" ]; then
   echo "== rpc.workers sweep: $SWEEP"
-  i=0
+  i=0; sweep_t0=$SECONDS
   for w in $SWEEP; do
     i=$((i + 1))
     stop_svc registry; stop_svc funds
@@ -370,9 +370,7 @@ if [ -n "$SWEEP" ]; then
     echo "$w $(kv "$gout" rps) $(kv "$gout" p99_ms) $(kv "$cout" rps) $(kv "$cout" p99_ms) $(kv "$dout" rps) $(kv "$dout" p99_ms)" >>"$SWT"
     echo "workers=$w household.get: $gout | household.create: $cout | disbursement: $dout"
   done
-  # back to the configured count, as the rounds ran
-  stop_svc registry; stop_svc funds
-  start_svc registry; start_svc funds
+  echo "bench: the sweep took $((SECONDS - sweep_t0)) s"
 fi
 
 echo
@@ -423,3 +421,5 @@ fi
 echo
 echo "RPC stack micro-benchmark (bench/bench_rpc.c):"
 taskset -c 0 "$BUILD/bench/bench_rpc" $([ -n "${BENCH_SMALL:-}" ] && echo 5000 || echo 20000) | sed 's/^/  /'
+echo
+echo "bench: $SECONDS s in all"
