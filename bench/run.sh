@@ -11,15 +11,19 @@
 #                                        one point select
 #   P2 household.create (1 member) and disbursement.batch (1 line), 16 clients
 #                                      vs pgbench -c 16 of household.create's
-#                                        statements in one transaction, and of
-#                                        a one-row durable insert
+#                                        statements in one transaction, of the
+#                                        disbursement's statements in one
+#                                        transaction, and of a one-row durable
+#                                        insert
 #   P3 CSV import of N households (3 persons each) through `bangfu import`
 #                                      vs COPY of the same rows
 #   P4 relay events/s                  vs pipelined XADD (hiredis, C)
 #      commit -> bus subscriber p50/p99
 #   P5 disbursement.batch of 20,000 lines, allocation.apply to 130,000
 #      recipients                      vs COPY of as many ledger rows
-# (then, once, the RPC stack alone: bench_rpc, bf_rpc vs raw REQ/REP in-process)
+# then, once, a sweep of rpc.workers (BENCH_WORKERS): registry and funds
+# restarted with each count, P1 and P2 again, as ratios to the rounds' raw
+# figures; then the RPC stack alone (bench_rpc, bf_rpc vs raw REQ/REP in-process)
 # It prints min/median/max of each figure and of each ratio (bangfu / raw,
 # as throughput: above 1 means bangfu is faster).
 #
@@ -27,6 +31,8 @@
 #   BENCH_SMALL=1    small numbers (the CI smoke run): 2,000 households,
 #                    2 s load phases, 2,000-line batch, 13,000 recipients
 #   BENCH_SECS=S     seconds per load phase (default 10; 2 with BENCH_SMALL)
+#   BENCH_WORKERS="2 4 8"  the rpc.workers counts of the sweep (default
+#                    "2 4 8"; "2 4" with BENCH_SMALL; empty: no sweep)
 #   BENCH_KEEP=1     keep the temporary directory (logs) afterwards
 set -u
 cd "$(dirname "$0")/.."
@@ -35,9 +41,14 @@ BUILD=${BUILD:-build}
 RUNS=${BENCH_RUNS:-3}
 if [ -n "${BENCH_SMALL:-}" ]; then
   SECS=${BENCH_SECS:-2}; NHH=2000; NLINES=2000; NRECIP=13000; NEV=2000; NLAT=50
+  SWEEP=${BENCH_WORKERS-2 4}
 else
   SECS=${BENCH_SECS:-10}; NHH=100000; NLINES=20000; NRECIP=130000; NEV=20000; NLAT=300
+  SWEEP=${BENCH_WORKERS-2 4 8}
 fi
+for w in $SWEEP; do
+  case $w in *[!0-9]*) echo "bench: BENCH_WORKERS: '$w' is not a worker count" >&2; exit 2;; esac
+done
 . scripts/lib.sh
 PGBIN=$(bf_pg_bindir) || { echo "bench: PostgreSQL binaries not found" >&2; exit 1; }
 LOAD="$BUILD/bench/bench_load"
@@ -48,11 +59,12 @@ done
 
 T=$(mktemp -d /tmp/bangfu-bench.XXXXXX)
 chmod 755 "$T"
-PIDS=()
+PIDS=()                # the bus
+declare -A SVC_PID     # service name -> pid (the sweep restarts them)
 cleanup() {
   local p
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+  for p in "${SVC_PID[@]}" "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  for p in "${SVC_PID[@]}" "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
   bf_redis_stop "$T/redis"
   bf_pg_stop "$T/pg"
   if [ -n "${BENCH_KEEP:-}" ]; then echo "bench: kept $T"; else rm -rf "$T"; fi
@@ -84,16 +96,31 @@ export BANGFU_FUNDS_BIND="tcp://127.0.0.1:$FUNDS_PORT" BANGFU_FUNDS_RPC="tcp://1
 REG="registry=$BANGFU_REGISTRY_RPC"; FUNDS="funds=$BANGFU_FUNDS_RPC"
 psqlc() { "$PGBIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U bangfu -d bangfu -v ON_ERROR_STOP=1 -Atq "$@"; }
 
-"$BUILD/bin/bangfu-bus" >"$T/bus.log" 2>&1 & PIDS+=($!)
-for s in registry funds; do
-  "$BUILD/bin/bangfu-$s" >"$T/$s.log" 2>&1 & PIDS+=($!)
-  ok=""
+# start_svc NAME [WORKERS]: starts bangfu-NAME (with rpc.workers = WORKERS if
+# given, else as configured) and waits until it answers sys.health
+start_svc() {
+  local s=$1 w=${2:-} ok="" _
+  if [ -n "$w" ]; then
+    BANGFU_RPC_WORKERS=$w "$BUILD/bin/bangfu-$s" >>"$T/$s.log" 2>&1 &
+  else
+    "$BUILD/bin/bangfu-$s" >>"$T/$s.log" 2>&1 &
+  fi
+  SVC_PID[$s]=$!
   for _ in $(seq 1 300); do
     "$CLI" call "$s" sys.health --timeout 500 >/dev/null 2>&1 && { ok=1; break; }
     sleep 0.1
   done
   [ -n "$ok" ] || { echo "bench: bangfu-$s did not start:" >&2; tail -20 "$T/$s.log" >&2; exit 1; }
-done
+}
+# stop_svc NAME: SIGTERM, and wait until it has exited (its port is free)
+stop_svc() {
+  kill -TERM "${SVC_PID[$1]}" 2>/dev/null
+  wait "${SVC_PID[$1]}" 2>/dev/null
+  unset "SVC_PID[$1]"
+}
+
+"$BUILD/bin/bangfu-bus" >"$T/bus.log" 2>&1 & PIDS+=($!)
+for s in registry funds; do start_svc "$s"; done
 WORKERS=${BANGFU_RPC_WORKERS:-$(sed -n 's/^;*workers = //p' configs/bangfu.conf | head -1)}
 
 call() { "$CLI" call "$@" --actor admin >/dev/null || { echo "bench: setup call $1 $2 failed" >&2; exit 1; }; }
@@ -114,6 +141,7 @@ BUD=$(psqlc -c "select min(id) from funds.budget where name = ''")
 ABUD=$(psqlc -c "select min(id) from funds.budget where name = 'alloc'")
 psqlc -c 'create table public.bench_row (id bigserial primary key, v bigint not null, t text not null)'
 psqlc -c 'create table public.bench_transfer (like funds.transfer including all)'
+psqlc -c 'create sequence public.bench_rawd_seq'
 
 # the statements household.get runs (services/registry/household.c), and a point select
 cat >"$T/p1_same.sql" <<'EOF'
@@ -142,6 +170,70 @@ END;
 EOF
 cat >"$T/p2_row.sql" <<'EOF'
 INSERT INTO public.bench_row (v, t) VALUES (1, 'a one-row durable insert');
+EOF
+# disbursement.batch of one line, the statements the funds service runs for
+# it (captured with log_statement = all), in its one transaction, in order:
+#   idem.c     funds_idem_begin_resumable: BEGIN; claim the request key
+#   ledger.c   funds_ledger_lock: take the chain head (FOR UPDATE)
+#   batch.c    s_start: the payer, the batch (upsert), its lines paid before
+#              (s_mark_paid), what the payer has (funds_account_available),
+#              batch_run, the hold
+#   batch.c    s_chunks: the head again, the run's progress (FOR UPDATE), the
+#              payer, the slice of planned lines; s_chunk: lines taken
+#              meanwhile, the recipient account (created if new), release
+#              the hold
+#   ledger.c   funds_ledger_append: the accounts, the transfer with its
+#              SHA-256 chain hash, the balances, the head
+#   batch.c    s_chunk: the batch line; s_chunks: the run's step and done;
+#              s_finish: the lines again, the payer's balance, the event
+#   libcommon  bf_outbox.c: the event into the outbox, pg_notify
+#   evidence.c funds_evidence_flush: the new recipient account's
+#              account.created entry, hashed into the evidence chain
+#   idem.c     funds_idem_commit: the stored result, COMMIT
+# The service hashes in C (OpenSSL) and sends hex; here PostgreSQL's core
+# sha256() hashes the same netstring encoding, so the chains stay valid
+# (ledger.verify passes after this script ran). The key comes from a
+# sequence inside the claim, as a client's unique request key would.
+cat >"$T/p2_disburse.sql" <<'EOF'
+\set r random(:hlo, :hhi)
+BEGIN;
+INSERT INTO funds.request (key, method, params_hash, actor) SELECT k, 'disbursement.batch', sha256(convert_to(k, 'UTF8')), 'admin' FROM (SELECT 'rawd-' || nextval('public.bench_rawd_seq') AS k) s ON CONFLICT (key) DO NOTHING RETURNING key AS rk \gset
+SELECT last_id, encode(last_hash, 'hex') AS last_hash FROM funds.ledger_head FOR UPDATE;
+SELECT root_id, year FROM funds.budget WHERE id = :bud \gset
+WITH ins AS (INSERT INTO funds.batch (batch_key, payer_id, budget_id, project_id, purpose, created_by) VALUES (:rk, :bud, :bud, NULL, NULL, 'admin') ON CONFLICT (batch_key) DO NOTHING RETURNING id, payer_id) SELECT id AS batch_id, payer_id FROM ins UNION ALL SELECT id, payer_id FROM funds.batch WHERE batch_key = :rk \gset
+SELECT bl.line_key, bl.recipient, bl.amount_fen, bl.transfer_id, t.request_key = '' AS mine FROM funds.batch_line bl JOIN funds.transfer t ON t.id = bl.transfer_id WHERE bl.batch_id = :batch_id AND bl.line_key = ANY(ARRAY['1']);
+SELECT balance_fen - held_fen AS available FROM funds.account WHERE id = :bud;
+INSERT INTO funds.batch_run (request_key, batch_id, payer_id, planned, planned_fen) VALUES (:rk, :batch_id, :bud, '{0}'::integer[], 100000);
+UPDATE funds.account SET held_fen = held_fen + 100000 WHERE id = :bud;
+SELECT last_id, encode(last_hash, 'hex') AS last_hash FROM funds.ledger_head FOR UPDATE \gset
+SELECT batch_id, state, applied, cardinality(planned) AS nplanned, chunks, COALESCE(first_transfer_id, 0) AS first, COALESCE(last_transfer_id, 0) AS last FROM funds.batch_run WHERE request_key = :rk FOR UPDATE;
+SELECT root_id, year FROM funds.budget WHERE id = :bud;
+SELECT u.i FROM funds.batch_run br, unnest(br.planned[1:1]) WITH ORDINALITY AS u(i, o) WHERE br.request_key = :rk ORDER BY u.o;
+SELECT line_key FROM funds.batch_line WHERE batch_id = :batch_id AND line_key = ANY(ARRAY['1']);
+INSERT INTO funds.account (kind, ref, name, floor_fen) SELECT DISTINCT 'recipient', u.r, u.r, 0 FROM unnest(ARRAY['household' || chr(58) || :r]) AS u(r) ON CONFLICT (kind, ref) DO NOTHING;
+SELECT a.id AS acct FROM unnest(ARRAY['household' || chr(58) || :r]) WITH ORDINALITY AS u(r, ord) JOIN funds.account a ON a.kind = 'recipient' AND a.ref = u.r ORDER BY u.ord \gset
+UPDATE funds.account SET held_fen = held_fen - 100000 WHERE id = :bud;
+SELECT id, name, floor_fen, balance_fen, held_fen FROM funds.account WHERE id = ANY(ARRAY[:bud, :acct]::bigint[]) ORDER BY id;
+INSERT INTO funds.transfer (id, from_account, to_account, amount_fen, kind, year, budget_id, project_id, source_id, ref, note, request_key, reverses_id, actor, created_at, prev_hash, hash) SELECT x.id, x.f, x.t, 100000, 'disbursement', x.y, x.b, NULL, NULL, x.ref, NULL, x.rk, NULL, 'admin', x.at, x.prev, sha256(x.prev || convert_to('24' || chr(58) || 'bangfu.funds.transfer.v1,' || length(x.id::text) || chr(58) || x.id || ',' || length(x.f::text) || chr(58) || x.f || ',' || length(x.t::text) || chr(58) || x.t || ',' || '6' || chr(58) || '100000,' || '12' || chr(58) || 'disbursement,' || length(x.y::text) || chr(58) || x.y || ',' || length(x.b::text) || chr(58) || x.b || ',' || '~,~,' || octet_length(x.ref) || chr(58) || x.ref || ',' || '~,' || octet_length(x.rk) || chr(58) || x.rk || ',' || '~,' || '5' || chr(58) || 'admin,' || '27' || chr(58) || to_char(x.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24' || chr(58) || 'MI' || chr(58) || 'SS.US"Z"') || ',', 'UTF8')) FROM (SELECT :last_id::bigint + 1 AS id, :bud::bigint AS f, :acct::bigint AS t, :year::smallint AS y, :root_id::bigint AS b, 'batch/' || :batch_id || '#1' AS ref, :rk::text AS rk, date_trunc('microseconds', clock_timestamp()) AS at, decode(:last_hash, 'hex') AS prev) x RETURNING id AS xfer, encode(hash, 'hex') AS new_hash \gset
+UPDATE funds.account a SET balance_fen = a.balance_fen + x.d FROM unnest(ARRAY[:bud, :acct]::bigint[], ARRAY[-100000, 100000]::bigint[]) AS x(id, d) WHERE a.id = x.id;
+UPDATE funds.ledger_head SET last_id = :xfer, last_hash = decode(:new_hash, 'hex');
+INSERT INTO funds.batch_line (batch_id, line_key, recipient, amount_fen, transfer_id) SELECT :batch_id, x.k, x.r, x.a, x.t FROM unnest(ARRAY['1'], ARRAY['household' || chr(58) || :r], ARRAY[100000]::bigint[], ARRAY[:xfer]::bigint[]) AS x(k, r, a, t);
+UPDATE funds.batch_run SET applied = applied + 1, paid_fen = paid_fen + 100000, chunks = chunks + 1, first_transfer_id = :xfer, last_transfer_id = :xfer WHERE request_key = :rk;
+UPDATE funds.batch_run SET state = 'done', completed_at = now() WHERE request_key = :rk;
+SELECT bl.line_key, bl.recipient, bl.amount_fen, bl.transfer_id, t.request_key = :rk AS mine FROM funds.batch_line bl JOIN funds.transfer t ON t.id = bl.transfer_id WHERE bl.batch_id = :batch_id AND bl.line_key = ANY(ARRAY['1']);
+SELECT balance_fen - held_fen AS available FROM funds.account WHERE id = :bud;
+INSERT INTO funds.outbox (event_id, type, subject, payload) VALUES (gen_random_uuid(), 'bangfu.funds.batch.disbursed', 'batch/' || :batch_id, decode(repeat('ab', 330), 'hex'));
+SELECT pg_notify('bangfu_outbox_funds', '');
+SELECT count(*) AS nev FROM (SELECT 1 FROM funds.evidence_pending WHERE xact IN (txid_current(), 0) LIMIT 1) p \gset
+\if :nev
+SELECT ev_last_id, encode(ev_last_hash, 'hex') AS ev_hash FROM funds.ledger_head FOR UPDATE \gset
+SELECT p.kind, p.subject_id, a.kind AS account_kind, a.ref, a.name, a.floor_fen, t.payer_id, t.seq, t.amount_fen, t.recipient, t.requested_by, t.approved_by, t.approval_note AS note, CASE WHEN p.xact = 0 THEN 'system' || chr(58) || 'evidence-backfill' ELSE 'admin' END AS actor, to_char(COALESCE(a.created_at, t.approved_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24' || chr(58) || 'MI' || chr(58) || 'SS.US"Z"') AS created_at FROM funds.evidence_pending p LEFT JOIN funds.account a ON p.kind = 'account.created' AND a.id = p.subject_id LEFT JOIN funds.tranche t ON p.kind = 'tranche.approved' AND t.id = p.subject_id WHERE p.xact IN (txid_current(), 0) ORDER BY p.kind, p.subject_id;
+INSERT INTO funds.evidence (id, kind, subject_id, account_kind, ref, name, floor_fen, payer_id, seq, amount_fen, recipient, requested_by, approved_by, note, actor, created_at, prev_hash, hash) SELECT x.id, 'account.created', x.sid, 'recipient', x.ref, x.ref, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'admin', x.at, x.prev, sha256(x.prev || convert_to('24' || chr(58) || 'bangfu.funds.evidence.v1,' || length(x.id::text) || chr(58) || x.id || ',' || '15' || chr(58) || 'account.created,' || length(x.sid::text) || chr(58) || x.sid || ',' || '9' || chr(58) || 'recipient,' || octet_length(x.ref) || chr(58) || x.ref || ',' || octet_length(x.ref) || chr(58) || x.ref || ',' || '1' || chr(58) || '0,' || '~,~,~,~,~,~,~,' || '5' || chr(58) || 'admin,' || '27' || chr(58) || to_char(x.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24' || chr(58) || 'MI' || chr(58) || 'SS.US"Z"') || ',', 'UTF8')) FROM (SELECT :ev_last_id::bigint + 1 AS id, a.id AS sid, a.ref, a.created_at AS at, decode(:ev_hash, 'hex') AS prev FROM funds.account a WHERE a.id = :acct) x RETURNING id AS ev_id, encode(hash, 'hex') AS ev_new_hash \gset
+DELETE FROM funds.evidence_pending WHERE xact IN (txid_current(), 0);
+UPDATE funds.ledger_head SET ev_last_id = :ev_id, ev_last_hash = decode(:ev_new_hash, 'hex');
+\endif
+UPDATE funds.request SET result = decode(repeat('ab', 165), 'hex') WHERE key = :rk;
+END;
 EOF
 
 # pgbench FILE CLIENTS [-D var=value ...]: prints tps
@@ -197,13 +289,20 @@ for run in $(seq 1 "$RUNS"); do
     "{\"batch_key\":\"p2-@N@\",\"budget_id\":$BUD,\"lines\":[{\"line_key\":\"1\",\"recipient\":\"household:@R@\",\"amount_fen\":100000}],\"request_key\":\"p2-@N@\"}" \
     "$HLO" "$HHI") || { echo "bench: P2 disbursement errors" >&2; exit 1; }
   same=$(pgb "$T/p2_same.sql" 16 -D vlo="$VLO" -D vhi="$VHI"); row=$(pgb "$T/p2_row.sql" 16)
+  dsame=$(pgb "$T/p2_disburse.sql" 16 -D hlo="$HLO" -D hhi="$HHI" -D bud="$BUD")
+  # the same with as many connections as the service has workers: both
+  # serialise on the ledger head, and 16 connections queue on its row lock
+  # where the service queues requests in ZeroMQ in front of its workers
+  dsamew=$(pgb "$T/p2_disburse.sql" "$WORKERS" -D hlo="$HLO" -D hhi="$HHI" -D bud="$BUD")
   rps=$(kv "$out" rps); drps=$(kv "$dout" rps)
   rec P2 create_rps "$rps"; rec P2 create_p50_ms "$(kv "$out" p50_ms)"; rec P2 create_p99_ms "$(kv "$out" p99_ms)"
   rec P2 disburse_rps "$drps"; rec P2 disburse_p50_ms "$(kv "$dout" p50_ms)"; rec P2 disburse_p99_ms "$(kv "$dout" p99_ms)"
-  rec P2 raw_same_tps "$same"; rec P2 raw_row_tps "$row"
+  rec P2 raw_same_tps "$same"; rec P2 raw_row_tps "$row"; rec P2 raw_disburse_same_tps "$dsame"
+  rec P2 raw_disburse_w_tps "$dsamew"
   rec P2 ratio_create_same "$(div "$rps" "$same")"; rec P2 ratio_create_row "$(div "$rps" "$row")"
+  rec P2 ratio_disburse_same "$(div "$drps" "$dsame")"; rec P2 ratio_disburse_w "$(div "$drps" "$dsamew")"
   rec P2 ratio_disburse_row "$(div "$drps" "$row")"
-  echo "P2 household.create: $out | disbursement: $dout | pgbench same inserts $same tps, one-row insert $row tps"
+  echo "P2 household.create: $out | disbursement: $dout | pgbench same inserts $same tps, one-row insert $row tps, disbursement's statements $dsame tps ($dsamew tps with $WORKERS connections)"
 
   # ---- P4 relay vs pipelined XADD; commit -> subscriber
   rout=$("$LOAD" relay "$BANGFU_PG_DSN" registry "$BANGFU_BUS_PUB" "$NEV" "$NLAT") || { echo "bench: P4 relay failed" >&2; exit 1; }
@@ -249,6 +348,37 @@ EOF
   echo "P5 disbursement.batch $NLINES lines ${bs}s vs COPY ${cl}s; allocation.apply $NRECIP ${as}s vs COPY ${cr}s"
 done
 
+# ---- the rpc.workers sweep: registry and funds restarted with each count,
+# P1 and P2 measured again, as ratios to this run's median raw figures
+# med P KEY: the median of the figures recorded as "P KEY value"
+med() {
+  grep "^$1 $2 " "$RES" | awk '{print $3}' | sort -g |
+    awk '{a[NR] = $1} END {if (NR) print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2)}'
+}
+SWT="$T/sweep"; : >"$SWT"
+if [ -n "$SWEEP" ]; then
+  echo "== rpc.workers sweep: $SWEEP"
+  i=0; sweep_t0=$SECONDS
+  for w in $SWEEP; do
+    i=$((i + 1))
+    stop_svc registry; stop_svc funds
+    start_svc registry "$w"; start_svc funds "$w"
+    got=$("$CLI" call registry sys.stats | sed -n 's/.*"workers":\([0-9]*\).*/\1/p')
+    [ "$got" = "$w" ] || { echo "bench: registry runs '$got' workers, not $w" >&2; exit 1; }
+    gout=$(taskset -c 1 "$LOAD" rpc "$REG" household.get 4 "$SECS" '{"id":@R@}' "$HLO" "$HHI") \
+      || { echo "bench: sweep household.get errors" >&2; exit 1; }
+    cout=$(BENCH_ID_PREFIX=$(printf '1202%02d' "$i") taskset -c 1 "$LOAD" rpc "$REG" household.create 16 "$SECS" \
+      '{"village_id":@R@,"categories":["dibao"],"causes":{"main":"illness"},"route":"employment","income_fen":300000,"members":[{"name":"李@N@","id_number":"@ID@","relation":"head"}]}' \
+      "$VLO" "$VHI") || { echo "bench: sweep household.create errors" >&2; exit 1; }
+    dout=$(BENCH_SEQ_BASE=$(((50 + i) * 100000000)) taskset -c 1 "$LOAD" rpc "$FUNDS" disbursement.batch 16 "$SECS" \
+      "{\"batch_key\":\"p2-@N@\",\"budget_id\":$BUD,\"lines\":[{\"line_key\":\"1\",\"recipient\":\"household:@R@\",\"amount_fen\":100000}],\"request_key\":\"p2-@N@\"}" \
+      "$HLO" "$HHI") || { echo "bench: sweep disbursement errors" >&2; exit 1; }
+    echo "$w $(kv "$gout" rps) $(kv "$gout" p99_ms) $(kv "$cout" rps) $(kv "$cout" p99_ms) $(kv "$dout" rps) $(kv "$dout" p99_ms)" >>"$SWT"
+    echo "workers=$w household.get: $gout | household.create: $cout | disbursement: $dout"
+  done
+  echo "bench: the sweep took $((SECONDS - sweep_t0)) s"
+fi
+
 echo
 echo "bangfu vs raw on this machine ($(nproc) CPUs, $(uptime | sed 's/.*load average/load average/')),"
 echo "rpc.workers=$WORKERS, $RUNS run(s), ${SECS}s load phases, P3 $NHH households, P5 $NLINES lines / $NRECIP recipients."
@@ -265,8 +395,37 @@ for (p, k), vs in rows.items():
     print(f"  {p}  {k:22s} " + "  ".join(fmt.format(x) for x in (vs[0], statistics.median(vs), vs[-1])))
 EOF
 
+if [ -s "$SWT" ]; then
+  echo
+  echo "rpc.workers sweep (registry and funds restarted with each; ${SECS}s phases; x: ratio to the"
+  echo "median raw figure of the rounds above: P1 same queries / point select, P2 same statements / one-row insert):"
+  /usr/bin/python3 - "$SWT" "$(med P1 raw_same_tps)" "$(med P1 raw_point_tps)" "$(med P2 raw_same_tps)" \
+    "$(med P2 raw_row_tps)" "$(med P2 raw_disburse_same_tps)" <<'EOF'
+import sys
+def num(s):
+    try:
+        return float(s)
+    except ValueError:
+        return float("nan")
+p1s, p1p, p2s, p2r, p2d = (num(a) for a in sys.argv[2:7])
+def x(a, b):
+    return f"{a / b:.2f}" if b == b and b > 0 else "-"
+print(f"  {'workers':>7} | {'get rps':>7} {'p99 ms':>7} {'x same':>6} {'x point':>7}"
+      f" | {'create rps':>10} {'p99 ms':>7} {'x same':>6} {'x row':>5}"
+      f" | {'disburse rps':>12} {'p99 ms':>7} {'x same':>6} {'x row':>5}")
+for line in open(sys.argv[1]):
+    w, g, gp, c, cp, d, dp = line.split()
+    g, gp, c, cp, d, dp = map(num, (g, gp, c, cp, d, dp))
+    print(f"  {w:>7} | {g:7.0f} {gp:7.2f} {x(g, p1s):>6} {x(g, p1p):>7}"
+          f" | {c:10.0f} {cp:7.2f} {x(c, p2s):>6} {x(c, p2r):>5}"
+          f" | {d:12.0f} {dp:7.2f} {x(d, p2d):>6} {x(d, p2r):>5}")
+EOF
+fi
+
 # the RPC stack alone (in-process, no database): a bf_rpc round trip against
 # raw ZeroMQ REQ/REP, and the bounds check against msgpack-c's unpack alone
 echo
 echo "RPC stack micro-benchmark (bench/bench_rpc.c):"
 taskset -c 0 "$BUILD/bench/bench_rpc" $([ -n "${BENCH_SMALL:-}" ] && echo 5000 || echo 20000) | sed 's/^/  /'
+echo
+echo "bench: $SECONDS s in all"
