@@ -31,8 +31,10 @@
 #   BENCH_SMALL=1    small numbers (the CI smoke run): 2,000 households,
 #                    2 s load phases, 2,000-line batch, 13,000 recipients
 #   BENCH_SECS=S     seconds per load phase (default 10; 2 with BENCH_SMALL)
-#   BENCH_WORKERS="2 4 8"  the rpc.workers counts of the sweep (default
-#                    "2 4 8"; "2 4" with BENCH_SMALL; empty: no sweep)
+#   BENCH_WORKERS="2 4 8 4:solo"  the rpc.workers counts of the sweep; N:solo
+#                    is N workers with commit groups off (rpc.group_max = 1)
+#                    (default "2 4 8 4:solo"; "2 4 4:solo" with BENCH_SMALL;
+#                    empty: no sweep)
 #   BENCH_KEEP=1     keep the temporary directory (logs) afterwards
 set -u
 cd "$(dirname "$0")/.."
@@ -41,13 +43,13 @@ BUILD=${BUILD:-build}
 RUNS=${BENCH_RUNS:-3}
 if [ -n "${BENCH_SMALL:-}" ]; then
   SECS=${BENCH_SECS:-2}; NHH=2000; NLINES=2000; NRECIP=13000; NEV=2000; NLAT=50
-  SWEEP=${BENCH_WORKERS-2 4}
+  SWEEP=${BENCH_WORKERS-2 4 4:solo}
 else
   SECS=${BENCH_SECS:-10}; NHH=100000; NLINES=20000; NRECIP=130000; NEV=20000; NLAT=300
-  SWEEP=${BENCH_WORKERS-2 4 8}
+  SWEEP=${BENCH_WORKERS-2 4 8 4:solo}
 fi
 for w in $SWEEP; do
-  case $w in *[!0-9]*) echo "bench: BENCH_WORKERS: '$w' is not a worker count" >&2; exit 2;; esac
+  case ${w%:solo} in ''|*[!0-9]*) echo "bench: BENCH_WORKERS: '$w' is not a worker count (N or N:solo)" >&2; exit 2;; esac
 done
 . scripts/lib.sh
 PGBIN=$(bf_pg_bindir) || { echo "bench: PostgreSQL binaries not found" >&2; exit 1; }
@@ -101,7 +103,9 @@ psqlc() { "$PGBIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U bangfu -d bangfu -v ON_ERR
 start_svc() {
   local s=$1 w=${2:-} ok="" _
   if [ -n "$w" ]; then
-    BANGFU_RPC_WORKERS=$w "$BUILD/bin/bangfu-$s" >>"$T/$s.log" 2>&1 &
+    # "N:solo": N workers with commit groups off (rpc.group_max = 1)
+    BANGFU_RPC_WORKERS=${w%:solo} BANGFU_RPC_GROUP_MAX=$([ "${w%:solo}" != "$w" ] && echo 1 || echo 16) \
+      "$BUILD/bin/bangfu-$s" >>"$T/$s.log" 2>&1 &
   else
     "$BUILD/bin/bangfu-$s" >>"$T/$s.log" 2>&1 &
   fi
@@ -364,7 +368,7 @@ if [ -n "$SWEEP" ]; then
     stop_svc registry; stop_svc funds
     start_svc registry "$w"; start_svc funds "$w"
     got=$("$CLI" call registry sys.stats | sed -n 's/.*"workers":\([0-9]*\).*/\1/p')
-    [ "$got" = "$w" ] || { echo "bench: registry runs '$got' workers, not $w" >&2; exit 1; }
+    [ "$got" = "${w%:solo}" ] || { echo "bench: registry runs '$got' workers, not $w" >&2; exit 1; }
     gout=$(taskset -c 1 "$LOAD" rpc "$REG" household.get 4 "$SECS" '{"id":@R@}' "$HLO" "$HHI") \
       || { echo "bench: sweep household.get errors" >&2; exit 1; }
     cout=$(BENCH_ID_PREFIX=$(printf '1202%02d' "$i") taskset -c 1 "$LOAD" rpc "$REG" household.create 16 "$SECS" \
