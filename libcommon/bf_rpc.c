@@ -1679,6 +1679,7 @@ static int s_forward_request(struct bf_rpc_server *s)
     s->free_count--;
     s->workers[w].queued = false;
     for (int i = 0; i < k; i++) s_send_to_worker(s, w, s->gq[i], i == 0 ? k : 0);
+    if (s->workers[w].outstanding == 0) s_free_push(s, w); /* nothing reached it */
     if (held >= 0) {
         s_inreq_t *t = s->gq[0];
         s->gq[0] = s->gq[held];
