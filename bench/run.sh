@@ -90,6 +90,10 @@ bf_redis_start "$T/redis" "$REDIS_PORT" yes || exit 1
 export BANGFU_KEYS_DIR="$T/keys" BANGFU_PRINCIPAL=admin
 export BANGFU_CONFIG="$ROOT/configs/bangfu.conf"
 export BANGFU_LOG_LEVEL=warn
+# the stream keeps no history here: three full rounds relay ~700,000 events, more
+# than Redis's 256 MB maxmemory holds for the day relay.stream_keep_s keeps by
+# default (the relay then waits for room, as it should, and P4's probe times out)
+export BANGFU_RELAY_STREAM_KEEP_S=0 BANGFU_RELAY_TRIM_INTERVAL_S=5
 export BANGFU_PG_DSN="postgresql://bangfu@127.0.0.1:$PG_PORT/bangfu"
 export BANGFU_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
 export BANGFU_BUS_XSUB="tcp://127.0.0.1:$XSUB_PORT" BANGFU_BUS_PUB="tcp://127.0.0.1:$PUB_PORT"
