@@ -283,21 +283,8 @@ def test_held_row_lock_does_not_delay_other_requests():
     import random
     from bftest import free_port, pg, fresh_id
     cl = c()
-    prov = random.choice(["13", "14", "15", "21", "22"])
-    county = "%s%02d%02d" % (prov, random.randint(1, 99), random.randint(1, 99))
-    cl.call("region.put", {"code": prov + "0" * 10, "name": "省", "level": "province"})
-    cl.call("region.put", {"code": county[:4] + "0" * 8, "name": "市", "level": "city",
-                           "parent_code": prov + "0" * 10})
-    cl.call("region.put", {"code": county + "000000", "name": "县", "level": "county",
-                           "parent_code": county[:4] + "0" * 8})
-    cl.call("region.put", {"code": county + "001000", "name": "镇", "level": "township",
-                           "parent_code": county + "000000"})
-    vid = cl.call("village.create", {"region_code": county + "001000", "name": "锁村",
-                                     "category": "poor"})["id"]
-    hid = cl.call("household.create", {
-        "village_id": vid, "categories": ["dibao"], "causes": {"main": "illness"},
-        "route": "employment", "income_fen": 100,
-        "members": [{"name": "王五", "id_number": fresh_id(county), "relation": "head"}]})["id"]
+    county, vid = _group_village(random.choice(["13", "14", "15", "21", "22"]), "锁村")
+    hid = cl.call("household.create", _group_household(vid, "王五", fresh_id(county)))["id"]
 
     port = free_port()
     ep = "tcp://127.0.0.1:%d" % port
@@ -375,6 +362,55 @@ def test_held_row_lock_does_not_delay_other_requests():
     eq(S.stop("registry-lock"), 0, "the instance stops cleanly")
 
 
+def _group_village(prov, name):
+    """A fresh county under province prov (two digits) with one township and
+    one poor village; returns (county, village id)."""
+    import time
+    cl = c()
+    county = "%s%02d%02d" % (prov, time.time_ns() % 97 + 1, time.time_ns() // 7 % 97 + 1)
+    cl.call("region.put", {"code": prov + "0" * 10, "name": "省", "level": "province"})
+    cl.call("region.put", {"code": county[:4] + "0" * 8, "name": "市", "level": "city",
+                           "parent_code": prov + "0" * 10})
+    cl.call("region.put", {"code": county + "000000", "name": "县", "level": "county",
+                           "parent_code": county[:4] + "0" * 8})
+    cl.call("region.put", {"code": county + "001000", "name": "镇", "level": "township",
+                           "parent_code": county + "000000"})
+    vid = cl.call("village.create", {"region_code": county + "001000", "name": name,
+                                     "category": "poor"})["id"]
+    return county, vid
+
+
+def _group_household(vid, name, id_number):
+    return {"village_id": vid, "categories": ["dibao"], "causes": {"main": "illness"},
+            "route": "employment", "income_fen": 100,
+            "members": [{"name": name, "id_number": id_number, "relation": "head"}]}
+
+
+def _row_locked(hid):
+    """A connection whose open transaction holds household hid FOR UPDATE."""
+    from bftest import pg
+    conn = pg()
+    conn.autocommit = False
+    conn.cursor().execute("SELECT id FROM registry.household WHERE id = %s FOR UPDATE", (hid,))
+    return conn
+
+
+def _dealer(ep):
+    sock = bftest.curve_socket(zmq.DEALER, "registry")
+    sock.connect(ep)
+    return sock
+
+
+def _send(sock, rid, method, params):
+    sock.send_multipart([b"", msgpack.packb({"v": 1, "id": rid, "method": method,
+                                             "actor": "admin", "params": params})])
+
+
+def _recv(sock, what, timeout_ms=20000):
+    check(sock.poll(timeout_ms), "no reply to " + what)
+    return msgpack.unpackb(sock.recv_multipart()[-1], raw=False)
+
+
 def test_queued_writes_share_one_commit():
     """Commit groups (bf_rpc.h). One worker, held by an update that waits for
     a row lock this test holds; meanwhile writes queue at the front: three
@@ -390,21 +426,10 @@ def test_queued_writes_share_one_commit():
     import time
     from bftest import free_port, pg, fresh_id
     cl = c()
-    county = "23%02d%02d" % (time.time_ns() % 97 + 1, time.time_ns() // 7 % 97 + 1)
-    cl.call("region.put", {"code": "230000000000", "name": "省", "level": "province"})
-    cl.call("region.put", {"code": county[:4] + "0" * 8, "name": "市", "level": "city",
-                           "parent_code": "230000000000"})
-    cl.call("region.put", {"code": county + "000000", "name": "县", "level": "county",
-                           "parent_code": county[:4] + "0" * 8})
-    cl.call("region.put", {"code": county + "001000", "name": "镇", "level": "township",
-                           "parent_code": county + "000000"})
-    vid = cl.call("village.create", {"region_code": county + "001000", "name": "组村",
-                                     "category": "poor"})["id"]
+    county, vid = _group_village("23", "组村")
 
     def household(id_number):
-        return {"village_id": vid, "categories": ["dibao"], "causes": {"main": "illness"},
-                "route": "employment", "income_fen": 100,
-                "members": [{"name": "赵六", "id_number": id_number, "relation": "head"}]}
+        return _group_household(vid, "赵六", id_number)
 
     taken = fresh_id(county)
     h1 = cl.call("household.create", household(fresh_id(county)))["id"]
@@ -416,22 +441,9 @@ def test_queued_writes_share_one_commit():
                              "BANGFU_RELAY_ENABLED": "false"}, name="registry-group")
     stats = Client(ep, timeout_ms=20000, server="registry")
     st0 = stats.call("sys.stats", actor=None)
-    lock1, lock2 = pg(), pg()
-    lock1.autocommit = lock2.autocommit = False
-    lock1.cursor().execute("SELECT id FROM registry.household WHERE id = %s FOR UPDATE", (h1,))
-    lock2.cursor().execute("SELECT id FROM registry.household WHERE id = %s FOR UPDATE", (h2,))
-    blocked = bftest.curve_socket(zmq.DEALER, "registry")
-    blocked.connect(ep)
-    queued = bftest.curve_socket(zmq.DEALER, "registry")
-    queued.connect(ep)
-
-    def send(sock, rid, method, params):
-        sock.send_multipart([b"", msgpack.packb({"v": 1, "id": rid, "method": method,
-                                                 "actor": "admin", "params": params})])
-
-    def recv(sock, what):
-        check(sock.poll(20000), "no reply to " + what)
-        return msgpack.unpackb(sock.recv_multipart()[-1], raw=False)
+    lock1, lock2 = _row_locked(h1), _row_locked(h2)
+    blocked, queued = _dealer(ep), _dealer(ep)
+    send, recv = _send, _recv
 
     key = "group-%d" % time.time_ns()
     keyed = dict(household(fresh_id(county)), request_key=key)
@@ -498,21 +510,10 @@ def test_a_group_that_cannot_commit_answers_every_member_unavailable():
     import time
     from bftest import free_port, pg, fresh_id
     cl = c()
-    county = "36%02d%02d" % (time.time_ns() % 97 + 1, time.time_ns() // 7 % 97 + 1)
-    cl.call("region.put", {"code": "360000000000", "name": "省", "level": "province"})
-    cl.call("region.put", {"code": county[:4] + "0" * 8, "name": "市", "level": "city",
-                           "parent_code": "360000000000"})
-    cl.call("region.put", {"code": county + "000000", "name": "县", "level": "county",
-                           "parent_code": county[:4] + "0" * 8})
-    cl.call("region.put", {"code": county + "001000", "name": "镇", "level": "township",
-                           "parent_code": county + "000000"})
-    vid = cl.call("village.create", {"region_code": county + "001000", "name": "断村",
-                                     "category": "poor"})["id"]
+    county, vid = _group_village("36", "断村")
 
     def household():
-        return {"village_id": vid, "categories": ["dibao"], "causes": {"main": "illness"},
-                "route": "employment", "income_fen": 100,
-                "members": [{"name": "孙八", "id_number": fresh_id(county), "relation": "head"}]}
+        return _group_household(vid, "孙八", fresh_id(county))
 
     h1 = cl.call("household.create", household())["id"]
     h2 = cl.call("household.create", household())["id"]
@@ -520,22 +521,12 @@ def test_a_group_that_cannot_commit_answers_every_member_unavailable():
     S.start("registry", env={"BANGFU_REGISTRY_BIND": ep, "BANGFU_RPC_WORKERS": "1",
                              "BANGFU_RPC_GROUP_LOCK_TIMEOUT_MS": "60000",
                              "BANGFU_RELAY_ENABLED": "false"}, name="registry-cut")
-    lock1, lock2, watch = pg(), pg(), pg()
-    lock1.autocommit = lock2.autocommit = False
-    lock1.cursor().execute("SELECT id FROM registry.household WHERE id = %s FOR UPDATE", (h1,))
-    lock2.cursor().execute("SELECT id FROM registry.household WHERE id = %s FOR UPDATE", (h2,))
-    blocked = bftest.curve_socket(zmq.DEALER, "registry")
-    blocked.connect(ep)
-    queued = bftest.curve_socket(zmq.DEALER, "registry")
-    queued.connect(ep)
-
-    def send(sock, rid, method, params):
-        sock.send_multipart([b"", msgpack.packb({"v": 1, "id": rid, "method": method,
-                                                 "actor": "admin", "params": params})])
+    lock1, lock2, watch = _row_locked(h1), _row_locked(h2), pg()
+    blocked, queued = _dealer(ep), _dealer(ep)
+    send = _send
 
     def recv(sock, what):
-        check(sock.poll(30000), "no reply to " + what)
-        return msgpack.unpackb(sock.recv_multipart()[-1], raw=False)
+        return _recv(sock, what, 30000)
 
     def waiting_pids():
         cur = watch.cursor()
