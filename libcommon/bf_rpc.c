@@ -8,6 +8,7 @@
  * See bf_rpc.h for the contract and docs/protocol.md for the wire format. */
 #include "bf_rpc.h"
 #include "bf_idem.h"
+#include "bf_json.h"
 #include "bf_keys.h"
 #include "bf_login.h"
 #include "bf_log.h"
@@ -162,6 +163,17 @@ const char *bf_req_field(bf_req_t *r, const char *prefix, const char *key)
 const char *bf_req_itoa(bf_req_t *r, int64_t v)
 {
     return bf_arena_printf(r->arena, "%" PRId64, v);
+}
+
+int bf_req_json_column(bf_req_t *r, msgpack_sbuffer *out, const PGresult *res, int row,
+                       const char *col, const char *field)
+{
+    const char *js = bf_db_str(res, row, col);
+    if (!js) js = "[]";
+    char err[128];
+    if (bf_json_to_msgpack(js, strlen(js), out, err, sizeof err) != 0)
+        return bf_req_fail(r, BF_E_INTERNAL, field, "%s: %s", field, err);
+    return 0;
 }
 
 /* Finds key in `in`; NIL counts as absent. */

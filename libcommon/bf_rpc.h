@@ -222,6 +222,13 @@ const char *bf_req_field(bf_req_t *r, const char *prefix, const char *key);
 /* The decimal text of v in the arena ("-12", "42"), for $n parameters of a
  * statement; NULL if out of memory (which binds as SQL NULL). */
 const char *bf_req_itoa(bf_req_t *r, int64_t v);
+/* Appends column col of res's row as msgpack to out (the request's result
+ * sbuffer, r->out->data, or a map being built), for a list or object a
+ * statement built as JSON (json_agg, json_build_object): a NULL column is an
+ * empty array. Returns 0, or -1 with r->err internal naming field, when the
+ * database's JSON does not convert (deeper than bf_json allows). */
+int bf_req_json_column(bf_req_t *r, msgpack_sbuffer *out, const PGresult *res, int row,
+                       const char *col, const char *field);
 
 /* Server. */
 typedef struct bf_rpc_server bf_rpc_server_t;

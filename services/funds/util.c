@@ -3,7 +3,6 @@
  * literals for bulk statements, and event emission. */
 #include "funds.h"
 #include "bf_db.h"
-#include "bf_json.h"
 #include "bf_mp.h"
 #include "bf_valid.h"
 
@@ -194,11 +193,6 @@ int funds_emit(bf_req_t *r, bf_event_t *ev, const char *what, const char *subjec
 
 int funds_pack_json_list(bf_req_t *r, const PGresult *res, int row, const char *col)
 {
-    const char *js = bf_db_str(res, row, col);
-    if (!js) js = "[]";
-    char err[128];
     /* r->out packs into the request's result sbuffer (bf_rpc.c) */
-    if (bf_json_to_msgpack(js, strlen(js), (msgpack_sbuffer *)r->out->data, err, sizeof err) != 0)
-        return bf_req_fail(r, BF_E_INTERNAL, NULL, "%s: %s", col, err);
-    return 0;
+    return bf_req_json_column(r, (msgpack_sbuffer *)r->out->data, res, row, col, col);
 }

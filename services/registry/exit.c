@@ -28,7 +28,6 @@
  */
 #include "registry.h"
 #include "bf_db.h"
-#include "bf_json.h"
 #include "bf_mp.h"
 #include "bf_page.h"
 
@@ -660,14 +659,10 @@ int exit_get(bf_req_t *r)
     /* the objections come as one JSON array from the same statement; r->out
      * packs into the request's result sbuffer (bf_rpc.c), so the array's
      * msgpack encoding is appended to it in place */
-    const char *js = bf_db_str(res, 0, "objections");
-    if (!js) js = "[]";
-    char err[128];
-    int rc = bf_json_to_msgpack(js, strlen(js), (msgpack_sbuffer *)r->out->data, err,
-                                sizeof err);
+    int rc = bf_req_json_column(r, (msgpack_sbuffer *)r->out->data, res, 0, "objections",
+                                "objections");
     PQclear(res);
-    if (rc != 0) return bf_req_fail(r, BF_E_INTERNAL, NULL, "objections: %s", err);
-    return 0;
+    return rc;
 }
 
 int exit_list(bf_req_t *r)

@@ -2,7 +2,6 @@
  * readers for due times, dates, id lists and nested maps, counted maps. */
 #include "tasks.h"
 #include "bf_db.h"
-#include "bf_json.h"
 #include "bf_mp.h"
 #include "bf_valid.h"
 
@@ -344,10 +343,5 @@ int tm_json_list(bf_req_t *r, tasks_map_t *m, const char *key, const PGresult *r
                  const char *col)
 {
     tm_key(m, key);
-    const char *js = bf_db_str(res, row, col);
-    if (!js) js = "[]";
-    char err[128];
-    if (bf_json_to_msgpack(js, strlen(js), &m->buf, err, sizeof err) != 0)
-        return bf_req_fail(r, BF_E_INTERNAL, NULL, "%s: %s", key, err);
-    return 0;
+    return bf_req_json_column(r, &m->buf, res, row, col, key);
 }
