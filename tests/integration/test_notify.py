@@ -891,7 +891,12 @@ def test_example_subscribers_in_c_and_python_receive_events():
             time.sleep(0.5)
             if all(any(ln in open(out.name).read() for ln in lines) for out in outs):
                 break
-            check(time.time() < deadline, "a live subscriber printed none of %r" % lines)
+            if time.time() >= deadline:
+                raise TestFailure("a live subscriber printed none of %d events (last %s): %s" % (
+                    len(lines), lines[-1], "; ".join(
+                        "%s exit=%r printed %r" % (" ".join(p.args[-2:]), p.poll(),
+                                                   open(o.name).read()[-400:])
+                        for p, o in zip(procs, outs))))
         line = lines[-1]
         for out in outs:
             wait_for(lambda: line in open(out.name).read(), timeout=10,
