@@ -28,6 +28,7 @@ def main():
         name = os.path.basename(path)[:-3]
         if args.match and args.match not in name:
             continue
+        pids_before = _pids_started()
         spec = importlib.util.spec_from_file_location(name, path)
         mod = importlib.util.module_from_spec(spec)
         tests = []
@@ -66,8 +67,49 @@ def main():
         except Exception:
             failed += 1
             print("not ok - %s (teardown)\n%s" % (name, _indent(traceback.format_exc())))
+        left = _left_running(pids_before)
+        if left:
+            # a service left running keeps its relay's advisory lock (one
+            # relay per service per database) and moves later modules'
+            # events to its own, dead bus: a defect of the module
+            failed += 1
+            print("not ok - %s (left running after teardown, now killed: %s)" % (
+                name, "; ".join(left)))
     print("# %d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
+
+
+def _pids_started():
+    """How many processes bftest recorded in $TMP/pids so far."""
+    try:
+        with open(os.path.join(os.environ.get("BANGFU_TEST_TMP", ""), "pids")) as f:
+            return len(f.read().split())
+    except OSError:
+        return 0
+
+
+def _left_running(since):
+    """The processes bftest started (as our children) after the first `since`
+    that still run, each killed and named by its command line."""
+    try:
+        with open(os.path.join(os.environ.get("BANGFU_TEST_TMP", ""), "pids")) as f:
+            pids = [int(p) for p in f.read().split()[since:]]
+    except (OSError, ValueError):
+        return []
+    left = []
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
+            if state == "Z" or int(ppid) != os.getpid():
+                continue  # ended (not yet waited for), or the pid is another's now
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+            os.kill(pid, 9)
+        except (OSError, IndexError):
+            continue
+        left.append("%d %s" % (pid, cmd))
+    return left
 
 
 def _teardown(mod):
