@@ -12,6 +12,9 @@
 #                    16 clients, as P2 runs before P5 in `make bench`: each
 #                    worker's connection then runs its prepared statements with
 #                    the plans it settled on for one-line arrays
+#   P5_WRAP="CMD"    run the funds service under CMD (e.g. "valgrind --tool=callgrind")
+#   P5_HOLD=S        keep the stack up S seconds at the end (to look at it)
+#   BUILD=DIR        the binaries of DIR (default build), e.g. an older build to compare
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -100,4 +103,4 @@ EOF
   printf 'p5: %6d lines: batch %.3fs, COPY %.3fs, ratio %.2fx (medians of %d)\n' \
     "$n" "$mb" "$mc" "$(echo "$mc / $mb" | bc -l)" "$RUNS"
 done
-[ -n "${P5_HOLD:-}" ] && { echo "p5: holding; PG port $PG_PORT, dir $T"; sleep "$P5_HOLD"; }
+if [ -n "${P5_HOLD:-}" ]; then echo "p5: holding; PG port $PG_PORT, dir $T"; sleep "$P5_HOLD"; fi
