@@ -148,6 +148,29 @@ static int s_payer(bf_req_t *r, s_batch_t *b)
     return 0;
 }
 
+/* The lines of batch $1 whose keys are in the text array $2 (each key once),
+ * one probe of batch_line's primary key per key: "FROM S_KEYS_PROBE(cols,
+ * joins)" gives the columns cols of batch_line bl (and of joins, looked up by
+ * bl) as rows "x".
+ *
+ * Not "WHERE bl.batch_id = $1 AND bl.line_key = ANY($2)": once a worker's
+ * connection has run such a statement a few times with small arrays (one-line
+ * batches), PostgreSQL keeps a generic plan for it, which takes the batch's
+ * lines by batch_id and tests each against the whole array, one element after
+ * the other: lines x keys comparisons, which made a 20,000-line batch
+ * quadratic (each chunk asks about its 2,000 keys among the up to 18,000 lines
+ * paid before it, the result about 20,000 keys among 20,000 lines). A plain
+ * join with unnest($2) would leave the planner that choice in another form (a
+ * nested loop over the lines that rescans the keys for each). A LATERAL
+ * subquery with a LIMIT is never flattened into the outer query, so every plan is a loop over
+ * the keys with one index lookup each: linear in the keys, whatever the
+ * batch's size. LIMIT 1 changes nothing else: (batch_id, line_key) is the
+ * primary key. */
+#define S_KEYS_PROBE(cols, joins)                                                    \
+    "unnest($2::text[]) AS k(line_key) CROSS JOIN LATERAL ("                         \
+    "SELECT " cols " FROM batch_line bl " joins                                      \
+    " WHERE bl.batch_id = $1::bigint AND bl.line_key = k.line_key LIMIT 1) x"
+
 /* The first line (by index) with this key, or -1. */
 static long s_find(const s_batch_t *b, const char *key)
 {
@@ -174,12 +197,13 @@ static int s_mark_paid(bf_req_t *r, s_batch_t *b, const char *key)
     for (size_t i = 0; i < b->n; i++)
         if (!b->lines[i].bad) funds_arr_text(&ak, b->lines[i].key);
     const char *lp[] = {bf_req_itoa(r, b->batch_id), funds_arr_end(&ak), key ? key : ""};
-    PGresult *res = bf_db_prep(r->db, "funds_batch_paid",
-                               "SELECT bl.line_key, bl.recipient, bl.amount_fen, bl.transfer_id, "
-                               "  t.request_key = $3 AS mine "
-                               "FROM batch_line bl JOIN transfer t ON t.id = bl.transfer_id "
-                               "WHERE bl.batch_id = $1 AND bl.line_key = ANY($2::text[])",
-                               3, lp, NULL, NULL);
+    PGresult *res = bf_db_prep(
+        r->db, "funds_batch_paid",
+        "SELECT x.line_key, x.recipient, x.amount_fen, x.transfer_id, x.mine "
+        "FROM " S_KEYS_PROBE("bl.line_key, bl.recipient, bl.amount_fen, bl.transfer_id, "
+                             "t.request_key = $3 AS mine",
+                             "JOIN transfer t ON t.id = bl.transfer_id"),
+        3, lp, NULL, NULL);
     funds_arr_free(&ak);
     if (!res) return bf_req_db_fail(r);
     int npaid = PQntuples(res);
@@ -282,8 +306,7 @@ static int s_chunk(bf_req_t *r, s_batch_t *b, funds_head_t *head, const int64_t 
     for (size_t j = 0; j < k; j++) funds_arr_text(&ak, b->lines[idx[j]].key);
     const char *lp[] = {bf_req_itoa(r, b->batch_id), funds_arr_end(&ak)};
     PGresult *res = bf_db_prep(r->db, "funds_batch_taken",
-                               "SELECT line_key FROM batch_line "
-                               "WHERE batch_id = $1 AND line_key = ANY($2::text[])",
+                               "SELECT x.line_key FROM " S_KEYS_PROBE("bl.line_key", ""),
                                2, lp, NULL, NULL);
     funds_arr_free(&ak);
     if (!res) return bf_req_db_fail(r);

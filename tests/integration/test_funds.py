@@ -1506,6 +1506,102 @@ def test_long_batch_runs_in_chunks_a_receipt_passes_between_and_a_killed_one_res
     books_balance()
 
 
+def test_a_batch_skips_lines_another_request_paid_between_its_chunks():
+    """Two request keys on one batch: the second starts between two chunks of
+    the first and pays lines the first had planned for a later chunk. The
+    first's later chunk finds them paid and skips them (each line is paid
+    once), releases their part of its hold, and reports them as duplicates
+    with the second request's transfers; the second reports the line the
+    first had already paid as a duplicate. The lines are looked up by key in
+    batch_line at each chunk and at the end (funds_batch_taken,
+    funds_batch_paid). The second request is let in between the chunks by
+    holding the row lock of a recipient the first's third chunk pays, as
+    above, not by timing."""
+    chunk = 50
+    small = {"BANGFU_FUNDS_CHUNK_ROWS": str(chunk)}
+    _restart_funds(small)
+    locks = []
+    try:
+        cl = c()
+        n = 8 * chunk
+        tag = bftest.uid()
+        refs = ["person:%s%05d" % (int(tag[:6], 16) % 900 + 100, i) for i in range(n)]
+        amounts = [100 + i % 7 for i in range(n)]
+        a_i = 2 * chunk + 5  # in the third chunk
+        pre = new_budget(cl, 1)
+        cl.call("disbursement.batch", {"batch_key": key("pre"), "budget_id": pre["id"],
+                                       "request_key": key(), "lines": [
+            {"line_key": "a", "recipient": refs[a_i], "amount_fen": 1}]})
+        bud = new_budget(cl, sum(amounts) + 2000)
+        batch_key = key("shared")
+        lines = [{"line_key": "L%d" % i, "recipient": refs[i], "amount_fen": amounts[i]}
+                 for i in range(n)]
+        ka, kb = key("first"), key("second")
+        mid = list(range(5 * chunk, 5 * chunk + 10))  # the first's sixth chunk
+        lines_b = [lines[i] for i in mid] + [lines[0]]
+        locks.append(_lock_recipient(refs[a_i]))
+        got = {}
+
+        def run(name, k, ls):
+            try:
+                got[name] = S.client("funds", timeout_ms=60000).call(
+                    "disbursement.batch", {"batch_key": batch_key, "budget_id": bud["id"],
+                                           "lines": ls, "request_key": k})
+            except Exception as e:
+                got[name] = e
+
+        ta = threading.Thread(target=run, args=("a", ka, lines), daemon=True)
+        ta.start()
+        bftest.wait_for(lambda: (_batch_run(ka) or ("", 0))[1] == 2 * chunk, timeout=60,
+                        msg="the first request did not commit its first 2 chunks")
+        tb = threading.Thread(target=run, args=("b", kb, lines_b), daemon=True)
+        tb.start()
+        bftest.wait_for(lambda: _waiting_on_head() >= 1, timeout=30,
+                        msg="the second request does not wait for the ledger head")
+        locks.pop().rollback()  # the third chunk commits; the second request is next
+        ta.join(60)
+        tb.join(60)
+        a, b = got.get("a"), got.get("b")
+        check(isinstance(a, dict) and isinstance(b, dict), "both requests answered: %r" % got)
+        eq((b["paid"], b["duplicates"], b["failed"]), (10, 1, 0), "the second request: %r"
+           % {k_: v for k_, v in b.items() if k_ != "lines"})
+        check(all(l["status"] == "ok" and not l["duplicate"] for l in b["lines"][:10]),
+              "the second request paid the first's later lines")
+        eq(b["lines"][10]["duplicate"], True, "L0 was paid by the first request")
+        eq(b["lines"][10]["transfer_id"], a["lines"][0]["transfer_id"])
+        eq(b["paid_fen"], sum(amounts[i] for i in mid))
+        eq((a["paid"], a["duplicates"], a["failed"]), (n - 10, 10, 0), "the first request: %r"
+           % {k_: v for k_, v in a.items() if k_ != "lines"})
+        eq(a["paid_fen"], sum(amounts) - b["paid_fen"])
+        for j, i in enumerate(mid):
+            eq((a["lines"][i]["duplicate"], a["lines"][i]["transfer_id"]),
+               (True, b["lines"][j]["transfer_id"]), "line L%d: the second request's payment" % i)
+        check(not any(a["lines"][i]["duplicate"] for i in range(n) if i not in mid),
+              "the first request paid every other line")
+        eq(a["chunks"], n // chunk)
+        conn = bftest.pg()
+        cur = conn.cursor()
+        cur.execute("SELECT count(*), count(DISTINCT ref), count(DISTINCT to_account), "
+                    "  sum(amount_fen), count(*) FILTER (WHERE request_key = %s) "
+                    "FROM funds.transfer WHERE ref LIKE %s",
+                    (kb, "batch/%d#%%" % a["id"]))
+        eq(cur.fetchone(), (n, n, n, sum(amounts), 10), "each line paid once")
+        cur.execute("SELECT balance_fen, held_fen FROM funds.account WHERE id = %s", (bud["id"],))
+        eq(cur.fetchone(), (2000, 0), "the first's hold on the lines it skipped is released")
+        conn.close()
+        eq((_batch_run(ka)[0], _batch_run(kb)[0]), ("done", "done"))
+        eq(c().call("disbursement.batch", {"batch_key": batch_key, "budget_id": bud["id"],
+                                           "lines": lines, "request_key": ka}),
+           a, "a retry of the first replays its result")
+        v = cl.call("ledger.verify", actor=None)
+        check(v["ok"], "verify after two requests on one batch: %r" % v)
+    finally:
+        for conn in locks:
+            conn.rollback()
+        _restart_funds()
+    books_balance()
+
+
 # ---------------------------------------------------------------- lists
 
 def test_budget_and_project_lists_page_and_filter():
