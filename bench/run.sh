@@ -151,14 +151,18 @@ psqlc -c 'create table public.bench_row (id bigserial primary key, v bigint not 
 psqlc -c 'create table public.bench_transfer (like funds.transfer including all)'
 psqlc -c 'create sequence public.bench_rawd_seq'
 
-# the statements household.get runs (services/registry/household.c), and a point select
-cat >"$T/p1_same.sql" <<'EOF'
-\set id random(:lo, :hi)
-SELECT h.id, h.village_id, v.name AS village_name, v.region_code, h.categories, h.cause_main, h.cause_secondary, h.route, h.income_fen, h.address, h.phone, h.status, to_char(h.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24' || chr(58) || 'MI' || chr(58) || 'SS"Z"') AS created_at, to_char(h.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24' || chr(58) || 'MI' || chr(58) || 'SS"Z"') AS updated_at FROM registry.household h JOIN registry.village v ON v.id = h.village_id WHERE h.id = :id;
-SELECT id, household_id, name, id_number, relation, gender, birth_date, phone, disability, labour FROM registry.person WHERE household_id = :id ORDER BY (relation = 'head') DESC, id;
-SELECT p.id AS pairing_id, c.id AS cadre_id, c.name, c.rank, c.unit_id, c.phone, p.starts_on, p.ends_on FROM registry.pairing p JOIN registry.cadre c ON c.id = p.helper_id WHERE p.kind = 'cadre_household' AND p.target_id = :id AND p.ended_at IS NULL ORDER BY p.id;
-SELECT p.id AS pairing_id, u.id AS unit_id, u.name, u.contact_cadre_id, p.starts_on, p.ends_on FROM registry.pairing p JOIN registry.unit u ON u.id = p.helper_id WHERE p.kind = 'helper_household' AND p.target_id = :id AND p.ended_at IS NULL ORDER BY p.id;
-EOF
+# the statement household.get runs, taken from services/registry/household.c
+# at bench time (after the preprocessor: its scope macros expanded), as the
+# admin the bench acts as runs it (no region or cadre scope: $2, $3 NULL); the
+# raw side runs it with the services' search_path (P1_PATH); and a point select
+P1_PATH="-c search_path=registry,public"
+# shellcheck disable=SC2046
+{ echo '\set id random(:lo, :hi)'
+  gcc -E -P -std=c11 -D_GNU_SOURCE -Ilibcommon -I"$BUILD/gen" $(pkg-config --cflags libpq hiredis msgpack libzmq) \
+      services/registry/household.c \
+    | /usr/bin/python3 bench/sql_from_c.py services/registry/household.c s_hh_get_sql 1=:id 2=NULL 3=NULL
+} >"$T/p1_same.sql" && [ "$(wc -l <"$T/p1_same.sql")" = 2 ] \
+  || { echo "bench: could not take household.get's statement from services/registry/household.c" >&2; exit 1; }
 cat >"$T/p1_point.sql" <<'EOF'
 \set id random(:lo, :hi)
 SELECT id, village_id, income_fen FROM registry.household WHERE id = :id;
@@ -282,7 +286,7 @@ for run in $(seq 1 "$RUNS"); do
   HLO=$(psqlc -c 'select min(id) from registry.household'); HHI=$(psqlc -c 'select max(id) from registry.household where id < 1000000000')
   # ---- P1 household.get, 4 clients
   out=$(taskset -c 1 "$LOAD" rpc "$REG" household.get 4 "$SECS" '{"id":@R@}' "$HLO" "$HHI") || { echo "bench: P1 errors" >&2; exit 1; }
-  same=$(pgb "$T/p1_same.sql" 4 -D lo="$HLO" -D hi="$HHI"); point=$(pgb "$T/p1_point.sql" 4 -D lo="$HLO" -D hi="$HHI")
+  same=$(PGOPTIONS=$P1_PATH pgb "$T/p1_same.sql" 4 -D lo="$HLO" -D hi="$HHI"); point=$(pgb "$T/p1_point.sql" 4 -D lo="$HLO" -D hi="$HHI")
   rps=$(kv "$out" rps)
   rec P1 bangfu_rps "$rps"; rec P1 bangfu_p50_ms "$(kv "$out" p50_ms)"; rec P1 bangfu_p99_ms "$(kv "$out" p99_ms)"
   rec P1 raw_same_tps "$same"; rec P1 raw_point_tps "$point"
