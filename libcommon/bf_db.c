@@ -438,12 +438,15 @@ void bf_db_request_rollback(bf_db_t *db)
     bf_db_rollback(db);
 }
 
-int bf_db_group_begin(bf_db_t *db, long lock_timeout_ms)
+int bf_db_group_begin(bf_db_t *db, long lock_timeout_ms, const char *prologue)
 {
     if (db->in_tx || db->request_tx || db->group) return -1;
-    char sql[96];
-    snprintf(sql, sizeof sql, "BEGIN; SET LOCAL lock_timeout = %ld",
-             lock_timeout_ms > 0 ? lock_timeout_ms : 0);
+    if (prologue && (strlen(prologue) > 400 || strchr(prologue, ';'))) return -1;
+    char sql[512];
+    /* the prologue runs before the members' lock timeout applies: it waits
+     * for its lock as long as a lone write would */
+    snprintf(sql, sizeof sql, "BEGIN; %s%sSET LOCAL lock_timeout = %ld", prologue ? prologue : "",
+             prologue ? "; " : "", lock_timeout_ms > 0 ? lock_timeout_ms : 0);
     if (s_cmd(db, sql) != 0) {
         if (db->conn && PQtransactionStatus(db->conn) != PQTRANS_IDLE) {
             PGresult *res = PQexec(db->conn, "ROLLBACK");

@@ -92,8 +92,12 @@ bool bf_db_in_request_tx(const bf_db_t *db);
  * request's failure undoes only its own work; a handler's own
  * begin / commit / rollback nest inside as before. group_commit commits the
  * lot (-1 if the COMMIT failed or the transaction had been aborted: then
- * nothing of any member was kept); group_rollback abandons it. */
-int bf_db_group_begin(bf_db_t *db, long lock_timeout_ms);
+ * nothing of any member was kept); group_rollback abandons it. prologue, if
+ * not NULL, is one statement (no ';', at most 400 bytes) run right after BEGIN,
+ * before the lock timeout applies: the lock that orders a service's writes
+ * (funds: its ledger head), taken once for the whole group and waited for as
+ * long as a lone write would wait. */
+int bf_db_group_begin(bf_db_t *db, long lock_timeout_ms, const char *prologue);
 int bf_db_group_commit(bf_db_t *db);
 void bf_db_group_rollback(bf_db_t *db);
 bool bf_db_in_group(const bf_db_t *db);

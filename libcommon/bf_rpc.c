@@ -64,6 +64,13 @@ int bf_req_fail(bf_req_t *r, const char *code, const char *field, const char *fm
     return -1;
 }
 
+int bf_req_alone(bf_req_t *r)
+{
+    if (!r->db || !bf_db_in_group(r->db)) return 0;
+    r->alone = true;
+    return -1;
+}
+
 int bf_req_db_fail(bf_req_t *r)
 {
     const char *st = bf_db_sqlstate(r->db);
@@ -1093,7 +1100,17 @@ static int s_dispatch(struct bf_rpc_server *s, bf_req_t *r, const char *principa
             goto reply;
         }
     }
-    if (m->fn(r) != 0 && !r->err.code)
+    r->alone = false;
+    int hrc = m->fn(r);
+    if (group && r->alone) {
+        /* the handler asked to run outside the group: undo what it did */
+        if (bf_db_in_tx(r->db)) bf_db_rollback(r->db);
+        if (wrapped) bf_db_request_rollback(r->db);
+        r->err.code = NULL;
+        again = 1;
+        goto reply;
+    }
+    if (hrc != 0 && !r->err.code)
         bf_req_fail(r, BF_E_INTERNAL, NULL, "handler failed without saying why");
     if (bf_db_in_tx(r->db)) {
         if (!r->err.code) {
@@ -1279,7 +1296,8 @@ static void s_member_unavailable(struct bf_rpc_server *s, s_member_t *m)
 /* Runs a commit group of k members (docs in bf_rpc.h) and answers each. */
 static void s_run_group(struct bf_rpc_server *s, bf_req_t *r, void *sock, s_member_t *m, int k)
 {
-    if (bf_db_ensure(r->db) != 0 || bf_db_group_begin(r->db, s->group_lock_ms) != 0) {
+    if (bf_db_ensure(r->db) != 0 ||
+        bf_db_group_begin(r->db, s->group_lock_ms, s->cfg.group_prologue) != 0) {
         /* no group transaction: each runs alone, as without groups */
         for (int i = 0; i < k; i++) {
             if (!m[i].bad) s_member_run(s, r, &m[i]);
@@ -1423,7 +1441,8 @@ static struct bf_rpc_server *s_server_alloc(const bf_rpc_config_t *cfg)
     s->groupable = calloc(s->nmethods + 1, sizeof *s->groupable);
     for (size_t i = 0; s->groupable && i < s->nmethods; i++) {
         const bf_method_t *m = &cfg->methods[i];
-        s->groupable[i] = m->writes && m->writes != BF_WRITE_SOLO && !s_declares(m, "request_key");
+        s->groupable[i] = m->writes == BF_WRITE_GROUP_KEYED ||
+                          (m->writes && m->writes != BF_WRITE_SOLO && !s_declares(m, "request_key"));
     }
     s->group_max = (int)bf_cfg_int(cfg->cfg, "rpc.group_max");
     s->group_lock_ms = (long)bf_cfg_int(cfg->cfg, "rpc.group_lock_timeout_ms");

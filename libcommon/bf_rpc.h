@@ -141,6 +141,12 @@ typedef struct {
  * writes with effects outside PostgreSQL after their commit (Redis queues,
  * HTTP), which must not be reported done before the group's commit. */
 #define BF_WRITE_SOLO 2
+/* The `writes` value of a write that keeps its own request key (its table
+ * declares request_key, as every funds write does) and still shares commit
+ * groups. Such a service sets group_prologue (bf_rpc_config_t) to the lock
+ * that orders its writes, and a handler with more work than fits a group
+ * asks to run alone (bf_req_alone). */
+#define BF_WRITE_GROUP_KEYED 3
 
 /* What a handler gets. It packs its result with r->out (exactly one object)
  * and returns 0, or fills r->err (bf_req_fail) and returns -1. Anything
@@ -167,7 +173,16 @@ struct bf_req {
     const char *region;    /* division code the caller is bound to; NULL = everywhere */
     int64_t cadre_id;      /* the cadre a cadre principal is; 0 = none */
     const char *peer;      /* the peer's IP address (ZMQ Peer-Address), "" if unknown */
+    bool alone;            /* set by bf_req_alone: run again outside the commit group */
 };
+
+/* Inside a commit group, asks that this request be run again alone after the
+ * group has committed (bulk work that would hold every other member's reply,
+ * or that commits in chunks of its own): returns -1, and whatever the handler
+ * did is rolled back and nothing is answered for this run. Outside a group it
+ * does nothing and returns 0, so a handler calls it first:
+ * `if (big && bf_req_alone(r) != 0) return -1;` */
+int bf_req_alone(bf_req_t *r);
 
 /* True if s (n bytes) has the actor syntax, which principal names share:
  * "admin", "cadre:42", "system:scheduler", "finance.zhang". */
@@ -244,6 +259,11 @@ typedef struct {
     /* Optional: called by every worker after its connections exist and before
      * its first request; return -1 to refuse to start. */
     int (*worker_init)(bf_req_t *ctx);
+    /* Optional: one SQL statement each commit group runs first, before its
+     * members' short lock timeout applies (bf_db_group_begin): the lock that
+     * orders the service's writes, so that a group takes it once and waits
+     * for it as a lone write would (funds: its ledger head). */
+    const char *group_prologue;
 } bf_rpc_config_t;
 
 /* Binds and starts the workers. Returns NULL with a message logged on failure

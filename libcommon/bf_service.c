@@ -122,6 +122,7 @@ int bf_service_main(const bf_service_def_t *def, int argc, char **argv)
         .schema = def->name,
         .svc = svc,
         .worker_init = def->worker_init,
+        .group_prologue = def->group_prologue,
     };
     server = bf_rpc_server_new(&rc_cfg);
     if (!server) goto out;

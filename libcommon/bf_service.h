@@ -32,6 +32,8 @@ typedef struct {
     int (*start)(const bf_cfg_t *cfg, bf_db_t *db, void **svc);
     void (*stop)(void *svc);
     int (*worker_init)(bf_req_t *ctx);
+    /* Optional: the statement every commit group runs first (bf_rpc_config_t) */
+    const char *group_prologue;
 } bf_service_def_t;
 
 /* Runs the service; returns the process exit code. */

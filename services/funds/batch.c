@@ -615,6 +615,9 @@ int disbursement_batch(bf_req_t *r)
     if (bf_req_list(r, r->params, NULL, "lines", true, FUNDS_MAX_LINES, &list) != 0) return -1;
     if (list->size == 0) return bf_req_fail(r, BF_E_INVALID, "lines", "lines must not be empty");
     size_t n = list->size;
+    /* more lines than one chunk commit in chunks of their own: never inside
+     * a commit group, whose other members would wait for the whole batch */
+    if (n > (size_t)bf_cfg_int(r->cfg, "funds.chunk_rows") && bf_req_alone(r) != 0) return -1;
     s_line_t *lines = bf_arena_alloc(r->arena, n * sizeof *lines);
     s_key_t *keys = bf_arena_alloc(r->arena, n * sizeof *keys);
     if (!lines || !keys) return bf_req_fail(r, BF_E_EXHAUSTED, "lines", "out of memory");

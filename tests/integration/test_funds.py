@@ -1602,6 +1602,114 @@ def test_a_batch_skips_lines_another_request_paid_between_its_chunks():
     books_balance()
 
 
+# ---------------------------------------------------------------- commit groups
+
+def _funds_dealer(ep):
+    import zmq
+    sock = bftest.curve_socket(zmq.DEALER, "funds")
+    sock.connect(ep)
+    return sock
+
+
+def _send(sock, rid, method, params):
+    import msgpack
+    sock.send_multipart([b"", msgpack.packb({"v": 1, "id": rid, "method": method,
+                                             "actor": "admin", "params": params})])
+
+
+def _recv(sock, what, timeout_ms=30000):
+    import msgpack
+    check(sock.poll(timeout_ms), "no reply to " + what)
+    return msgpack.unpackb(sock.recv_multipart()[-1], raw=False)
+
+
+def test_queued_payments_share_one_commit_under_one_hold_of_the_head():
+    """Funds writes join commit groups (bf_rpc.h BF_WRITE_GROUP_KEYED). A
+    funds service with one worker and funds.chunk_rows = 2; the test holds the
+    ledger head, so a first payment waits for it in the worker while six more
+    queue at the front. When the head is free they reach the worker as one
+    group, which takes the head once (the group's prologue) and commits once:
+    sys.stats counts one group of five requests; a request key
+    sent twice in the group with the same params replays the first's result,
+    with other params it fails alone (conflict); a batch of more lines than a
+    chunk is set aside and paid alone after the group, in chunks of its own
+    (sys.stats counts it as a group retry). The books balance."""
+    cl = c()
+    bud = new_budget(cl, 10_000_000, recipient="program:组-" + RUN)
+    ep = "tcp://127.0.0.1:%d" % bftest.free_port()
+    S.start("funds", env={"BANGFU_FUNDS_BIND": ep, "BANGFU_RPC_WORKERS": "1",
+                          "BANGFU_RELAY_ENABLED": "false", "BANGFU_FUNDS_CHUNK_ROWS": "2"},
+            name="funds-group")
+    blocked = queued = None
+    head = bftest.pg()
+    try:
+        stats = bftest.Client(ep, timeout_ms=30000, server="funds")
+        st0 = stats.call("sys.stats", actor=None)
+        blocked, queued = _funds_dealer(ep), _funds_dealer(ep)
+
+        def pay(tag, n=1, amount=1_000, rkey=None):
+            return {"batch_key": key("g" + tag), "budget_id": bud["id"],
+                    "request_key": rkey or key("gk" + tag),
+                    "lines": [{"line_key": "l%d" % i,
+                               "recipient": "person:%d" % random.randrange(10**9, 10**12),
+                               "amount_fen": amount} for i in range(n)]}
+
+        head.autocommit = False
+        head.cursor().execute("SELECT 1 FROM funds.ledger_head FOR UPDATE")
+        _send(blocked, "held", "disbursement.batch", pay("held"))
+        bftest.wait_for(lambda: _waiting_on_head() >= 1, timeout=20,
+                        msg="the first payment never waited for the ledger head")
+        k2 = key("gk2")
+        p2 = pay("2", rkey=k2)
+        conflicting = dict(pay("2c", rkey=k2))
+        _send(queued, "d1", "disbursement.batch", pay("1"))
+        _send(queued, "d2", "disbursement.batch", p2)
+        _send(queued, "d2again", "disbursement.batch", p2)
+        _send(queued, "d2other", "disbursement.batch", conflicting)
+        _send(queued, "big", "disbursement.batch", pay("big", n=5))
+        _send(queued, "d3", "disbursement.batch", pay("3"))
+        time.sleep(0.5)  # all six queued at the front behind the held worker
+        head.rollback()
+        eq(_recv(blocked, "the held payment").get("ok"), True, "the held payment succeeds")
+        got = {}
+        for _ in range(6):
+            rep = _recv(queued, "a queued payment")
+            got[rep["id"]] = rep
+        eq(sorted(got), ["big", "d1", "d2", "d2again", "d2other", "d3"])
+        for rid in ("d1", "d2", "d2again", "d3", "big"):
+            eq(got[rid].get("ok"), True, "%s succeeds: %r" % (rid, got[rid].get("error")))
+        eq(got["d2again"]["result"], got["d2"]["result"],
+           "the same key and params in one group replay the first's result")
+        eq(got["d2other"]["error"]["code"], "conflict", "other params under the key fail")
+        eq(got["d2other"]["error"]["field"], "request_key")
+        for rid in ("d1", "d2", "d3"):
+            eq(got[rid]["result"]["paid"], 1, "%s paid its line" % rid)
+        eq(got["big"]["result"]["paid"], 5)
+        # outside a group each chunk is a transaction of its own, so the large
+        # batch's transfers carry three transaction ids (lines 0-1, 2-3, 4)
+        big = [l["transfer_id"] for l in got["big"]["result"]["lines"]]
+        cur = head.cursor()
+        cur.execute("SELECT xmin::text FROM funds.transfer WHERE id = ANY(%s) ORDER BY id", (big,))
+        xid = [x for (x,) in cur.fetchall()]
+        head.rollback()
+        check(xid[0] == xid[1] != xid[2] == xid[3] != xid[4],
+              "the large batch ran alone, in chunks of two lines: %r" % xid)
+        st = stats.call("sys.stats", actor=None)
+        eq(st["commit_groups"] - st0["commit_groups"], 1, "one commit group")
+        eq(st["grouped_requests"] - st0["grouped_requests"], 5,
+           "five requests ran in it (the conflicting one too)")
+        eq(st["group_retries"] - st0["group_retries"], 1, "the large batch was set aside")
+        stats.close()
+    finally:
+        head.rollback()
+        head.close()
+        for sock in (blocked, queued):
+            if sock is not None:
+                sock.close(0)
+        S.stop("funds-group")
+    books_balance()
+
+
 # ---------------------------------------------------------------- lists
 
 def test_budget_and_project_lists_page_and_filter():

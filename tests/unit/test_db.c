@@ -385,9 +385,9 @@ static void test_commit_group(void)
     ASSERT_EQ(bf_db_cmd(db, "CREATE TABLE grouped (id int PRIMARY KEY)"), 0);
     char count_sql[128];
     snprintf(count_sql, sizeof count_sql, "SELECT count(*) AS n FROM %s.grouped", s_schema);
-    ASSERT_EQ(bf_db_group_begin(db, 50), 0);
+    ASSERT_EQ(bf_db_group_begin(db, 50, NULL), 0);
     ASSERT(bf_db_in_group(db));
-    ASSERT_EQ(bf_db_group_begin(db, 50), -1); /* no nesting */
+    ASSERT_EQ(bf_db_group_begin(db, 50, NULL), -1); /* no nesting */
     /* member 1 commits its part */
     ASSERT_EQ(bf_db_request_begin(db), 0);
     ASSERT_EQ(bf_db_cmd(db, "INSERT INTO grouped VALUES (1)"), 0);
@@ -423,7 +423,7 @@ static void test_commit_group(void)
     snprintf(lock_sql, sizeof lock_sql, "SELECT id AS n FROM %s.grouped WHERE id = 1 FOR UPDATE",
              s_schema);
     ASSERT_EQ(s_scalar(s_admin, lock_sql, 0, NULL), 1);
-    ASSERT_EQ(bf_db_group_begin(db, 20), 0);
+    ASSERT_EQ(bf_db_group_begin(db, 20, NULL), 0);
     ASSERT_EQ(bf_db_request_begin(db), 0);
     ASSERT_EQ(bf_db_cmd(db, "UPDATE grouped SET id = 11 WHERE id = 1"), -1);
     ASSERT_STR_EQ(bf_db_sqlstate(db), "55P03");
@@ -432,7 +432,7 @@ static void test_commit_group(void)
     ASSERT(!bf_db_in_tx(db));
     ASSERT_EQ(bf_db_rollback(s_admin), 0);
     /* a group with a failed statement outside any member cannot commit */
-    ASSERT_EQ(bf_db_group_begin(db, 50), 0);
+    ASSERT_EQ(bf_db_group_begin(db, 50, NULL), 0);
     ASSERT_EQ(bf_db_cmd(db, "INSERT INTO grouped VALUES (4)"), -1);
     ASSERT_EQ(bf_db_group_commit(db), -1);
     ASSERT_EQ(s_scalar(s_admin, count_sql, 0, NULL), 2);
