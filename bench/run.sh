@@ -6,9 +6,10 @@
 # `make run`) and Redis (appendonly, everysec) in a temporary directory, the
 # bus and the registry and funds services from $BUILD/bin, loads what the
 # benchmarks need, then runs BENCH_RUNS rounds (default 3) of:
-#   P1 household.get, 4 clients        vs pgbench -M prepared -c 4 of the 4
-#                                        queries household.get runs, and of
-#                                        one point select
+#   P1 household.get, 4 clients        vs pgbench -M prepared -c 4 of the one
+#                                        statement household.get runs (taken
+#                                        from its source), and of one point
+#                                        select
 #   P2 household.create (1 member) and disbursement.batch (1 line), 16 clients
 #                                      vs pgbench -c 16 of household.create's
 #                                        statements in one transaction, of the

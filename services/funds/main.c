@@ -256,21 +256,21 @@ static const bf_param_t p_points_statement[] = {
 #define R_STAFF (BF_ROLE_READERS & ~BF_ROLE_CADRE)
 
 /* The writes that move money share commit groups (docs/performance.md): each
- * group takes the ledger head first (s_group_prologue), so its members run
- * one after another under one hold of it and one commit. The rest stay alone:
+ * group takes the ledger head first (.group_prologue in main()), so its members
+ * run one after another under one hold of it and one commit. The rest stay alone:
  * allocation.apply commits in chunks, points has a chain of its own, and the
  * others are rare. */
-#define G BF_WRITE_GROUP_KEYED
+#define W_GROUP BF_WRITE_GROUP_KEYED
 
 static const bf_method_t s_methods[] = {
     {"source.create", source_create, true, p_source_create, "register a fund source", BF_ROLE_FINANCE},
-    {"source.receive", source_receive, G, p_source_receive,
+    {"source.receive", source_receive, W_GROUP, p_source_receive,
      "record money received by a source for a year", BF_ROLE_FINANCE},
     {"source.get", source_get, false, p_id, "one source with what it received, by year", R_STAFF},
     {"source.list", source_list, false, p_source_list, "sources, paged", R_STAFF},
-    {"budget.create", budget_create, G, p_budget_create,
+    {"budget.create", budget_create, W_GROUP, p_budget_create,
      "a budget for a recipient and year, funded by sources", BF_ROLE_FINANCE},
-    {"budget.fund", budget_fund, G, p_budget_fund, "more funding for a root budget", BF_ROLE_FINANCE},
+    {"budget.fund", budget_fund, W_GROUP, p_budget_fund, "more funding for a root budget", BF_ROLE_FINANCE},
     {"budget.get", budget_get, false, p_id, "one budget with its figures", R_STAFF},
     {"budget.list", budget_list, false, p_budget_list,
      "budgets, paged, by year, source, parent, recipient, region, status", R_STAFF},
@@ -278,19 +278,19 @@ static const bf_method_t s_methods[] = {
      "split an amount across recipients, without effect", R_STAFF},
     {"allocation.apply", allocation_apply, true, p_alloc_apply,
      "split an amount into the recipients' child budgets, all or nothing", BF_ROLE_FINANCE},
-    {"project.create", project_create, G, p_project_create,
+    {"project.create", project_create, W_GROUP, p_project_create,
      "admit a project (target required) and fund it from a budget", BF_ROLE_FINANCE},
     {"project.get", project_get, false, p_id, "one project with its tranches", R_STAFF},
     {"project.list", project_list, false, p_project_list,
      "projects, paged, by year, budget, source, kind, region, status", R_STAFF},
     {"tranche.plan", tranche_plan, true, p_tranche_plan, "plan the next payment stage", BF_ROLE_FINANCE},
-    {"tranche.approve", tranche_approve, G, p_tranche_approve,
+    {"tranche.approve", tranche_approve, W_GROUP, p_tranche_approve,
      "approve a planned tranche (not by its requester)", BF_ROLE_APPROVER},
-    {"tranche.disburse", tranche_disburse, G, p_tranche_disburse,
+    {"tranche.disburse", tranche_disburse, W_GROUP, p_tranche_disburse,
      "pay an approved tranche, in order", BF_ROLE_FINANCE},
-    {"disbursement.batch", disbursement_batch, G, p_batch,
+    {"disbursement.batch", disbursement_batch, W_GROUP, p_batch,
      "pay many recipients; per-line results; idempotent per batch and line", BF_ROLE_FINANCE},
-    {"transfer.reverse", transfer_reverse, G, p_reverse,
+    {"transfer.reverse", transfer_reverse, W_GROUP, p_reverse,
      "correct a transfer with a reversing one", BF_ROLE_FINANCE},
     {"transfer.get", transfer_get, false, p_id, "one ledger entry with its hashes", R_STAFF},
     {"account.get", account_get, false, p_account_get, "balance and recent entries", R_STAFF},

@@ -431,6 +431,22 @@ static void test_commit_group(void)
     bf_db_group_rollback(db);
     ASSERT(!bf_db_in_tx(db));
     ASSERT_EQ(bf_db_rollback(s_admin), 0);
+    /* a prologue runs first, in the group's transaction: its lock is held
+     * until the group ends; one with a ';' is refused and opens nothing */
+    ASSERT_EQ(bf_db_group_begin(db, 50, "SELECT 1; DROP TABLE grouped"), -1);
+    ASSERT(!bf_db_in_tx(db));
+    char prologue[128], nowait[160];
+    snprintf(prologue, sizeof prologue, "SELECT id FROM %s.grouped WHERE id = 4 FOR UPDATE",
+             s_schema);
+    snprintf(nowait, sizeof nowait, "SELECT id FROM %s.grouped WHERE id = 4 FOR UPDATE NOWAIT",
+             s_schema);
+    ASSERT_EQ(bf_db_group_begin(db, 50, prologue), 0);
+    ASSERT_EQ(bf_db_begin(s_admin), 0);
+    ASSERT_EQ(bf_db_cmd(s_admin, nowait), -1);
+    ASSERT_STR_EQ(bf_db_sqlstate(s_admin), "55P03");
+    ASSERT_EQ(bf_db_rollback(s_admin), 0);
+    ASSERT_EQ(bf_db_group_commit(db), 0);
+    ASSERT_EQ(bf_db_cmd(s_admin, nowait), 0); /* released with the group */
     /* a group with a failed statement outside any member cannot commit */
     ASSERT_EQ(bf_db_group_begin(db, 50, NULL), 0);
     ASSERT_EQ(bf_db_cmd(db, "INSERT INTO grouped VALUES (4)"), -1);
