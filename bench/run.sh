@@ -191,17 +191,18 @@ EOF
 #   batch.c    s_start: the payer, the batch (upsert), its lines paid before
 #              (s_mark_paid), what the payer has (funds_account_available),
 #              batch_run, the hold
-#   batch.c    s_chunks: the head again, the run's progress (FOR UPDATE), the
-#              payer, the slice of planned lines; s_chunk: lines taken
-#              meanwhile, the recipient account (created if new), release
-#              the hold
-#   ledger.c   funds_ledger_append: the accounts, the transfer with its
-#              SHA-256 chain hash, the balances, the head
+#   batch.c    s_chunk (the first chunk shares the start's transaction, so
+#              it reuses the start's head, plan and payer and no other
+#              request can have paid a line meanwhile): the recipient
+#              account (created if new), release the hold
+#   ledger.c   funds_ledger_append: the accounts; the transfer with its
+#              SHA-256 chain hash, the balances and the head in one statement
 #   batch.c    s_chunk: the batch line; s_chunks: the run's step and done;
 #              s_finish: the lines again, the payer's balance, the event
 #   libcommon  bf_outbox.c: the event into the outbox, pg_notify
 #   evidence.c funds_evidence_flush: the new recipient account's
-#              account.created entry, hashed into the evidence chain
+#              account.created entry, hashed into the evidence chain (entry,
+#              pending row cleared and head moved in one statement)
 #   idem.c     funds_idem_commit: the stored result, COMMIT
 # The service hashes in C (OpenSSL) and sends hex; here PostgreSQL's core
 # sha256() hashes the same netstring encoding, so the chains stay valid
@@ -211,25 +212,18 @@ cat >"$T/p2_disburse.sql" <<'EOF'
 \set r random(:hlo, :hhi)
 BEGIN;
 INSERT INTO funds.request (key, method, params_hash, actor) SELECT k, 'disbursement.batch', sha256(convert_to(k, 'UTF8')), 'admin' FROM (SELECT 'rawd-' || nextval('public.bench_rawd_seq') AS k) s ON CONFLICT (key) DO NOTHING RETURNING key AS rk \gset
-SELECT last_id, encode(last_hash, 'hex') AS last_hash FROM funds.ledger_head FOR UPDATE;
+SELECT last_id, encode(last_hash, 'hex') AS last_hash FROM funds.ledger_head FOR UPDATE \gset
 SELECT root_id, year FROM funds.budget WHERE id = :bud \gset
 WITH ins AS (INSERT INTO funds.batch (batch_key, payer_id, budget_id, project_id, purpose, created_by) VALUES (:rk, :bud, :bud, NULL, NULL, 'admin') ON CONFLICT (batch_key) DO NOTHING RETURNING id, payer_id) SELECT id AS batch_id, payer_id FROM ins UNION ALL SELECT id, payer_id FROM funds.batch WHERE batch_key = :rk \gset
 SELECT bl.line_key, bl.recipient, bl.amount_fen, bl.transfer_id, t.request_key = '' AS mine FROM funds.batch_line bl JOIN funds.transfer t ON t.id = bl.transfer_id WHERE bl.batch_id = :batch_id AND bl.line_key = ANY(ARRAY['1']);
 SELECT balance_fen - held_fen AS available FROM funds.account WHERE id = :bud;
 INSERT INTO funds.batch_run (request_key, batch_id, payer_id, planned, planned_fen) VALUES (:rk, :batch_id, :bud, '{0}'::integer[], 100000);
 UPDATE funds.account SET held_fen = held_fen + 100000 WHERE id = :bud;
-SELECT last_id, encode(last_hash, 'hex') AS last_hash FROM funds.ledger_head FOR UPDATE \gset
-SELECT batch_id, state, applied, cardinality(planned) AS nplanned, chunks, COALESCE(first_transfer_id, 0) AS first, COALESCE(last_transfer_id, 0) AS last FROM funds.batch_run WHERE request_key = :rk FOR UPDATE;
-SELECT root_id, year FROM funds.budget WHERE id = :bud;
-SELECT u.i FROM funds.batch_run br, unnest(br.planned[1:1]) WITH ORDINALITY AS u(i, o) WHERE br.request_key = :rk ORDER BY u.o;
-SELECT line_key FROM funds.batch_line WHERE batch_id = :batch_id AND line_key = ANY(ARRAY['1']);
 INSERT INTO funds.account (kind, ref, name, floor_fen) SELECT DISTINCT 'recipient', u.r, u.r, 0 FROM unnest(ARRAY['household' || chr(58) || :r]) AS u(r) ON CONFLICT (kind, ref) DO NOTHING;
 SELECT a.id AS acct FROM unnest(ARRAY['household' || chr(58) || :r]) WITH ORDINALITY AS u(r, ord) JOIN funds.account a ON a.kind = 'recipient' AND a.ref = u.r ORDER BY u.ord \gset
 UPDATE funds.account SET held_fen = held_fen - 100000 WHERE id = :bud;
 SELECT id, name, floor_fen, balance_fen, held_fen FROM funds.account WHERE id = ANY(ARRAY[:bud, :acct]::bigint[]) ORDER BY id;
-INSERT INTO funds.transfer (id, from_account, to_account, amount_fen, kind, year, budget_id, project_id, source_id, ref, note, request_key, reverses_id, actor, created_at, prev_hash, hash) SELECT x.id, x.f, x.t, 100000, 'disbursement', x.y, x.b, NULL, NULL, x.ref, NULL, x.rk, NULL, 'admin', x.at, x.prev, sha256(x.prev || convert_to('24' || chr(58) || 'bangfu.funds.transfer.v1,' || length(x.id::text) || chr(58) || x.id || ',' || length(x.f::text) || chr(58) || x.f || ',' || length(x.t::text) || chr(58) || x.t || ',' || '6' || chr(58) || '100000,' || '12' || chr(58) || 'disbursement,' || length(x.y::text) || chr(58) || x.y || ',' || length(x.b::text) || chr(58) || x.b || ',' || '~,~,' || octet_length(x.ref) || chr(58) || x.ref || ',' || '~,' || octet_length(x.rk) || chr(58) || x.rk || ',' || '~,' || '5' || chr(58) || 'admin,' || '27' || chr(58) || to_char(x.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24' || chr(58) || 'MI' || chr(58) || 'SS.US"Z"') || ',', 'UTF8')) FROM (SELECT :last_id::bigint + 1 AS id, :bud::bigint AS f, :acct::bigint AS t, :year::smallint AS y, :root_id::bigint AS b, 'batch/' || :batch_id || '#1' AS ref, :rk::text AS rk, date_trunc('microseconds', clock_timestamp()) AS at, decode(:last_hash, 'hex') AS prev) x RETURNING id AS xfer, encode(hash, 'hex') AS new_hash \gset
-UPDATE funds.account a SET balance_fen = a.balance_fen + x.d FROM unnest(ARRAY[:bud, :acct]::bigint[], ARRAY[-100000, 100000]::bigint[]) AS x(id, d) WHERE a.id = x.id;
-UPDATE funds.ledger_head SET last_id = :xfer, last_hash = decode(:new_hash, 'hex');
+WITH ins AS (INSERT INTO funds.transfer (id, from_account, to_account, amount_fen, kind, year, budget_id, project_id, source_id, ref, note, request_key, reverses_id, actor, created_at, prev_hash, hash) SELECT x.id, x.f, x.t, 100000, 'disbursement', x.y, x.b, NULL, NULL, x.ref, NULL, x.rk, NULL, 'admin', x.at, x.prev, sha256(x.prev || convert_to('24' || chr(58) || 'bangfu.funds.transfer.v1,' || length(x.id::text) || chr(58) || x.id || ',' || length(x.f::text) || chr(58) || x.f || ',' || length(x.t::text) || chr(58) || x.t || ',' || '6' || chr(58) || '100000,' || '12' || chr(58) || 'disbursement,' || length(x.y::text) || chr(58) || x.y || ',' || length(x.b::text) || chr(58) || x.b || ',' || '~,~,' || octet_length(x.ref) || chr(58) || x.ref || ',' || '~,' || octet_length(x.rk) || chr(58) || x.rk || ',' || '~,' || '5' || chr(58) || 'admin,' || '27' || chr(58) || to_char(x.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24' || chr(58) || 'MI' || chr(58) || 'SS.US"Z"') || ',', 'UTF8')) FROM (SELECT :last_id::bigint + 1 AS id, :bud::bigint AS f, :acct::bigint AS t, :year::smallint AS y, :root_id::bigint AS b, 'batch/' || :batch_id || '#1' AS ref, :rk::text AS rk, date_trunc('microseconds', clock_timestamp()) AS at, decode(:last_hash, 'hex') AS prev) x RETURNING id, hash), mv AS (UPDATE funds.account a SET balance_fen = a.balance_fen + x.d FROM unnest(ARRAY[:bud, :acct]::bigint[], ARRAY[-100000, 100000]::bigint[]) AS x(id, d) WHERE a.id = x.id RETURNING 1) UPDATE funds.ledger_head SET last_id = (SELECT id FROM ins), last_hash = (SELECT hash FROM ins) RETURNING last_id AS xfer \gset
 INSERT INTO funds.batch_line (batch_id, line_key, recipient, amount_fen, transfer_id) SELECT :batch_id, x.k, x.r, x.a, x.t FROM unnest(ARRAY['1'], ARRAY['household' || chr(58) || :r], ARRAY[100000]::bigint[], ARRAY[:xfer]::bigint[]) AS x(k, r, a, t);
 UPDATE funds.batch_run SET applied = applied + 1, paid_fen = paid_fen + 100000, chunks = chunks + 1, first_transfer_id = :xfer, last_transfer_id = :xfer WHERE request_key = :rk;
 UPDATE funds.batch_run SET state = 'done', completed_at = now() WHERE request_key = :rk;
@@ -241,9 +235,7 @@ SELECT count(*) AS nev FROM (SELECT 1 FROM funds.evidence_pending WHERE xact IN 
 \if :nev
 SELECT ev_last_id, encode(ev_last_hash, 'hex') AS ev_hash FROM funds.ledger_head FOR UPDATE \gset
 SELECT p.kind, p.subject_id, a.kind AS account_kind, a.ref, a.name, a.floor_fen, t.payer_id, t.seq, t.amount_fen, t.recipient, t.requested_by, t.approved_by, t.approval_note AS note, CASE WHEN p.xact = 0 THEN 'system' || chr(58) || 'evidence-backfill' ELSE 'admin' END AS actor, to_char(COALESCE(a.created_at, t.approved_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24' || chr(58) || 'MI' || chr(58) || 'SS.US"Z"') AS created_at FROM funds.evidence_pending p LEFT JOIN funds.account a ON p.kind = 'account.created' AND a.id = p.subject_id LEFT JOIN funds.tranche t ON p.kind = 'tranche.approved' AND t.id = p.subject_id WHERE p.xact IN (txid_current(), 0) ORDER BY p.kind, p.subject_id;
-INSERT INTO funds.evidence (id, kind, subject_id, account_kind, ref, name, floor_fen, payer_id, seq, amount_fen, recipient, requested_by, approved_by, note, actor, created_at, prev_hash, hash) SELECT x.id, 'account.created', x.sid, 'recipient', x.ref, x.ref, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'admin', x.at, x.prev, sha256(x.prev || convert_to('24' || chr(58) || 'bangfu.funds.evidence.v1,' || length(x.id::text) || chr(58) || x.id || ',' || '15' || chr(58) || 'account.created,' || length(x.sid::text) || chr(58) || x.sid || ',' || '9' || chr(58) || 'recipient,' || octet_length(x.ref) || chr(58) || x.ref || ',' || octet_length(x.ref) || chr(58) || x.ref || ',' || '1' || chr(58) || '0,' || '~,~,~,~,~,~,~,' || '5' || chr(58) || 'admin,' || '27' || chr(58) || to_char(x.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24' || chr(58) || 'MI' || chr(58) || 'SS.US"Z"') || ',', 'UTF8')) FROM (SELECT :ev_last_id::bigint + 1 AS id, a.id AS sid, a.ref, a.created_at AS at, decode(:ev_hash, 'hex') AS prev FROM funds.account a WHERE a.id = :acct) x RETURNING id AS ev_id, encode(hash, 'hex') AS ev_new_hash \gset
-DELETE FROM funds.evidence_pending WHERE xact IN (txid_current(), 0);
-UPDATE funds.ledger_head SET ev_last_id = :ev_id, ev_last_hash = decode(:ev_new_hash, 'hex');
+WITH ins AS (INSERT INTO funds.evidence (id, kind, subject_id, account_kind, ref, name, floor_fen, payer_id, seq, amount_fen, recipient, requested_by, approved_by, note, actor, created_at, prev_hash, hash) SELECT x.id, 'account.created', x.sid, 'recipient', x.ref, x.ref, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'admin', x.at, x.prev, sha256(x.prev || convert_to('24' || chr(58) || 'bangfu.funds.evidence.v1,' || length(x.id::text) || chr(58) || x.id || ',' || '15' || chr(58) || 'account.created,' || length(x.sid::text) || chr(58) || x.sid || ',' || '9' || chr(58) || 'recipient,' || octet_length(x.ref) || chr(58) || x.ref || ',' || octet_length(x.ref) || chr(58) || x.ref || ',' || '1' || chr(58) || '0,' || '~,~,~,~,~,~,~,' || '5' || chr(58) || 'admin,' || '27' || chr(58) || to_char(x.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24' || chr(58) || 'MI' || chr(58) || 'SS.US"Z"') || ',', 'UTF8')) FROM (SELECT :ev_last_id::bigint + 1 AS id, a.id AS sid, a.ref, a.created_at AS at, decode(:ev_hash, 'hex') AS prev FROM funds.account a WHERE a.id = :acct) x RETURNING id, hash), del AS (DELETE FROM funds.evidence_pending WHERE xact IN (txid_current(), 0) RETURNING 1) UPDATE funds.ledger_head SET ev_last_id = (SELECT id FROM ins), ev_last_hash = (SELECT hash FROM ins);
 \endif
 UPDATE funds.request SET result = decode(repeat('ab', 165), 'hex') WHERE key = :rk;
 END;

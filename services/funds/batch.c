@@ -120,6 +120,13 @@ typedef struct {
     size_t n;
     s_key_t *keys;
     size_t nk;
+    /* set by s_start for the first chunk, which shares its transaction: the
+     * head it took (still held), the planned line indexes, and the knowledge
+     * that no other request paid a line since (that needs the head) */
+    bool fresh;
+    funds_head_t head;
+    int64_t *planned;
+    size_t nplanned;
 } s_batch_t;
 
 /* The payer's root budget and year. */
@@ -233,8 +240,7 @@ static int s_mark_paid(bf_req_t *r, s_batch_t *b, const char *key)
  * batch_run, and their total held on the payer. */
 static int s_start(bf_req_t *r, s_batch_t *b)
 {
-    funds_head_t head;
-    if (funds_ledger_lock(r, &head) != 0) return -1;
+    if (funds_ledger_lock(r, &b->head) != 0) return -1;
     if (s_payer(r, b) != 0) return -1;
     const char *bp[] = {b->batch_key,
                         bf_req_itoa(r, b->payer),
@@ -263,6 +269,9 @@ static int s_start(bf_req_t *r, s_batch_t *b)
      * allocation or batch holds on it is not available) */
     int64_t balance;
     if (funds_account_available(r, b->payer, &balance) != 0) return -1;
+    b->planned = bf_arena_alloc(r->arena, b->n * sizeof *b->planned);
+    if (!b->planned) return bf_req_fail(r, BF_E_EXHAUSTED, "lines", "out of memory");
+    b->nplanned = 0;
     funds_arr_t ap;
     funds_arr_init(&ap);
     int64_t total = 0;
@@ -272,6 +281,7 @@ static int s_start(bf_req_t *r, s_batch_t *b)
         balance -= l->amount;
         total += l->amount; /* <= the starting balance: no overflow */
         funds_arr_int(&ap, (int64_t)i, false);
+        b->planned[b->nplanned++] = (int64_t)i;
     }
     const char *rp[] = {b->key, bf_req_itoa(r, b->batch_id), bf_req_itoa(r, b->payer),
                         funds_arr_end(&ap), bf_req_itoa(r, total)};
@@ -290,6 +300,7 @@ static int s_start(bf_req_t *r, s_batch_t *b)
         if (!res) return bf_req_db_fail(r);
         PQclear(res);
     }
+    b->fresh = true;
     return 0;
 }
 
@@ -300,21 +311,27 @@ static int s_chunk(bf_req_t *r, s_batch_t *b, funds_head_t *head, const int64_t 
 {
     *first = *last = 0;
     *paid_fen = 0;
-    /* lines another request (another key, same batch) paid since the start */
-    funds_arr_t ak;
-    funds_arr_init(&ak);
-    for (size_t j = 0; j < k; j++) funds_arr_text(&ak, b->lines[idx[j]].key);
-    const char *lp[] = {bf_req_itoa(r, b->batch_id), funds_arr_end(&ak)};
-    PGresult *res = bf_db_prep(r->db, "funds_batch_taken",
-                               "SELECT x.line_key FROM " S_KEYS_PROBE("bl.line_key", ""),
-                               2, lp, NULL, NULL);
-    funds_arr_free(&ak);
-    if (!res) return bf_req_db_fail(r);
-    for (int t = 0; t < PQntuples(res); t++) {
-        long i = s_find(b, bf_db_str(res, t, "line_key"));
-        if (i >= 0) b->lines[i].taken = true;
+    /* lines another request (another key, same batch) paid since the start;
+     * none in the start's own transaction, which has held the head since it
+     * read the paid lines */
+    PGresult *res = NULL;
+    if (!b->fresh) {
+        funds_arr_t ak;
+        funds_arr_init(&ak);
+        for (size_t j = 0; j < k; j++) funds_arr_text(&ak, b->lines[idx[j]].key);
+        const char *lp[] = {bf_req_itoa(r, b->batch_id), funds_arr_end(&ak)};
+        res = bf_db_prep(r->db, "funds_batch_taken",
+                         "SELECT x.line_key FROM " S_KEYS_PROBE("bl.line_key", ""), 2, lp, NULL,
+                         NULL);
+        funds_arr_free(&ak);
+        if (!res) return bf_req_db_fail(r);
+        for (int t = 0; t < PQntuples(res); t++) {
+            long i = s_find(b, bf_db_str(res, t, "line_key"));
+            if (i >= 0) b->lines[i].taken = true;
+        }
+        PQclear(res);
+        res = NULL;
     }
-    PQclear(res);
     int64_t release = 0;
     size_t npay = 0;
     funds_arr_t ar;
@@ -518,25 +535,35 @@ static int s_chunks(bf_req_t *r, s_batch_t *b, funds_idem_t *idem, bool open)
         if (!open && bf_db_begin(r->db) != 0) return bf_req_db_fail(r);
         open = true;
         funds_head_t head;
-        if (funds_ledger_lock(r, &head) != 0) return -1;
-        PGresult *res = bf_db_prep(
-            r->db, "funds_batch_progress",
-            "SELECT batch_id, state, applied, cardinality(planned) AS nplanned, chunks, "
-            "  COALESCE(first_transfer_id, 0) AS first, COALESCE(last_transfer_id, 0) AS last "
-            "FROM batch_run WHERE request_key = $1 FOR UPDATE",
-            1, kp, NULL, NULL);
-        if (!res) return bf_req_db_fail(r);
-        if (PQntuples(res) != 1) {
+        PGresult *res;
+        bool finished = false;
+        int64_t done = 0, np = (int64_t)b->nplanned, chunks = 0, first = 0, last = 0;
+        if (b->fresh) {
+            /* the start's transaction: its head, its batch_run as created */
+            head = b->head;
+        } else {
+            if (funds_ledger_lock(r, &head) != 0) return -1;
+            res = bf_db_prep(
+                r->db, "funds_batch_progress",
+                "SELECT batch_id, state, applied, cardinality(planned) AS nplanned, chunks, "
+                "  COALESCE(first_transfer_id, 0) AS first, COALESCE(last_transfer_id, 0) AS last "
+                "FROM batch_run WHERE request_key = $1 FOR UPDATE",
+                1, kp, NULL, NULL);
+            if (!res) return bf_req_db_fail(r);
+            if (PQntuples(res) != 1) {
+                PQclear(res);
+                return bf_req_fail(r, BF_E_INTERNAL, "request_key",
+                                   "the batch run of request_key %s is missing", b->key);
+            }
+            b->batch_id = bf_db_int(res, 0, "batch_id");
+            finished = strcmp(bf_db_str(res, 0, "state"), "done") == 0;
+            done = bf_db_int(res, 0, "applied");
+            np = bf_db_int(res, 0, "nplanned");
+            chunks = bf_db_int(res, 0, "chunks");
+            first = bf_db_int(res, 0, "first");
+            last = bf_db_int(res, 0, "last");
             PQclear(res);
-            return bf_req_fail(r, BF_E_INTERNAL, "request_key",
-                               "the batch run of request_key %s is missing", b->key);
         }
-        b->batch_id = bf_db_int(res, 0, "batch_id");
-        bool finished = strcmp(bf_db_str(res, 0, "state"), "done") == 0;
-        int64_t done = bf_db_int(res, 0, "applied"), np = bf_db_int(res, 0, "nplanned");
-        int64_t chunks = bf_db_int(res, 0, "chunks");
-        int64_t first = bf_db_int(res, 0, "first"), last = bf_db_int(res, 0, "last");
-        PQclear(res);
         if (finished) {
             /* a concurrent retry finished it: replay its stored result */
             bf_db_rollback(r->db);
@@ -544,18 +571,26 @@ static int s_chunks(bf_req_t *r, s_batch_t *b, funds_idem_t *idem, bool open)
             return rc > 0 ? 0 : -1;
         }
         if (done < np) {
-            if (s_payer(r, b) != 0) return -1;
-            const char *sp[] = {b->key, bf_req_itoa(r, done + 1),
-                                bf_req_itoa(r, done + (int64_t)chunk)};
-            res = bf_db_prep(r->db, "funds_batch_slice",
-                             "SELECT u.i FROM batch_run br, "
-                             "  unnest(br.planned[$2::int:$3::int]) WITH ORDINALITY AS u(i, o) "
-                             "WHERE br.request_key = $1 ORDER BY u.o",
-                             3, sp, NULL, NULL);
-            if (!res) return bf_req_db_fail(r);
-            size_t k = (size_t)PQntuples(res);
-            for (size_t j = 0; j < k; j++) idx[j] = bf_db_int(res, (int)j, "i");
-            PQclear(res);
+            size_t k;
+            if (b->fresh) {
+                /* the payer was read and the plan made in this transaction */
+                k = b->nplanned < chunk ? b->nplanned : chunk;
+                memcpy(idx, b->planned, k * sizeof *idx);
+            } else {
+                if (s_payer(r, b) != 0) return -1;
+                const char *sp[] = {b->key, bf_req_itoa(r, done + 1),
+                                    bf_req_itoa(r, done + (int64_t)chunk)};
+                res = bf_db_prep(r->db, "funds_batch_slice",
+                                 "SELECT u.i FROM batch_run br, "
+                                 "  unnest(br.planned[$2::int:$3::int]) WITH ORDINALITY AS u(i, o) "
+                                 "WHERE br.request_key = $1 ORDER BY u.o",
+                                 3, sp, NULL, NULL);
+                if (!res) return bf_req_db_fail(r);
+                k = (size_t)PQntuples(res);
+                if (k > chunk) k = chunk;
+                for (size_t j = 0; j < k; j++) idx[j] = bf_db_int(res, (int)j, "i");
+                PQclear(res);
+            }
             for (size_t j = 0; j < k; j++)
                 if (idx[j] < 0 || (size_t)idx[j] >= b->n || b->lines[idx[j]].bad)
                     return bf_req_fail(r, BF_E_INTERNAL, "request_key",
@@ -566,6 +601,7 @@ static int s_chunks(bf_req_t *r, s_batch_t *b, funds_idem_t *idem, bool open)
                                    "the batch run of request_key %s has no lines left", b->key);
             int64_t f, l, paid_fen;
             if (s_chunk(r, b, &head, idx, k, x, &f, &l, &paid_fen) != 0) return -1;
+            b->fresh = false; /* later chunks are transactions of their own */
             if (!first) first = f;
             if (l) last = l;
             chunks++;

@@ -153,15 +153,21 @@ int funds_evidence_flush(bf_req_t *r)
     }
     PQclear(res);
     res = NULL;
+    /* the entries, the pending rows' removal and the head in ONE statement
+     * (data-modifying WITH: one round trip under the head instead of three) */
     {
-        const char *p[FUNDS_EV_FIELDS + 2];
+        char hx[2 * FUNDS_HASH_LEN + 1];
+        funds_hex(prev, FUNDS_HASH_LEN, hx);
+        const char *p[FUNDS_EV_FIELDS + 4];
         for (int k = 0; k <= FUNDS_EV_FIELDS; k++) p[k] = funds_arr_end(&arr[k]);
         p[FUNDS_EV_FIELDS + 1] = first_prev;
+        p[FUNDS_EV_FIELDS + 2] = bf_req_itoa(r, last + n);
+        p[FUNDS_EV_FIELDS + 3] = hx;
         res = bf_db_prep(
-            r->db, "funds_ev_insert",
-            "INSERT INTO evidence (id, kind, subject_id, account_kind, ref, name, floor_fen, "
-            "  payer_id, seq, amount_fen, recipient, requested_by, approved_by, note, actor, "
-            "  created_at, prev_hash, hash) "
+            r->db, "funds_ev_append",
+            "WITH ins AS (INSERT INTO evidence (id, kind, subject_id, account_kind, ref, name, "
+            "  floor_fen, payer_id, seq, amount_fen, recipient, requested_by, approved_by, note, "
+            "  actor, created_at, prev_hash, hash) "
             "SELECT x.id::bigint, x.kind, x.sid::bigint, x.ak, x.ref, x.name, x.fl::bigint, "
             "  x.pay::bigint, x.seq::int, x.amt::bigint, x.rcp, x.rq, x.ap, x.note, x.actor, "
             "  x.at::timestamptz, "
@@ -170,32 +176,19 @@ int funds_evidence_flush(bf_req_t *r)
             "  $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], "
             "  $13::text[], $14::text[], $15::text[], $16::text[], $17::text[]) "
             "  WITH ORDINALITY AS x(id, kind, sid, ak, ref, name, fl, pay, seq, amt, rcp, rq, ap, "
-            "  note, actor, at, h, ord)",
-            FUNDS_EV_FIELDS + 2, p, NULL, NULL);
+            "  note, actor, at, h, ord) RETURNING 1), "
+            "del AS (DELETE FROM evidence_pending WHERE xact IN (txid_current(), 0) RETURNING 1) "
+            "UPDATE ledger_head SET ev_last_id = $19, ev_last_hash = decode($20, 'hex') "
+            "RETURNING (SELECT count(*) FROM ins) AS entries, (SELECT count(*) FROM del) AS cleared",
+            FUNDS_EV_FIELDS + 4, p, NULL, NULL);
     }
     if (!res) {
         bf_req_db_fail(r);
         goto done;
     }
-    PQclear(res);
-    res = bf_db_prep(r->db, "funds_ev_clear",
-                     "DELETE FROM evidence_pending WHERE xact IN (txid_current(), 0)", 0, NULL,
-                     NULL, NULL);
-    if (!res) {
-        bf_req_db_fail(r);
-        goto done;
-    }
-    PQclear(res);
-    {
-        char hx[2 * FUNDS_HASH_LEN + 1];
-        funds_hex(prev, FUNDS_HASH_LEN, hx);
-        const char *p[] = {bf_req_itoa(r, last + n), hx};
-        res = bf_db_prep(r->db, "funds_ev_head_move",
-                         "UPDATE ledger_head SET ev_last_id = $1, ev_last_hash = decode($2, 'hex')",
-                         2, p, NULL, NULL);
-    }
-    if (!res) {
-        bf_req_db_fail(r);
+    if (PQntuples(res) != 1 || bf_db_int(res, 0, "entries") != (int64_t)n ||
+        bf_db_int(res, 0, "cleared") != (int64_t)n) {
+        bf_req_fail(r, BF_E_INTERNAL, NULL, "the evidence append did not write every row");
         goto done;
     }
     rc = 0;

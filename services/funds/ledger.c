@@ -374,6 +374,10 @@ int funds_ledger_append(bf_req_t *r, funds_head_t *head, funds_xfer_t *x, size_t
         funds_arr_int(&a_rev, x[i].reverses_id, x[i].reverses_id == 0);
         funds_arr_text(&a_hash, hx);
     }
+    /* the transfers, the balances and the head in ONE statement (data-
+     * modifying WITH: one round trip under the head instead of three) */
+    char new_hash[2 * FUNDS_HASH_LEN + 1];
+    funds_hex(prev, FUNDS_HASH_LEN, new_hash);
     {
         const char *p[] = {bf_req_itoa(r, head->last_id),
                            request_key,
@@ -391,52 +395,42 @@ int funds_ledger_append(bf_req_t *r, funds_head_t *head, funds_xfer_t *x, size_t
                            funds_arr_end(&a_ref),
                            funds_arr_end(&a_note),
                            funds_arr_end(&a_rev),
-                           funds_arr_end(&a_hash)};
+                           funds_arr_end(&a_hash),
+                           funds_arr_end(&a_ids),
+                           funds_arr_end(&a_bal),
+                           bf_req_itoa(r, head->last_id + (int64_t)n),
+                           new_hash};
         res = bf_db_prep(
-            r->db, "funds_ledger_insert",
-            "INSERT INTO transfer (id, from_account, to_account, amount_fen, kind, year, "
-            "  budget_id, project_id, source_id, ref, note, request_key, reverses_id, actor, "
-            "  created_at, prev_hash, hash) "
+            r->db, "funds_ledger_append",
+            "WITH ins AS (INSERT INTO transfer (id, from_account, to_account, amount_fen, kind, "
+            "  year, budget_id, project_id, source_id, ref, note, request_key, reverses_id, "
+            "  actor, created_at, prev_hash, hash) "
             "SELECT $1::bigint + x.ord, x.f, x.t, x.a, x.k, x.y, x.b, x.p, x.s, x.ref, x.note, "
             "  $2, x.rev, $3, $4::timestamptz, "
             "  decode(COALESCE(lag(x.h) OVER (ORDER BY x.ord), $5), 'hex'), decode(x.h, 'hex') "
             "FROM unnest($6::bigint[], $7::bigint[], $8::bigint[], $9::text[], $10::smallint[], "
             "  $11::bigint[], $12::bigint[], $13::bigint[], $14::text[], $15::text[], "
             "  $16::bigint[], $17::text[]) "
-            "  WITH ORDINALITY AS x(f, t, a, k, y, b, p, s, ref, note, rev, h, ord)",
-            17, p, NULL, NULL);
+            "  WITH ORDINALITY AS x(f, t, a, k, y, b, p, s, ref, note, rev, h, ord) "
+            "  RETURNING 1), "
+            "mv AS (UPDATE account a SET balance_fen = x.b "
+            "  FROM unnest($18::bigint[], $19::bigint[]) AS x(id, b) WHERE a.id = x.id "
+            "  RETURNING 1) "
+            "UPDATE ledger_head SET last_id = $20, last_hash = decode($21, 'hex') "
+            "RETURNING (SELECT count(*) FROM ins) AS transfers, (SELECT count(*) FROM mv) AS moved",
+            21, p, NULL, NULL);
     }
     if (!res) {
         bf_req_db_fail(r);
         goto cleanup;
     }
-    PQclear(res);
-    {
-        const char *p[] = {funds_arr_end(&a_ids), funds_arr_end(&a_bal)};
-        res = bf_db_prep(r->db, "funds_accounts_move",
-                         "UPDATE account a SET balance_fen = x.b "
-                         "FROM unnest($1::bigint[], $2::bigint[]) AS x(id, b) WHERE a.id = x.id",
-                         2, p, NULL, NULL);
-    }
-    if (!res) {
-        bf_req_db_fail(r);
+    if (PQntuples(res) != 1 || bf_db_int(res, 0, "transfers") != (int64_t)n ||
+        bf_db_int(res, 0, "moved") != m) {
+        bf_req_fail(r, BF_E_INTERNAL, field, "the ledger append did not write every row");
         goto cleanup;
     }
-    PQclear(res);
-    {
-        char hx[2 * FUNDS_HASH_LEN + 1];
-        funds_hex(prev, FUNDS_HASH_LEN, hx);
-        head->last_id += (int64_t)n;
-        memcpy(head->last_hash, prev, FUNDS_HASH_LEN);
-        const char *p[] = {bf_req_itoa(r, head->last_id), hx};
-        res = bf_db_prep(r->db, "funds_head_move",
-                         "UPDATE ledger_head SET last_id = $1, last_hash = decode($2, 'hex')", 2,
-                         p, NULL, NULL);
-    }
-    if (!res) {
-        bf_req_db_fail(r);
-        goto cleanup;
-    }
+    head->last_id += (int64_t)n;
+    memcpy(head->last_hash, prev, FUNDS_HASH_LEN);
     PQclear(res);
     res = NULL;
     rc = 0;
