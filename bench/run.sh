@@ -198,7 +198,8 @@ EOF
 #   ledger.c   funds_ledger_append: the accounts; the transfer with its
 #              SHA-256 chain hash, the balances and the head in one statement
 #   batch.c    s_chunk: the batch line; s_chunks: the run's step and done;
-#              s_finish: the lines again, the payer's balance, the event
+#              s_finish: the event (the lines' results and the payer's
+#              balance are known in the start's one transaction)
 #   libcommon  bf_outbox.c: the event into the outbox, pg_notify
 #   evidence.c funds_evidence_flush: the new recipient account's
 #              account.created entry, hashed into the evidence chain (entry,
@@ -227,8 +228,6 @@ WITH ins AS (INSERT INTO funds.transfer (id, from_account, to_account, amount_fe
 INSERT INTO funds.batch_line (batch_id, line_key, recipient, amount_fen, transfer_id) SELECT :batch_id, x.k, x.r, x.a, x.t FROM unnest(ARRAY['1'], ARRAY['household' || chr(58) || :r], ARRAY[100000]::bigint[], ARRAY[:xfer]::bigint[]) AS x(k, r, a, t);
 UPDATE funds.batch_run SET applied = applied + 1, paid_fen = paid_fen + 100000, chunks = chunks + 1, first_transfer_id = :xfer, last_transfer_id = :xfer WHERE request_key = :rk;
 UPDATE funds.batch_run SET state = 'done', completed_at = now() WHERE request_key = :rk;
-SELECT bl.line_key, bl.recipient, bl.amount_fen, bl.transfer_id, t.request_key = :rk AS mine FROM funds.batch_line bl JOIN funds.transfer t ON t.id = bl.transfer_id WHERE bl.batch_id = :batch_id AND bl.line_key = ANY(ARRAY['1']);
-SELECT balance_fen - held_fen AS available FROM funds.account WHERE id = :bud;
 INSERT INTO funds.outbox (event_id, type, subject, payload) VALUES (gen_random_uuid(), 'bangfu.funds.batch.disbursed', 'batch/' || :batch_id, decode(repeat('ab', 330), 'hex'));
 SELECT pg_notify('bangfu_outbox_funds', '');
 SELECT count(*) AS nev FROM (SELECT 1 FROM funds.evidence_pending WHERE xact IN (txid_current(), 0) LIMIT 1) p \gset

@@ -127,6 +127,7 @@ typedef struct {
     funds_head_t head;
     int64_t *planned;
     size_t nplanned;
+    int64_t avail_after; /* what the payer has once the planned lines are paid */
 } s_batch_t;
 
 /* The payer's root budget and year. */
@@ -283,6 +284,7 @@ static int s_start(bf_req_t *r, s_batch_t *b)
         funds_arr_int(&ap, (int64_t)i, false);
         b->planned[b->nplanned++] = (int64_t)i;
     }
+    b->avail_after = balance;
     const char *rp[] = {b->key, bf_req_itoa(r, b->batch_id), bf_req_itoa(r, b->payer),
                         funds_arr_end(&ap), bf_req_itoa(r, total)};
     res = bf_db_prep(r->db, "funds_batch_run_create",
@@ -403,6 +405,8 @@ static int s_chunk(bf_req_t *r, s_batch_t *b, funds_head_t *head, const int64_t 
         funds_arr_text(&lk, l->key);
         funds_arr_text(&lr, l->recipient);
         funds_arr_int(&la, l->amount, false);
+        l->mine = true;
+        l->transfer_id = x[m].id;
         funds_arr_int(&lt, x[m++].id, false);
         *paid_fen += l->amount;
     }
@@ -427,17 +431,23 @@ static int s_chunk(bf_req_t *r, s_batch_t *b, funds_head_t *head, const int64_t 
 
 /* The result, when the last chunk is done, from what the batch holds now:
  * lines paid by this request, duplicates and conflicts of lines paid by
- * others, and the rest, which the payer could not cover at the start. */
-static int s_finish(bf_req_t *r, s_batch_t *b, int64_t first, int64_t last, int64_t chunks)
+ * others, and the rest, which the payer could not cover at the start. A batch
+ * done in the start's one transaction (start_tx) knows it all already: the
+ * start marked the lines paid before, its one chunk marked what it paid, and
+ * nobody else could pay a line or touch the payer meanwhile (the head). */
+static int s_finish(bf_req_t *r, s_batch_t *b, int64_t first, int64_t last, int64_t chunks,
+                    bool start_tx)
 {
-    for (size_t i = 0; i < b->n; i++) {
-        s_line_t *l = &b->lines[i];
-        if (l->bad) continue;
-        l->err_code = NULL;
-        l->duplicate = l->mine = false;
-        l->transfer_id = 0;
+    if (!start_tx) {
+        for (size_t i = 0; i < b->n; i++) {
+            s_line_t *l = &b->lines[i];
+            if (l->bad) continue;
+            l->err_code = NULL;
+            l->duplicate = l->mine = false;
+            l->transfer_id = 0;
+        }
+        if (s_mark_paid(r, b, b->key) != 0) return -1;
     }
-    if (s_mark_paid(r, b, b->key) != 0) return -1;
     size_t npay = 0, ndup = 0, nfail = 0;
     int64_t total = 0;
     for (size_t i = 0; i < b->n; i++) {
@@ -460,8 +470,8 @@ static int s_finish(bf_req_t *r, s_batch_t *b, int64_t first, int64_t last, int6
             total += l->amount;
         }
     }
-    int64_t balance;
-    if (funds_account_available(r, b->payer, &balance) != 0) return -1;
+    int64_t balance = b->avail_after;
+    if (!start_tx && funds_account_available(r, b->payer, &balance) != 0) return -1;
     bf_event_t ev;
     msgpack_packer *pk = bf_event_begin(&ev);
     msgpack_pack_map(pk, 12);
@@ -536,7 +546,7 @@ static int s_chunks(bf_req_t *r, s_batch_t *b, funds_idem_t *idem, bool open)
         open = true;
         funds_head_t head;
         PGresult *res;
-        bool finished = false;
+        bool finished = false, start_tx = b->fresh;
         int64_t done = 0, np = (int64_t)b->nplanned, chunks = 0, first = 0, last = 0;
         if (b->fresh) {
             /* the start's transaction: its head, its batch_run as created */
@@ -625,7 +635,7 @@ static int s_chunks(bf_req_t *r, s_batch_t *b, funds_idem_t *idem, bool open)
                              1, kp, NULL, NULL);
             if (!res) return bf_req_db_fail(r);
             PQclear(res);
-            if (s_finish(r, b, first, last, chunks) != 0) return -1;
+            if (s_finish(r, b, first, last, chunks, start_tx) != 0) return -1;
             return funds_idem_commit(r, idem);
         }
         if (funds_evidence_flush(r) != 0) return -1;

@@ -890,6 +890,11 @@ def test_batch_is_idempotent_per_batch_and_per_line_with_per_line_results():
     eq(r2["paid"], 2)
     eq(r2["duplicates"], 1)
     eq(balance(cl, bud["id"]), 0)
+    # each result names the payer's balance after it and the transfers it made
+    eq(r1["payer_balance_fen"], 200_000)
+    eq(r2["payer_balance_fen"], 0)
+    ids = [l["transfer_id"] for l in r1["lines"][:8]] + [r2["lines"][i]["transfer_id"] for i in (2, 3)]
+    eq(ledger_count("id = ANY(%s) AND from_account = %s AND amount_fen = 100000", ids, bud["id"]), 10)
     eq(ledger_count("from_account = %s AND kind = 'disbursement'", bud["id"]), 10)
     # the batch key is bound to its payer
     other = new_budget(cl, 10)
