@@ -893,8 +893,10 @@ def test_batch_is_idempotent_per_batch_and_per_line_with_per_line_results():
     # each result names the payer's balance after it and the transfers it made
     eq(r1["payer_balance_fen"], 200_000)
     eq(r2["payer_balance_fen"], 0)
-    ids = [l["transfer_id"] for l in r1["lines"][:8]] + [r2["lines"][i]["transfer_id"] for i in (2, 3)]
-    eq(ledger_count("id = ANY(%s) AND from_account = %s AND amount_fen = 100000", ids, bud["id"]), 10)
+    ids = [l["transfer_id"] for l in r1["lines"][:8]]
+    ids += [r2["lines"][i]["transfer_id"] for i in (2, 3)]
+    eq(ledger_count("id = ANY(%s) AND from_account = %s AND amount_fen = 100000",
+                    ids, bud["id"]), 10)
     eq(ledger_count("from_account = %s AND kind = 'disbursement'", bud["id"]), 10)
     # the batch key is bound to its payer
     other = new_budget(cl, 10)
@@ -1609,25 +1611,6 @@ def test_a_batch_skips_lines_another_request_paid_between_its_chunks():
 
 # ---------------------------------------------------------------- commit groups
 
-def _funds_dealer(ep):
-    import zmq
-    sock = bftest.curve_socket(zmq.DEALER, "funds")
-    sock.connect(ep)
-    return sock
-
-
-def _send(sock, rid, method, params):
-    import msgpack
-    sock.send_multipart([b"", msgpack.packb({"v": 1, "id": rid, "method": method,
-                                             "actor": "admin", "params": params})])
-
-
-def _recv(sock, what, timeout_ms=30000):
-    import msgpack
-    check(sock.poll(timeout_ms), "no reply to " + what)
-    return msgpack.unpackb(sock.recv_multipart()[-1], raw=False)
-
-
 def test_queued_payments_share_one_commit_under_one_hold_of_the_head():
     """Funds writes join commit groups (bf_rpc.h BF_WRITE_GROUP_KEYED). A
     funds service with one worker and funds.chunk_rows = 2; the test holds the
@@ -1650,7 +1633,7 @@ def test_queued_payments_share_one_commit_under_one_hold_of_the_head():
     try:
         stats = bftest.Client(ep, timeout_ms=30000, server="funds")
         st0 = stats.call("sys.stats", actor=None)
-        blocked, queued = _funds_dealer(ep), _funds_dealer(ep)
+        blocked, queued = bftest.raw_dealer(ep, "funds"), bftest.raw_dealer(ep, "funds")
 
         def pay(tag, n=1, amount=1_000, rkey=None):
             return {"batch_key": key("g" + tag), "budget_id": bud["id"],
@@ -1661,24 +1644,25 @@ def test_queued_payments_share_one_commit_under_one_hold_of_the_head():
 
         head.autocommit = False
         head.cursor().execute("SELECT 1 FROM funds.ledger_head FOR UPDATE")
-        _send(blocked, "held", "disbursement.batch", pay("held"))
+        bftest.raw_send(blocked, "held", "disbursement.batch", pay("held"))
         bftest.wait_for(lambda: _waiting_on_head() >= 1, timeout=20,
                         msg="the first payment never waited for the ledger head")
         k2 = key("gk2")
         p2 = pay("2", rkey=k2)
         conflicting = dict(pay("2c", rkey=k2))
-        _send(queued, "d1", "disbursement.batch", pay("1"))
-        _send(queued, "d2", "disbursement.batch", p2)
-        _send(queued, "d2again", "disbursement.batch", p2)
-        _send(queued, "d2other", "disbursement.batch", conflicting)
-        _send(queued, "big", "disbursement.batch", pay("big", n=5))
-        _send(queued, "d3", "disbursement.batch", pay("3"))
+        bftest.raw_send(queued, "d1", "disbursement.batch", pay("1"))
+        bftest.raw_send(queued, "d2", "disbursement.batch", p2)
+        bftest.raw_send(queued, "d2again", "disbursement.batch", p2)
+        bftest.raw_send(queued, "d2other", "disbursement.batch", conflicting)
+        bftest.raw_send(queued, "big", "disbursement.batch", pay("big", n=5))
+        bftest.raw_send(queued, "d3", "disbursement.batch", pay("3"))
         time.sleep(0.5)  # all six queued at the front behind the held worker
         head.rollback()
-        eq(_recv(blocked, "the held payment").get("ok"), True, "the held payment succeeds")
+        eq(bftest.raw_recv(blocked, "the held payment").get("ok"), True,
+           "the held payment succeeds")
         got = {}
         for _ in range(6):
-            rep = _recv(queued, "a queued payment")
+            rep = bftest.raw_recv(queued, "a queued payment")
             got[rep["id"]] = rep
         eq(sorted(got), ["big", "d1", "d2", "d2again", "d2other", "d3"])
         for rid in ("d1", "d2", "d2again", "d3", "big"):

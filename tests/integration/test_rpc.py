@@ -396,19 +396,10 @@ def _row_locked(hid):
 
 
 def _dealer(ep):
-    sock = bftest.curve_socket(zmq.DEALER, "registry")
-    sock.connect(ep)
-    return sock
+    return bftest.raw_dealer(ep, "registry")
 
 
-def _send(sock, rid, method, params):
-    sock.send_multipart([b"", msgpack.packb({"v": 1, "id": rid, "method": method,
-                                             "actor": "admin", "params": params})])
-
-
-def _recv(sock, what, timeout_ms=20000):
-    check(sock.poll(timeout_ms), "no reply to " + what)
-    return msgpack.unpackb(sock.recv_multipart()[-1], raw=False)
+_send, _recv = bftest.raw_send, bftest.raw_recv
 
 
 def test_queued_writes_share_one_commit():

@@ -241,6 +241,27 @@ def curve_socket(kind, server, as_principal=None):
     return s
 
 
+def raw_dealer(endpoint, server):
+    """A CURVE DEALER connected to endpoint, for tests that pipeline raw
+    requests (raw_send) and match replies by id (raw_recv)."""
+    s = curve_socket(zmq.DEALER, server)
+    s.connect(endpoint)
+    return s
+
+
+def raw_send(sock, rid, method, params, actor="admin"):
+    """Sends one request with id rid on a raw_dealer socket, without waiting."""
+    sock.send_multipart([b"", msgpack.packb({"v": 1, "id": rid, "method": method,
+                                             "actor": actor, "params": params})])
+
+
+def raw_recv(sock, what, timeout_ms=20000):
+    """The next reply on a raw_dealer socket (a map with its id); fails the
+    test naming what was awaited if none comes in timeout_ms."""
+    check(sock.poll(timeout_ms), "no reply to " + what)
+    return msgpack.unpackb(sock.recv_multipart()[-1], raw=False)
+
+
 class Client:
     """A DEALER client: sends an empty delimiter and the request map.
     Authenticates as principal (default admin) to the server called server
