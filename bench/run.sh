@@ -190,14 +190,15 @@ EOF
 #   ledger.c   funds_ledger_lock: take the chain head (FOR UPDATE)
 #   batch.c    s_start: the payer, the batch (upsert), its lines paid before
 #              (s_mark_paid), what the payer has (funds_account_available),
-#              batch_run, the hold
+#              batch_run (no hold: the one line fits the first chunk, paid in
+#              this transaction)
 #   batch.c    s_chunk (the first chunk shares the start's transaction, so
 #              it reuses the start's head, plan and payer and no other
 #              request can have paid a line meanwhile): the recipient
-#              account (created if new), release the hold
+#              account (created if new)
 #   ledger.c   funds_ledger_append: the accounts; the transfer with its
 #              SHA-256 chain hash, the balances and the head in one statement
-#   batch.c    s_chunk: the batch line; s_chunks: the run's step and done;
+#   batch.c    s_chunk: the batch line; s_chunks: the run's step and end (one);
 #              s_finish: the event (the lines' results and the payer's
 #              balance are known in the start's one transaction)
 #   libcommon  bf_outbox.c: the event into the outbox, pg_notify
@@ -219,15 +220,12 @@ WITH ins AS (INSERT INTO funds.batch (batch_key, payer_id, budget_id, project_id
 SELECT bl.line_key, bl.recipient, bl.amount_fen, bl.transfer_id, t.request_key = '' AS mine FROM funds.batch_line bl JOIN funds.transfer t ON t.id = bl.transfer_id WHERE bl.batch_id = :batch_id AND bl.line_key = ANY(ARRAY['1']);
 SELECT balance_fen - held_fen AS available FROM funds.account WHERE id = :bud;
 INSERT INTO funds.batch_run (request_key, batch_id, payer_id, planned, planned_fen) VALUES (:rk, :batch_id, :bud, '{0}'::integer[], 100000);
-UPDATE funds.account SET held_fen = held_fen + 100000 WHERE id = :bud;
 INSERT INTO funds.account (kind, ref, name, floor_fen) SELECT DISTINCT 'recipient', u.r, u.r, 0 FROM unnest(ARRAY['household' || chr(58) || :r]) AS u(r) ON CONFLICT (kind, ref) DO NOTHING;
 SELECT a.id AS acct FROM unnest(ARRAY['household' || chr(58) || :r]) WITH ORDINALITY AS u(r, ord) JOIN funds.account a ON a.kind = 'recipient' AND a.ref = u.r ORDER BY u.ord \gset
-UPDATE funds.account SET held_fen = held_fen - 100000 WHERE id = :bud;
 SELECT id, name, floor_fen, balance_fen, held_fen FROM funds.account WHERE id = ANY(ARRAY[:bud, :acct]::bigint[]) ORDER BY id;
 WITH ins AS (INSERT INTO funds.transfer (id, from_account, to_account, amount_fen, kind, year, budget_id, project_id, source_id, ref, note, request_key, reverses_id, actor, created_at, prev_hash, hash) SELECT x.id, x.f, x.t, 100000, 'disbursement', x.y, x.b, NULL, NULL, x.ref, NULL, x.rk, NULL, 'admin', x.at, x.prev, sha256(x.prev || convert_to('24' || chr(58) || 'bangfu.funds.transfer.v1,' || length(x.id::text) || chr(58) || x.id || ',' || length(x.f::text) || chr(58) || x.f || ',' || length(x.t::text) || chr(58) || x.t || ',' || '6' || chr(58) || '100000,' || '12' || chr(58) || 'disbursement,' || length(x.y::text) || chr(58) || x.y || ',' || length(x.b::text) || chr(58) || x.b || ',' || '~,~,' || octet_length(x.ref) || chr(58) || x.ref || ',' || '~,' || octet_length(x.rk) || chr(58) || x.rk || ',' || '~,' || '5' || chr(58) || 'admin,' || '27' || chr(58) || to_char(x.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24' || chr(58) || 'MI' || chr(58) || 'SS.US"Z"') || ',', 'UTF8')) FROM (SELECT :last_id::bigint + 1 AS id, :bud::bigint AS f, :acct::bigint AS t, :year::smallint AS y, :root_id::bigint AS b, 'batch/' || :batch_id || '#1' AS ref, :rk::text AS rk, date_trunc('microseconds', clock_timestamp()) AS at, decode(:last_hash, 'hex') AS prev) x RETURNING id, hash), mv AS (UPDATE funds.account a SET balance_fen = a.balance_fen + x.d FROM unnest(ARRAY[:bud, :acct]::bigint[], ARRAY[-100000, 100000]::bigint[]) AS x(id, d) WHERE a.id = x.id RETURNING 1) UPDATE funds.ledger_head SET last_id = (SELECT id FROM ins), last_hash = (SELECT hash FROM ins) RETURNING last_id AS xfer \gset
 INSERT INTO funds.batch_line (batch_id, line_key, recipient, amount_fen, transfer_id) SELECT :batch_id, x.k, x.r, x.a, x.t FROM unnest(ARRAY['1'], ARRAY['household' || chr(58) || :r], ARRAY[100000]::bigint[], ARRAY[:xfer]::bigint[]) AS x(k, r, a, t);
-UPDATE funds.batch_run SET applied = applied + 1, paid_fen = paid_fen + 100000, chunks = chunks + 1, first_transfer_id = :xfer, last_transfer_id = :xfer WHERE request_key = :rk;
-UPDATE funds.batch_run SET state = 'done', completed_at = now() WHERE request_key = :rk;
+UPDATE funds.batch_run SET applied = applied + 1, paid_fen = paid_fen + 100000, chunks = chunks + 1, first_transfer_id = :xfer, last_transfer_id = :xfer, state = 'done', completed_at = now() WHERE request_key = :rk;
 INSERT INTO funds.outbox (event_id, type, subject, payload) VALUES (gen_random_uuid(), 'bangfu.funds.batch.disbursed', 'batch/' || :batch_id, decode(repeat('ab', 330), 'hex'));
 SELECT pg_notify('bangfu_outbox_funds', '');
 SELECT count(*) AS nev FROM (SELECT 1 FROM funds.evidence_pending WHERE xact IN (txid_current(), 0) LIMIT 1) p \gset

@@ -16,7 +16,9 @@
  * batch_run and holds their total on the payer; then chunks of
  * funds.chunk_rows lines, each its own transaction, take the head, release
  * their part of the hold and pay. The first chunk shares the starting
- * transaction, so a batch of at most chunk_rows lines is one transaction. A
+ * transaction, so a batch of at most chunk_rows lines is one transaction
+ * (which needs no hold, and takes its head, plan and result from the start
+ * instead of reading them again: nobody else can pay meanwhile). A
  * retry with the same request key after an interruption resumes after the
  * last committed chunk (a line is paid at most once: batch_line's key), and
  * the result, built from what the batch's lines hold at the end, is stored
@@ -128,6 +130,7 @@ typedef struct {
     int64_t *planned;
     size_t nplanned;
     int64_t avail_after; /* what the payer has once the planned lines are paid */
+    bool unheld; /* all planned lines fit the first chunk: nothing was held */
 } s_batch_t;
 
 /* The payer's root budget and year. */
@@ -294,7 +297,11 @@ static int s_start(bf_req_t *r, s_batch_t *b)
     funds_arr_free(&ap);
     if (!res) return bf_req_db_fail(r);
     PQclear(res);
-    if (total > 0) {
+    /* a hold keeps the planned total from others between the chunks'
+     * transactions; lines that all fit the first chunk are paid in this
+     * transaction, under the head, and need none (nor its release) */
+    b->unheld = b->nplanned <= (size_t)bf_cfg_int(r->cfg, "funds.chunk_rows");
+    if (total > 0 && !b->unheld) {
         const char *hp[] = {bf_req_itoa(r, b->payer), bf_req_itoa(r, total)};
         res = bf_db_prep(r->db, "funds_batch_hold",
                          "UPDATE account SET held_fen = held_fen + $2 WHERE id = $1", 2, hp, NULL,
@@ -386,12 +393,14 @@ static int s_chunk(bf_req_t *r, s_batch_t *b, funds_head_t *head, const int64_t 
     if (npay) PQclear(res);
     /* this chunk's part of the hold is released as it is spent (or as its
      * lines turn out paid by another request) */
-    const char *hp[] = {bf_req_itoa(r, b->payer), bf_req_itoa(r, release)};
-    res = bf_db_prep(r->db, "funds_batch_release",
-                     "UPDATE account SET held_fen = held_fen - $2 WHERE id = $1", 2, hp, NULL,
-                     NULL);
-    if (!res) return bf_req_db_fail(r);
-    PQclear(res);
+    if (!b->unheld) {
+        const char *hp[] = {bf_req_itoa(r, b->payer), bf_req_itoa(r, release)};
+        res = bf_db_prep(r->db, "funds_batch_release",
+                         "UPDATE account SET held_fen = held_fen - $2 WHERE id = $1", 2, hp,
+                         NULL, NULL);
+        if (!res) return bf_req_db_fail(r);
+        PQclear(res);
+    }
     if (!npay) return 0;
     if (funds_ledger_append(r, head, x, npay, b->key, "lines") != 0) return -1;
     funds_arr_t lk, lr, la, lt;
@@ -546,7 +555,7 @@ static int s_chunks(bf_req_t *r, s_batch_t *b, funds_idem_t *idem, bool open)
         open = true;
         funds_head_t head;
         PGresult *res;
-        bool finished = false, start_tx = b->fresh;
+        bool finished = false, start_tx = b->fresh, stepped = false;
         int64_t done = 0, np = (int64_t)b->nplanned, chunks = 0, first = 0, last = 0;
         if (b->fresh) {
             /* the start's transaction: its head, its batch_run as created */
@@ -618,23 +627,30 @@ static int s_chunks(bf_req_t *r, s_batch_t *b, funds_idem_t *idem, bool open)
             done += (int64_t)k;
             const char *up[] = {b->key, bf_req_itoa(r, (int64_t)k), bf_req_itoa(r, paid_fen),
                                 first ? bf_req_itoa(r, first) : NULL,
-                                last ? bf_req_itoa(r, last) : NULL};
+                                last ? bf_req_itoa(r, last) : NULL,
+                                done >= np ? "done" : "running"};
+            /* the last chunk's step also ends the run */
             res = bf_db_prep(r->db, "funds_batch_step",
                              "UPDATE batch_run SET applied = applied + $2::int, "
                              "  paid_fen = paid_fen + $3::bigint, chunks = chunks + 1, "
-                             "  first_transfer_id = $4::bigint, last_transfer_id = $5::bigint "
+                             "  first_transfer_id = $4::bigint, last_transfer_id = $5::bigint, "
+                             "  state = $6, "
+                             "  completed_at = CASE WHEN $6 = 'done' THEN now() END "
                              "WHERE request_key = $1",
-                             5, up, NULL, NULL);
+                             6, up, NULL, NULL);
             if (!res) return bf_req_db_fail(r);
             PQclear(res);
+            stepped = true;
         }
         if (done >= np) {
-            res = bf_db_prep(r->db, "funds_batch_done",
-                             "UPDATE batch_run SET state = 'done', completed_at = now() "
-                             "WHERE request_key = $1",
-                             1, kp, NULL, NULL);
-            if (!res) return bf_req_db_fail(r);
-            PQclear(res);
+            if (!stepped) {
+                res = bf_db_prep(r->db, "funds_batch_done",
+                                 "UPDATE batch_run SET state = 'done', completed_at = now() "
+                                 "WHERE request_key = $1",
+                                 1, kp, NULL, NULL);
+                if (!res) return bf_req_db_fail(r);
+                PQclear(res);
+            }
             if (s_finish(r, b, first, last, chunks, start_tx) != 0) return -1;
             return funds_idem_commit(r, idem);
         }
