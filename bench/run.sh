@@ -350,6 +350,14 @@ EOF
   echo "P5 disbursement.batch $NLINES lines ${bs}s vs COPY ${cl}s; allocation.apply $NRECIP ${as}s vs COPY ${cr}s"
 done
 
+# the raw disbursement script appended to the same chains as the service (it
+# hashes what the service hashes): both chains and the books must still verify
+vout=$("$CLI" call funds ledger.verify --actor admin --timeout 600000 2>&1) \
+  || { echo "bench: ledger.verify failed: $vout" >&2; exit 1; }
+echo "$vout" | /usr/bin/python3 -c 'import json, sys; v = json.load(sys.stdin); sys.exit(0 if v.get("ok") is True else 1)' \
+  || { echo "bench: the ledger does not verify after the rounds: $(echo "$vout" | head -c 2000)" >&2; exit 1; }
+echo "ledger.verify: ok (the service's and the raw script's entries chain)"
+
 # ---- the rpc.workers sweep: registry and funds restarted with each count,
 # P1 and P2 measured again, as ratios to this run's median raw figures
 # med P KEY: the median of the figures recorded as "P KEY value"
