@@ -448,7 +448,9 @@ class Stack:
                     os.path.join(TMP, "%s-%s.log" % (name, self.tag)))
         self.procs[name] = p
         endpoint = e.get("BANGFU_%s_BIND" % service.upper(), self.endpoint(service))
-        _endpoint_server.setdefault(endpoint, service)
+        # overwrite: free ports are reused, and an endpoint an earlier Stack's
+        # service had (a stale entry) would give clients the wrong server key
+        _endpoint_server[endpoint] = service
         self.wait_healthy(endpoint, p, server=service)
         return p
 
