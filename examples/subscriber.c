@@ -42,10 +42,14 @@ static int s_key_field(const char *dir, const char *name, const char *ext, const
     size_t flen = strlen(field);
     while (!found && fgets(line, sizeof line, f)) {
         char *p = line;
+        while (*p == ' ' || *p == '\t') p++;
         if (strncmp(p, field, flen) != 0) continue;
         p += flen;
-        while (*p == ' ' || *p == '=') p++;
-        if (strcspn(p, " \r\n") == 40) {
+        while (*p == ' ' || *p == '\t') p++;
+        if (*p++ != '=') continue;
+        /* one '=' only: '=' is also a Z85 digit, a key may start with it */
+        while (*p == ' ' || *p == '\t') p++;
+        if (strcspn(p, " \t\r\n") == 40) {
             memcpy(out, p, 40);
             out[40] = 0;
             found = 1;
