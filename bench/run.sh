@@ -169,7 +169,8 @@ cat >"$T/p1_point.sql" <<'EOF'
 SELECT id, village_id, income_fen FROM registry.household WHERE id = :id;
 EOF
 # household.create's statements in one transaction (village check, ID number
-# check, ids, household, person, its event into the outbox)
+# check, ids, household, person, its event into the outbox with the relay's
+# wake-up, as bf_outbox.c does it)
 cat >"$T/p2_same.sql" <<'EOF'
 \set v random(:vlo, :vhi)
 BEGIN;
@@ -178,7 +179,7 @@ SELECT nextval('registry.household_id_seq') AS hid \gset
 SELECT id_number FROM registry.person WHERE id_number = ANY(ARRAY[lpad('9' || :hid, 18, '0')]::char(18)[]);
 INSERT INTO registry.household (id, village_id, categories, cause_main, route, income_fen, created_by) VALUES (:hid, :v, '{dibao}', 'illness', 'employment', 300000, 'bench');
 INSERT INTO registry.person (household_id, name, id_number, relation) VALUES (:hid, '李四', lpad('9' || :hid, 18, '0'), 'head');
-INSERT INTO registry.outbox (event_id, type, subject, payload) VALUES (gen_random_uuid(), 'bangfu.registry.household.created', 'household/' || :hid, decode(repeat('ab', 300), 'hex'));
+WITH ins AS (INSERT INTO registry.outbox (event_id, type, subject, payload) VALUES (gen_random_uuid(), 'bangfu.registry.household.created', 'household/' || :hid, decode(repeat('ab', 300), 'hex'))) SELECT pg_notify('bangfu_outbox_registry', '');
 END;
 EOF
 cat >"$T/p2_row.sql" <<'EOF'

@@ -438,10 +438,15 @@ void bf_db_request_rollback(bf_db_t *db)
     bf_db_rollback(db);
 }
 
+bool bf_db_prologue_ok(const char *prologue)
+{
+    return prologue && strlen(prologue) <= BF_DB_PROLOGUE_MAX && !strchr(prologue, ';');
+}
+
 int bf_db_group_begin(bf_db_t *db, long lock_timeout_ms, const char *prologue)
 {
     if (db->in_tx || db->request_tx || db->group) return -1;
-    if (prologue && (strlen(prologue) > 400 || strchr(prologue, ';'))) return -1;
+    if (prologue && !bf_db_prologue_ok(prologue)) return -1;
     char sql[512];
     /* the prologue runs before the members' lock timeout applies: it waits
      * for its lock as long as a lone write would */

@@ -98,6 +98,12 @@ bool bf_db_in_request_tx(const bf_db_t *db);
  * (funds: its ledger head), taken once for the whole group and waited for as
  * long as a lone write would wait. */
 int bf_db_group_begin(bf_db_t *db, long lock_timeout_ms, const char *prologue);
+
+/* Whether prologue is acceptable to bf_db_group_begin: not NULL, no ';', at
+ * most BF_DB_PROLOGUE_MAX bytes. A server refuses to start with one that is
+ * not (bf_rpc_server_new). */
+#define BF_DB_PROLOGUE_MAX 400
+bool bf_db_prologue_ok(const char *prologue);
 int bf_db_group_commit(bf_db_t *db);
 void bf_db_group_rollback(bf_db_t *db);
 bool bf_db_in_group(const bf_db_t *db);

@@ -1423,6 +1423,12 @@ done:
 /* The server's state without sockets or workers. */
 static struct bf_rpc_server *s_server_alloc(const bf_rpc_config_t *cfg)
 {
+    if (cfg->group_prologue && !bf_db_prologue_ok(cfg->group_prologue)) {
+        /* else every group would fail to begin and fall back to solo */
+        bf_log(BF_ERROR, "group_prologue must be one statement of at most %d bytes, no ';'",
+               BF_DB_PROLOGUE_MAX);
+        return NULL;
+    }
     struct bf_rpc_server *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     s->cfg = *cfg;

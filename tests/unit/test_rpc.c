@@ -428,6 +428,16 @@ static void test_start_failures(void)
     s = bf_rpc_server_new(&c);
     ASSERT(s == NULL);
     bf_rpc_server_destroy(&s);
+    /* a group prologue bf_db_group_begin would refuse (every group would
+     * fall back to solo): refused at start, the well-formed one accepted */
+    c = s_rpc_config(ep);
+    c.group_prologue = "SELECT 1; SELECT 2";
+    s = bf_rpc_server_new(&c);
+    ASSERT(s == NULL);
+    c.group_prologue = "SELECT 1";
+    s = bf_rpc_server_new(&c);
+    ASSERT(s != NULL);
+    bf_rpc_server_destroy(&s);
     bf_rpc_server_destroy(NULL);
 }
 
