@@ -23,6 +23,8 @@ struct bf_db {
     bool sp_fresh;        /* the member's savepoint was just set, nothing ran since */
     bool handler_alias;   /* the handler's savepoint is the member's (nothing between) */
     int depth;       /* inside it: 1 while a handler's begin is a savepoint */
+    void (*after_commit)(void *); /* bf_db_after_commit, for the open transaction */
+    void *after_commit_arg;
     char sqlstate[6];
     char errmsg[512];
     char *prepared[BF_DB_MAX_PREPARED];
@@ -118,6 +120,7 @@ static int s_connect_once(bf_db_t *db)
     db->group = false;
     db->release_pending = db->sp_fresh = db->handler_alias = false;
     db->depth = 0;
+    db->after_commit = NULL; /* the old session's transaction is gone */
     /* the DSN first, expanded (expand_dbname); a role and password set with
      * bf_db_set_login come later, so they override the DSN's */
     const char *keys[4] = {"dbname", NULL, NULL, NULL};
@@ -282,6 +285,26 @@ static bool s_tx_failed(bf_db_t *db)
     return db->conn && PQtransactionStatus(db->conn) == PQTRANS_INERROR;
 }
 
+/* The transaction ended: runs the after-commit callback if it committed,
+ * and forgets it either way. */
+static void s_tx_ended(bf_db_t *db, bool committed)
+{
+    void (*fn)(void *) = db->after_commit;
+    db->after_commit = NULL;
+    if (committed && fn) fn(db->after_commit_arg);
+}
+
+void bf_db_after_commit(bf_db_t *db, void (*fn)(void *), void *arg)
+{
+    if (!fn) return;
+    if (!db->conn || PQtransactionStatus(db->conn) == PQTRANS_IDLE) {
+        fn(arg); /* the statement before it committed on its own */
+        return;
+    }
+    db->after_commit = fn;
+    db->after_commit_arg = arg;
+}
+
 int bf_db_begin(bf_db_t *db)
 {
     if (db->request_tx) {
@@ -324,15 +347,20 @@ int bf_db_commit(bf_db_t *db)
     /* never reconnect here: a new session has no transaction to commit, and
      * its COMMIT would "succeed" with a warning */
     if (bf_db_is_down(db)) {
+        s_tx_ended(db, false);
         s_set_err(db, NULL);
         return -1;
     }
     PGresult *res = s_check(db, PQexec(db->conn, "COMMIT"));
-    if (!res) return -1;
+    if (!res) {
+        s_tx_ended(db, false);
+        return -1;
+    }
     /* a transaction in which a statement failed ends in ROLLBACK, which the
      * server reports as a successful command */
     bool committed = strcmp(PQcmdStatus(res), "COMMIT") == 0;
     PQclear(res);
+    s_tx_ended(db, committed);
     if (!committed) {
         snprintf(db->errmsg, sizeof db->errmsg,
                  "transaction rolled back: a statement in it had failed");
@@ -358,6 +386,7 @@ int bf_db_rollback(bf_db_t *db)
     }
     if (!db->in_tx) return 0;
     db->in_tx = false;
+    s_tx_ended(db, false);
     if (!db->conn || PQstatus(db->conn) != CONNECTION_OK) return 0;
     PGresult *res = PQexec(db->conn, "ROLLBACK");
     PQclear(res);
@@ -486,12 +515,14 @@ int bf_db_group_commit(bf_db_t *db)
      * round trip: both statements in one simple query. */
     db->in_tx = false;
     if (bf_db_is_down(db)) {
+        s_tx_ended(db, false);
         s_set_err(db, NULL);
         return -1;
     }
     PGresult *res = s_check(db, PQexec(db->conn, "SET LOCAL lock_timeout = 0; COMMIT"));
     bool committed = res && strcmp(PQcmdStatus(res), "COMMIT") == 0;
     if (res) PQclear(res);
+    s_tx_ended(db, committed);
     if (!committed && db->conn && PQtransactionStatus(db->conn) != PQTRANS_IDLE) {
         PGresult *rb = PQexec(db->conn, "ROLLBACK");
         PQclear(rb);

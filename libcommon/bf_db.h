@@ -99,6 +99,15 @@ bool bf_db_in_request_tx(const bf_db_t *db);
  * long as a lone write would wait. */
 int bf_db_group_begin(bf_db_t *db, long lock_timeout_ms, const char *prologue);
 
+/* Asks for fn(arg) to run once the open transaction has committed
+ * (bf_db_commit, bf_db_group_commit, bf_db_request_commit outside a group),
+ * in the calling thread, after the server confirmed the COMMIT; not at all
+ * if it rolls back or the connection is lost. In a commit group it runs when
+ * the group commits, even if only this member's savepoint was undone. With no
+ * transaction open (the last statement committed on its own) fn runs at once.
+ * One callback per transaction: a later call replaces an earlier one. */
+void bf_db_after_commit(bf_db_t *db, void (*fn)(void *), void *arg);
+
 /* Whether prologue is acceptable to bf_db_group_begin: not NULL, no ';', at
  * most BF_DB_PROLOGUE_MAX bytes. A server refuses to start with one that is
  * not (bf_rpc_server_new). */

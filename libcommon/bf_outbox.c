@@ -1,5 +1,6 @@
 /* bf_outbox: CloudEvents into the outbox table; see bf_outbox.h. */
 #include "bf_outbox.h"
+#include "bf_relay.h"
 #include "bf_mp.h"
 
 #include <stdint.h>
@@ -89,20 +90,28 @@ int bf_outbox_add(bf_db_t *db, const char *service, const char *type, const char
     else
         msgpack_pack_map(&pk, 0);
 
-    /* the row and the relay's wake-up (delivered at commit) in one round
-     * trip: a data-modifying WITH runs whether or not it is read */
     char chan[96];
     snprintf(chan, sizeof chan, "bangfu_outbox_%s", service);
     const char *params[] = {id, type, subject, sb.data, chan};
     int lengths[] = {0, 0, 0, (int)sb.size, 0};
     int formats[] = {0, 0, 0, 1, 0};
-    PGresult *res = bf_db_prep(db, "bf_outbox_add_notify",
-                               "WITH ins AS (INSERT INTO outbox (event_id, type, subject, payload) "
-                               "VALUES ($1, $2, $3, $4)) SELECT pg_notify($5, '')",
-                               5, params, lengths, formats);
+    bf_relay_waker_t *waker = bf_relay_local(service);
+    PGresult *res;
+    if (waker) /* the relay is ours: woken after the commit (bf_relay.h) */
+        res = bf_db_prep(db, "bf_outbox_add",
+                         "INSERT INTO outbox (event_id, type, subject, payload) "
+                         "VALUES ($1, $2, $3, $4)",
+                         4, params, lengths, formats);
+    else /* the row and the relay's wake-up (delivered at commit) in one
+          * round trip: a data-modifying WITH runs whether or not it is read */
+        res = bf_db_prep(db, "bf_outbox_add_notify",
+                         "WITH ins AS (INSERT INTO outbox (event_id, type, subject, payload) "
+                         "VALUES ($1, $2, $3, $4)) SELECT pg_notify($5, '')",
+                         5, params, lengths, formats);
     msgpack_sbuffer_destroy(&sb);
     if (!res) return -1;
     PQclear(res);
+    if (waker) bf_db_after_commit(db, bf_relay_wake, waker);
     if (event_id_out) memcpy(event_id_out, id, 37);
     return 0;
 }
@@ -277,22 +286,35 @@ int bf_outbox_batch_insert(bf_outbox_batch_t *b, bf_db_t *db)
     char *subjects = s_close(&b->subjects), *offsets = s_close(&b->offsets);
     char *lengths = s_close(&b->lengths);
     if (!ids || !types || !subjects || !offsets || !lengths) goto cleanup;
-    /* the rows and the relay's wake-up in one round trip (as bf_outbox_add) */
+    /* the rows and the relay's wake-up in one round trip, or the wake-up
+     * after the commit (as bf_outbox_add) */
     char chan[96];
     snprintf(chan, sizeof chan, "bangfu_outbox_%s", b->service);
     const char *params[] = {ids, types, subjects, b->payloads.data, offsets, lengths, chan};
     int plens[] = {0, 0, 0, (int)b->payloads.size, 0, 0, 0};
     int formats[] = {0, 0, 0, 1, 0, 0, 0};
-    PGresult *res = bf_db_prep(
-        db, "bf_outbox_batch_insert_notify",
-        "WITH ins AS (INSERT INTO outbox (event_id, type, subject, payload) "
-        "SELECT e.id, e.type, e.subject, substring($4::bytea FROM e.off FOR e.len) "
-        "FROM unnest($1::uuid[], $2::text[], $3::text[], $5::int[], $6::int[]) "
-        "  WITH ORDINALITY AS e(id, type, subject, off, len, n) "
-        "ORDER BY e.n) SELECT pg_notify($7, '')",
-        7, params, plens, formats);
+    bf_relay_waker_t *waker = bf_relay_local(b->service);
+    PGresult *res;
+    if (waker)
+        res = bf_db_prep(db, "bf_outbox_batch_insert",
+                         "INSERT INTO outbox (event_id, type, subject, payload) "
+                         "SELECT e.id, e.type, e.subject, substring($4::bytea FROM e.off FOR e.len) "
+                         "FROM unnest($1::uuid[], $2::text[], $3::text[], $5::int[], $6::int[]) "
+                         "  WITH ORDINALITY AS e(id, type, subject, off, len, n) "
+                         "ORDER BY e.n",
+                         6, params, plens, formats);
+    else
+        res = bf_db_prep(
+            db, "bf_outbox_batch_insert_notify",
+            "WITH ins AS (INSERT INTO outbox (event_id, type, subject, payload) "
+            "SELECT e.id, e.type, e.subject, substring($4::bytea FROM e.off FOR e.len) "
+            "FROM unnest($1::uuid[], $2::text[], $3::text[], $5::int[], $6::int[]) "
+            "  WITH ORDINALITY AS e(id, type, subject, off, len, n) "
+            "ORDER BY e.n) SELECT pg_notify($7, '')",
+            7, params, plens, formats);
     if (!res) goto cleanup;
     PQclear(res);
+    if (waker) bf_db_after_commit(db, bf_relay_wake, waker);
     s_batch_clear(b);
     rc = 0;
 cleanup:

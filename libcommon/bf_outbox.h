@@ -30,7 +30,10 @@ void bf_time_rfc3339(char out[32]);
 /* Builds the event and inserts it into the outbox of db's schema. data/len is
  * one packed msgpack map (the event's data). The caller's transaction must be
  * open. event_id_out (may be NULL) receives the event id. Also signals the
- * relay (NOTIFY, delivered at commit). Returns 0 or -1 (database error). */
+ * relay: if it runs in this process and holds the service's relay lock, by
+ * waking it once the transaction commits (bf_db_after_commit), else by a
+ * NOTIFY in the same statement (delivered at commit; bf_relay.h says why the
+ * first is preferred). Returns 0 or -1 (database error). */
 int bf_outbox_add(bf_db_t *db, const char *service, const char *type, const char *subject,
                   const char *actor, const char *data, size_t len, char event_id_out[37]);
 

@@ -15,8 +15,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 #include <zmq.h>
+
+/* A relay's in-process wake-up (bf_relay.h). Slots are claimed by relays and
+ * never freed, and their eventfds never closed, so a writer holding a waker
+ * can always write to it. */
+struct bf_relay_waker {
+    char service[64]; /* under s_wakers_mu */
+    int efd;          /* made when the slot is first claimed */
+    bool claimed;     /* by a running relay (under s_wakers_mu) */
+    atomic_bool holder; /* that relay holds the service's lock */
+};
+
+#define WAKERS_MAX 16
+static bf_relay_waker_t s_wakers[WAKERS_MAX];
+static pthread_mutex_t s_wakers_mu = PTHREAD_MUTEX_INITIALIZER;
 
 struct bf_relay {
     char service[64];
@@ -25,8 +41,76 @@ struct bf_relay {
     pthread_t thread;
     atomic_int stop;
     atomic_llong count;
+    atomic_llong wakes;
     unsigned long checked_connects; /* the Redis connection last checked */
+    bf_relay_waker_t *waker; /* NULL if every slot is taken (NOTIFY only) */
 };
+
+/* A free slot for service, its eventfd drained; NULL if none is left. */
+static bf_relay_waker_t *s_waker_claim(const char *service)
+{
+    bf_relay_waker_t *w = NULL;
+    pthread_mutex_lock(&s_wakers_mu);
+    for (int i = 0; i < WAKERS_MAX && !w; i++) {
+        bf_relay_waker_t *c = &s_wakers[i];
+        if (c->claimed) continue;
+        if (c->efd <= 0) {
+            int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+            if (fd <= 0) {
+                if (fd == 0) close(fd); /* 0 marks "not made" here */
+                continue;
+            }
+            c->efd = fd;
+        }
+        uint64_t v;
+        while (read(c->efd, &v, sizeof v) == (ssize_t)sizeof v)
+            ;
+        snprintf(c->service, sizeof c->service, "%s", service);
+        atomic_store(&c->holder, false);
+        c->claimed = true;
+        w = c;
+    }
+    pthread_mutex_unlock(&s_wakers_mu);
+    return w;
+}
+
+static void s_waker_release(bf_relay_waker_t *w)
+{
+    if (!w) return;
+    pthread_mutex_lock(&s_wakers_mu);
+    atomic_store(&w->holder, false);
+    w->claimed = false;
+    pthread_mutex_unlock(&s_wakers_mu);
+}
+
+static void s_waker_hold(bf_relay_waker_t *w, bool holds)
+{
+    if (w) atomic_store(&w->holder, holds);
+}
+
+bf_relay_waker_t *bf_relay_local(const char *service)
+{
+    bf_relay_waker_t *w = NULL;
+    if (!service) return NULL;
+    pthread_mutex_lock(&s_wakers_mu);
+    for (int i = 0; i < WAKERS_MAX && !w; i++)
+        if (s_wakers[i].claimed && atomic_load(&s_wakers[i].holder) &&
+            !strcmp(s_wakers[i].service, service))
+            w = &s_wakers[i];
+    pthread_mutex_unlock(&s_wakers_mu);
+    return w;
+}
+
+void bf_relay_wake(void *waker)
+{
+    bf_relay_waker_t *w = waker;
+    uint64_t one = 1;
+    if (w && w->efd > 0 && write(w->efd, &one, sizeof one) < 0) {
+        /* EAGAIN: the counter is full, the relay is woken anyway */
+    }
+}
+
+long long bf_relay_wakes(const bf_relay_t *r) { return atomic_load(&r->wakes); }
 
 static void s_sleep_ms(long ms)
 {
@@ -387,29 +471,35 @@ static long long s_trim(bf_relay_t *rl, bf_redis_t *redis)
     return n;
 }
 
-/* Waits for a NOTIFY or timeout_ms. Returns -1 if the connection broke.
+/* Waits for a writer of this process (the waker's eventfd), a NOTIFY, or
+ * timeout_ms. Returns 1 if woken, 0 on timeout, -1 if the connection broke.
  * A NOTIFY that arrived while the last round's statements ran is already in
  * libpq's queue, not on the socket: it is taken first, or poll() would sleep
  * the whole timeout on an event that is waiting (the commit -> bus p99 was
  * the 1 s fallback poll before this check). */
-static int s_wait(bf_db_t *db, int timeout_ms)
+static int s_wait(bf_relay_t *rl, bf_db_t *db, int timeout_ms)
 {
     PGconn *conn = bf_db_conn(db);
-    struct pollfd pfd = {PQsocket(conn), POLLIN, 0};
-    if (pfd.fd < 0) return -1;
+    struct pollfd pfd[2] = {{PQsocket(conn), POLLIN, 0},
+                            {rl->waker ? rl->waker->efd : -1, POLLIN, 0}};
+    if (pfd[0].fd < 0) return -1;
     if (!PQconsumeInput(conn)) return -1;
     PGnotify *queued = PQnotifies(conn);
     if (queued) {
         do PQfreemem(queued);
         while ((queued = PQnotifies(conn)) != NULL);
-        return 0;
+        return 1;
     }
-    int rc = poll(&pfd, 1, timeout_ms);
+    int rc = poll(pfd, 2, timeout_ms);
     if (rc < 0 && errno != EINTR) return -1;
+    if (pfd[1].fd >= 0 && (pfd[1].revents & POLLIN)) {
+        uint64_t v;
+        if (read(pfd[1].fd, &v, sizeof v) == (ssize_t)sizeof v) atomic_fetch_add(&rl->wakes, 1);
+    }
     if (!PQconsumeInput(conn)) return -1;
     PGnotify *nt;
     while ((nt = PQnotifies(conn)) != NULL) PQfreemem(nt);
-    return 0;
+    return rc > 0;
 }
 
 static void *s_main(void *arg)
@@ -444,6 +534,7 @@ static void *s_main(void *arg)
         if (stopping && (!holder || flush_rounds > 50)) break;
         if (bf_db_is_down(db)) {
             holder = false;
+            s_waker_hold(rl->waker, false);
             if (bf_db_connect(db, 1) != 0) {
                 if (stopping) break;
                 s_sleep_ms(backoff);
@@ -459,6 +550,9 @@ static void *s_main(void *arg)
                 holder = true;
                 if (bf_db_cmd(db, listen_sql) != 0) holder = false;
                 else bf_log(BF_INFO, "relay: this instance relays %s events", rl->service);
+                /* from now on writers of this process wake it, not NOTIFY:
+                 * the round that follows sees what they committed before */
+                s_waker_hold(rl->waker, holder);
             }
             if (res) PQclear(res);
             if (!holder) {
@@ -489,12 +583,18 @@ static void *s_main(void *arg)
             if (t > 0) bf_log(BF_DEBUG, "relay: trimmed %lld read stream entries", t);
             last_trim = time(NULL);
         }
-        if (s_wait(db, 1000) != 0) holder = false;
-        /* idle: notice a Redis restart (the next round then checks the
-         * stream) even when no new event comes */
-        if (!bf_redis_ping(redis)) bf_redis_drop(redis);
+        int woken = s_wait(rl, db, 1000);
+        if (woken < 0) {
+            holder = false;
+            s_waker_hold(rl->waker, false);
+        } else if (woken == 0 && !bf_redis_ping(redis)) {
+            /* idle: notice a Redis restart (the next round then checks the
+             * stream) even when no new event comes */
+            bf_redis_drop(redis);
+        }
     }
 done:
+    s_waker_hold(rl->waker, false);
     if (pub) zmq_close(pub);
     bf_db_destroy(&db);
     bf_redis_destroy(&redis);
@@ -508,7 +608,9 @@ bf_relay_t *bf_relay_start(const char *service, const char *schema, const bf_cfg
     snprintf(rl->service, sizeof rl->service, "%s", service);
     snprintf(rl->schema, sizeof rl->schema, "%s", schema);
     rl->cfg = cfg;
+    rl->waker = s_waker_claim(service);
     if (pthread_create(&rl->thread, NULL, s_main, rl) != 0) {
+        s_waker_release(rl->waker);
         free(rl);
         return NULL;
     }
@@ -520,7 +622,9 @@ void bf_relay_stop(bf_relay_t **self_p)
     if (!self_p || !*self_p) return;
     bf_relay_t *rl = *self_p;
     atomic_store(&rl->stop, 1);
+    if (rl->waker) bf_relay_wake(rl->waker); /* out of its wait at once */
     pthread_join(rl->thread, NULL);
+    s_waker_release(rl->waker);
     free(rl);
     *self_p = NULL;
 }

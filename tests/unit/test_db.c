@@ -377,6 +377,64 @@ static void test_transactions(void)
     bf_db_destroy(&db);
 }
 
+static void s_count_call(void *arg) { (*(int *)arg)++; }
+
+static void test_after_commit(void)
+{
+    bf_db_t *db = s_connect(s_schema);
+    ASSERT(db != NULL);
+    if (!db) return;
+    ASSERT_EQ(bf_db_cmd(db, "CREATE TABLE after_commit (id int PRIMARY KEY)"), 0);
+    int calls = 0;
+    /* no transaction open: the statement before committed, so at once */
+    bf_db_after_commit(db, s_count_call, &calls);
+    ASSERT_EQ(calls, 1);
+    /* after a COMMIT, once; a later registration replaces an earlier one */
+    ASSERT_EQ(bf_db_begin(db), 0);
+    ASSERT_EQ(bf_db_cmd(db, "INSERT INTO after_commit VALUES (1)"), 0);
+    bf_db_after_commit(db, s_count_call, &calls);
+    bf_db_after_commit(db, s_count_call, &calls);
+    ASSERT_EQ(calls, 1);
+    ASSERT_EQ(bf_db_commit(db), 0);
+    ASSERT_EQ(calls, 2);
+    ASSERT_EQ(bf_db_begin(db), 0);
+    ASSERT_EQ(bf_db_commit(db), 0);
+    ASSERT_EQ(calls, 2); /* forgotten with its transaction */
+    /* not after a rollback, nor when COMMIT ends in ROLLBACK */
+    ASSERT_EQ(bf_db_begin(db), 0);
+    bf_db_after_commit(db, s_count_call, &calls);
+    ASSERT_EQ(bf_db_rollback(db), 0);
+    ASSERT_EQ(bf_db_begin(db), 0);
+    bf_db_after_commit(db, s_count_call, &calls);
+    ASSERT_EQ(bf_db_cmd(db, "INSERT INTO after_commit VALUES (1)"), -1);
+    ASSERT_EQ(bf_db_commit(db), -1);
+    ASSERT_EQ(bf_db_begin(db), 0);
+    ASSERT_EQ(bf_db_commit(db), 0);
+    ASSERT_EQ(calls, 2);
+    /* a request's handler commits a savepoint: the call waits for the real
+     * commit; in a group, for the group's */
+    ASSERT_EQ(bf_db_request_begin(db), 0);
+    ASSERT_EQ(bf_db_begin(db), 0);
+    bf_db_after_commit(db, s_count_call, &calls);
+    ASSERT_EQ(bf_db_commit(db), 0);
+    ASSERT_EQ(calls, 2);
+    ASSERT_EQ(bf_db_request_commit(db), 0);
+    ASSERT_EQ(calls, 3);
+    ASSERT_EQ(bf_db_group_begin(db, 50, NULL), 0);
+    ASSERT_EQ(bf_db_request_begin(db), 0);
+    ASSERT_EQ(bf_db_cmd(db, "INSERT INTO after_commit VALUES (2)"), 0);
+    bf_db_after_commit(db, s_count_call, &calls);
+    ASSERT_EQ(bf_db_request_commit(db), 0);
+    ASSERT_EQ(calls, 3);
+    ASSERT_EQ(bf_db_group_commit(db), 0);
+    ASSERT_EQ(calls, 4);
+    ASSERT_EQ(bf_db_group_begin(db, 50, NULL), 0);
+    bf_db_after_commit(db, s_count_call, &calls);
+    bf_db_group_rollback(db);
+    ASSERT_EQ(calls, 4);
+    bf_db_destroy(&db);
+}
+
 static void test_commit_group(void)
 {
     bf_db_t *db = s_connect(s_schema);
@@ -853,6 +911,7 @@ int main(void)
     RUN(many_prepared_statements);
     RUN(errors_and_sqlstate);
     RUN(transactions);
+    RUN(after_commit);
     RUN(commit_group);
     RUN(connection_lost_inside_transaction);
     RUN(reconnect_resets_prepared);

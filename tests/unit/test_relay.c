@@ -333,6 +333,49 @@ static void test_live_events_arrive(void)
     ASSERT_EQ(s_compare_stream(1), 0);
 }
 
+/* Writers in the relay's own process do not NOTIFY (a NOTIFY serialises
+ * commits database-wide): they wake the relay after their commit. */
+static void test_writers_here_wake_the_relay_without_notify(void)
+{
+    if (!s_relay_a) return;
+    long long deadline = s_mono_ms() + 20000;
+    while (s_mono_ms() < deadline && !bf_relay_local(s_service)) s_nap();
+    ASSERT(bf_relay_local(s_service) != NULL); /* A holds the lock (it relayed above) */
+    ASSERT(bf_relay_local("no-such-service") == NULL);
+    bf_db_t *listener = bf_db_new(s_dsn, s_schema);
+    ASSERT(listener != NULL);
+    if (!listener) return;
+    char listen_sql[96];
+    snprintf(listen_sql, sizeof listen_sql, "LISTEN bangfu_outbox_%s", s_service);
+    ASSERT_EQ(bf_db_connect(listener, 3), 0);
+    ASSERT_EQ(bf_db_cmd(listener, listen_sql), 0);
+    long long wakes = bf_relay_wakes(s_relay_a);
+    for (int k = 0; k < 3; k++) ASSERT_EQ(s_commit_events(1, "woken"), 0);
+    ASSERT_EQ(s_rollback_events(1), 0);
+    /* a statement outside a transaction commits on its own: woken at once */
+    ASSERT_EQ(s_add(s_db, "woken/autocommit", s_events), 0);
+    s_events++;
+    ASSERT_EQ(s_wait_all_relayed(s_events, 20000), 0);
+    ASSERT_EQ(s_compare_stream(1), 0);
+    ASSERT(bf_relay_wakes(s_relay_a) > wakes);
+    /* no NOTIFY was sent (one would have reached the listener at commit,
+     * before the relay could see the rows) */
+    PGconn *c = bf_db_conn(listener);
+    int notifies = 0;
+    long long until = s_mono_ms() + 300;
+    while (s_mono_ms() < until) {
+        ASSERT(PQconsumeInput(c));
+        PGnotify *n;
+        while ((n = PQnotifies(c)) != NULL) {
+            notifies++;
+            PQfreemem(n);
+        }
+        s_nap();
+    }
+    ASSERT_EQ(notifies, 0);
+    bf_db_destroy(&listener);
+}
+
 static void test_late_commit_is_not_skipped(void)
 {
     if (!s_relay_a) return;
@@ -428,6 +471,8 @@ static void test_takeover_and_stop_flushes(void)
     ASSERT_EQ(s_wait_count(s_relay_a, 3), 3);
     bf_relay_stop(&s_relay_a);
     bf_relay_stop(NULL);
+    /* no relay of the service runs here now: writers NOTIFY again */
+    ASSERT(bf_relay_local(s_service) == NULL);
 }
 
 /* ------------------------------------------------------------- main */
@@ -478,6 +523,7 @@ int main(void)
     if (s_cfg && s_db && s_redis) {
         RUN(relays_committed_events_in_order);
         RUN(live_events_arrive);
+        RUN(writers_here_wake_the_relay_without_notify);
         RUN(late_commit_is_not_skipped);
         RUN(second_relay_waits);
         RUN(backend_killed);
