@@ -169,8 +169,8 @@ cat >"$T/p1_point.sql" <<'EOF'
 SELECT id, village_id, income_fen FROM registry.household WHERE id = :id;
 EOF
 # household.create's statements in one transaction (village check, ID number
-# check, ids, household, person, its event into the outbox with the relay's
-# wake-up, as bf_outbox.c does it)
+# check, ids, household, person, its event into the outbox; no NOTIFY: the
+# service wakes its own relay after the commit, bf_relay.h)
 cat >"$T/p2_same.sql" <<'EOF'
 \set v random(:vlo, :vhi)
 BEGIN;
@@ -179,7 +179,7 @@ SELECT nextval('registry.household_id_seq') AS hid \gset
 SELECT id_number FROM registry.person WHERE id_number = ANY(ARRAY[lpad('9' || :hid, 18, '0')]::char(18)[]);
 INSERT INTO registry.household (id, village_id, categories, cause_main, route, income_fen, created_by) VALUES (:hid, :v, '{dibao}', 'illness', 'employment', 300000, 'bench');
 INSERT INTO registry.person (household_id, name, id_number, relation) VALUES (:hid, '李四', lpad('9' || :hid, 18, '0'), 'head');
-WITH ins AS (INSERT INTO registry.outbox (event_id, type, subject, payload) VALUES (gen_random_uuid(), 'bangfu.registry.household.created', 'household/' || :hid, decode(repeat('ab', 300), 'hex'))) SELECT pg_notify('bangfu_outbox_registry', '');
+INSERT INTO registry.outbox (event_id, type, subject, payload) VALUES (gen_random_uuid(), 'bangfu.registry.household.created', 'household/' || :hid, decode(repeat('ab', 300), 'hex'));
 END;
 EOF
 cat >"$T/p2_row.sql" <<'EOF'
@@ -202,7 +202,8 @@ EOF
 #   batch.c    s_chunk: the batch line; s_chunks: the run's step and end (one);
 #              s_finish: the event (the lines' results and the payer's
 #              balance are known in the start's one transaction)
-#   libcommon  bf_outbox.c: the event into the outbox, pg_notify
+#   libcommon  bf_outbox.c: the event into the outbox (no NOTIFY: the relay
+#              runs in the service's process and is woken after the commit)
 #   evidence.c funds_evidence_flush: the new recipient account's
 #              account.created entry, hashed into the evidence chain (entry,
 #              pending row cleared and head moved in one statement)
@@ -228,7 +229,6 @@ WITH ins AS (INSERT INTO funds.transfer (id, from_account, to_account, amount_fe
 INSERT INTO funds.batch_line (batch_id, line_key, recipient, amount_fen, transfer_id) SELECT :batch_id, x.k, x.r, x.a, x.t FROM unnest(ARRAY['1'], ARRAY['household' || chr(58) || :r], ARRAY[100000]::bigint[], ARRAY[:xfer]::bigint[]) AS x(k, r, a, t);
 UPDATE funds.batch_run SET applied = applied + 1, paid_fen = paid_fen + 100000, chunks = chunks + 1, first_transfer_id = :xfer, last_transfer_id = :xfer, state = 'done', completed_at = now() WHERE request_key = :rk;
 INSERT INTO funds.outbox (event_id, type, subject, payload) VALUES (gen_random_uuid(), 'bangfu.funds.batch.disbursed', 'batch/' || :batch_id, decode(repeat('ab', 330), 'hex'));
-SELECT pg_notify('bangfu_outbox_funds', '');
 SELECT count(*) AS nev FROM (SELECT 1 FROM funds.evidence_pending WHERE xact IN (txid_current(), 0) LIMIT 1) p \gset
 \if :nev
 SELECT ev_last_id, encode(ev_last_hash, 'hex') AS ev_hash FROM funds.ledger_head FOR UPDATE \gset
