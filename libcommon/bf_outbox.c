@@ -95,19 +95,16 @@ int bf_outbox_add(bf_db_t *db, const char *service, const char *type, const char
     const char *params[] = {id, type, subject, sb.data, chan};
     int lengths[] = {0, 0, 0, (int)sb.size, 0};
     int formats[] = {0, 0, 0, 1, 0};
+    /* the relay is ours: woken after the commit (bf_relay.h); else the row
+     * and the relay's wake-up (delivered at commit) in one round trip: a
+     * data-modifying WITH runs whether or not it is read */
+#define ADD_SQL "INSERT INTO outbox (event_id, type, subject, payload) VALUES ($1, $2, $3, $4)"
     bf_relay_waker_t *waker = bf_relay_local(service);
-    PGresult *res;
-    if (waker) /* the relay is ours: woken after the commit (bf_relay.h) */
-        res = bf_db_prep(db, "bf_outbox_add",
-                         "INSERT INTO outbox (event_id, type, subject, payload) "
-                         "VALUES ($1, $2, $3, $4)",
-                         4, params, lengths, formats);
-    else /* the row and the relay's wake-up (delivered at commit) in one
-          * round trip: a data-modifying WITH runs whether or not it is read */
-        res = bf_db_prep(db, "bf_outbox_add_notify",
-                         "WITH ins AS (INSERT INTO outbox (event_id, type, subject, payload) "
-                         "VALUES ($1, $2, $3, $4)) SELECT pg_notify($5, '')",
-                         5, params, lengths, formats);
+    PGresult *res = waker ? bf_db_prep(db, "bf_outbox_add", ADD_SQL, 4, params, lengths, formats)
+                          : bf_db_prep(db, "bf_outbox_add_notify",
+                                       "WITH ins AS (" ADD_SQL ") SELECT pg_notify($5, '')", 5,
+                                       params, lengths, formats);
+#undef ADD_SQL
     msgpack_sbuffer_destroy(&sb);
     if (!res) return -1;
     PQclear(res);
@@ -293,25 +290,18 @@ int bf_outbox_batch_insert(bf_outbox_batch_t *b, bf_db_t *db)
     const char *params[] = {ids, types, subjects, b->payloads.data, offsets, lengths, chan};
     int plens[] = {0, 0, 0, (int)b->payloads.size, 0, 0, 0};
     int formats[] = {0, 0, 0, 1, 0, 0, 0};
+#define BATCH_SQL                                                                     \
+    "INSERT INTO outbox (event_id, type, subject, payload) "                          \
+    "SELECT e.id, e.type, e.subject, substring($4::bytea FROM e.off FOR e.len) "      \
+    "FROM unnest($1::uuid[], $2::text[], $3::text[], $5::int[], $6::int[]) "          \
+    "  WITH ORDINALITY AS e(id, type, subject, off, len, n) ORDER BY e.n"
     bf_relay_waker_t *waker = bf_relay_local(b->service);
-    PGresult *res;
-    if (waker)
-        res = bf_db_prep(db, "bf_outbox_batch_insert",
-                         "INSERT INTO outbox (event_id, type, subject, payload) "
-                         "SELECT e.id, e.type, e.subject, substring($4::bytea FROM e.off FOR e.len) "
-                         "FROM unnest($1::uuid[], $2::text[], $3::text[], $5::int[], $6::int[]) "
-                         "  WITH ORDINALITY AS e(id, type, subject, off, len, n) "
-                         "ORDER BY e.n",
-                         6, params, plens, formats);
-    else
-        res = bf_db_prep(
-            db, "bf_outbox_batch_insert_notify",
-            "WITH ins AS (INSERT INTO outbox (event_id, type, subject, payload) "
-            "SELECT e.id, e.type, e.subject, substring($4::bytea FROM e.off FOR e.len) "
-            "FROM unnest($1::uuid[], $2::text[], $3::text[], $5::int[], $6::int[]) "
-            "  WITH ORDINALITY AS e(id, type, subject, off, len, n) "
-            "ORDER BY e.n) SELECT pg_notify($7, '')",
-            7, params, plens, formats);
+    PGresult *res =
+        waker ? bf_db_prep(db, "bf_outbox_batch_insert", BATCH_SQL, 6, params, plens, formats)
+              : bf_db_prep(db, "bf_outbox_batch_insert_notify",
+                           "WITH ins AS (" BATCH_SQL ") SELECT pg_notify($7, '')", 7, params,
+                           plens, formats);
+#undef BATCH_SQL
     if (!res) goto cleanup;
     PQclear(res);
     if (waker) bf_db_after_commit(db, bf_relay_wake, waker);

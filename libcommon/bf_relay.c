@@ -25,7 +25,8 @@
  * can always write to it. */
 struct bf_relay_waker {
     char service[64]; /* under s_wakers_mu */
-    int efd;          /* made when the slot is first claimed */
+    int efd;          /* made when the slot is first claimed (made) */
+    bool made;
     bool claimed;     /* by a running relay (under s_wakers_mu) */
     atomic_bool holder; /* that relay holds the service's lock */
 };
@@ -54,13 +55,9 @@ static bf_relay_waker_t *s_waker_claim(const char *service)
     for (int i = 0; i < WAKERS_MAX && !w; i++) {
         bf_relay_waker_t *c = &s_wakers[i];
         if (c->claimed) continue;
-        if (c->efd <= 0) {
-            int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-            if (fd <= 0) {
-                if (fd == 0) close(fd); /* 0 marks "not made" here */
-                continue;
-            }
-            c->efd = fd;
+        if (!c->made) {
+            if ((c->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) continue;
+            c->made = true;
         }
         uint64_t v;
         while (read(c->efd, &v, sizeof v) == (ssize_t)sizeof v)
@@ -105,7 +102,7 @@ void bf_relay_wake(void *waker)
 {
     bf_relay_waker_t *w = waker;
     uint64_t one = 1;
-    if (w && w->efd > 0 && write(w->efd, &one, sizeof one) < 0) {
+    if (w && write(w->efd, &one, sizeof one) < 0) {
         /* EAGAIN: the counter is full, the relay is woken anyway */
     }
 }

@@ -434,6 +434,7 @@ static void test_start_failures(void)
     c.group_prologue = "SELECT 1; SELECT 2";
     s = bf_rpc_server_new(&c);
     ASSERT(s == NULL);
+    bf_rpc_server_destroy(&s);
     snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", s_free_port());
     c = s_rpc_config(ep);
     c.group_prologue = "SELECT 1";
